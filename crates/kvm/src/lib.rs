@@ -1,0 +1,1 @@
+//! The hardware-assisted engine: the same machine, run under KVM.

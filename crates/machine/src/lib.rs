@@ -1,0 +1,19 @@
+//! The guest PC that every engine runs: RAM, the port-I/O bus, one file per
+//! device, the boot loaders, and the [`Engine`] trait with the exits every
+//! engine returns.
+
+pub mod bus;
+pub mod clock;
+pub mod devices;
+pub mod engine;
+pub mod irq;
+pub mod loader;
+pub mod machine;
+pub mod memory;
+pub mod stop;
+
+pub use bus::{IoBus, PortDevice};
+pub use engine::{Engine, EngineError, Exit};
+pub use machine::{Machine, MachineBuilder, MachineError};
+pub use memory::{GuestMemory, MemoryError};
+pub use stop::{StopHandle, StopReason};

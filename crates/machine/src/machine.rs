@@ -1,0 +1,281 @@
+//! The assembled PC: RAM, bus and devices wired together, plus the entry
+//! state the loader produced. Engines drive it through the methods here.
+
+use std::io::Write;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use x86::CpuState;
+
+use crate::bus::{IoBus, SharedDevice};
+use crate::clock::{Clock, HostClock};
+use crate::devices::{cmos, debug_exit, i8042, pci, pic, pit, port80, uart};
+use crate::irq::PicLine;
+use crate::loader::{self, KernelFormat, LoadError};
+use crate::memory::{GuestMemory, MemoryError};
+use crate::stop::{StopHandle, StopReason};
+
+/// Default guest RAM: enough for Debian's i386 kernel and an initrd.
+pub const DEFAULT_MEMORY_MIB: u64 = 256;
+
+/// Input arriving from the console.
+#[derive(Debug)]
+pub enum ConsoleInput {
+    /// Bytes typed by the user, for the UART's receive line.
+    Bytes(Vec<u8>),
+    /// The user pressed the quit sequence.
+    Quit,
+}
+
+/// Errors assembling a machine.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// Guest RAM could not be created.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The kernel image was refused.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// No kernel was given.
+    #[error("no kernel image given")]
+    NoKernel,
+}
+
+/// Builds a [`Machine`] from a kernel image and options.
+pub struct MachineBuilder {
+    memory_mib: u64,
+    kernel: Option<Vec<u8>>,
+    initrd: Option<Vec<u8>>,
+    cmdline: String,
+    console: Box<dyn Write + Send>,
+    input: Option<Receiver<ConsoleInput>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MachineBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MachineBuilder {
+    /// A builder with default RAM, stdout as the console and no input.
+    pub fn new() -> Self {
+        MachineBuilder {
+            memory_mib: DEFAULT_MEMORY_MIB,
+            kernel: None,
+            initrd: None,
+            cmdline: String::new(),
+            console: Box::new(std::io::stdout()),
+            input: None,
+            clock: HostClock::new(),
+        }
+    }
+
+    /// Guest RAM size in MiB.
+    pub fn memory_mib(mut self, mib: u64) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// The kernel image (multiboot or bzImage).
+    pub fn kernel(mut self, image: Vec<u8>) -> Self {
+        self.kernel = Some(image);
+        self
+    }
+
+    /// An initial RAM disk (a multiboot module or the Linux initrd).
+    pub fn initrd(mut self, image: Vec<u8>) -> Self {
+        self.initrd = Some(image);
+        self
+    }
+
+    /// The kernel command line.
+    pub fn cmdline(mut self, cmdline: impl Into<String>) -> Self {
+        self.cmdline = cmdline.into();
+        self
+    }
+
+    /// Where the UART's transmitted bytes go.
+    pub fn console(mut self, out: Box<dyn Write + Send>) -> Self {
+        self.console = out;
+        self
+    }
+
+    /// Where console input comes from.
+    pub fn input(mut self, rx: Receiver<ConsoleInput>) -> Self {
+        self.input = Some(rx);
+        self
+    }
+
+    /// Assembles RAM, devices and bus, and loads the kernel.
+    pub fn build(self) -> Result<Machine, MachineError> {
+        let kernel = self.kernel.ok_or(MachineError::NoKernel)?;
+        let mut memory = GuestMemory::new(self.memory_mib.saturating_mul(1 << 20))?;
+        let loaded = loader::load(&mut memory, &kernel, self.initrd.as_deref(), &self.cmdline)?;
+        let ram_bytes = memory.size();
+
+        let stop = StopHandle::new();
+        let pic = Arc::new(Mutex::new(pic::PicPair::new()));
+        let pit = Arc::new(Mutex::new(pit::Pit::new(
+            self.clock.clone(),
+            Box::new(PicLine::new(pic.clone(), 0)),
+        )));
+        let uart = Arc::new(Mutex::new(uart::Uart::new(
+            self.console,
+            Box::new(PicLine::new(pic.clone(), 4)),
+        )));
+
+        let mut bus = IoBus::new();
+        let attach = |bus: &mut IoBus, first: u16, last: u16, dev: SharedDevice| {
+            bus.insert(first, last, dev)
+                .expect("the PC's fixed port map has no overlaps");
+        };
+        attach(&mut bus, pic::MASTER_CMD, pic::MASTER_DATA, pic.clone());
+        attach(&mut bus, pic::SLAVE_CMD, pic::SLAVE_DATA, pic.clone());
+        attach(&mut bus, pit::CHANNEL0, pit::COMMAND, pit.clone());
+        attach(&mut bus, pit::PORT_B, pit::PORT_B, pit.clone());
+        attach(&mut bus, uart::COM1, uart::COM1 + 7, uart.clone());
+        let i8042 = Arc::new(Mutex::new(i8042::I8042::new(stop.clone())));
+        attach(&mut bus, i8042::DATA, i8042::DATA, i8042.clone());
+        attach(&mut bus, i8042::COMMAND, i8042::COMMAND, i8042);
+        let rtc = cmos::Cmos::new(ram_bytes, Box::new(cmos::Cmos::host_time));
+        attach(&mut bus, cmos::INDEX, cmos::DATA, Arc::new(Mutex::new(rtc)));
+        attach(
+            &mut bus,
+            port80::PORT,
+            port80::PORT,
+            Arc::new(Mutex::new(port80::PostCode::new())),
+        );
+        attach(
+            &mut bus,
+            pci::CONFIG_ADDRESS,
+            pci::CONFIG_DATA + 3,
+            Arc::new(Mutex::new(pci::PciConfig::new())),
+        );
+        let exit = debug_exit::DebugExit::new(stop.clone());
+        attach(
+            &mut bus,
+            debug_exit::PORT,
+            debug_exit::PORT + 3,
+            Arc::new(Mutex::new(exit)),
+        );
+
+        Ok(Machine {
+            memory,
+            bus,
+            pic,
+            pit,
+            uart,
+            stop,
+            input: self.input,
+            format: loaded.format,
+            entry: loaded.entry,
+            cmdline: self.cmdline,
+        })
+    }
+}
+
+/// A PC ready to run: what every engine drives.
+pub struct Machine {
+    /// Guest physical RAM.
+    pub memory: GuestMemory,
+    /// The port-I/O bus.
+    pub bus: IoBus,
+    pic: Arc<Mutex<pic::PicPair>>,
+    pit: Arc<Mutex<pit::Pit>>,
+    uart: Arc<Mutex<uart::Uart>>,
+    stop: StopHandle,
+    input: Option<Receiver<ConsoleInput>>,
+    /// The boot protocol the kernel was loaded with.
+    pub format: KernelFormat,
+    /// CPU state at the kernel's entry point.
+    pub entry: CpuState,
+    /// The kernel command line.
+    pub cmdline: String,
+}
+
+/// What [`Machine::poll`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// Keep running.
+    Continue,
+    /// The user asked to quit.
+    Quit,
+}
+
+impl Machine {
+    /// An IN from the guest.
+    pub fn io_in(&mut self, port: u16, data: &mut [u8]) {
+        self.bus.read(port, data);
+    }
+
+    /// An OUT from the guest.
+    pub fn io_out(&mut self, port: u16, data: &[u8]) {
+        self.bus.write(port, data);
+    }
+
+    /// A device's stop request, if one is pending (checked after I/O exits).
+    pub fn take_stop(&self) -> Option<StopReason> {
+        self.stop.take()
+    }
+
+    /// Advances timers and drains console input; call between guest runs.
+    pub fn poll(&mut self) -> Poll {
+        self.pit.lock().unwrap().update();
+        let Some(rx) = &self.input else {
+            return Poll::Continue;
+        };
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                ConsoleInput::Bytes(b) => self.uart.lock().unwrap().enqueue_input(&b),
+                ConsoleInput::Quit => return Poll::Quit,
+            }
+        }
+        Poll::Continue
+    }
+
+    /// Blocks a halted vCPU until the next timer edge, console input, or
+    /// `max`, whichever comes first; then polls.
+    pub fn wait(&mut self, max: Duration) -> Poll {
+        let timer = self.pit.lock().unwrap().ns_until_next_irq();
+        let wait = timer.map_or(max, |ns| max.min(Duration::from_nanos(ns)));
+        if let Some(rx) = &self.input {
+            match rx.recv_timeout(wait) {
+                Ok(ConsoleInput::Bytes(b)) => self.uart.lock().unwrap().enqueue_input(&b),
+                Ok(ConsoleInput::Quit) => return Poll::Quit,
+                Err(RecvTimeoutError::Timeout) => {}
+                // stdin closed: keep running without input.
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.input = None;
+                    std::thread::sleep(wait);
+                }
+            }
+        } else {
+            std::thread::sleep(wait);
+        }
+        self.poll()
+    }
+
+    /// True when a halted vCPU could still be woken: a timer is armed or
+    /// console input may arrive.
+    pub fn can_wake(&self) -> bool {
+        self.input.is_some() || self.pit.lock().unwrap().ns_until_next_irq().is_some()
+    }
+
+    /// The PIC's INTR output.
+    pub fn interrupt_pending(&self) -> bool {
+        self.pic.lock().unwrap().has_interrupt()
+    }
+
+    /// The INTA cycle: the vector to deliver now.
+    pub fn acknowledge_interrupt(&self) -> u8 {
+        self.pic.lock().unwrap().acknowledge()
+    }
+
+    /// Flushes the console; call on every exit path.
+    pub fn flush_console(&self) {
+        self.uart.lock().unwrap().flush();
+    }
+}

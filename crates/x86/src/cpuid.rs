@@ -1,0 +1,1 @@
+//! TODO(helper): see crates/x86/src/lib.rs

@@ -1,0 +1,11 @@
+//! Architecture knowledge for 32-bit x86 guests. No I/O, no host calls:
+//! everything here is a pure function of the architecture manuals, so both
+//! engines (binary translation and KVM) and the loaders share one model.
+
+pub mod classify;
+pub mod cpuid;
+pub mod descriptor;
+pub mod msr;
+pub mod state;
+
+pub use state::{CpuState, Segment, TableRegister};
