@@ -30,7 +30,8 @@ impl Exit {
         match self {
             Exit::DebugExit(v) => crate::StopReason::DebugExit(*v).exit_status(),
             Exit::Reset | Exit::Halted(_) | Exit::UserQuit => 0,
-            Exit::Shutdown(_) => 125,
+            // Even, so it can never be mistaken for a debug-port exit.
+            Exit::Shutdown(_) => 6,
         }
     }
 }
@@ -82,4 +83,9 @@ pub trait Engine {
 
     /// Runs the guest from the machine's entry state until it stops.
     fn run(&mut self, machine: &mut Machine) -> Result<Exit, EngineError>;
+
+    /// The engine's counters from the last run as a readable table.
+    fn stats_table(&self) -> String {
+        String::new()
+    }
 }

@@ -46,6 +46,7 @@ pub enum MachineError {
 pub struct MachineBuilder {
     memory_mib: u64,
     kernel: Option<Vec<u8>>,
+    raw: Option<(u64, Vec<u8>, CpuState)>,
     initrd: Option<Vec<u8>>,
     cmdline: String,
     console: Box<dyn Write + Send>,
@@ -65,6 +66,7 @@ impl MachineBuilder {
         MachineBuilder {
             memory_mib: DEFAULT_MEMORY_MIB,
             kernel: None,
+            raw: None,
             initrd: None,
             cmdline: String::new(),
             console: Box::new(std::io::stdout()),
@@ -82,6 +84,13 @@ impl MachineBuilder {
     /// The kernel image (multiboot or bzImage).
     pub fn kernel(mut self, image: Vec<u8>) -> Self {
         self.kernel = Some(image);
+        self
+    }
+
+    /// Bypasses the loaders: `bytes` are copied to guest physical `load_at`
+    /// and the CPU starts in `entry`. For engine tests of short code snippets.
+    pub fn raw_image(mut self, load_at: u64, bytes: Vec<u8>, entry: CpuState) -> Self {
+        self.raw = Some((load_at, bytes, entry));
         self
     }
 
@@ -111,9 +120,19 @@ impl MachineBuilder {
 
     /// Assembles RAM, devices and bus, and loads the kernel.
     pub fn build(self) -> Result<Machine, MachineError> {
-        let kernel = self.kernel.ok_or(MachineError::NoKernel)?;
         let mut memory = GuestMemory::new(self.memory_mib.saturating_mul(1 << 20))?;
-        let loaded = loader::load(&mut memory, &kernel, self.initrd.as_deref(), &self.cmdline)?;
+        let (format, entry) = match (self.raw, self.kernel) {
+            (Some((at, bytes, entry)), _) => {
+                memory.write(at, &bytes)?;
+                (None, entry)
+            }
+            (None, Some(kernel)) => {
+                let loaded =
+                    loader::load(&mut memory, &kernel, self.initrd.as_deref(), &self.cmdline)?;
+                (Some(loaded.format), loaded.entry)
+            }
+            (None, None) => return Err(MachineError::NoKernel),
+        };
         let ram_bytes = memory.size();
 
         let stop = StopHandle::new();
@@ -170,8 +189,8 @@ impl MachineBuilder {
             uart,
             stop,
             input: self.input,
-            format: loaded.format,
-            entry: loaded.entry,
+            format,
+            entry,
             cmdline: self.cmdline,
         })
     }
@@ -188,8 +207,8 @@ pub struct Machine {
     uart: Arc<Mutex<uart::Uart>>,
     stop: StopHandle,
     input: Option<Receiver<ConsoleInput>>,
-    /// The boot protocol the kernel was loaded with.
-    pub format: KernelFormat,
+    /// The boot protocol the kernel was loaded with (None for a raw image).
+    pub format: Option<KernelFormat>,
     /// CPU state at the kernel's entry point.
     pub entry: CpuState,
     /// The kernel command line.
@@ -256,6 +275,15 @@ impl Machine {
             std::thread::sleep(wait);
         }
         self.poll()
+    }
+
+    /// Time until the virtual timer's next interrupt, if one is armed.
+    pub fn next_timer_event(&self) -> Option<Duration> {
+        self.pit
+            .lock()
+            .unwrap()
+            .ns_until_next_irq()
+            .map(Duration::from_nanos)
     }
 
     /// True when a halted vCPU could still be woken: a timer is armed or

@@ -1,0 +1,36 @@
+//! What the KVM engine counted during a run.
+
+use std::fmt;
+
+/// Exit counts by reason.
+#[derive(Clone, Debug, Default)]
+pub struct KvmStats {
+    /// Port I/O exits.
+    pub io: u64,
+    /// HLT exits.
+    pub hlt: u64,
+    /// Interrupt-window exits.
+    pub irq_window: u64,
+    /// Runs interrupted by the timer kick (EINTR).
+    pub kicks: u64,
+    /// Accesses to guest-physical addresses with no RAM.
+    pub mmio: u64,
+    /// Interrupts injected with KVM_INTERRUPT.
+    pub interrupts_injected: u64,
+}
+
+impl fmt::Display for KvmStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "kvm exits by reason")?;
+        for (name, n) in [
+            ("port I/O", self.io),
+            ("hlt", self.hlt),
+            ("interrupt window", self.irq_window),
+            ("timer kick", self.kicks),
+            ("unbacked memory", self.mmio),
+        ] {
+            writeln!(f, "  {name:<18}{n:>12}")?;
+        }
+        write!(f, "interrupts injected {:>11}", self.interrupts_injected)
+    }
+}

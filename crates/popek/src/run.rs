@@ -1,0 +1,145 @@
+//! `popek run`: build the machine, pick the engine, run, report.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use machine::machine::DEFAULT_MEMORY_MIB;
+use machine::{Engine, EngineError, Exit, MachineBuilder};
+
+use crate::console;
+
+/// Exit status when popek itself cannot start the guest (bad input, missing
+/// host feature). Guest exits through the debug port are always odd.
+const STATUS_POPEK_ERROR: u8 = 2;
+/// Exit status when the engine cannot run this guest on this host.
+const STATUS_UNSUPPORTED: u8 = 4;
+
+/// Which engine runs the vCPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    /// Hardware-assisted virtualization through /dev/kvm.
+    #[default]
+    Kvm,
+    /// Binary translation of kernel code, direct execution of user code.
+    Bt,
+}
+
+/// Options of `popek run`.
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    /// Execution engine.
+    #[arg(long, value_enum, default_value_t)]
+    engine: EngineKind,
+    /// An embedded guest (see `popek guests`).
+    #[arg(long, conflicts_with = "kernel")]
+    guest: Option<String>,
+    /// A kernel image: multiboot (ELF or a.out kludge) or Linux bzImage.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// An initial RAM disk (Linux initrd, or a multiboot module).
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// The kernel command line.
+    #[arg(long, default_value = "")]
+    append: String,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = DEFAULT_MEMORY_MIB)]
+    memory: u64,
+    /// Print the engine's statistics to stderr at exit.
+    #[arg(long)]
+    stats: bool,
+}
+
+fn read_file(what: &str, path: &PathBuf) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+}
+
+fn kernel_image(args: &RunArgs) -> Result<Vec<u8>, String> {
+    if let Some(path) = &args.kernel {
+        return read_file("kernel", path);
+    }
+    let name = args.guest.as_deref().unwrap_or(popek_guests::DEFAULT);
+    match popek_guests::find(name) {
+        Some(g) => Ok(g.image.to_vec()),
+        None => {
+            let names: Vec<_> = popek_guests::GUESTS.iter().map(|g| g.name).collect();
+            Err(format!(
+                "no embedded guest named {name:?}; the guests are: {}",
+                names.join(", ")
+            ))
+        }
+    }
+}
+
+fn fail(status: u8, msg: impl std::fmt::Display) -> ExitCode {
+    console::restore_terminal();
+    eprintln!("popek: {msg}");
+    ExitCode::from(status)
+}
+
+/// Runs a guest and returns the process exit status.
+pub fn run(args: &RunArgs) -> ExitCode {
+    let kernel = match kernel_image(args) {
+        Ok(k) => k,
+        Err(e) => return fail(STATUS_POPEK_ERROR, e),
+    };
+    let mut builder = MachineBuilder::new()
+        .memory_mib(args.memory)
+        .kernel(kernel)
+        .cmdline(args.append.clone());
+    if let Some(path) = &args.initrd {
+        match read_file("initrd", path) {
+            Ok(i) => builder = builder.initrd(i),
+            Err(e) => return fail(STATUS_POPEK_ERROR, e),
+        }
+    }
+    let mut engine: Box<dyn Engine> =
+        match args.engine {
+            EngineKind::Kvm => match kvm::KvmEngine::new() {
+                Ok(e) => {
+                    tracing::info!("{}", e.host().describe());
+                    Box::new(e)
+                }
+                Err(e) => return fail(STATUS_UNSUPPORTED, e),
+            },
+            EngineKind::Bt => return fail(
+                STATUS_UNSUPPORTED,
+                "the binary-translation engine (--engine bt) is not built yet; use --engine kvm",
+            ),
+        };
+    let mut machine = match builder.input(console::spawn_input()).build() {
+        Ok(m) => m,
+        Err(e) => return fail(STATUS_POPEK_ERROR, e),
+    };
+    tracing::info!(engine = engine.name(), format = ?machine.format, "starting guest");
+
+    let raw = console::enter_raw_mode();
+    let result = engine.run(&mut machine);
+    machine.flush_console();
+    drop(raw);
+    if args.stats {
+        eprintln!("{}", engine.stats_table());
+    }
+    match result {
+        Ok(exit) => {
+            report(&exit);
+            ExitCode::from(exit.exit_status() as u8)
+        }
+        Err(EngineError::GuestUnsupported(fault)) => fail(STATUS_UNSUPPORTED, fault),
+        Err(e) => fail(STATUS_UNSUPPORTED, e),
+    }
+}
+
+fn report(exit: &Exit) {
+    match exit {
+        Exit::DebugExit(v) => tracing::info!("guest wrote {v:#x} to the debug-exit port"),
+        Exit::Reset => eprintln!("popek: the guest reset the machine"),
+        Exit::Halted(state) => eprintln!(
+            "popek: the guest halted at EIP={:08x} with nothing left to wake it",
+            state.eip
+        ),
+        Exit::Shutdown(fault) => eprintln!("popek: {fault}"),
+        Exit::UserQuit => eprintln!("popek: quit"),
+    }
+}
