@@ -94,6 +94,11 @@ pub fn run(args: &RunArgs) -> ExitCode {
             Err(e) => return fail(STATUS_POPEK_ERROR, e),
         }
     }
+    // Bad input is reported before any host feature is probed.
+    let mut machine = match builder.input(console::spawn_input()).build() {
+        Ok(m) => m,
+        Err(e) => return fail(STATUS_POPEK_ERROR, e),
+    };
     let mut engine: Box<dyn Engine> =
         match args.engine {
             EngineKind::Kvm => match kvm::KvmEngine::new() {
@@ -108,10 +113,6 @@ pub fn run(args: &RunArgs) -> ExitCode {
                 "the binary-translation engine (--engine bt) is not built yet; use --engine kvm",
             ),
         };
-    let mut machine = match builder.input(console::spawn_input()).build() {
-        Ok(m) => m,
-        Err(e) => return fail(STATUS_POPEK_ERROR, e),
-    };
     tracing::info!(engine = engine.name(), format = ?machine.format, "starting guest");
 
     let raw = console::enter_raw_mode();
