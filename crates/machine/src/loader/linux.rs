@@ -61,7 +61,9 @@ pub mod hdr {
     pub const INITRD_ADDR_MAX: usize = 0x22C;
     /// u32: longest command line without its NUL (2.06+).
     pub const CMDLINE_SIZE: usize = 0x238;
-    /// u32: bytes the kernel needs from its load address while booting (2.10+).
+    /// u64: where the kernel prefers to run (2.10+).
+    pub const PREF_ADDRESS: usize = 0x258;
+    /// u32: bytes the kernel needs from its runtime start address while booting (2.10+).
     pub const INIT_SIZE: usize = 0x260;
 }
 
@@ -92,6 +94,7 @@ mod since {
     pub const INITRD_ADDR_MAX: u16 = 0x0203;
     pub const CMDLINE_SIZE: u16 = 0x0206;
     pub const INIT_SIZE: u16 = 0x020A;
+    pub const PREF_ADDRESS: u16 = 0x020A;
 }
 
 /// True if the image carries the boot flag or the "HdrS" signature, i.e.
@@ -111,6 +114,7 @@ struct SetupHeader {
     initrd_addr_max: u32,
     cmdline_max: usize,
     init_size: u32,
+    pref_address: u64,
 }
 
 /// Validates the image's setup header.
@@ -183,6 +187,12 @@ fn parse_header(image: &[u8]) -> Result<SetupHeader, LoadError> {
     } else {
         0
     };
+    let pref_address = if version >= since::PREF_ADDRESS {
+        let half = |off| u64::from(field_u32(off));
+        half(hdr::PREF_ADDRESS) | half(hdr::PREF_ADDRESS + 4) << 32
+    } else {
+        0
+    };
     Ok(SetupHeader {
         version,
         header_end,
@@ -190,6 +200,7 @@ fn parse_header(image: &[u8]) -> Result<SetupHeader, LoadError> {
         initrd_addr_max,
         cmdline_max,
         init_size,
+        pref_address,
     })
 }
 
@@ -205,17 +216,21 @@ pub fn load(
     let ram = mem.size();
     let kernel = &image[header.kernel_offset..];
 
-    // The decompressor works in place from the load address, so the kernel
-    // needs init_size bytes there, not just the size of its file.
-    let kernel_need = (kernel.len() as u64).max(header.init_size.into());
-    if KERNEL_LOAD_ADDR + kernel_need > ram {
+    // The decompressor moves the kernel up to pref_address (the kernel's
+    // LOAD_PHYSICAL_ADDR, 16 MiB for distribution kernels) when loaded below
+    // it and needs init_size bytes from there, so everything up to that end
+    // belongs to the kernel, not just the file's bytes at 1 MiB.
+    let runtime_start = KERNEL_LOAD_ADDR.max(header.pref_address);
+    let kernel_end = (KERNEL_LOAD_ADDR + kernel.len() as u64)
+        .max(runtime_start.saturating_add(header.init_size.into()));
+    let kernel_need = kernel_end - KERNEL_LOAD_ADDR;
+    if kernel_end > ram {
         return Err(LoadError::KernelTooLarge {
             load_addr: KERNEL_LOAD_ADDR,
             needed: kernel_need,
             ram,
         });
     }
-    let kernel_end = KERNEL_LOAD_ADDR + kernel_need;
     check_placement("protected-mode kernel", KERNEL_LOAD_ADDR, kernel_need, ram)?;
 
     if cmdline.len() > header.cmdline_max {
@@ -241,7 +256,8 @@ pub fn load(
             header.kernel_offset
         ),
         format!(
-            "protected-mode kernel {KERNEL_LOAD_ADDR:#x}..{:#x} ({:#x} bytes, {kernel_need:#x} reserved for decompression)",
+            "protected-mode kernel {KERNEL_LOAD_ADDR:#x}..{:#x} ({:#x} bytes); \
+             {KERNEL_LOAD_ADDR:#x}..{kernel_end:#x} kept free for its decompression",
             KERNEL_LOAD_ADDR + kernel.len() as u64,
             kernel.len()
         ),
@@ -569,6 +585,34 @@ mod tests {
         assert!(matches!(
             load(&mut ram(), &image, None, ""),
             Err(LoadError::KernelTooLarge { needed, .. }) if needed == RAM
+        ));
+    }
+
+    #[test]
+    fn initrd_stays_clear_of_the_kernel_at_pref_address() {
+        let mut image = bzimage(0x020F, &payload());
+        set_u32(&mut image, hdr::PREF_ADDRESS, 0x100_0000);
+        set_u32(&mut image, hdr::INIT_SIZE, 0x80_0000);
+        let mut mem = ram();
+        load(&mut mem, &image, Some(&vec![0; 8 << 20]), "").unwrap();
+        assert_eq!(bp_u32(&mem, hdr::RAMDISK_IMAGE), 0x180_0000);
+        assert!(matches!(
+            load(&mut ram(), &image, Some(&vec![0; (8 << 20) + 1]), ""),
+            Err(LoadError::InitrdDoesNotFit { .. })
+        ));
+    }
+
+    #[test]
+    fn init_size_at_pref_address_beyond_ram_is_refused() {
+        let mut image = bzimage(0x020F, &payload());
+        set_u32(&mut image, hdr::PREF_ADDRESS, 0x100_0000);
+        set_u32(&mut image, hdr::INIT_SIZE, 0x100_0001);
+        assert!(matches!(
+            load(&mut ram(), &image, None, ""),
+            Err(LoadError::KernelTooLarge {
+                needed: 0x1F0_0001,
+                ..
+            })
         ));
     }
 
