@@ -41,11 +41,19 @@ struct GuestSpec {
 }
 
 /// Every guest, in the order `popek` lists them.
-const GUESTS: &[GuestSpec] = &[GuestSpec {
-    name: "hello",
-    summary: "greets and checks the multiboot hand-over (magic, memory, loader name)",
-    format: Format::Multiboot,
-}];
+const GUESTS: &[GuestSpec] = &[
+    GuestSpec {
+        name: "hello",
+        summary: "greets and checks the multiboot hand-over (magic, memory, loader name)",
+        format: Format::Multiboot,
+    },
+    GuestSpec {
+        name: "interrupts",
+        summary:
+            "PIC + PIT timer interrupts with HLT, and exception vectors, error codes and frames",
+        format: Format::Multiboot,
+    },
+];
 
 /// The compiler flags every guest source is built with.
 const CFLAGS: &[&str] = &[
