@@ -5,6 +5,7 @@
 //! this engine injects interrupts itself with KVM_INTERRUPT and kicks the
 //! vCPU out of KVM_RUN when the virtual timer comes due.
 
+mod fallback;
 mod kick;
 pub mod probe;
 pub mod regs;
@@ -148,6 +149,48 @@ impl KvmEngine {
         Ok(Exit::Shutdown(Self::fault(machine, what, state)))
     }
 
+    /// Carries out an instruction KVM's emulator gave up on, if popek knows
+    /// it; returns false to report the failure as it is.
+    fn try_fallback(
+        &mut self,
+        vcpu: &mut VcpuFd,
+        machine: &mut Machine,
+    ) -> Result<bool, EngineError> {
+        // SAFETY: only called for KVM_EXIT_INTERNAL_ERROR, whose union member is `internal`.
+        let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
+        if suberror != kvm_bindings::KVM_INTERNAL_ERROR_EMULATION {
+            return Ok(false);
+        }
+        let regs = vcpu.get_regs().map_err(|e| host_err("KVM_GET_REGS", e))?;
+        let mut sregs = vcpu.get_sregs().map_err(|e| host_err("KVM_GET_SREGS", e))?;
+        let mut state = regs::from_kvm(&regs, &sregs);
+        match fallback::emulate(&mut state, machine) {
+            fallback::Emulated::Done(name) => {
+                *self.stats.emulated.entry(name).or_default() += 1;
+                let mut regs = regs;
+                regs::to_kvm(&state, &mut regs, &mut sregs);
+                vcpu.set_sregs(&sregs)
+                    .map_err(|e| host_err("KVM_SET_SREGS", e))?;
+                vcpu.set_regs(&regs)
+                    .map_err(|e| host_err("KVM_SET_REGS", e))?;
+                Ok(true)
+            }
+            fallback::Emulated::NotMine => Ok(false),
+            fallback::Emulated::TripleFault => Err(EngineError::GuestUnsupported(Self::fault(
+                machine,
+                "the guest triple-faulted (a fault while delivering a double fault)".into(),
+                state,
+            ))),
+            fallback::Emulated::Unsupported(what) => {
+                Err(EngineError::GuestUnsupported(Self::fault(
+                    machine,
+                    format!("the guest needs {what}, which popek does not model"),
+                    state,
+                )))
+            }
+        }
+    }
+
     /// kvm-pvm shuts the vCPU down at the MOV to CR0 that sets PG: either CR0
     /// already shows PG, or the instruction at EIP is `mov cr0, r32`.
     fn enabling_paging(machine: &Machine, state: &CpuState) -> bool {
@@ -275,6 +318,7 @@ impl KvmEngine {
                 Step::Kicked => self.stats.kicks += 1,
                 Step::Mmio => self.stats.mmio += 1,
                 Step::Shutdown => return self.shutdown(vcpu, machine),
+                Step::Internal if self.try_fallback(vcpu, machine)? => {}
                 Step::Internal => {
                     // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so the
                     // `internal` member of the union is the one KVM filled.

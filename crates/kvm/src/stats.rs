@@ -1,5 +1,6 @@
 //! What the KVM engine counted during a run.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Exit counts by reason.
@@ -17,6 +18,8 @@ pub struct KvmStats {
     pub mmio: u64,
     /// Interrupts injected with KVM_INTERRUPT.
     pub interrupts_injected: u64,
+    /// Instructions KVM could not emulate that popek carried out, by name.
+    pub emulated: BTreeMap<&'static str, u64>,
 }
 
 impl fmt::Display for KvmStats {
@@ -31,6 +34,10 @@ impl fmt::Display for KvmStats {
         ] {
             writeln!(f, "  {name:<18}{n:>12}")?;
         }
-        write!(f, "interrupts injected {:>11}", self.interrupts_injected)
+        write!(f, "interrupts injected {:>11}", self.interrupts_injected)?;
+        for (name, n) in &self.emulated {
+            write!(f, "\nemulated by popek: {name:<8}{n:>8}")?;
+        }
+        Ok(())
     }
 }

@@ -104,7 +104,9 @@ fn rep_outsb_is_split_into_bytes() {
 
 #[test]
 fn hlt_with_interrupts_off_is_final() {
-    let Some((r, _)) = run(&[0xFA, 0xF4]) else { return };
+    let Some((r, _)) = run(&[0xFA, 0xF4]) else {
+        return;
+    };
     match r {
         Ok(Exit::Halted(state)) => assert_eq!(state.eip, LOAD + 2),
         other => panic!("{other:?}"),
@@ -116,7 +118,9 @@ fn ud2_without_an_idt_triple_faults() {
     // (INT3 here would be the classic, but kvm-pvm's instruction emulator
     // gives up on a software interrupt through an empty IDT instead of
     // raising #GP; see docs/kvm.md.)
-    let Some((r, _)) = run(&[0x90, 0x0F, 0x0B, 0xF4]) else { return };
+    let Some((r, _)) = run(&[0x90, 0x0F, 0x0B, 0xF4]) else {
+        return;
+    };
     match r {
         Ok(Exit::Shutdown(fault)) => {
             assert!(fault.what.contains("triple"), "{}", fault.what);

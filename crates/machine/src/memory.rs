@@ -42,7 +42,7 @@ pub struct GuestMemory {
 impl GuestMemory {
     /// Creates `size` bytes of zeroed guest RAM.
     pub fn new(size: u64) -> Result<Self, MemoryError> {
-        if size == 0 || size % 4096 != 0 || size > MAX_RAM {
+        if size == 0 || !size.is_multiple_of(4096) || size > MAX_RAM {
             return Err(MemoryError::BadSize(size));
         }
         let fd = memfd_create(c"popek-guest-ram", MemFdCreateFlag::MFD_CLOEXEC)

@@ -1,0 +1,118 @@
+//! Instructions the host's KVM could not emulate, carried out in user space.
+//!
+//! On a kvm-pvm host, non-paged protected mode runs in KVM's instruction
+//! emulator, which implements IRET and INT n only for real mode. When it
+//! gives up (KVM_EXIT_INTERNAL_ERROR, "emulation failed") at one of those
+//! instructions, popek performs it with the architecture's own rules from
+//! `x86::interrupt` and resumes the guest.
+
+use machine::{GuestMemory, Machine};
+use x86::interrupt::{self, vector, Event, Exception, Failure, LinearMemory, Unsupported};
+use x86::state::{cr0, flags};
+use x86::CpuState;
+
+/// Linear memory of a guest with paging off: linear addresses are physical.
+/// Accesses past RAM read as all ones and drop writes, as on a PC bus.
+pub struct PhysicalLinear<'a>(pub &'a mut GuestMemory);
+
+impl LinearMemory for PhysicalLinear<'_> {
+    fn read(&mut self, at: u32, buf: &mut [u8]) -> Result<(), Exception> {
+        if self.0.read(u64::from(at), buf).is_err() {
+            buf.fill(0xFF);
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, at: u32, data: &[u8]) -> Result<(), Exception> {
+        let _ = self.0.write(u64::from(at), data);
+        Ok(())
+    }
+}
+
+/// What the fallback did.
+pub enum Emulated {
+    /// The instruction completed (or raised an exception that was delivered);
+    /// `name` is counted in the statistics.
+    Done(&'static str),
+    /// Not an instruction the fallback knows.
+    NotMine,
+    /// The instruction shut the CPU down (a fault while delivering #DF).
+    TripleFault,
+    /// The guest needs something popek does not model.
+    Unsupported(&'static str),
+}
+
+/// Carries out the instruction at CS:EIP if it is one kvm-pvm cannot emulate.
+pub fn emulate(cpu: &mut CpuState, machine: &mut Machine) -> Emulated {
+    if cpu.cr0 & cr0::PG != 0 || cpu.cr0 & cr0::PE == 0 {
+        return Emulated::NotMine;
+    }
+    let mut bytes = [0u8; 3];
+    let mut mem = PhysicalLinear(&mut machine.memory);
+    if mem.read(cpu.linear_ip(), &mut bytes).is_err() {
+        return Emulated::NotMine;
+    }
+    // The default operand size comes from CS.D; a 0x66 prefix flips it.
+    let (opsize_prefix, op) = if bytes[0] == 0x66 {
+        (true, &bytes[1..])
+    } else {
+        (false, &bytes[..])
+    };
+    let size32 = cpu.cs.db != opsize_prefix;
+    let prefix_len = u32::from(opsize_prefix);
+    let result = match op[0] {
+        0xCF => {
+            let r = interrupt::iret(cpu, &mut mem, if size32 { 4 } else { 2 });
+            finish(cpu, &mut mem, r, "iret")
+        }
+        0xCD => software_int(cpu, &mut mem, op[1], 2 + prefix_len, "int n"),
+        0xCC => software_int(cpu, &mut mem, vector::BP, 1 + prefix_len, "int3"),
+        0xCE if cpu.eflags & flags::OF != 0 => {
+            software_int(cpu, &mut mem, vector::OF, 1 + prefix_len, "into")
+        }
+        0xCE => {
+            cpu.eip = cpu.eip.wrapping_add(1 + prefix_len);
+            Emulated::Done("into")
+        }
+        _ => Emulated::NotMine,
+    };
+    result
+}
+
+fn software_int(
+    cpu: &mut CpuState,
+    mem: &mut PhysicalLinear<'_>,
+    vec: u8,
+    len: u32,
+    name: &'static str,
+) -> Emulated {
+    let at_instruction = cpu.eip;
+    cpu.eip = cpu.eip.wrapping_add(len);
+    let r = interrupt::deliver(cpu, mem, vec, Event::Software);
+    if r.is_err() {
+        // A fault in delivery is reported at the INT instruction itself.
+        cpu.eip = at_instruction;
+    }
+    finish(cpu, mem, r, name)
+}
+
+/// Delivers the exception an emulated instruction raised, as the CPU would.
+fn finish(
+    cpu: &mut CpuState,
+    mem: &mut PhysicalLinear<'_>,
+    r: interrupt::Outcome,
+    name: &'static str,
+) -> Emulated {
+    match r {
+        Ok(()) => Emulated::Done(name),
+        Err(Failure::Fault(e)) => {
+            match interrupt::deliver_event(cpu, mem, e.vector, Event::Exception(e.error_code)) {
+                Ok(()) => Emulated::Done(name),
+                Err(Unsupported::TripleFault) => Emulated::TripleFault,
+                Err(Unsupported::Feature(f)) => Emulated::Unsupported(f),
+            }
+        }
+        Err(Failure::Unsupported(Unsupported::TripleFault)) => Emulated::TripleFault,
+        Err(Failure::Unsupported(Unsupported::Feature(f))) => Emulated::Unsupported(f),
+    }
+}

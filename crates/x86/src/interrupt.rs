@@ -1,0 +1,820 @@
+//! Protected-mode interrupt and exception delivery, and IRET, as the SDM
+//! (vol. 3 ch. 6, and the IRET pseudocode in vol. 2) defines them: pure
+//! functions over a [`CpuState`] and the guest's linear memory.
+//!
+//! Both engines need them. The BT engine delivers every guest event itself;
+//! the KVM engine falls back to them where the host's KVM cannot emulate an
+//! instruction (kvm-pvm emulates non-paged protected mode, and Linux's
+//! instruction emulator has no protected-mode IRET or INT n).
+//!
+//! Each function works on a copy of the state and commits it only when the
+//! whole operation succeeded, so a fault leaves the CPU as the instruction
+//! found it, as the hardware does.
+
+use crate::descriptor::{self, Descriptor, Gate, GateKind, Selector};
+use crate::state::{flags, CpuState, Segment};
+
+/// An exception raised while carrying out an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exception {
+    /// The vector.
+    pub vector: u8,
+    /// The error code, for vectors that push one.
+    pub error_code: Option<u32>,
+}
+
+/// Exception vectors by name.
+pub mod vector {
+    /// Divide error.
+    pub const DE: u8 = 0;
+    /// Debug.
+    pub const DB: u8 = 1;
+    /// Breakpoint (INT3).
+    pub const BP: u8 = 3;
+    /// Overflow (INTO).
+    pub const OF: u8 = 4;
+    /// Invalid opcode.
+    pub const UD: u8 = 6;
+    /// Device not available.
+    pub const NM: u8 = 7;
+    /// Double fault.
+    pub const DF: u8 = 8;
+    /// Invalid TSS.
+    pub const TS: u8 = 10;
+    /// Segment not present.
+    pub const NP: u8 = 11;
+    /// Stack-segment fault.
+    pub const SS: u8 = 12;
+    /// General protection.
+    pub const GP: u8 = 13;
+    /// Page fault.
+    pub const PF: u8 = 14;
+}
+
+impl Exception {
+    /// An exception with an error code.
+    pub const fn with_code(vector: u8, code: u32) -> Self {
+        Exception {
+            vector,
+            error_code: Some(code),
+        }
+    }
+
+    /// An exception without an error code.
+    pub const fn plain(vector: u8) -> Self {
+        Exception {
+            vector,
+            error_code: None,
+        }
+    }
+
+    /// #GP(code).
+    pub const fn gp(code: u32) -> Self {
+        Self::with_code(vector::GP, code)
+    }
+
+    /// True for vectors that push an error code (8, 10-14, 17, 21).
+    pub const fn vector_has_error_code(v: u8) -> bool {
+        matches!(v, 8 | 10..=14 | 17 | 21)
+    }
+}
+
+/// The guest's linear address space, as seen by the CPU during delivery.
+/// An implementation with paging returns #PF for unmapped pages.
+pub trait LinearMemory {
+    /// Reads `buf.len()` bytes at `linear`.
+    fn read(&mut self, linear: u32, buf: &mut [u8]) -> Result<(), Exception>;
+    /// Writes `data` at `linear`.
+    fn write(&mut self, linear: u32, data: &[u8]) -> Result<(), Exception>;
+}
+
+/// What kind of event is being delivered: it decides the EXT bit of error
+/// codes, whether the gate's DPL is checked, and whether an error code is pushed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A processor exception; `error_code` is pushed when present.
+    Exception(Option<u32>),
+    /// A hardware interrupt from the PIC.
+    External,
+    /// INT n, INT3 or INTO: EIP already points past the instruction.
+    Software,
+}
+
+/// Why an operation could not be carried out at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unsupported {
+    /// A feature popek does not model (task gates, virtual-8086 mode, ...).
+    Feature(&'static str),
+    /// Delivering a double fault faulted: the CPU shuts down.
+    TripleFault,
+}
+
+/// Result of one delivery or IRET attempt.
+pub type Outcome = Result<(), Failure>;
+
+/// A delivery or IRET that did not complete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The operation raised this exception; the state is unchanged.
+    Fault(Exception),
+    /// The operation is outside what popek models, or shut the CPU down.
+    Unsupported(Unsupported),
+}
+
+impl From<Exception> for Failure {
+    fn from(e: Exception) -> Self {
+        Failure::Fault(e)
+    }
+}
+
+const FLAGS_IRET_ANY_CPL: u32 = flags::CF
+    | flags::PF
+    | flags::AF
+    | flags::ZF
+    | flags::SF
+    | flags::TF
+    | flags::DF
+    | flags::OF
+    | flags::NT
+    | flags::RF
+    | flags::AC
+    | flags::ID;
+
+fn read_u32(mem: &mut impl LinearMemory, at: u32) -> Result<u32, Exception> {
+    let mut b = [0; 4];
+    mem.read(at, &mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn read_u16(mem: &mut impl LinearMemory, at: u32) -> Result<u16, Exception> {
+    let mut b = [0; 2];
+    mem.read(at, &mut b)?;
+    Ok(u16::from_le_bytes(b))
+}
+
+/// Reads the descriptor `sel` names from the GDT or LDT; #GP(sel) past the
+/// table's limit. Sets the descriptor's accessed bit for code/data, as a
+/// selector load does.
+pub fn read_descriptor(
+    cpu: &CpuState,
+    mem: &mut impl LinearMemory,
+    sel: Selector,
+    ext: u32,
+) -> Result<(Descriptor, u32), Exception> {
+    let at = sel
+        .descriptor_address(&cpu.gdtr, &cpu.ldtr)
+        .ok_or(Exception::gp(u32::from(sel.0 & !3) | ext))?;
+    let mut b = [0; 8];
+    mem.read(at, &mut b)?;
+    Ok((Descriptor::from_bytes(b), at))
+}
+
+fn mark_accessed(mem: &mut impl LinearMemory, desc: &Descriptor, at: u32) -> Result<(), Exception> {
+    if desc.s && desc.typ & descriptor::types::ACCESSED == 0 {
+        let bytes = desc.with_accessed().to_bytes();
+        mem.write(at + 5, &bytes[5..6])?;
+    }
+    Ok(())
+}
+
+/// A stack being pushed onto: SS cache and ESP, with the gate's operand size.
+struct Stack {
+    ss: Segment,
+    esp: u32,
+    size: u32,
+    fault_sel: u32,
+}
+
+impl Stack {
+    fn push(&mut self, mem: &mut impl LinearMemory, value: u32) -> Result<(), Exception> {
+        let esp = self.esp.wrapping_sub(self.size);
+        let fits = if self.ss.typ & descriptor::types::EXPAND_DOWN_OR_CONFORMING != 0 {
+            esp > self.ss.limit
+        } else {
+            esp.checked_add(self.size - 1)
+                .is_some_and(|end| end <= self.ss.limit)
+        };
+        if !fits {
+            return Err(Exception::with_code(vector::SS, self.fault_sel));
+        }
+        let at = self.ss.base.wrapping_add(esp);
+        if self.size == 4 {
+            mem.write(at, &value.to_le_bytes())?;
+        } else {
+            mem.write(at, &(value as u16).to_le_bytes())?;
+        }
+        self.esp = esp;
+        Ok(())
+    }
+}
+
+/// Delivers one event through the IDT in protected mode. On a fault the
+/// state is unchanged and the caller decides what happens next (see
+/// [`deliver_event`], which applies the double-fault rules).
+pub fn deliver(cpu: &mut CpuState, mem: &mut impl LinearMemory, vec: u8, event: Event) -> Outcome {
+    if cpu.eflags & flags::VM != 0 {
+        return Err(Failure::Unsupported(Unsupported::Feature(
+            "interrupts in virtual-8086 mode",
+        )));
+    }
+    let ext = u32::from(event != Event::Software);
+    let idt_code = u32::from(vec) * 8 + 2 + ext;
+    let at = descriptor::idt_entry_address(&cpu.idtr, vec).ok_or(Exception::gp(idt_code))?;
+    let mut raw = [0; 8];
+    mem.read(at, &mut raw)?;
+    let gate = match Gate::from_bytes(raw) {
+        Some(g)
+            if matches!(
+                g.kind,
+                GateKind::Interrupt | GateKind::Trap | GateKind::Task
+            ) =>
+        {
+            g
+        }
+        _ => return Err(Exception::gp(idt_code).into()),
+    };
+    let cpl = cpu.cpl();
+    if event == Event::Software && gate.dpl < cpl {
+        return Err(Exception::gp(idt_code).into());
+    }
+    if !gate.present {
+        return Err(Exception::with_code(vector::NP, idt_code).into());
+    }
+    if gate.kind == GateKind::Task {
+        return Err(Failure::Unsupported(Unsupported::Feature("task gates")));
+    }
+
+    let cs_sel = Selector(gate.selector);
+    if cs_sel.is_null() {
+        return Err(Exception::gp(ext).into());
+    }
+    let cs_code = u32::from(cs_sel.0 & !3) | ext;
+    let (cs_desc, cs_at) = read_descriptor(cpu, mem, cs_sel, ext)?;
+    if !cs_desc.is_code() || cs_desc.dpl > cpl {
+        return Err(Exception::gp(cs_code).into());
+    }
+    if !cs_desc.present {
+        return Err(Exception::with_code(vector::NP, cs_code).into());
+    }
+
+    let size = if gate.size32 { 4 } else { 2 };
+    let mut new = cpu.clone();
+    let to_inner = !cs_desc.is_conforming() && cs_desc.dpl < cpl;
+    let new_cpl = if to_inner { cs_desc.dpl } else { cpl };
+    let mut stack = if to_inner {
+        let (ss, esp) = inner_stack(cpu, mem, new_cpl, ext)?;
+        let fault_sel = u32::from(ss.selector & !3) | ext;
+        Stack {
+            ss,
+            esp,
+            size,
+            fault_sel,
+        }
+    } else {
+        Stack {
+            ss: cpu.ss,
+            esp: cpu.esp,
+            size,
+            fault_sel: ext,
+        }
+    };
+    if to_inner {
+        stack.push(mem, u32::from(cpu.ss.selector))?;
+        stack.push(mem, cpu.esp)?;
+    }
+    stack.push(mem, cpu.eflags)?;
+    stack.push(mem, u32::from(cpu.cs.selector))?;
+    stack.push(mem, cpu.eip)?;
+    if let Event::Exception(Some(code)) = event {
+        stack.push(mem, code)?;
+    }
+    mark_accessed(mem, &cs_desc, cs_at)?;
+
+    new.cs = cs_desc
+        .with_accessed()
+        .to_segment(cs_sel.with_rpl(new_cpl).0);
+    new.eip = gate.target_offset();
+    new.ss = stack.ss;
+    new.esp = stack.esp;
+    new.eflags &= !(flags::TF | flags::NT | flags::RF | flags::VM);
+    if gate.clears_if() {
+        new.eflags &= !flags::IF;
+    }
+    *cpu = new;
+    Ok(())
+}
+
+/// The stack for privilege level `dpl` from the current 32-bit TSS, checked
+/// as an interrupt to an inner level checks it.
+fn inner_stack(
+    cpu: &CpuState,
+    mem: &mut impl LinearMemory,
+    dpl: u8,
+    ext: u32,
+) -> Result<(Segment, u32), Exception> {
+    let ts = |code: u32| Exception::with_code(vector::TS, code);
+    let tr_code = u32::from(cpu.tr.selector & !3) | ext;
+    if cpu.tr.typ & 0x8 == 0 {
+        // A 16-bit TSS: SP and SS for level n sit at 2 + 4n and 4 + 4n.
+        let off = 2 + 4 * u32::from(dpl);
+        if off + 3 > cpu.tr.limit {
+            return Err(ts(tr_code));
+        }
+        let esp = u32::from(read_u16(mem, cpu.tr.base + off)?);
+        let ss = read_u16(mem, cpu.tr.base + off + 2)?;
+        return check_inner_ss(cpu, mem, Selector(ss), dpl, ext).map(|s| (s, esp));
+    }
+    let off = 4 + 8 * u32::from(dpl);
+    if off + 5 > cpu.tr.limit {
+        return Err(ts(tr_code));
+    }
+    let esp = read_u32(mem, cpu.tr.base.wrapping_add(off))?;
+    let ss = read_u16(mem, cpu.tr.base.wrapping_add(off + 4))?;
+    check_inner_ss(cpu, mem, Selector(ss), dpl, ext).map(|s| (s, esp))
+}
+
+fn check_inner_ss(
+    cpu: &CpuState,
+    mem: &mut impl LinearMemory,
+    sel: Selector,
+    dpl: u8,
+    ext: u32,
+) -> Result<Segment, Exception> {
+    let code = u32::from(sel.0 & !3) | ext;
+    let ts = Exception::with_code(vector::TS, code);
+    if sel.is_null() {
+        return Err(Exception::with_code(vector::TS, ext));
+    }
+    let (desc, at) = read_descriptor(cpu, mem, sel, ext).map_err(|_| ts)?;
+    if sel.rpl() != dpl || desc.dpl != dpl || !desc.is_writable() {
+        return Err(ts);
+    }
+    if !desc.present {
+        return Err(Exception::with_code(vector::SS, code));
+    }
+    mark_accessed(mem, &desc, at)?;
+    Ok(desc.with_accessed().to_segment(sel.0))
+}
+
+/// Exception classes for the double-fault rules (SDM table 6-5).
+#[derive(PartialEq, Eq)]
+enum Class {
+    Benign,
+    Contributory,
+    PageFault,
+    DoubleFault,
+}
+
+fn class(v: u8) -> Class {
+    match v {
+        vector::DE | 10..=13 => Class::Contributory,
+        vector::PF => Class::PageFault,
+        vector::DF => Class::DoubleFault,
+        _ => Class::Benign,
+    }
+}
+
+/// Delivers an event, applying the double-fault rules when delivery itself
+/// faults: a contributory fault while delivering a contributory fault or a
+/// page fault becomes #DF(0); a fault while delivering #DF shuts down.
+pub fn deliver_event(
+    cpu: &mut CpuState,
+    mem: &mut impl LinearMemory,
+    vec: u8,
+    event: Event,
+) -> Result<(), Unsupported> {
+    let (mut vec, mut event) = (vec, event);
+    loop {
+        let first = if matches!(event, Event::Exception(_)) {
+            class(vec)
+        } else {
+            Class::Benign
+        };
+        match deliver(cpu, mem, vec, event) {
+            Ok(()) => return Ok(()),
+            Err(Failure::Unsupported(u)) => return Err(u),
+            Err(Failure::Fault(second)) => {
+                let second_class = class(second.vector);
+                let double = match first {
+                    Class::DoubleFault => return Err(Unsupported::TripleFault),
+                    Class::Contributory => second_class == Class::Contributory,
+                    Class::PageFault => {
+                        matches!(second_class, Class::Contributory | Class::PageFault)
+                    }
+                    Class::Benign => false,
+                };
+                (vec, event) = if double {
+                    (vector::DF, Event::Exception(Some(0)))
+                } else {
+                    (second.vector, Event::Exception(second.error_code))
+                };
+            }
+        }
+    }
+}
+
+/// Pops a value of `size` bytes at SS:ESP+`off`.
+fn stack_read(
+    cpu: &CpuState,
+    mem: &mut impl LinearMemory,
+    off: u32,
+    size: u32,
+) -> Result<u32, Exception> {
+    let esp = cpu.esp.wrapping_add(off);
+    if cpu.ss.typ & descriptor::types::EXPAND_DOWN_OR_CONFORMING == 0
+        && esp
+            .checked_add(size - 1)
+            .is_none_or(|end| end > cpu.ss.limit)
+    {
+        return Err(Exception::with_code(vector::SS, 0));
+    }
+    let at = cpu.ss.base.wrapping_add(esp);
+    if size == 4 {
+        read_u32(mem, at)
+    } else {
+        read_u16(mem, at).map(u32::from)
+    }
+}
+
+/// Protected-mode IRET with the given operand size (4 for IRETD, 2 for the
+/// 16-bit form), to the same or an outer privilege level.
+pub fn iret(cpu: &mut CpuState, mem: &mut impl LinearMemory, size: u32) -> Outcome {
+    if cpu.eflags & flags::NT != 0 {
+        return Err(Failure::Unsupported(Unsupported::Feature(
+            "IRET with NT set (task return)",
+        )));
+    }
+    let eip = stack_read(cpu, mem, 0, size)?;
+    let cs_sel = Selector(stack_read(cpu, mem, size, size)? as u16);
+    let popped_flags = stack_read(cpu, mem, 2 * size, size)?;
+    let popped_flags = if size == 2 {
+        (cpu.eflags & 0xFFFF_0000) | popped_flags
+    } else {
+        popped_flags
+    };
+    if popped_flags & flags::VM != 0 && cpu.cpl() == 0 {
+        return Err(Failure::Unsupported(Unsupported::Feature(
+            "IRET to virtual-8086 mode",
+        )));
+    }
+    if cs_sel.is_null() {
+        return Err(Exception::gp(0).into());
+    }
+    let cs_code = u32::from(cs_sel.0 & !3);
+    let (cs_desc, cs_at) = read_descriptor(cpu, mem, cs_sel, 0)?;
+    let cpl = cpu.cpl();
+    let rpl = cs_sel.rpl();
+    if !cs_desc.is_code() || rpl < cpl {
+        return Err(Exception::gp(cs_code).into());
+    }
+    let dpl_ok = if cs_desc.is_conforming() {
+        cs_desc.dpl <= rpl
+    } else {
+        cs_desc.dpl == rpl
+    };
+    if !dpl_ok {
+        return Err(Exception::gp(cs_code).into());
+    }
+    if !cs_desc.present {
+        return Err(Exception::with_code(vector::NP, cs_code).into());
+    }
+    let cs = cs_desc.with_accessed().to_segment(cs_sel.0);
+    if eip > cs.limit {
+        return Err(Exception::gp(0).into());
+    }
+
+    let mut new = cpu.clone();
+    if rpl > cpl {
+        let esp = stack_read(cpu, mem, 3 * size, size)?;
+        let ss_sel = Selector(stack_read(cpu, mem, 4 * size, size)? as u16);
+        if ss_sel.is_null() {
+            return Err(Exception::gp(0).into());
+        }
+        let ss_code = u32::from(ss_sel.0 & !3);
+        let (ss_desc, ss_at) = read_descriptor(cpu, mem, ss_sel, 0)?;
+        if ss_sel.rpl() != rpl || ss_desc.dpl != rpl || !ss_desc.is_writable() {
+            return Err(Exception::gp(ss_code).into());
+        }
+        if !ss_desc.present {
+            return Err(Exception::with_code(vector::SS, ss_code).into());
+        }
+        mark_accessed(mem, &ss_desc, ss_at)?;
+        new.ss = ss_desc.with_accessed().to_segment(ss_sel.0);
+        new.esp = if size == 4 {
+            esp
+        } else {
+            (cpu.esp & 0xFFFF_0000) | esp
+        };
+        // Data segments the outer level may not use become null, so the
+        // kernel's selectors do not leak into user mode.
+        for seg in [&mut new.ds, &mut new.es, &mut new.fs, &mut new.gs] {
+            let data_or_nonconforming = !seg.is_code() || seg.typ & 0x4 == 0;
+            if seg.present && data_or_nonconforming && seg.dpl < rpl {
+                *seg = Segment::unusable();
+            }
+        }
+    } else {
+        new.esp = cpu.esp.wrapping_add(3 * size);
+    }
+    mark_accessed(mem, &cs_desc, cs_at)?;
+
+    let mut mask = FLAGS_IRET_ANY_CPL;
+    let iopl = (cpu.eflags & flags::IOPL) >> 12;
+    if u32::from(cpl) <= iopl {
+        mask |= flags::IF;
+    }
+    if cpl == 0 {
+        mask |= flags::IOPL;
+    }
+    if size == 2 {
+        mask &= 0xFFFF;
+    }
+    new.eflags = (cpu.eflags & !mask) | (popped_flags & mask) | flags::FIXED1;
+    new.cs = cs;
+    new.eip = eip;
+    *cpu = new;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::descriptor::tss32;
+    use crate::state::cr0;
+    use crate::TableRegister;
+
+    /// 64 KiB of flat memory.
+    struct Flat(Vec<u8>);
+
+    impl LinearMemory for Flat {
+        fn read(&mut self, at: u32, buf: &mut [u8]) -> Result<(), Exception> {
+            let at = at as usize;
+            match self.0.get(at..at + buf.len()) {
+                Some(s) => {
+                    buf.copy_from_slice(s);
+                    Ok(())
+                }
+                None => Err(Exception::with_code(vector::PF, 0)),
+            }
+        }
+        fn write(&mut self, at: u32, data: &[u8]) -> Result<(), Exception> {
+            let at = at as usize;
+            match self.0.get_mut(at..at + data.len()) {
+                Some(s) => {
+                    s.copy_from_slice(data);
+                    Ok(())
+                }
+                None => Err(Exception::with_code(vector::PF, 0)),
+            }
+        }
+    }
+
+    const GDT: u32 = 0x1000;
+    const IDT: u32 = 0x2000;
+    const TSS: u32 = 0x3000;
+    const KCODE: u16 = 0x08;
+    const KDATA: u16 = 0x10;
+    const UCODE: u16 = 0x1B;
+    const UDATA: u16 = 0x23;
+
+    fn flat(typ: u8, dpl: u8) -> Descriptor {
+        Descriptor {
+            base: 0,
+            limit: 0xFFFFF,
+            typ,
+            s: true,
+            dpl,
+            present: true,
+            avl: false,
+            l: false,
+            db: true,
+            g: true,
+        }
+    }
+
+    /// A machine with kernel and user segments, an IDT whose vector 0x80 is
+    /// a DPL-3 trap gate and whose other vectors are DPL-0 interrupt gates.
+    fn setup() -> (CpuState, Flat) {
+        let mut m = Flat(vec![0; 0x10000]);
+        let descs = [
+            0u64,
+            flat(0xA, 0).to_u64(),
+            flat(0x2, 0).to_u64(),
+            flat(0xA, 3).to_u64(),
+            flat(0x2, 3).to_u64(),
+        ];
+        for (i, d) in descs.iter().enumerate() {
+            m.write(GDT + 8 * i as u32, &d.to_le_bytes()).unwrap();
+        }
+        for v in 0..=255u32 {
+            let mut g = Gate::interrupt32(KCODE, 0x5000 + v * 16, 0);
+            if v == 0x80 {
+                g.kind = GateKind::Trap;
+                g.dpl = 3;
+            }
+            m.write(IDT + 8 * v, &g.to_bytes()).unwrap();
+        }
+        m.write(TSS + tss32::ESP0 as u32, &0x9000u32.to_le_bytes())
+            .unwrap();
+        m.write(TSS + tss32::SS0 as u32, &u32::from(KDATA).to_le_bytes())
+            .unwrap();
+        let mut cpu = CpuState::reset();
+        cpu.cr0 = cr0::PE | cr0::ET;
+        cpu.gdtr = TableRegister {
+            base: GDT,
+            limit: 5 * 8 - 1,
+        };
+        cpu.idtr = TableRegister {
+            base: IDT,
+            limit: 256 * 8 - 1,
+        };
+        cpu.tr = Segment {
+            selector: 0x28,
+            base: TSS,
+            limit: 0x67,
+            typ: 0xB,
+            present: true,
+            ..Segment::default()
+        };
+        cpu.cs = Segment::flat_code32(KCODE);
+        cpu.ss = Segment::flat_data32(KDATA);
+        cpu.ds = Segment::flat_data32(KDATA);
+        cpu.es = cpu.ds;
+        cpu.esp = 0x8000;
+        cpu.eip = 0x4000;
+        cpu.eflags = flags::FIXED1 | flags::IF;
+        (cpu, m)
+    }
+
+    fn to_user(cpu: &mut CpuState) {
+        cpu.cs = flat(0xB, 3).to_segment(UCODE);
+        cpu.ss = flat(0x3, 3).to_segment(UDATA);
+        cpu.ds = cpu.ss;
+        cpu.es = cpu.ss;
+        cpu.esp = 0xC000;
+        cpu.eip = 0x0800_0000;
+    }
+
+    fn word(m: &mut Flat, at: u32) -> u32 {
+        read_u32(m, at).unwrap()
+    }
+
+    #[test]
+    fn same_privilege_exception_pushes_frame_and_error_code() {
+        let (mut cpu, mut m) = setup();
+        deliver(&mut cpu, &mut m, vector::GP, Event::Exception(Some(0x18))).unwrap();
+        assert_eq!(cpu.eip, 0x5000 + 13 * 16);
+        assert_eq!(cpu.esp, 0x8000 - 16);
+        assert_eq!(word(&mut m, cpu.esp), 0x18, "error code");
+        assert_eq!(word(&mut m, cpu.esp + 4), 0x4000, "EIP");
+        assert_eq!(word(&mut m, cpu.esp + 8), u32::from(KCODE), "CS");
+        assert_eq!(
+            word(&mut m, cpu.esp + 12),
+            flags::FIXED1 | flags::IF,
+            "EFLAGS"
+        );
+        assert!(!cpu.interrupts_enabled(), "interrupt gate clears IF");
+    }
+
+    #[test]
+    fn user_int80_switches_to_the_tss_stack_and_iret_returns() {
+        let (mut cpu, mut m) = setup();
+        to_user(&mut cpu);
+        let before = cpu.clone();
+        deliver(&mut cpu, &mut m, 0x80, Event::Software).unwrap();
+        assert_eq!(cpu.cpl(), 0);
+        assert_eq!(cpu.ss.selector, KDATA);
+        assert_eq!(cpu.esp, 0x9000 - 20);
+        assert_eq!(word(&mut m, cpu.esp), before.eip);
+        assert_eq!(word(&mut m, cpu.esp + 4), u32::from(UCODE));
+        assert_eq!(word(&mut m, cpu.esp + 12), 0xC000, "user ESP");
+        assert_eq!(word(&mut m, cpu.esp + 16), u32::from(UDATA), "user SS");
+        assert!(cpu.interrupts_enabled(), "trap gate keeps IF");
+        iret(&mut cpu, &mut m, 4).unwrap();
+        assert_eq!(cpu.cpl(), 3);
+        assert_eq!(cpu.eip, before.eip);
+        assert_eq!(cpu.esp, before.esp);
+        assert_eq!(cpu.ss.selector, UDATA);
+        assert_eq!(cpu.ds.selector, UDATA, "user DS survives (DPL 3)");
+    }
+
+    #[test]
+    fn int_n_through_a_dpl0_gate_from_user_mode_is_gp() {
+        let (mut cpu, mut m) = setup();
+        to_user(&mut cpu);
+        let before = cpu.clone();
+        let r = deliver(&mut cpu, &mut m, 0x30, Event::Software);
+        assert_eq!(r, Err(Failure::Fault(Exception::gp(0x30 * 8 + 2))));
+        assert_eq!(cpu, before, "state unchanged on a fault");
+    }
+
+    #[test]
+    fn vector_past_idt_limit_is_gp_with_idt_and_ext_bits() {
+        let (mut cpu, mut m) = setup();
+        cpu.idtr.limit = 0x20 * 8 - 1;
+        let r = deliver(&mut cpu, &mut m, 0x20, Event::External);
+        assert_eq!(r, Err(Failure::Fault(Exception::gp(0x20 * 8 + 3))));
+    }
+
+    #[test]
+    fn not_present_gate_is_np() {
+        let (mut cpu, mut m) = setup();
+        let mut g = Gate::interrupt32(KCODE, 0x1234, 0);
+        g.present = false;
+        m.write(IDT + 8 * 0x40, &g.to_bytes()).unwrap();
+        let r = deliver(&mut cpu, &mut m, 0x40, Event::External);
+        assert_eq!(
+            r,
+            Err(Failure::Fault(Exception::with_code(
+                vector::NP,
+                0x40 * 8 + 3
+            )))
+        );
+    }
+
+    #[test]
+    fn iret_to_user_nulls_kernel_data_segments() {
+        let (mut cpu, mut m) = setup();
+        // Build an outer-return frame by hand on the kernel stack.
+        let frame = [
+            0x0800_0000u32,
+            u32::from(UCODE),
+            flags::FIXED1 | flags::IF,
+            0xC000,
+            u32::from(UDATA),
+        ];
+        cpu.esp = 0x7000;
+        for (i, v) in frame.iter().enumerate() {
+            m.write(0x7000 + 4 * i as u32, &v.to_le_bytes()).unwrap();
+        }
+        cpu.eflags = flags::FIXED1;
+        iret(&mut cpu, &mut m, 4).unwrap();
+        assert_eq!(cpu.cpl(), 3);
+        assert_eq!(
+            cpu.ds,
+            Segment::unusable(),
+            "kernel DS must not reach user mode"
+        );
+        assert!(cpu.interrupts_enabled());
+    }
+
+    #[test]
+    fn iret_at_cpl3_cannot_change_if_or_iopl() {
+        let (mut cpu, mut m) = setup();
+        to_user(&mut cpu);
+        cpu.eflags = flags::FIXED1 | flags::IF;
+        let frame = [
+            0x0800_0010u32,
+            u32::from(UCODE),
+            flags::FIXED1 | flags::IOPL | flags::CF,
+        ];
+        for (i, v) in frame.iter().enumerate() {
+            m.write(cpu.esp + 4 * i as u32, &v.to_le_bytes()).unwrap();
+        }
+        iret(&mut cpu, &mut m, 4).unwrap();
+        assert_eq!(cpu.eflags, flags::FIXED1 | flags::IF | flags::CF);
+    }
+
+    #[test]
+    fn iret_to_inner_privilege_is_gp() {
+        let (mut cpu, mut m) = setup();
+        to_user(&mut cpu);
+        let frame = [0x4000u32, u32::from(KCODE), flags::FIXED1];
+        for (i, v) in frame.iter().enumerate() {
+            m.write(cpu.esp + 4 * i as u32, &v.to_le_bytes()).unwrap();
+        }
+        let r = iret(&mut cpu, &mut m, 4);
+        assert_eq!(r, Err(Failure::Fault(Exception::gp(u32::from(KCODE)))));
+    }
+
+    #[test]
+    fn fault_delivering_gp_becomes_double_fault_then_triple() {
+        let (mut cpu, mut m) = setup();
+        // #GP's gate is not present -> #NP while delivering #GP -> #DF.
+        let mut g = Gate::interrupt32(KCODE, 0x1234, 0);
+        g.present = false;
+        m.write(IDT + 8 * u32::from(vector::GP), &g.to_bytes())
+            .unwrap();
+        deliver_event(&mut cpu, &mut m, vector::GP, Event::Exception(Some(0))).unwrap();
+        assert_eq!(cpu.eip, 0x5000 + 8 * 16, "in the #DF handler");
+        assert_eq!(word(&mut m, cpu.esp), 0, "#DF error code is 0");
+        // Now break #DF too: delivering it faults -> shutdown.
+        m.write(IDT + 8 * u32::from(vector::DF), &g.to_bytes())
+            .unwrap();
+        let (mut cpu, _) = setup();
+        let r = deliver_event(&mut cpu, &mut m, vector::GP, Event::Exception(Some(0)));
+        assert_eq!(r, Err(Unsupported::TripleFault));
+    }
+
+    #[test]
+    fn benign_fault_during_delivery_is_delivered_serially() {
+        let (mut cpu, mut m) = setup();
+        let mut g = Gate::interrupt32(KCODE, 0x1234, 0);
+        g.present = false;
+        m.write(IDT + 8 * 0x21, &g.to_bytes()).unwrap();
+        // External interrupt 0x21 faults with #NP, which is delivered normally.
+        deliver_event(&mut cpu, &mut m, 0x21, Event::External).unwrap();
+        assert_eq!(cpu.eip, 0x5000 + 11 * 16);
+        assert_eq!(word(&mut m, cpu.esp), 0x21 * 8 + 3);
+    }
+}
