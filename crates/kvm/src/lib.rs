@@ -236,9 +236,9 @@ impl Engine for KvmEngine {
         let mut vcpu = vm
             .create_vcpu(0)
             .map_err(|e| host_err("KVM_CREATE_VCPU", e))?;
-        let cpuid = cpuid::kvm_cpuid(&self.kvm);
+        let cpuid = cpuid::kvm_cpuid(&x86::cpuid::CpuidModel::default());
         if let Err(e) = vcpu.set_cpuid2(&cpuid) {
-            tracing::warn!("KVM_SET_CPUID2 refused ({e}); the guest sees the host's CPUID");
+            return Err(host_err("KVM_SET_CPUID2 (popek's CPU model)", e));
         }
         let mut regs = vcpu.get_regs().map_err(|e| host_err("KVM_GET_REGS", e))?;
         let mut sregs = vcpu.get_sregs().map_err(|e| host_err("KVM_GET_SREGS", e))?;
