@@ -337,6 +337,17 @@ impl CpuidModel {
         self.ext1_edx() & ext1_edx::NX != 0
     }
 
+    /// Every leaf the model defines with its answer, for engines that hand
+    /// the whole table over up front (KVM_SET_CPUID2). Other leaves follow
+    /// Intel's out-of-range rule, which KVM applies itself to a GenuineIntel guest.
+    pub fn leaves(&self) -> Vec<(u32, [u32; 4])> {
+        (0..=MAX_BASIC_LEAF)
+            .chain(HYPERVISOR_LEAF..=MAX_HYPERVISOR_LEAF)
+            .chain(EXTENDED_LEAF..=MAX_EXTENDED_LEAF)
+            .map(|leaf| (leaf, self.query(leaf, 0)))
+            .collect()
+    }
+
     /// The CPUID answer as [EAX, EBX, ECX, EDX]. No leaf has subleaves,
     /// so the subleaf (ECX on input) is ignored.
     pub fn query(&self, leaf: u32, _subleaf: u32) -> [u32; 4] {
@@ -509,6 +520,18 @@ mod tests {
         // Leaf 2 registers with bit 31 set would be invalid.
         assert!(LEAF2.iter().all(|r| r & (1 << 31) == 0));
         assert_eq!(LEAF2[0] & 0xFF, 1);
+    }
+
+    #[test]
+    fn leaf_table_lists_every_defined_leaf() {
+        let m = CpuidModel::default();
+        let table = m.leaves();
+        let ids: Vec<u32> = table.iter().map(|&(l, _)| l).collect();
+        assert_eq!(ids.len(), 3 + 1 + 9);
+        assert!(ids.contains(&1) && ids.contains(&HYPERVISOR_LEAF) && ids.contains(&0x8000_0004));
+        for (leaf, regs) in table {
+            assert_eq!(regs, m.query(leaf, 0));
+        }
     }
 
     #[test]
