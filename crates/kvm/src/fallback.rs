@@ -60,7 +60,7 @@ pub fn emulate(cpu: &mut CpuState, machine: &mut Machine) -> Emulated {
     };
     let size32 = cpu.cs.db != opsize_prefix;
     let prefix_len = u32::from(opsize_prefix);
-    let result = match op[0] {
+    match op[0] {
         0xCF => {
             let r = interrupt::iret(cpu, &mut mem, if size32 { 4 } else { 2 });
             finish(cpu, &mut mem, r, "iret")
@@ -75,8 +75,7 @@ pub fn emulate(cpu: &mut CpuState, machine: &mut Machine) -> Emulated {
             Emulated::Done("into")
         }
         _ => Emulated::NotMine,
-    };
-    result
+    }
 }
 
 fn software_int(

@@ -39,8 +39,11 @@ pub const MAX_HYPERVISOR_LEAF: u32 = HYPERVISOR_LEAF;
 /// First extended leaf.
 pub const EXTENDED_LEAF: u32 = 0x8000_0000;
 
-/// Highest extended leaf: 0x80000008 carries the address sizes.
-pub const MAX_EXTENDED_LEAF: u32 = 0x8000_0008;
+/// Highest extended leaf. 0x80000008 (address sizes) is deliberately
+/// absent: KVM_SET_CPUID2 refuses a linear-address width other than 0, 48 or
+/// 57, and a 32-bit CPU's is 32. Without the leaf, Linux assumes 36
+/// physical bits when PAE is offered, which is what we would report.
+pub const MAX_EXTENDED_LEAF: u32 = 0x8000_0007;
 
 /// Leaf 1 signature of the default model: family 6, model 0x1C, stepping 10.
 pub const DEFAULT_SIGNATURE: u32 = Signature {
@@ -240,9 +243,6 @@ const LEAF2: [u32; 4] = [0x0030_2C01, 0, 0, 0x0000_0086];
 /// Leaf 0x80000006 ECX: the same L2 as leaf 2 (512 KiB, 4-way, 64-byte lines).
 const L2_INFO: u32 = (512 << 16) | (0x4 << 12) | 64;
 
-/// Leaf 0x80000008 EAX: 32 linear address bits, 36 physical (PAE).
-const ADDRESS_SIZES: u32 = (32 << 8) | 36;
-
 /// The virtual CPU's CPUID answers. The public fields are the deliberate
 /// knobs an engine may turn; everything else is fixed by this module.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -381,7 +381,6 @@ impl CpuidModel {
             0x8000_0005 => [0; 4],
             0x8000_0006 => [0, 0, L2_INFO, 0],
             0x8000_0007 => [0, 0, 0, ext7_edx::INVARIANT_TSC],
-            0x8000_0008 => [ADDRESS_SIZES, 0, 0, 0],
             // Intel: any leaf above the maximum of its range returns the
             // highest basic leaf's data (SDM vol. 2A, CPUID).
             _ => self.query(MAX_BASIC_LEAF, 0),
@@ -502,20 +501,18 @@ mod tests {
         let m = CpuidModel::default();
         let top = m.query(MAX_BASIC_LEAF, 0);
         assert_eq!(top, LEAF2);
-        for leaf in [3, 4, 7, 0xB, 0x15, 0x4000_0001, 0x8000_0009, 0xC000_0000] {
+        for leaf in [3, 4, 7, 0xB, 0x15, 0x4000_0001, 0x8000_0008, 0xC000_0000] {
             assert_eq!(m.query(leaf, 0), top, "leaf {leaf:#x}");
         }
         // In-range leaves do not fall through.
-        assert_ne!(m.query(0x8000_0008, 0), top);
+        assert_ne!(m.query(0x8000_0007, 0), top);
     }
 
     #[test]
-    fn cache_and_address_size_leaves_agree() {
+    fn cache_and_power_leaves_agree() {
         let m = CpuidModel::default();
         assert_eq!(m.query(0x8000_0006, 0)[2] >> 16, 512);
         assert_eq!(m.query(0x8000_0006, 0)[2] & 0xFF, CLFLUSH_LINE);
-        let sizes = m.query(0x8000_0008, 0)[0];
-        assert_eq!((sizes & 0xFF, (sizes >> 8) & 0xFF), (36, 32));
         assert_ne!(m.query(0x8000_0007, 0)[3] & ext7_edx::INVARIANT_TSC, 0);
         // Leaf 2 registers with bit 31 set would be invalid.
         assert!(LEAF2.iter().all(|r| r & (1 << 31) == 0));
@@ -527,7 +524,7 @@ mod tests {
         let m = CpuidModel::default();
         let table = m.leaves();
         let ids: Vec<u32> = table.iter().map(|&(l, _)| l).collect();
-        assert_eq!(ids.len(), 3 + 1 + 9);
+        assert_eq!(ids.len(), 3 + 1 + 8);
         assert!(ids.contains(&1) && ids.contains(&HYPERVISOR_LEAF) && ids.contains(&0x8000_0004));
         for (leaf, regs) in table {
             assert_eq!(regs, m.query(leaf, 0));
