@@ -121,15 +121,16 @@ impl MachineBuilder {
     /// Assembles RAM, devices and bus, and loads the kernel.
     pub fn build(self) -> Result<Machine, MachineError> {
         let mut memory = GuestMemory::new(self.memory_mib.saturating_mul(1 << 20))?;
-        let (format, entry) = match (self.raw, self.kernel) {
+        let (format, entry, boot_summary) = match (self.raw, self.kernel) {
             (Some((at, bytes, entry)), _) => {
                 memory.write(at, &bytes)?;
-                (None, entry)
+                let summary = vec![format!("raw image: {:#x} bytes at {at:#x}", bytes.len())];
+                (None, entry, summary)
             }
             (None, Some(kernel)) => {
                 let loaded =
                     loader::load(&mut memory, &kernel, self.initrd.as_deref(), &self.cmdline)?;
-                (Some(loaded.format), loaded.entry)
+                (Some(loaded.format), loaded.entry, loaded.summary)
             }
             (None, None) => return Err(MachineError::NoKernel),
         };
@@ -191,6 +192,7 @@ impl MachineBuilder {
             input: self.input,
             format,
             entry,
+            boot_summary,
             cmdline: self.cmdline,
         })
     }
@@ -211,6 +213,8 @@ pub struct Machine {
     pub format: Option<KernelFormat>,
     /// CPU state at the kernel's entry point.
     pub entry: CpuState,
+    /// What the loader placed where, one line each.
+    pub boot_summary: Vec<String>,
     /// The kernel command line.
     pub cmdline: String,
 }

@@ -113,6 +113,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
                 "the binary-translation engine (--engine bt) is not built yet; use --engine kvm",
             ),
         };
+    for line in &machine.boot_summary {
+        tracing::info!("{line}");
+    }
     tracing::info!(engine = engine.name(), format = ?machine.format, "starting guest");
 
     let raw = console::enter_raw_mode();
