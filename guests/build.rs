@@ -53,6 +53,12 @@ const GUESTS: &[GuestSpec] = &[
             "PIC + PIT timer interrupts with HLT, and exception vectors, error codes and frames",
         format: Format::Multiboot,
     },
+    GuestSpec {
+        name: "sensitive",
+        summary:
+            "every sensitive and privileged instruction at CPL 0 gives its architectural result",
+        format: Format::Multiboot,
+    },
 ];
 
 /// The compiler flags every guest source is built with.
