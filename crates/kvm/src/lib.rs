@@ -149,17 +149,31 @@ impl KvmEngine {
         Ok(Exit::Shutdown(Self::fault(machine, what, state)))
     }
 
-    /// Carries out an instruction KVM's emulator gave up on, if popek knows
-    /// it; returns false to report the failure as it is.
+    /// The error for an internal error popek could not handle.
+    fn internal_error(vcpu: &mut VcpuFd, machine: &Machine) -> Result<EngineError, EngineError> {
+        // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so the `internal`
+        // member of the union is the one KVM filled.
+        let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
+        let what = format!(
+            "KVM could not run the guest (internal error {suberror}: {})",
+            internal_error_name(suberror)
+        );
+        let state = Self::guest_state(vcpu)?;
+        Ok(EngineError::GuestUnsupported(Self::fault(
+            machine, what, state,
+        )))
+    }
+
+    /// Carries out an instruction KVM's emulator gave up on, if popek knows it.
     fn try_fallback(
         &mut self,
         vcpu: &mut VcpuFd,
         machine: &mut Machine,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<Fallback, EngineError> {
         // SAFETY: only called for KVM_EXIT_INTERNAL_ERROR, whose union member is `internal`.
         let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
         if suberror != kvm_bindings::KVM_INTERNAL_ERROR_EMULATION {
-            return Ok(false);
+            return Ok(Fallback::NotMine);
         }
         let regs = vcpu.get_regs().map_err(|e| host_err("KVM_GET_REGS", e))?;
         let mut sregs = vcpu.get_sregs().map_err(|e| host_err("KVM_GET_SREGS", e))?;
@@ -173,14 +187,14 @@ impl KvmEngine {
                     .map_err(|e| host_err("KVM_SET_SREGS", e))?;
                 vcpu.set_regs(&regs)
                     .map_err(|e| host_err("KVM_SET_REGS", e))?;
-                Ok(true)
+                Ok(Fallback::Resumed)
             }
-            fallback::Emulated::NotMine => Ok(false),
-            fallback::Emulated::TripleFault => Err(EngineError::GuestUnsupported(Self::fault(
+            fallback::Emulated::NotMine => Ok(Fallback::NotMine),
+            fallback::Emulated::TripleFault => Ok(Fallback::Ended(Exit::Shutdown(Self::fault(
                 machine,
-                "the guest triple-faulted (a fault while delivering a double fault)".into(),
+                "the guest triple-faulted: a fault while delivering a double fault".into(),
                 state,
-            ))),
+            )))),
             fallback::Emulated::Unsupported(what) => {
                 Err(EngineError::GuestUnsupported(Self::fault(
                     machine,
@@ -318,20 +332,11 @@ impl KvmEngine {
                 Step::Kicked => self.stats.kicks += 1,
                 Step::Mmio => self.stats.mmio += 1,
                 Step::Shutdown => return self.shutdown(vcpu, machine),
-                Step::Internal if self.try_fallback(vcpu, machine)? => {}
-                Step::Internal => {
-                    // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so the
-                    // `internal` member of the union is the one KVM filled.
-                    let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
-                    let what = format!(
-                        "KVM could not run the guest (internal error {suberror}: {})",
-                        internal_error_name(suberror)
-                    );
-                    let state = Self::guest_state(vcpu)?;
-                    return Err(EngineError::GuestUnsupported(Self::fault(
-                        machine, what, state,
-                    )));
-                }
+                Step::Internal => match self.try_fallback(vcpu, machine)? {
+                    Fallback::Resumed => {}
+                    Fallback::Ended(exit) => return Ok(exit),
+                    Fallback::NotMine => return Err(Self::internal_error(vcpu, machine)?),
+                },
                 Step::Fail(what) => {
                     let state = Self::guest_state(vcpu)?;
                     return Err(EngineError::GuestUnsupported(Self::fault(
@@ -347,6 +352,16 @@ impl KvmEngine {
             }
         }
     }
+}
+
+/// What the user-space fallback made of an emulation failure.
+enum Fallback {
+    /// The instruction was carried out; run on.
+    Resumed,
+    /// The instruction ended the run (triple fault).
+    Ended(Exit),
+    /// Not an instruction popek emulates: report KVM's failure.
+    NotMine,
 }
 
 /// One KVM_RUN's outcome, owned, so the vCPU is free to be queried again.
