@@ -59,6 +59,11 @@ const GUESTS: &[GuestSpec] = &[
             "every sensitive and privileged instruction at CPL 0 gives its architectural result",
         format: Format::Multiboot,
     },
+    GuestSpec {
+        name: "usermode",
+        summary: "ring 3 via IRET, int 0x80 system calls, TSS stack switch, #GP on CLI/HLT/IN",
+        format: Format::Multiboot,
+    },
 ];
 
 /// The compiler flags every guest source is built with.
