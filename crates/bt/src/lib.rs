@@ -1,1 +1,4 @@
-//! The binary-translation engine.
+//! The binary-translation engine: guest kernel code is translated, guest
+//! user code runs directly on the host CPU (see design.md section 4).
+
+pub mod monitor;

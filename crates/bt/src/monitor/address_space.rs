@@ -1,0 +1,278 @@
+//! The guest's linear address space inside the host process.
+//!
+//! Guest linear address X is host virtual address X, so the whole low 4 GiB
+//! of the process belongs to the guest (below [`MONITOR_BASE`]) and to the
+//! monitor (from [`MONITOR_BASE`] up). Everything is reserved PROT_NONE at
+//! start so that no host allocation can land there later.
+
+use std::fmt;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use super::MonitorError;
+
+/// Size of a host and guest page.
+pub const PAGE_SIZE: u32 = 4096;
+
+/// First address of the monitor's region (the top 4 MiB of the 32-bit space).
+pub const MONITOR_BASE: u32 = 0xFFC0_0000;
+
+/// The lowest address the host lets us map (`vm.mmap_min_addr` is 4096 here).
+pub const RESERVE_START: u64 = 0x1000;
+
+/// One past the end of the reservation: all of 32-bit linear space.
+pub const RESERVE_END: u64 = 1 << 32;
+
+/// Page protections for a guest mapping.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Prot {
+    /// Readable.
+    pub read: bool,
+    /// Writable.
+    pub write: bool,
+    /// Executable.
+    pub exec: bool,
+}
+
+impl Prot {
+    /// Read, write and execute.
+    pub const RWX: Prot = Prot {
+        read: true,
+        write: true,
+        exec: true,
+    };
+    /// Read and execute, no write.
+    pub const RX: Prot = Prot {
+        read: true,
+        write: false,
+        exec: true,
+    };
+    /// Read and write, no execute.
+    pub const RW: Prot = Prot {
+        read: true,
+        write: true,
+        exec: false,
+    };
+
+    fn bits(self) -> libc::c_int {
+        let mut p = libc::PROT_NONE;
+        if self.read {
+            p |= libc::PROT_READ;
+        }
+        if self.write {
+            p |= libc::PROT_WRITE;
+        }
+        if self.exec {
+            p |= libc::PROT_EXEC;
+        }
+        p
+    }
+}
+
+impl fmt::Debug for Prot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = |b: bool, ch: char| if b { ch } else { '-' };
+        write!(
+            f,
+            "{}{}{}",
+            c(self.read, 'r'),
+            c(self.write, 'w'),
+            c(self.exec, 'x')
+        )
+    }
+}
+
+/// The reservation of guest linear space [4 KiB, 4 GiB) in this process.
+///
+/// Dropping it does not unmap anything: the monitor is process-wide and the
+/// reservation lives until the process exits.
+#[derive(Debug)]
+pub struct AddressSpace {
+    _private: (),
+}
+
+fn last_os_error(what: &str) -> MonitorError {
+    MonitorError::Host(format!("{what}: {}", std::io::Error::last_os_error()))
+}
+
+/// The lines of /proc/self/maps that lie (partly) below 4 GiB.
+fn low_mappings() -> Vec<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines()
+        .filter(|line| {
+            line.split('-')
+                .next()
+                .and_then(|start| u64::from_str_radix(start, 16).ok())
+                .is_some_and(|start| start < RESERVE_END)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+impl AddressSpace {
+    /// Reserves [4 KiB, 4 GiB) PROT_NONE; fails if the host already put
+    /// something there (a non-PIE binary, a low heap, ...).
+    pub fn reserve() -> Result<AddressSpace, MonitorError> {
+        let taken = low_mappings();
+        if !taken.is_empty() {
+            return Err(MonitorError::LowSpaceTaken(taken.join("\n")));
+        }
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping, so
+        // no memory this process uses can be affected; we checked above that
+        // the range is empty and the kernel checks again atomically.
+        let p = unsafe {
+            libc::mmap(
+                RESERVE_START as *mut libc::c_void,
+                (RESERVE_END - RESERVE_START) as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE
+                    | libc::MAP_ANONYMOUS
+                    | libc::MAP_NORESERVE
+                    | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            let err = std::io::Error::last_os_error();
+            return Err(MonitorError::LowSpaceTaken(format!(
+                "mmap of [{RESERVE_START:#x}, {RESERVE_END:#x}) failed: {err}\n{}",
+                low_mappings().join("\n")
+            )));
+        }
+        if p as u64 != RESERVE_START {
+            // A kernel older than 4.17 ignores MAP_FIXED_NOREPLACE and treats
+            // the address as a hint.
+            // SAFETY: `p` is the mapping we just created and nobody uses it.
+            unsafe { libc::munmap(p, (RESERVE_END - RESERVE_START) as usize) };
+            return Err(MonitorError::Host(format!(
+                "the kernel placed the 4 GiB reservation at {p:p}: MAP_FIXED_NOREPLACE unsupported"
+            )));
+        }
+        Ok(AddressSpace { _private: () })
+    }
+
+    fn check_range(linear: u32, len: u32) -> Result<(), MonitorError> {
+        let end = u64::from(linear) + u64::from(len);
+        if linear & (PAGE_SIZE - 1) != 0
+            || len & (PAGE_SIZE - 1) != 0
+            || len == 0
+            || u64::from(linear) < RESERVE_START
+            || end > RESERVE_END
+        {
+            return Err(MonitorError::BadRange { linear, len });
+        }
+        Ok(())
+    }
+
+    /// Maps `len` bytes of the guest RAM memfd from offset `phys` at guest
+    /// linear `linear` with `prot`, replacing whatever was there.
+    pub fn map_ram(
+        &mut self,
+        ram: BorrowedFd<'_>,
+        ram_size: u64,
+        linear: u32,
+        phys: u64,
+        len: u32,
+        prot: Prot,
+    ) -> Result<(), MonitorError> {
+        Self::check_range(linear, len)?;
+        if linear >= MONITOR_BASE || u64::from(linear) + u64::from(len) > u64::from(MONITOR_BASE) {
+            return Err(MonitorError::BadRange { linear, len });
+        }
+        if phys & u64::from(PAGE_SIZE - 1) != 0 || phys + u64::from(len) > ram_size {
+            return Err(MonitorError::BadRange { linear, len });
+        }
+        // SAFETY: the range lies inside our own reservation below the monitor
+        // region (checked above), which only guest code and the monitor's raw
+        // pointers use, so MAP_FIXED replaces nothing Rust holds references to.
+        let p = unsafe {
+            libc::mmap(
+                linear as usize as *mut libc::c_void,
+                len as usize,
+                prot.bits(),
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                ram.as_raw_fd(),
+                phys as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(last_os_error("mmap of guest RAM"));
+        }
+        Ok(())
+    }
+
+    /// Returns [linear, linear+len) to the PROT_NONE reservation.
+    pub fn unmap(&mut self, linear: u32, len: u32) -> Result<(), MonitorError> {
+        Self::check_range(linear, len)?;
+        if u64::from(linear) + u64::from(len) > u64::from(MONITOR_BASE) {
+            return Err(MonitorError::BadRange { linear, len });
+        }
+        // SAFETY: as in map_ram: the range is ours and below the monitor.
+        let p = unsafe { reserve_fixed(linear, len) };
+        if p == libc::MAP_FAILED {
+            return Err(last_os_error("mmap PROT_NONE"));
+        }
+        Ok(())
+    }
+
+    /// Changes the protections of an already mapped guest range.
+    pub fn protect(&mut self, linear: u32, len: u32, prot: Prot) -> Result<(), MonitorError> {
+        Self::check_range(linear, len)?;
+        if u64::from(linear) + u64::from(len) > u64::from(MONITOR_BASE) {
+            return Err(MonitorError::BadRange { linear, len });
+        }
+        // SAFETY: the range is inside our reservation below the monitor.
+        let r = unsafe {
+            libc::mprotect(
+                linear as usize as *mut libc::c_void,
+                len as usize,
+                prot.bits(),
+            )
+        };
+        if r != 0 {
+            return Err(last_os_error("mprotect"));
+        }
+        Ok(())
+    }
+
+    /// Maps anonymous zeroed read-write memory inside the monitor region and
+    /// returns its address.
+    pub(crate) fn map_monitor(&mut self, offset: u32, len: u32) -> Result<*mut u8, MonitorError> {
+        let linear = MONITOR_BASE + offset;
+        Self::check_range(linear, len)?;
+        // SAFETY: the range lies inside the monitor region of our own
+        // reservation, which nothing else maps.
+        let p = unsafe {
+            libc::mmap(
+                linear as usize as *mut libc::c_void,
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(last_os_error("mmap of the monitor region"));
+        }
+        Ok(p.cast())
+    }
+}
+
+/// Maps [linear, linear+len) PROT_NONE, replacing what is there.
+///
+/// # Safety
+/// The range must not hold memory that Rust code references.
+unsafe fn reserve_fixed(linear: u32, len: u32) -> *mut libc::c_void {
+    // SAFETY: the caller guarantees nothing live is in the range.
+    unsafe {
+        libc::mmap(
+            linear as usize as *mut libc::c_void,
+            len as usize,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    }
+}

@@ -1,0 +1,201 @@
+//! Shadow segments: each guest segment register is shadowed by an LDT entry
+//! of this process with the guest descriptor's base, limit and type at DPL 3,
+//! its limit truncated below the monitor region.
+
+use x86::Segment;
+
+use super::address_space::MONITOR_BASE;
+use super::MonitorError;
+
+/// Which guest segment register a shadow LDT slot belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// CS.
+    Cs = 0,
+    /// SS.
+    Ss = 1,
+    /// DS.
+    Ds = 2,
+    /// ES.
+    Es = 3,
+    /// FS.
+    Fs = 4,
+    /// GS.
+    Gs = 5,
+}
+
+impl Slot {
+    /// The host selector of this slot: LDT (TI=1), RPL 3.
+    pub const fn selector(self) -> u16 {
+        ((self as u16) << 3) | 4 | 3
+    }
+}
+
+/// The `struct user_desc` of modify_ldt(2).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserDesc {
+    /// LDT index.
+    pub entry_number: u32,
+    /// Linear base.
+    pub base_addr: u32,
+    /// 20-bit limit, in bytes or in pages.
+    pub limit: u32,
+    /// seg_32bit:1 contents:2 read_exec_only:1 limit_in_pages:1
+    /// seg_not_present:1 useable:1 lm:1.
+    pub flags: u32,
+}
+
+const F_SEG_32BIT: u32 = 1 << 0;
+const CONTENTS_SHIFT: u32 = 1;
+const F_READ_EXEC_ONLY: u32 = 1 << 3;
+const F_LIMIT_IN_PAGES: u32 = 1 << 4;
+
+/// Contents values of user_desc.
+const CONTENTS_DATA: u32 = 0;
+const CONTENTS_CODE: u32 = 2;
+const CONTENTS_CODE_CONFORMING: u32 = 3;
+
+/// Builds the LDT entry that shadows `seg` in `slot`.
+///
+/// The shadow is DPL 3 whatever the guest's DPL, and its last byte lies
+/// below [`MONITOR_BASE`] so that guest accesses into the monitor region
+/// fault (a guard, not a security boundary: see design.md section 3).
+pub fn shadow_descriptor(slot: Slot, seg: &Segment) -> Result<UserDesc, MonitorError> {
+    let unsupported = |why: &str| MonitorError::Segment(format!("{slot:?} {why}: {seg:?}"));
+    if !seg.s {
+        return Err(unsupported("is a system segment"));
+    }
+    if !seg.present {
+        return Err(unsupported("is not present"));
+    }
+    if seg.base >= MONITOR_BASE {
+        return Err(unsupported("has its base in the monitor region"));
+    }
+    let code = seg.is_code();
+    if !code && seg.typ & 0x4 != 0 {
+        // TODO: expand-down data segments cover [limit+1, 4 GiB) and would
+        // need their lower bound raised instead; no guest of ours uses them.
+        return Err(unsupported("is expand-down"));
+    }
+    let room = MONITOR_BASE - 1 - seg.base;
+    let limit = seg.limit.min(room);
+    let (limit_field, pages) = if limit > 0xF_FFFF {
+        // Round down to whole pages: the shadow may only ever be smaller.
+        (((u64::from(limit) + 1) >> 12) as u32 - 1, true)
+    } else {
+        (limit, false)
+    };
+    let contents = match (code, seg.typ & 0x4 != 0) {
+        (true, true) => CONTENTS_CODE_CONFORMING,
+        (true, false) => CONTENTS_CODE,
+        (false, _) => CONTENTS_DATA,
+    };
+    // Bit 1 of the type is "readable" for code and "writable" for data; the
+    // user_desc bit is its negation in both cases.
+    let read_exec_only = seg.typ & 0x2 == 0;
+    let mut flags = contents << CONTENTS_SHIFT;
+    if seg.db {
+        flags |= F_SEG_32BIT;
+    }
+    if read_exec_only {
+        flags |= F_READ_EXEC_ONLY;
+    }
+    if pages {
+        flags |= F_LIMIT_IN_PAGES;
+    }
+    Ok(UserDesc {
+        entry_number: slot as u32,
+        base_addr: seg.base,
+        limit: limit_field,
+        flags,
+    })
+}
+
+/// Writes one LDT entry of this process with modify_ldt(1).
+pub fn write_entry(desc: &UserDesc) -> Result<(), MonitorError> {
+    // SAFETY: modify_ldt only reads `size_of::<UserDesc>()` bytes from the
+    // pointer, which points at a live, properly laid out user_desc. Changing
+    // the LDT cannot break the host: the host's own code uses GDT selectors.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_modify_ldt,
+            1,
+            desc as *const UserDesc,
+            std::mem::size_of::<UserDesc>(),
+        )
+    };
+    if r != 0 {
+        return Err(MonitorError::Host(format!(
+            "modify_ldt({desc:?}): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Loads the shadow of `seg` into `slot` and returns the host selector to
+/// use for it, or 0 (the null selector) for an unusable data segment.
+pub fn shadow(slot: Slot, seg: &Segment) -> Result<u16, MonitorError> {
+    let nullable = matches!(slot, Slot::Ds | Slot::Es | Slot::Fs | Slot::Gs);
+    if nullable && (seg.selector & !3 == 0 || !seg.present) {
+        return Ok(0);
+    }
+    write_entry(&shadow_descriptor(slot, seg)?)?;
+    Ok(slot.selector())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_code() -> Segment {
+        let mut s = Segment::flat_code32(0x1B);
+        s.dpl = 3;
+        s
+    }
+
+    #[test]
+    fn flat_segments_stop_below_the_monitor() {
+        let d = shadow_descriptor(Slot::Cs, &user_code()).unwrap();
+        assert_eq!(d.base_addr, 0);
+        assert_eq!(d.limit, 0xFFBFF);
+        assert_eq!(
+            d.flags,
+            F_SEG_32BIT | (CONTENTS_CODE << 1) | F_LIMIT_IN_PAGES
+        );
+        let d = shadow_descriptor(Slot::Ds, &Segment::flat_data32(0x23)).unwrap();
+        assert_eq!(d.limit, 0xFFBFF);
+        assert_eq!(d.flags, F_SEG_32BIT | F_LIMIT_IN_PAGES);
+        assert_eq!(d.entry_number, 2);
+    }
+
+    #[test]
+    fn small_segments_keep_their_byte_limit() {
+        let mut s = Segment::flat_data32(0x23);
+        s.base = 0x1000;
+        s.limit = 0x1234;
+        s.typ = 0x1; // read-only data
+        s.db = false;
+        let d = shadow_descriptor(Slot::Es, &s).unwrap();
+        assert_eq!((d.base_addr, d.limit), (0x1000, 0x1234));
+        assert_eq!(d.flags, F_READ_EXEC_ONLY);
+    }
+
+    #[test]
+    fn a_high_base_truncates_to_the_monitor() {
+        let mut s = Segment::flat_data32(0x23);
+        s.base = 0xC000_0000;
+        let d = shadow_descriptor(Slot::Fs, &s).unwrap();
+        // 0xC0000000 + (0x3FBFF + 1) * 4096 - 1 = 0xFFBFFFFF
+        assert_eq!(d.limit, 0x3FBFF);
+        s.base = 0xFFC0_0000;
+        assert!(shadow_descriptor(Slot::Fs, &s).is_err());
+    }
+
+    #[test]
+    fn selectors_are_ldt_rpl3() {
+        assert_eq!(Slot::Cs.selector(), 0x07);
+        assert_eq!(Slot::Gs.selector(), 0x2F);
+    }
+}

@@ -1,0 +1,493 @@
+//! The monitor: host setup and the world switch for running guest CPL-3
+//! code directly on the host CPU in compatibility mode.
+//!
+//! Process model (design.md section 4): the low 4 GiB, the LDT, the signal
+//! handlers and the seccomp filter are process-wide, so a process holds at
+//! most one [`Monitor`], created and used on the vCPU thread.
+
+pub mod address_space;
+pub mod ldt;
+pub mod seccomp;
+pub mod switch;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use machine::GuestMemory;
+use x86::state::flags;
+use x86::{CpuState, Segment};
+
+pub use address_space::{AddressSpace, Prot, MONITOR_BASE, PAGE_SIZE};
+use ldt::{Slot, UserDesc};
+
+/// Errors setting up or entering direct execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MonitorError {
+    /// A Monitor already exists in this process.
+    AlreadyCreated,
+    /// Something already occupies the low 4 GiB of the process.
+    LowSpaceTaken(String),
+    /// A host call failed.
+    Host(String),
+    /// A guest linear range is unaligned or outside the guest's part.
+    BadRange {
+        /// Start of the range.
+        linear: u32,
+        /// Length of the range.
+        len: u32,
+    },
+    /// A guest segment cannot be shadowed.
+    Segment(String),
+    /// The state given to `run_user` is not CPL-3 protected-mode code.
+    NotUserMode(String),
+    /// `run_user` was called from another thread than `Monitor::new`.
+    WrongThread,
+    /// The host refused to enter the guest (the `iretq` faulted): the
+    /// shadow state was not loadable. The guest state is unchanged.
+    EntryFault {
+        /// Host signal.
+        signal: i32,
+        /// Host trap number.
+        trapno: u32,
+        /// Host error code.
+        error_code: u32,
+    },
+}
+
+impl std::fmt::Display for MonitorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MonitorError::AlreadyCreated => {
+                write!(f, "a BT monitor already exists in this process")
+            }
+            MonitorError::LowSpaceTaken(maps) => write!(
+                f,
+                "the host process already has mappings below 4 GiB, which the guest needs:\n{maps}"
+            ),
+            MonitorError::Host(s) => write!(f, "host error: {s}"),
+            MonitorError::BadRange { linear, len } => {
+                write!(f, "bad guest linear range {linear:#x}+{len:#x}")
+            }
+            MonitorError::Segment(s) => write!(f, "cannot shadow segment: {s}"),
+            MonitorError::NotUserMode(s) => write!(f, "not guest user mode: {s}"),
+            MonitorError::WrongThread => write!(f, "run_user called off the vCPU thread"),
+            MonitorError::EntryFault {
+                signal,
+                trapno,
+                error_code,
+            } => write!(
+                f,
+                "entering the guest faulted: signal {signal}, trap {trapno}, error {error_code:#x}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MonitorError {}
+
+/// Why direct execution of guest user code stopped. The guest registers at
+/// the exit are in the `CpuState` given to [`Monitor::run_user`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectExit {
+    /// A CPU exception. EIP is at the faulting instruction for faults and
+    /// after it for traps (#BP, #OF, single-step #DB).
+    Fault {
+        /// Exception vector.
+        vector: u8,
+        /// The error code, for vectors that push one.
+        error_code: Option<u32>,
+        /// The faulting linear address, for #PF.
+        cr2: Option<u32>,
+    },
+    /// `INT n` (n other than 3 and 0x80: the host's gate is DPL 0, so it
+    /// arrived as #GP). EIP is at the INT instruction; the guest's IDT
+    /// decides between delivering vector n (EIP past the INT) and #GP.
+    SoftwareInterrupt {
+        /// The interrupt number n.
+        vector: u8,
+    },
+    /// `int 0x80`, trapped by seccomp. EIP is after the instruction.
+    Syscall,
+    /// A kick (timer signal) interrupted the guest.
+    Interrupted,
+    /// SIGBUS: guest RAM behind the faulting address is missing.
+    HostBus {
+        /// The faulting address.
+        addr: u32,
+    },
+    /// A signal the monitor cannot attribute.
+    Unknown {
+        /// Host signal.
+        signal: i32,
+        /// Host trap number.
+        trapno: u32,
+        /// Host error code.
+        error_code: u32,
+    },
+}
+
+/// EFLAGS bits guest user code really owns on the host CPU; the others (IF,
+/// IOPL, VM, VIF, VIP) are virtual and kept by the monitor.
+pub const USER_FLAGS: u32 = flags::CF
+    | flags::PF
+    | flags::AF
+    | flags::ZF
+    | flags::SF
+    | flags::TF
+    | flags::DF
+    | flags::OF
+    | flags::NT
+    | flags::AC
+    | flags::ID;
+
+static CREATED: AtomicBool = AtomicBool::new(false);
+
+/// Size of the signal stack: a signal frame with AVX-512 state is ~3.5 KiB,
+/// and the handler is small, but nested signals must fit too.
+const ALTSTACK_SIZE: usize = 256 * 1024;
+
+/// Sends the kick signal to the vCPU thread from any thread.
+#[derive(Debug, Clone, Copy)]
+pub struct Kicker {
+    tid: i32,
+}
+
+impl Kicker {
+    /// Interrupts the guest (or makes the next entry return at once).
+    pub fn kick(&self) {
+        switch::tgkill(self.tid, switch::KICK_SIGNAL);
+    }
+}
+
+/// The process's direct-execution monitor.
+#[derive(Debug)]
+pub struct Monitor {
+    space: AddressSpace,
+    ram: OwnedFd,
+    ram_size: u64,
+    tid: i32,
+    loaded: [Option<UserDesc>; 6],
+    // The area, signal state and LDT belong to the creating thread.
+    _not_send: std::marker::PhantomData<*mut ()>,
+}
+
+fn gettid() -> i32 {
+    // SAFETY: gettid has no memory effects.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+fn install_altstack() -> Result<(), MonitorError> {
+    // SAFETY: a fresh anonymous mapping anywhere the kernel likes.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            ALTSTACK_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(MonitorError::Host(format!(
+            "mmap of the signal stack: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let ss = libc::stack_t {
+        ss_sp: p,
+        ss_flags: 0,
+        ss_size: ALTSTACK_SIZE,
+    };
+    // SAFETY: the stack is a private mapping that is never unmapped (the
+    // Monitor lives until the process ends). It replaces the one Rust's
+    // runtime installed for stack-overflow reports, which is only freed at
+    // thread exit and then only disables the alternate stack.
+    if unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) } != 0 {
+        return Err(MonitorError::Host(format!(
+            "sigaltstack: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+fn install_handlers() -> Result<(), MonitorError> {
+    for sig in switch::HANDLED_SIGNALS {
+        // SAFETY: a zeroed sigaction is a valid starting point; the fields we
+        // set follow sigaction(2). The handler is the asm trampoline, which
+        // runs on the alternate stack (SA_ONSTACK), as a signal taken in
+        // compatibility mode requires.
+        let r = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = switch::trampoline_address();
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut sa.sa_mask);
+            // A kick during a fault handler would only set pending_kick;
+            // blocking it keeps the handler unnested.
+            libc::sigaddset(&mut sa.sa_mask, switch::KICK_SIGNAL);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if r != 0 {
+            return Err(MonitorError::Host(format!(
+                "sigaction({sig}): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Monitor {
+    /// Sets up direct execution for this process on the calling thread:
+    /// reserves the low 4 GiB, maps the vCPU area, maps guest RAM 1:1 at
+    /// [4 KiB, RAM size) read-write-execute (the non-paged case: linear ==
+    /// physical; page 0 stays unmapped because of mmap_min_addr), installs
+    /// the signal handlers, the sigaltstack and the seccomp filter.
+    pub fn new(mem: &GuestMemory) -> Result<Monitor, MonitorError> {
+        if CREATED.swap(true, Ordering::SeqCst) {
+            return Err(MonitorError::AlreadyCreated);
+        }
+        let ram = mem
+            .fd()
+            .try_clone_to_owned()
+            .map_err(|e| MonitorError::Host(format!("dup of the guest RAM memfd: {e}")))?;
+        let mut space = AddressSpace::reserve()?;
+        let area = space.map_monitor(0, PAGE_SIZE)?;
+        debug_assert_eq!(area as u32, switch::VCPU_AREA);
+        let tid = gettid();
+        // SAFETY: the area page was just mapped read-write in the monitor
+        // region and nothing else uses it.
+        unsafe { switch::init_area(tid) };
+        let mut monitor = Monitor {
+            space,
+            ram,
+            ram_size: mem.size(),
+            tid,
+            loaded: [None; 6],
+            _not_send: std::marker::PhantomData,
+        };
+        let top = mem.size().min(u64::from(MONITOR_BASE)) as u32;
+        if top > PAGE_SIZE {
+            monitor.map(PAGE_SIZE, u64::from(PAGE_SIZE), top - PAGE_SIZE, Prot::RWX)?;
+        }
+        install_altstack()?;
+        install_handlers()?;
+        seccomp::install()?;
+        Ok(monitor)
+    }
+
+    /// Maps guest RAM at guest physical `phys` to guest linear `linear`.
+    pub fn map(
+        &mut self,
+        linear: u32,
+        phys: u64,
+        len: u32,
+        prot: Prot,
+    ) -> Result<(), MonitorError> {
+        self.space
+            .map_ram(self.ram.as_fd(), self.ram_size, linear, phys, len, prot)
+    }
+
+    /// Unmaps a guest linear range (accesses then fault with #PF).
+    pub fn unmap(&mut self, linear: u32, len: u32) -> Result<(), MonitorError> {
+        self.space.unmap(linear, len)
+    }
+
+    /// Changes the protections of a mapped guest linear range.
+    pub fn protect(&mut self, linear: u32, len: u32, prot: Prot) -> Result<(), MonitorError> {
+        self.space.protect(linear, len, prot)
+    }
+
+    /// A handle other threads (timers) use to interrupt the guest.
+    pub fn kicker(&self) -> Kicker {
+        Kicker { tid: self.tid }
+    }
+
+    fn load_shadow(&mut self, slot: Slot, seg: &Segment) -> Result<u16, MonitorError> {
+        let nullable = !matches!(slot, Slot::Cs | Slot::Ss);
+        if nullable && (seg.selector & !3 == 0 || !seg.present) {
+            return Ok(0);
+        }
+        let desc = ldt::shadow_descriptor(slot, seg)?;
+        // modify_ldt is a system call and makes the kernel reload the LDT on
+        // every CPU running this process: skip it when nothing changed.
+        if self.loaded[slot as usize] != Some(desc) {
+            ldt::write_entry(&desc)?;
+            self.loaded[slot as usize] = Some(desc);
+        }
+        Ok(slot.selector())
+    }
+
+    /// Runs guest user (CPL 3) code directly from `cpu` until the first
+    /// exit, and writes the guest state at the exit back into `cpu`.
+    ///
+    /// The virtual IF and IOPL in `cpu.eflags` are kept as they were: the
+    /// hardware IF is always set while guest user code runs.
+    pub fn run_user(&mut self, cpu: &mut CpuState) -> Result<DirectExit, MonitorError> {
+        if gettid() != self.tid {
+            return Err(MonitorError::WrongThread);
+        }
+        if cpu.cpl() != 3 || cpu.eflags & flags::VM != 0 {
+            return Err(MonitorError::NotUserMode(format!(
+                "CPL {} EFLAGS {:#x}",
+                cpu.cpl(),
+                cpu.eflags
+            )));
+        }
+        if !cpu.cs.is_code() {
+            return Err(MonitorError::NotUserMode("CS is not a code segment".into()));
+        }
+        let sels = [
+            self.load_shadow(Slot::Cs, &cpu.cs)?,
+            self.load_shadow(Slot::Ss, &cpu.ss)?,
+            self.load_shadow(Slot::Ds, &cpu.ds)?,
+            self.load_shadow(Slot::Es, &cpu.es)?,
+            self.load_shadow(Slot::Fs, &cpu.fs)?,
+            self.load_shadow(Slot::Gs, &cpu.gs)?,
+        ];
+        {
+            // SAFETY: Monitor::new initialised the area; this Monitor is the
+            // only one and we are on its thread; the reference ends before
+            // `enter`.
+            let area = unsafe { switch::area() };
+            area.gpr = [
+                cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi,
+            ];
+            area.eip = cpu.eip;
+            area.eflags = (cpu.eflags & USER_FLAGS) | flags::IF | flags::FIXED1;
+            area.sel = sels;
+            area.exit_signal = 0;
+            area.exit_at_entry = 0;
+        }
+        // SAFETY: the selectors were just written to the LDT (CS a code and
+        // SS a writable data shadow; the others shadows or null); handlers,
+        // sigaltstack and seccomp were installed by `new` on this thread.
+        unsafe { switch::enter() };
+        // SAFETY: as above; the guest is not running any more.
+        let area = unsafe { switch::area() };
+        if area.exit_signal == 0 || area.exit_signal == switch::KICK_SIGNAL as u32 {
+            area.pending_kick = 0;
+            if area.exit_signal == 0 || area.exit_at_entry != 0 {
+                return Ok(DirectExit::Interrupted);
+            }
+        } else if area.exit_at_entry != 0 {
+            return Err(MonitorError::EntryFault {
+                signal: area.exit_signal as i32,
+                trapno: area.exit_trapno,
+                error_code: area.exit_err,
+            });
+        }
+        [
+            cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi,
+        ] = area.gpr;
+        cpu.eip = area.eip;
+        cpu.eflags = (area.eflags & USER_FLAGS) | (cpu.eflags & !USER_FLAGS) | flags::FIXED1;
+        for (seg, (&now, &was)) in [&mut cpu.ds, &mut cpu.es, &mut cpu.fs, &mut cpu.gs]
+            .into_iter()
+            .zip(area.sel[2..].iter().zip(&sels[2..]))
+        {
+            if now == was {
+                continue;
+            }
+            if now & !3 == 0 {
+                // The guest loaded a null selector, which CPL 3 may do.
+                *seg = Segment {
+                    selector: now,
+                    ..Segment::unusable()
+                };
+            } else {
+                // TODO(segments): the guest loaded a selector of the host's
+                // GDT or our LDT; design.md wants a lazy fix-up on the first
+                // fault through it. Until then the virtual CPU keeps the old
+                // segment.
+                tracing::warn!(selector = now, "guest user code loaded a host selector");
+            }
+        }
+        Ok(decode_exit(
+            area.exit_signal as i32,
+            area.exit_trapno,
+            area.exit_err,
+            area.exit_addr,
+        ))
+    }
+}
+
+/// Maps a host signal with its trap number and error code to the guest's
+/// view of the exit.
+pub fn decode_exit(signal: i32, trapno: u32, err: u32, addr: u64) -> DirectExit {
+    let fault = |vector: u8, error_code: Option<u32>| DirectExit::Fault {
+        vector,
+        error_code,
+        cr2: None,
+    };
+    match signal {
+        libc::SIGSYS => DirectExit::Syscall,
+        s if s == switch::KICK_SIGNAL => DirectExit::Interrupted,
+        libc::SIGILL => fault(6, None),
+        libc::SIGBUS => DirectExit::HostBus { addr: addr as u32 },
+        libc::SIGSEGV => match trapno {
+            // Bit 1 (IDT) of the error code: the #GP came from the gate of
+            // an `INT n` whose host DPL is 0.
+            13 if err & 7 == 2 => DirectExit::SoftwareInterrupt {
+                vector: (err >> 3) as u8,
+            },
+            14 => DirectExit::Fault {
+                vector: 14,
+                error_code: Some(err),
+                cr2: Some(addr as u32),
+            },
+            8 | 10..=13 | 17 | 21 => fault(trapno as u8, Some(err)),
+            0..=31 => fault(trapno as u8, None),
+            _ => DirectExit::Unknown {
+                signal,
+                trapno,
+                error_code: err,
+            },
+        },
+        libc::SIGFPE | libc::SIGTRAP if trapno < 32 => fault(trapno as u8, None),
+        _ => DirectExit::Unknown {
+            signal,
+            trapno,
+            error_code: err,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int_n_decodes_from_the_gp_error_code() {
+        assert_eq!(
+            decode_exit(libc::SIGSEGV, 13, (0x21 << 3) | 2, 0),
+            DirectExit::SoftwareInterrupt { vector: 0x21 }
+        );
+        assert_eq!(
+            decode_exit(libc::SIGSEGV, 13, 0, 0),
+            DirectExit::Fault {
+                vector: 13,
+                error_code: Some(0),
+                cr2: None
+            }
+        );
+        assert_eq!(
+            decode_exit(libc::SIGSEGV, 14, 6, 0x1234),
+            DirectExit::Fault {
+                vector: 14,
+                error_code: Some(6),
+                cr2: Some(0x1234)
+            }
+        );
+        assert_eq!(decode_exit(libc::SIGSYS, 0, 0, 0), DirectExit::Syscall);
+        assert_eq!(
+            decode_exit(libc::SIGFPE, 0, 0, 0),
+            DirectExit::Fault {
+                vector: 0,
+                error_code: None,
+                cr2: None
+            }
+        );
+    }
+}

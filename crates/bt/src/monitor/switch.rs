@@ -1,0 +1,422 @@
+//! The world switch between the monitor (64-bit host code) and guest user
+//! code running directly in compatibility mode.
+//!
+//! Entry: [`enter`] saves the host's callee-saved registers, stack pointer,
+//! FS/GS bases and selectors, MXCSR and x87 control word in the vCPU area,
+//! loads the guest's shadow data segments and registers and `iretq`s into
+//! the guest's shadow CS.
+//!
+//! Exit: every way out of guest code is a host signal. The handler (on the
+//! sigaltstack, because the guest's stack is no host stack) copies the guest
+//! state from the ucontext into the vCPU area and rewrites the ucontext so
+//! that sigreturn "returns" into [`popek_bt_exit_stub`] in 64-bit mode on the
+//! host stack saved at entry; the stub restores the host state and returns
+//! from `enter` as if it were an ordinary call.
+
+use core::arch::{asm, global_asm};
+use core::mem::offset_of;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::address_space::MONITOR_BASE;
+
+/// The per-vCPU area: guest registers in and out, the saved host state and
+/// the exit information. It lives at [`VCPU_AREA`], below 4 GiB, so that
+/// 32-bit-reachable code and the signal handler find it at a fixed address.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct VcpuArea {
+    /// EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI.
+    pub gpr: [u32; 8],
+    /// Guest EIP.
+    pub eip: u32,
+    /// Guest EFLAGS as the hardware holds them (IF set, IOPL 0).
+    pub eflags: u32,
+    /// Host selectors of the guest's CS, SS, DS, ES, FS, GS.
+    pub sel: [u16; 6],
+    _pad0: u32,
+    /// Host RSP inside `enter`, after the callee-saved registers.
+    pub host_rsp: u64,
+    /// Host FS base (the thread pointer).
+    pub host_fsbase: u64,
+    /// Host GS base.
+    pub host_gsbase: u64,
+    /// Host DS, ES, FS, GS selectors.
+    pub host_sel: [u16; 4],
+    /// Host MXCSR.
+    pub host_mxcsr: u32,
+    /// Host x87 control word.
+    pub host_fcw: u16,
+    /// Host CS (the 64-bit code selector, 0x33 on Linux).
+    pub host_cs: u16,
+    /// Host SS (0x2b on Linux).
+    pub host_ss: u16,
+    _pad1: u16,
+    /// Signal that ended the run, 0 if none (entry aborted for a kick).
+    pub exit_signal: u32,
+    /// REG_TRAPNO of the exit.
+    pub exit_trapno: u32,
+    /// REG_ERR of the exit.
+    pub exit_err: u32,
+    /// Non-zero when the signal arrived before the guest ran (at entry).
+    pub exit_at_entry: u32,
+    /// si_addr of the exit (CR2 for a page fault).
+    pub exit_addr: u64,
+    /// Thread id of the vCPU thread, to aim kicks at.
+    pub vcpu_tid: i32,
+    /// Set by a kick that arrived while the monitor ran.
+    pub pending_kick: u32,
+}
+
+/// Address of the vCPU area: the first page of the monitor region.
+pub const VCPU_AREA: u32 = MONITOR_BASE;
+
+/// The signal that kicks the vCPU out of guest code (timers aim it at the
+/// vCPU thread; a copy that lands on another thread is forwarded).
+pub const KICK_SIGNAL: libc::c_int = libc::SIGALRM;
+
+/// Signals the monitor handles.
+pub const HANDLED_SIGNALS: [libc::c_int; 7] = [
+    libc::SIGSEGV,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+    libc::SIGBUS,
+    libc::SIGSYS,
+    KICK_SIGNAL,
+];
+
+/// Set once the vCPU area is mapped and initialised.
+static READY: AtomicBool = AtomicBool::new(false);
+
+const UC_GREGS: usize =
+    offset_of!(libc::ucontext_t, uc_mcontext) + offset_of!(libc::mcontext_t, gregs);
+const UC_RIP: usize = UC_GREGS + 8 * libc::REG_RIP as usize;
+const UC_CSGSFS: usize = UC_GREGS + 8 * libc::REG_CSGSFS as usize;
+
+global_asm!(
+    ".globl popek_bt_enter",
+    ".hidden popek_bt_enter",
+    ".globl popek_bt_exit_stub",
+    ".hidden popek_bt_exit_stub",
+    ".globl popek_bt_enter_critical",
+    ".hidden popek_bt_enter_critical",
+    ".globl popek_bt_enter_critical_end",
+    ".hidden popek_bt_enter_critical_end",
+    ".globl popek_bt_signal_trampoline",
+    ".hidden popek_bt_signal_trampoline",
+    ".p2align 4",
+    // extern "C" fn popek_bt_enter(area: *mut VcpuArea)
+    "popek_bt_enter:",
+    "push rbx",
+    "push rbp",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "sub rsp, 8",
+    "mov [rdi + {host_rsp}], rsp",
+    "rdfsbase rax",
+    "mov [rdi + {host_fsbase}], rax",
+    "rdgsbase rax",
+    "mov [rdi + {host_gsbase}], rax",
+    "mov ax, ds",
+    "mov [rdi + {host_sel}], ax",
+    "mov ax, es",
+    "mov [rdi + {host_sel} + 2], ax",
+    "mov ax, fs",
+    "mov [rdi + {host_sel} + 4], ax",
+    "mov ax, gs",
+    "mov [rdi + {host_sel} + 6], ax",
+    "stmxcsr [rdi + {host_mxcsr}]",
+    "fnstcw [rdi + {host_fcw}]",
+    // From here to the iretq a signal sends the run to the exit stub (the
+    // handler knows this range): a kick is never lost, a fault of the iretq
+    // itself becomes an exit at entry.
+    "popek_bt_enter_critical:",
+    "cmp dword ptr [rdi + {pending}], 0",
+    "jne popek_bt_exit_stub",
+    "movzx eax, word ptr [rdi + {sel} + 2]",
+    "push rax",
+    "mov eax, [rdi + {gpr} + 16]",
+    "push rax",
+    "mov eax, [rdi + {eflags}]",
+    "push rax",
+    "movzx eax, word ptr [rdi + {sel}]",
+    "push rax",
+    "mov eax, [rdi + {eip}]",
+    "push rax",
+    "mov ax, [rdi + {sel} + 4]",
+    "mov ds, ax",
+    "mov ax, [rdi + {sel} + 6]",
+    "mov es, ax",
+    "mov ax, [rdi + {sel} + 8]",
+    "mov fs, ax",
+    "mov ax, [rdi + {sel} + 10]",
+    "mov gs, ax",
+    "mov eax, [rdi + {gpr}]",
+    "mov ecx, [rdi + {gpr} + 4]",
+    "mov edx, [rdi + {gpr} + 8]",
+    "mov ebx, [rdi + {gpr} + 12]",
+    "mov ebp, [rdi + {gpr} + 20]",
+    "mov esi, [rdi + {gpr} + 24]",
+    "mov edi, [rdi + {gpr} + 28]",
+    "popek_bt_enter_critical_end:",
+    "iretq",
+    // Reached by sigreturn with RDI = the area and RSP = host_rsp, or from
+    // the pending-kick check above.
+    ".p2align 4",
+    "popek_bt_exit_stub:",
+    "mov ax, [rdi + {host_sel}]",
+    "mov ds, ax",
+    "mov ax, [rdi + {host_sel} + 2]",
+    "mov es, ax",
+    "mov ax, [rdi + {host_sel} + 4]",
+    "mov fs, ax",
+    "mov ax, [rdi + {host_sel} + 6]",
+    "mov gs, ax",
+    // Loading a selector may have changed the base: put the host's back
+    // before any Rust code reads a thread-local.
+    "mov rax, [rdi + {host_fsbase}]",
+    "wrfsbase rax",
+    "mov rax, [rdi + {host_gsbase}]",
+    "wrgsbase rax",
+    // The guest's x87/SSE state is whatever sigreturn restored; the ABI
+    // wants an empty x87 stack and the host's control words.
+    // TODO(fpu): save the guest's FPU state (fxsave image from the
+    // ucontext) in the area and restore it at entry.
+    "fninit",
+    "fldcw [rdi + {host_fcw}]",
+    "ldmxcsr [rdi + {host_mxcsr}]",
+    "cld",
+    "mov rsp, [rdi + {host_rsp}]",
+    "add rsp, 8",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbp",
+    "pop rbx",
+    "ret",
+    // The sa_sigaction of every handled signal: (sig, info, uc) in
+    // RDI, RSI, RDX. If the guest (an LDT code selector) or the end of
+    // `enter` was interrupted, FS/GS bases are the guest's: restore the
+    // host's before Rust code runs, then tail-call the Rust handler.
+    ".p2align 4",
+    "popek_bt_signal_trampoline:",
+    "movzx eax, word ptr [rdx + {uc_csgsfs}]",
+    "test eax, 4",
+    "jnz 2f",
+    "mov rax, [rdx + {uc_rip}]",
+    "lea rcx, [rip + popek_bt_enter_critical]",
+    "cmp rax, rcx",
+    "jb 3f",
+    "lea rcx, [rip + popek_bt_enter_critical_end]",
+    "cmp rax, rcx",
+    "ja 3f",
+    "2:",
+    "mov eax, {area}",
+    "mov rcx, [rax + {host_fsbase}]",
+    "wrfsbase rcx",
+    "mov rcx, [rax + {host_gsbase}]",
+    "wrgsbase rcx",
+    "3:",
+    "jmp {handler}",
+    host_rsp = const offset_of!(VcpuArea, host_rsp),
+    host_fsbase = const offset_of!(VcpuArea, host_fsbase),
+    host_gsbase = const offset_of!(VcpuArea, host_gsbase),
+    host_sel = const offset_of!(VcpuArea, host_sel),
+    host_mxcsr = const offset_of!(VcpuArea, host_mxcsr),
+    host_fcw = const offset_of!(VcpuArea, host_fcw),
+    pending = const offset_of!(VcpuArea, pending_kick),
+    sel = const offset_of!(VcpuArea, sel),
+    gpr = const offset_of!(VcpuArea, gpr),
+    eflags = const offset_of!(VcpuArea, eflags),
+    eip = const offset_of!(VcpuArea, eip),
+    uc_csgsfs = const UC_CSGSFS,
+    uc_rip = const UC_RIP,
+    area = const VCPU_AREA,
+    handler = sym signal_handler,
+);
+
+extern "C" {
+    fn popek_bt_enter(area: *mut VcpuArea);
+    fn popek_bt_exit_stub();
+    fn popek_bt_enter_critical();
+    fn popek_bt_enter_critical_end();
+    fn popek_bt_signal_trampoline();
+}
+
+/// The vCPU area at its fixed address.
+fn area_ptr() -> *mut VcpuArea {
+    VCPU_AREA as usize as *mut VcpuArea
+}
+
+/// Marks the vCPU area (already mapped and zeroed by the caller) as ready
+/// and records the host selectors and the vCPU thread.
+///
+/// # Safety
+/// The page at [`VCPU_AREA`] must be mapped read-write for the life of the
+/// process and used by nothing else.
+pub unsafe fn init_area(vcpu_tid: i32) {
+    let (cs, ss): (u16, u16);
+    // SAFETY: reading segment registers has no side effects.
+    unsafe {
+        asm!("mov {0:x}, cs", "mov {1:x}, ss", out(reg) cs, out(reg) ss, options(nomem, nostack));
+    }
+    // SAFETY: the caller guarantees the area is mapped and ours.
+    let area = unsafe { &mut *area_ptr() };
+    *area = VcpuArea {
+        host_cs: cs,
+        host_ss: ss,
+        vcpu_tid,
+        ..VcpuArea::default()
+    };
+    READY.store(true, Ordering::Release);
+}
+
+/// Exclusive access to the vCPU area while the guest is not running.
+///
+/// # Safety
+/// [`init_area`] must have run, and the caller must be the only user (the
+/// single Monitor of the process, on the vCPU thread).
+pub unsafe fn area<'a>() -> &'a mut VcpuArea {
+    // SAFETY: the caller guarantees initialisation and exclusivity.
+    unsafe { &mut *area_ptr() }
+}
+
+/// Runs the guest from the state in the vCPU area until the next exit.
+///
+/// # Safety
+/// The area must hold valid shadow selectors (CS/SS loadable LDT code and
+/// stack selectors, DS..GS loadable or null), the signal handlers and the
+/// sigaltstack of this thread must be installed, and no reference into the
+/// area may be live.
+pub unsafe fn enter() {
+    // SAFETY: the asm saves and restores every register the C ABI wants
+    // preserved; it only returns through the exit stub, reached from the
+    // signal handler (which restores this frame's RSP) or from the kick
+    // check. The caller guarantees the entry state is valid.
+    unsafe { popek_bt_enter(area_ptr()) }
+}
+
+/// The signal handler's entry point to pass to sigaction.
+pub fn trampoline_address() -> usize {
+    popek_bt_signal_trampoline as *const () as usize
+}
+
+fn in_critical(rip: u64) -> bool {
+    let start = popek_bt_enter_critical as *const () as usize as u64;
+    let end = popek_bt_enter_critical_end as *const () as usize as u64;
+    (start..=end).contains(&rip)
+}
+
+fn gettid() -> i32 {
+    // SAFETY: gettid has no memory effects and is async-signal-safe.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// Sends `sig` to the thread `tid` of this process.
+pub fn tgkill(tid: i32, sig: libc::c_int) {
+    // SAFETY: tgkill only sends a signal; async-signal-safe.
+    unsafe {
+        libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig);
+    }
+}
+
+/// A signal in host code the monitor does not own: a bug in the monitor.
+/// Restore the default action and let the signal kill the process, so the
+/// bug is reported by the usual means (core dump, exit status).
+fn host_signal(sig: libc::c_int) {
+    const MSG: &[u8] = b"popek-bt: fatal signal in monitor (host) code\n";
+    // SAFETY: write, signal and raise are async-signal-safe; MSG is static.
+    unsafe {
+        libc::write(2, MSG.as_ptr().cast(), MSG.len());
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// Called from the trampoline with the host FS/GS bases already restored.
+///
+/// Must stay async-signal-safe and allocation-free: it may interrupt the
+/// monitor anywhere.
+extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
+    let uc = unsafe { &mut *(ctx as *mut libc::ucontext_t) };
+    let gregs = &mut uc.uc_mcontext.gregs;
+    let cs = gregs[libc::REG_CSGSFS as usize] as u16;
+    let rip = gregs[libc::REG_RIP as usize] as u64;
+    let ready = READY.load(Ordering::Acquire);
+    let guest = ready && cs & 4 != 0;
+    let entry = ready && cs & 4 == 0 && in_critical(rip);
+    if !guest && !entry {
+        if ready && sig == KICK_SIGNAL {
+            // SAFETY: the area is mapped once READY is set; the fields are
+            // plain integers, racing only with this thread's own accesses
+            // done with volatile reads in the monitor.
+            let area = area_ptr();
+            let tid = unsafe { (*area).vcpu_tid };
+            if gettid() != tid {
+                tgkill(tid, sig);
+            } else {
+                // SAFETY: as above.
+                unsafe { core::ptr::addr_of_mut!((*area).pending_kick).write_volatile(1) };
+            }
+            return;
+        }
+        if sig == KICK_SIGNAL {
+            return;
+        }
+        host_signal(sig);
+        return;
+    }
+    // SAFETY: READY guarantees the mapping; the interrupted code is guest
+    // code or the tail of `enter`, neither of which holds a reference to it.
+    let area = unsafe { &mut *area_ptr() };
+    if guest {
+        use libc::{
+            REG_EFL, REG_RAX, REG_RBP, REG_RBX, REG_RCX, REG_RDI, REG_RDX, REG_RSI, REG_RSP,
+        };
+        for (i, r) in [
+            REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_RSP, REG_RBP, REG_RSI, REG_RDI,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            area.gpr[i] = gregs[r as usize] as u32;
+        }
+        area.eip = rip as u32;
+        area.eflags = gregs[REG_EFL as usize] as u32;
+        let csgsfs = gregs[libc::REG_CSGSFS as usize] as u64;
+        area.sel[0] = cs;
+        area.sel[1] = (csgsfs >> 48) as u16;
+        // The 64-bit sigcontext has no DS/ES and zeroes FS/GS; the kernel
+        // left the guest's selectors loaded, so read them from the CPU.
+        let (ds, es, fs, gs): (u16, u16, u16, u16);
+        // SAFETY: reading segment registers has no side effects.
+        unsafe {
+            asm!(
+                "mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
+                out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs,
+                options(nomem, nostack),
+            );
+        }
+        area.sel[2] = ds;
+        area.sel[3] = es;
+        area.sel[4] = fs;
+        area.sel[5] = gs;
+    }
+    area.exit_signal = sig as u32;
+    area.exit_trapno = gregs[libc::REG_TRAPNO as usize] as u32;
+    area.exit_err = gregs[libc::REG_ERR as usize] as u32;
+    area.exit_at_entry = u32::from(entry);
+    // SAFETY: `info` is the kernel's siginfo for this signal.
+    area.exit_addr = unsafe { (*info).si_addr() } as u64;
+
+    gregs[libc::REG_RIP as usize] = popek_bt_exit_stub as *const () as usize as i64;
+    gregs[libc::REG_RSP as usize] = area.host_rsp as i64;
+    gregs[libc::REG_RDI as usize] = area_ptr() as i64;
+    gregs[libc::REG_EFL as usize] = 0x202;
+    gregs[libc::REG_CSGSFS as usize] =
+        (u64::from(area.host_cs) | (u64::from(area.host_ss) << 48)) as i64;
+}

@@ -1,0 +1,348 @@
+//! Direct execution of guest user code, one scenario per child process: the
+//! monitor owns process-wide state (low 4 GiB, LDT, signal handlers,
+//! seccomp), so each test re-executes this binary filtered to itself.
+
+use std::process::Command;
+use std::time::Instant;
+
+use bt::monitor::{DirectExit, Monitor, Prot, MONITOR_BASE};
+use machine::GuestMemory;
+use x86::state::{cr0, flags};
+use x86::{CpuState, Segment};
+
+const CHILD_ENV: &str = "POPEK_BT_CHILD";
+const RAM: u64 = 4 << 20;
+const CODE: u32 = 0x10_0000;
+const STACK_TOP: u32 = 0x3F_F000;
+
+/// Runs `body` in a fresh child process (this test binary, filtered to
+/// `name`) and fails if the child fails.
+fn in_child(name: &str, body: impl FnOnce()) {
+    if std::env::var(CHILD_ENV).as_deref() == Ok(name) {
+        body();
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, name)
+        .output()
+        .expect("spawn the child test process");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "child for {name} failed: {}",
+        out.status
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "the child did not run {name}"
+    );
+}
+
+fn user_segment(selector: u16, code: bool) -> Segment {
+    let mut s = if code {
+        Segment::flat_code32(selector)
+    } else {
+        Segment::flat_data32(selector)
+    };
+    s.dpl = 3;
+    s
+}
+
+/// A CPL-3 flat protected-mode state at `eip` with a stack in RAM.
+fn user_state(eip: u32) -> CpuState {
+    CpuState {
+        eip,
+        esp: STACK_TOP,
+        eflags: flags::FIXED1 | flags::IF,
+        cs: user_segment(0x1B, true),
+        ss: user_segment(0x23, false),
+        ds: user_segment(0x23, false),
+        es: user_segment(0x23, false),
+        cr0: cr0::PE,
+        ..CpuState::default()
+    }
+}
+
+/// Guest RAM with `code` at [`CODE`] and a monitor over it.
+fn setup(code: &[u8]) -> (GuestMemory, Monitor) {
+    let mut mem = GuestMemory::new(RAM).unwrap();
+    mem.write(u64::from(CODE), code).unwrap();
+    let monitor = Monitor::new(&mem).unwrap();
+    (mem, monitor)
+}
+
+fn fault(vector: u8, error_code: Option<u32>, cr2: Option<u32>) -> DirectExit {
+    DirectExit::Fault {
+        vector,
+        error_code,
+        cr2,
+    }
+}
+
+#[test]
+fn hlt_is_gp0_after_computing() {
+    in_child("hlt_is_gp0_after_computing", || {
+        let code = [
+            0xB8, 6, 0, 0, 0, // mov eax, 6
+            0xB9, 7, 0, 0, 0, // mov ecx, 7
+            0x0F, 0xAF, 0xC1, // imul eax, ecx
+            0x83, 0xC1, 100,  // add ecx, 100
+            0xF4, // hlt
+        ];
+        let (_mem, mut m) = setup(&code);
+        let mut cpu = user_state(CODE);
+        let exit = m.run_user(&mut cpu).unwrap();
+        assert_eq!(exit, fault(13, Some(0), None));
+        assert_eq!(cpu.eip, CODE + 16);
+        assert_eq!((cpu.eax, cpu.ecx), (42, 107));
+        assert_eq!(cpu.esp, STACK_TOP);
+        assert_eq!(cpu.cs.selector, 0x1B);
+    });
+}
+
+#[test]
+fn int80_is_a_syscall_exit() {
+    in_child("int80_is_a_syscall_exit", || {
+        let code = [
+            0xB8, 4, 0, 0, 0, // mov eax, 4
+            0xBB, 0x78, 0x56, 0x34, 0x12, // mov ebx, 0x12345678
+            0xBE, 0xEF, 0xBE, 0xAD, 0xDE, // mov esi, 0xdeadbeef
+            0xCD, 0x80, // int 0x80
+        ];
+        let (_mem, mut m) = setup(&code);
+        let mut cpu = user_state(CODE);
+        cpu.edi = 0x5555_AAAA;
+        cpu.ebp = 0x1234;
+        assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Syscall);
+        assert_eq!(cpu.eip, CODE + 17);
+        assert_eq!((cpu.eax, cpu.ebx, cpu.esi), (4, 0x1234_5678, 0xDEAD_BEEF));
+        assert_eq!((cpu.edi, cpu.ebp), (0x5555_AAAA, 0x1234));
+    });
+}
+
+#[test]
+fn ud2_is_ud() {
+    in_child("ud2_is_ud", || {
+        let (_mem, mut m) = setup(&[0x90, 0x0F, 0x0B]);
+        let mut cpu = user_state(CODE);
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(6, None, None));
+        assert_eq!(cpu.eip, CODE + 1);
+    });
+}
+
+#[test]
+fn div_by_zero_is_de() {
+    in_child("div_by_zero_is_de", || {
+        let code = [
+            0x31, 0xD2, // xor edx, edx
+            0xB8, 1, 0, 0, 0, // mov eax, 1
+            0x31, 0xC9, // xor ecx, ecx
+            0xF7, 0xF1, // div ecx
+        ];
+        let (_mem, mut m) = setup(&code);
+        let mut cpu = user_state(CODE);
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(0, None, None));
+        assert_eq!(cpu.eip, CODE + 9);
+        assert_eq!(cpu.eax, 1);
+    });
+}
+
+#[test]
+fn int3_is_bp_after_it() {
+    in_child("int3_is_bp_after_it", || {
+        let (_mem, mut m) = setup(&[0x90, 0xCC, 0x90]);
+        let mut cpu = user_state(CODE);
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(3, None, None));
+        assert_eq!(cpu.eip, CODE + 2);
+    });
+}
+
+#[test]
+fn int_n_is_a_software_interrupt() {
+    in_child("int_n_is_a_software_interrupt", || {
+        let (_mem, mut m) = setup(&[0x90, 0xCD, 0x21]);
+        let mut cpu = user_state(CODE);
+        assert_eq!(
+            m.run_user(&mut cpu).unwrap(),
+            DirectExit::SoftwareInterrupt { vector: 0x21 }
+        );
+        assert_eq!(cpu.eip, CODE + 1);
+    });
+}
+
+#[test]
+fn unmapped_accesses_are_page_faults() {
+    in_child("unmapped_accesses_are_page_faults", || {
+        let code = [
+            0xA1, 0x00, 0x00, 0x80, 0x00, // mov eax, [0x800000]
+            0xA3, 0x04, 0x00, 0x80, 0x00, // mov [0x800004], eax
+            0x8B, 0x0D, 0x10, 0x00, 0x20, 0x00, // mov ecx, [0x200010]
+            0xA3, 0x10, 0x00, 0x20, 0x00, // mov [0x200010], eax
+            0x8B, 0x0D, 0x10, 0x00, 0x00, 0x00, // mov ecx, [0x10]
+        ];
+        let (_mem, mut m) = setup(&code);
+        m.protect(0x20_0000, 4096, Prot::RX).unwrap();
+        let mut cpu = user_state(CODE);
+        // Not present, user, read.
+        assert_eq!(
+            m.run_user(&mut cpu).unwrap(),
+            fault(14, Some(0b100), Some(0x80_0000))
+        );
+        assert_eq!(cpu.eip, CODE);
+        // Not present, user, write.
+        cpu.eip = CODE + 5;
+        assert_eq!(
+            m.run_user(&mut cpu).unwrap(),
+            fault(14, Some(0b110), Some(0x80_0004))
+        );
+        // Present (read-only, after a read made the host map it), user,
+        // write. Before any touch the host reports "not present" even for
+        // a mapped page: the host error code's P bit says nothing about
+        // the guest's page tables.
+        cpu.eip = CODE + 10;
+        assert_eq!(
+            m.run_user(&mut cpu).unwrap(),
+            fault(14, Some(0b111), Some(0x20_0010))
+        );
+        // Page 0 is never mapped (mmap_min_addr).
+        cpu.eip = CODE + 21;
+        assert_eq!(
+            m.run_user(&mut cpu).unwrap(),
+            fault(14, Some(0b100), Some(0x10))
+        );
+        assert_eq!(cpu.eip, CODE + 21);
+    });
+}
+
+#[test]
+fn monitor_region_is_beyond_the_segment_limit() {
+    in_child("monitor_region_is_beyond_the_segment_limit", || {
+        let mut code = vec![0xA1]; // mov eax, [MONITOR_BASE]
+        code.extend_from_slice(&MONITOR_BASE.to_le_bytes());
+        let (_mem, mut m) = setup(&code);
+        let mut cpu = user_state(CODE);
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(13, Some(0), None));
+        assert_eq!(cpu.eip, CODE);
+    });
+}
+
+#[test]
+fn popf_cannot_touch_if() {
+    in_child("popf_cannot_touch_if", || {
+        let code = [
+            0x9C, // pushf
+            0x81, 0x24, 0x24, 0xFF, 0xFD, 0xFF, 0xFF, // and dword [esp], ~IF
+            0x9D, // popf
+            0x9C, // pushf
+            0x58, // pop eax
+            0x9C, // pushf
+            0x81, 0x0C, 0x24, 0x00, 0x32, 0x00, 0x00, // or dword [esp], IF|IOPL3
+            0x9D, // popf
+            0x9C, // pushf
+            0x59, // pop ecx
+            0xF9, // stc
+            0xFD, // std
+            0xF4, // hlt
+        ];
+        let (_mem, mut m) = setup(&code);
+        let mut cpu = user_state(CODE);
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(13, Some(0), None));
+        assert_eq!(cpu.eip, CODE + code.len() as u32 - 1);
+        // The hardware IF stays set and IOPL stays 0 whatever POPF does:
+        // PUSHF shows the host's IF, a known leak of direct execution.
+        assert_eq!(cpu.eax & (flags::IF | flags::IOPL), flags::IF);
+        assert_eq!(cpu.ecx & (flags::IF | flags::IOPL), flags::IF);
+        // The virtual IF is the monitor's and is kept; CF and DF are the
+        // guest's.
+        assert_eq!(cpu.eflags & (flags::IF | flags::IOPL), flags::IF);
+        assert_ne!(cpu.eflags & flags::CF, 0);
+        assert_ne!(cpu.eflags & flags::DF, 0);
+        assert_eq!(cpu.esp, STACK_TOP);
+        // One Monitor per process.
+        let mem = GuestMemory::new(RAM).unwrap();
+        assert!(Monitor::new(&mem).is_err());
+    });
+}
+
+#[test]
+fn popf_with_virtual_if_clear() {
+    in_child("popf_with_virtual_if_clear", || {
+        let code = [
+            0x9C, // pushf
+            0x58, // pop eax
+            0xFA, // cli
+        ];
+        let (_mem, mut m) = setup(&code);
+        let mut cpu = user_state(CODE);
+        cpu.eflags = flags::FIXED1;
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(13, Some(0), None));
+        assert_eq!(cpu.eip, CODE + 2);
+        assert_eq!(cpu.eax & flags::IF, flags::IF);
+        assert_eq!(cpu.eflags & flags::IF, 0);
+    });
+}
+
+#[test]
+fn round_trip_cost() {
+    in_child("round_trip_cost", || {
+        let (_mem, mut m) = setup(&[0xCD, 0x80]);
+        let mut cpu = user_state(CODE);
+        const N: u32 = 100_000;
+        // Warm up the LDT shadows and the page tables.
+        assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Syscall);
+        let start = Instant::now();
+        for i in 0..N {
+            cpu.eip = CODE;
+            cpu.eax = i;
+            assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Syscall);
+        }
+        let ns = start.elapsed().as_nanos() / u128::from(N);
+        assert_eq!((cpu.eip, cpu.eax), (CODE + 2, N - 1));
+        println!("direct-execution round trip (enter + int 0x80 + SIGSYS + exit): {ns} ns");
+    });
+}
+
+#[test]
+fn timer_interrupts_an_endless_loop() {
+    in_child("timer_interrupts_an_endless_loop", || {
+        let code = [
+            0x40, // inc eax
+            0xEB, 0xFD, // jmp -3
+        ];
+        let (_mem, mut m) = setup(&code);
+        let mut cpu = user_state(CODE);
+        for round in 1..=3 {
+            let before = cpu.eax;
+            let it = libc::itimerval {
+                it_interval: libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 0,
+                },
+                it_value: libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 20_000,
+                },
+            };
+            // SAFETY: setitimer with a valid itimerval; SIGALRM is the
+            // monitor's kick signal.
+            assert_eq!(
+                unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) },
+                0
+            );
+            assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Interrupted);
+            assert!((CODE..CODE + 3).contains(&cpu.eip), "eip {:#x}", cpu.eip);
+            assert!(cpu.eax > before, "round {round}: the loop made no progress");
+            println!("round {round}: loop ran {} iterations", cpu.eax - before);
+        }
+        // A kick from another thread works too.
+        let kicker = m.kicker();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            kicker.kick();
+        });
+        assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Interrupted);
+        t.join().unwrap();
+    });
+}
