@@ -64,6 +64,11 @@ const GUESTS: &[GuestSpec] = &[
         summary: "ring 3 via IRET, int 0x80 system calls, TSS stack switch, #GP on CLI/HLT/IN",
         format: Format::Multiboot,
     },
+    GuestSpec {
+        name: "bzhello",
+        summary: "Linux boot protocol entry state, boot_params, e820 map, command line and initrd",
+        format: Format::BzImage,
+    },
 ];
 
 /// The compiler flags every guest source is built with.
@@ -188,24 +193,14 @@ fn build_guest(guest: &GuestSpec, src: &Path, out: &Path) -> Result<PathBuf, Str
             guest.format == Format::Multiboot || !multiboot_part
         })
         .collect();
-    sources.extend(list_sources(&src.join(guest.name))?);
+    // A bzImage's real-mode setup code (`setup*.S`) is linked on its own.
+    let (setup, kernel_sources): (Vec<PathBuf>, Vec<PathBuf>) =
+        list_sources(&src.join(guest.name))?
+            .into_iter()
+            .partition(|p| guest.format == Format::BzImage && file_name(p).starts_with("setup"));
+    sources.extend(kernel_sources);
 
-    let mut objects = Vec::new();
-    for source in &sources {
-        // lib/ and the guest directory may hold files of the same name.
-        let prefix = if source.starts_with(&lib) { "lib-" } else { "" };
-        let object = obj_dir.join(format!("{prefix}{}.o", file_name(source)));
-        let mut cc = Command::new("gcc");
-        cc.args(CFLAGS)
-            .arg("-I")
-            .arg(&lib)
-            .arg("-c")
-            .arg(source)
-            .arg("-o")
-            .arg(&object);
-        run_tool(&mut cc)?;
-        objects.push(object);
-    }
+    let objects = compile(&sources, &lib, &obj_dir)?;
 
     let elf = out.join(format!("{}.elf", guest.name));
     let mut ld = Command::new("ld");
@@ -225,12 +220,63 @@ fn build_guest(guest: &GuestSpec, src: &Path, out: &Path) -> Result<PathBuf, Str
             objcopy.args(["-O", "binary"]).arg(&elf).arg(&flat);
             run_tool(&mut objcopy)?;
             let kernel = fs::read(&flat).map_err(|e| format!("{}: {e}", flat.display()))?;
-            let image = bzimage::build(&kernel)?;
+            let setup_code = link_setup(guest, &setup, &lib, &obj_dir, out)?;
+            let image = bzimage::build(&setup_code, &kernel)?;
             let path = out.join(format!("{}.bzImage", guest.name));
             write(&path, &image)?;
             Ok(path)
         }
     }
+}
+
+/// Compiles each source into `obj_dir`; returns the object files.
+fn compile(sources: &[PathBuf], lib: &Path, obj_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut objects = Vec::new();
+    for source in sources {
+        // lib/ and the guest directory may hold files of the same name.
+        let prefix = if source.starts_with(lib) { "lib-" } else { "" };
+        let object = obj_dir.join(format!("{prefix}{}.o", file_name(source)));
+        let mut cc = Command::new("gcc");
+        cc.args(CFLAGS)
+            .arg("-I")
+            .arg(lib)
+            .arg("-c")
+            .arg(source)
+            .arg("-o")
+            .arg(&object);
+        run_tool(&mut cc)?;
+        objects.push(object);
+    }
+    Ok(objects)
+}
+
+/// Links a bzImage guest's real-mode setup code at the offset it occupies
+/// in the setup sectors and returns it as flat bytes (empty if the guest
+/// has none: the setup sectors then only halt).
+fn link_setup(
+    guest: &GuestSpec,
+    setup: &[PathBuf],
+    lib: &Path,
+    obj_dir: &Path,
+    out: &Path,
+) -> Result<Vec<u8>, String> {
+    if setup.is_empty() {
+        return Ok(Vec::new());
+    }
+    let objects = compile(setup, lib, obj_dir)?;
+    let elf = out.join(format!("{}-setup.elf", guest.name));
+    let mut ld = Command::new("ld");
+    ld.args(LDFLAGS)
+        .arg(format!("-Ttext={:#x}", bzimage::SETUP_CODE_OFFSET))
+        .args(["-e", "setup_start", "-o"])
+        .arg(&elf)
+        .args(&objects);
+    run_tool(&mut ld)?;
+    let flat = out.join(format!("{}-setup.bin", guest.name));
+    let mut objcopy = Command::new("objcopy");
+    objcopy.args(["-O", "binary"]).arg(&elf).arg(&flat);
+    run_tool(&mut objcopy)?;
+    fs::read(&flat).map_err(|e| format!("{}: {e}", flat.display()))
 }
 
 /// The `*.c` and `*.S` files directly in `dir`, sorted for a stable build.
@@ -280,9 +326,101 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// The Linux bzImage container (Documentation/arch/x86/boot.rst).
+///
+/// Layout: a 512-byte boot sector, `SETUP_SECTS` setup sectors, then the
+/// protected-mode kernel, which the loader puts at 0x100000. The setup
+/// header spans the end of the boot sector (from 0x1F1) and the start of
+/// the first setup sector; a loader copies it into boot_params.
 mod bzimage {
-    /// Builds a bzImage from a flat 32-bit kernel linked at 0x100000.
-    pub fn build(_kernel: &[u8]) -> Result<Vec<u8>, String> {
-        Err("bzImage guests are not supported yet".into())
+    /// Setup sectors after the boot sector.
+    const SETUP_SECTS: usize = 4;
+    /// Bytes before the protected-mode kernel.
+    const SETUP_BYTES: usize = (SETUP_SECTS + 1) * 512;
+    /// Where the real-mode setup code starts (after the header, which ends
+    /// at 0x26C in protocol 2.15); the jump at 0x200 lands here.
+    pub const SETUP_CODE_OFFSET: usize = 0x280;
+    /// Boot protocol 2.15.
+    const VERSION: u16 = 0x020F;
+    /// Load address of the protected-mode kernel (code32_start).
+    const KERNEL_ADDR: u32 = 0x100000;
+    /// loadflags: the protected-mode code is loaded at 0x100000.
+    const LOADED_HIGH: u8 = 0x01;
+    /// Longest command line the kernel accepts, without the NUL.
+    const CMDLINE_SIZE: u32 = 2047;
+    /// Real-mode code for the boot sector and the default setup:
+    /// `cli; hlt; jmp $-1` (never run by popek; well-formed for others).
+    const HALT: [u8; 4] = [0xFA, 0xF4, 0xEB, 0xFD];
+    /// The kernel's version string, pointed to by `kernel_version`.
+    const VERSION_STRING: &[u8] = b"popek bzhello\0";
+    /// Where the version string goes (in the last setup sector).
+    const VERSION_STRING_OFFSET: usize = SETUP_BYTES - 64;
+
+    /// Builds a bzImage from real-mode setup code linked at
+    /// [`SETUP_CODE_OFFSET`] (may be empty) and a flat 32-bit kernel linked
+    /// at 0x100000 whose first bytes hold the `kernel_info` ("LToP") and
+    /// the `PKBZ` marker followed by the kernel's memory size (entry.S).
+    pub fn build(setup_code: &[u8], kernel: &[u8]) -> Result<Vec<u8>, String> {
+        let kernel_info = find(kernel, b"LToP", 256)
+            .ok_or("the kernel has no kernel_info (\"LToP\") in its first 256 bytes")?;
+        let marker = find(kernel, b"PKBZ", 256)
+            .ok_or("the kernel has no PKBZ size marker in its first 256 bytes")?;
+        let init_size = le32(kernel, marker + 4);
+        if setup_code.len() > VERSION_STRING_OFFSET - SETUP_CODE_OFFSET {
+            return Err(format!("setup code too large: {} bytes", setup_code.len()));
+        }
+
+        let mut image = vec![0u8; SETUP_BYTES];
+        image[..HALT.len()].copy_from_slice(&HALT);
+        let mut put =
+            |off: usize, bytes: &[u8]| image[off..off + bytes.len()].copy_from_slice(bytes);
+
+        put(0x1F1, &[SETUP_SECTS as u8]); // setup_sects
+        put(0x1F4, &(kernel.len().div_ceil(16) as u32).to_le_bytes()); // syssize (16-byte units)
+        put(0x1FA, &0xFFFFu16.to_le_bytes()); // vid_mode: normal
+        put(0x1FE, &0xAA55u16.to_le_bytes()); // boot_flag
+        let jump = (SETUP_CODE_OFFSET - 0x202) as u8;
+        put(0x200, &[0xEB, jump]); // jmp short to the setup code
+        put(0x202, b"HdrS"); // header magic
+        put(0x206, &VERSION.to_le_bytes()); // version
+        put(0x20C, &0x1000u16.to_le_bytes()); // start_sys_seg (obsolete)
+        let version_ptr = (VERSION_STRING_OFFSET - 0x200) as u16;
+        put(0x20E, &version_ptr.to_le_bytes()); // kernel_version
+        put(0x211, &[LOADED_HIGH]); // loadflags
+        put(0x212, &0x8000u16.to_le_bytes()); // setup_move_size
+        put(0x214, &KERNEL_ADDR.to_le_bytes()); // code32_start
+        put(0x22C, &0x7FFF_FFFFu32.to_le_bytes()); // initrd_addr_max
+        put(0x230, &KERNEL_ADDR.to_le_bytes()); // kernel_alignment
+        put(0x234, &[0]); // relocatable_kernel: no, load at 0x100000
+        put(0x235, &[20]); // min_alignment: 1 MiB (log2)
+        put(0x238, &CMDLINE_SIZE.to_le_bytes()); // cmdline_size
+        put(0x258, &u64::from(KERNEL_ADDR).to_le_bytes()); // pref_address
+        put(0x260, &init_size.to_le_bytes()); // init_size
+        put(0x268, &(kernel_info as u32).to_le_bytes()); // kernel_info_offset
+
+        if setup_code.is_empty() {
+            put(SETUP_CODE_OFFSET, &HALT);
+        } else {
+            put(SETUP_CODE_OFFSET, setup_code);
+        }
+        put(VERSION_STRING_OFFSET, VERSION_STRING);
+
+        image.extend_from_slice(kernel);
+        // Pad to whole 16-byte units, as syssize counts them.
+        image.resize(SETUP_BYTES + kernel.len().div_ceil(16) * 16, 0);
+        Ok(image)
+    }
+
+    /// Offset of `needle` within the first `limit` bytes of `hay`.
+    fn find(hay: &[u8], needle: &[u8], limit: usize) -> Option<usize> {
+        hay[..hay.len().min(limit)]
+            .windows(needle.len())
+            .position(|w| w == needle)
+    }
+
+    /// Little-endian u32 at `off` (0 past the end).
+    fn le32(bytes: &[u8], off: usize) -> u32 {
+        bytes
+            .get(off..off + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
