@@ -115,6 +115,15 @@ pub enum DirectExit {
         /// The faulting address.
         addr: u32,
     },
+    /// Guest code left our shadow CS (a far jump or SYSENTER to a selector
+    /// of the host's GDT) and faulted there. The VM cannot continue: its
+    /// code ran outside any segment the monitor controls.
+    ForeignCode {
+        /// The host code selector the guest was running on.
+        selector: u16,
+        /// Host signal.
+        signal: i32,
+    },
     /// A signal the monitor cannot attribute.
     Unknown {
         /// Host signal.
@@ -166,6 +175,8 @@ pub struct Monitor {
     ram: OwnedFd,
     ram_size: u64,
     tid: i32,
+    // Checked on every run; cheaper than a gettid system call.
+    thread: std::thread::ThreadId,
     loaded: [Option<UserDesc>; 6],
     // The area, signal state and LDT belong to the creating thread.
     _not_send: std::marker::PhantomData<*mut ()>,
@@ -264,6 +275,7 @@ impl Monitor {
             ram,
             ram_size: mem.size(),
             tid,
+            thread: std::thread::current().id(),
             loaded: [None; 6],
             _not_send: std::marker::PhantomData,
         };
@@ -325,7 +337,7 @@ impl Monitor {
     /// The virtual IF and IOPL in `cpu.eflags` are kept as they were: the
     /// hardware IF is always set while guest user code runs.
     pub fn run_user(&mut self, cpu: &mut CpuState) -> Result<DirectExit, MonitorError> {
-        if gettid() != self.tid {
+        if std::thread::current().id() != self.thread {
             return Err(MonitorError::WrongThread);
         }
         if cpu.cpl() != 3 || cpu.eflags & flags::VM != 0 {
@@ -381,6 +393,13 @@ impl Monitor {
         [
             cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi,
         ] = area.gpr;
+        if area.sel[0] != sels[0] {
+            cpu.eip = area.eip;
+            return Ok(DirectExit::ForeignCode {
+                selector: area.sel[0],
+                signal: area.exit_signal as i32,
+            });
+        }
         cpu.eip = area.eip;
         cpu.eflags = (area.eflags & USER_FLAGS) | (cpu.eflags & !USER_FLAGS) | flags::FIXED1;
         for (seg, (&now, &was)) in [&mut cpu.ds, &mut cpu.es, &mut cpu.fs, &mut cpu.gs]

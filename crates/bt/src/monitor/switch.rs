@@ -198,15 +198,21 @@ global_asm!(
     "pop rbx",
     "ret",
     // The sa_sigaction of every handled signal: (sig, info, uc) in
-    // RDI, RSI, RDX. If the guest (an LDT code selector) or the end of
-    // `enter` was interrupted, FS/GS bases are the guest's: restore the
-    // host's before Rust code runs, then tail-call the Rust handler.
+    // RDI, RSI, RDX. If guest code (any CS but the host's, or any RIP below
+    // 4 GiB) or the end of `enter` was interrupted, FS/GS bases may be the
+    // guest's: restore the host's before Rust code runs, then tail-call
+    // the Rust handler. Handlers are installed only after the area is, so
+    // reading it here is safe.
     ".p2align 4",
     "popek_bt_signal_trampoline:",
-    "movzx eax, word ptr [rdx + {uc_csgsfs}]",
-    "test eax, 4",
-    "jnz 2f",
+    "mov eax, {area}",
+    "movzx ecx, word ptr [rdx + {uc_csgsfs}]",
+    "cmp cx, word ptr [rax + {host_cs}]",
+    "jne 2f",
     "mov rax, [rdx + {uc_rip}]",
+    "mov rcx, 0x100000000",
+    "cmp rax, rcx",
+    "jb 2f",
     "lea rcx, [rip + popek_bt_enter_critical]",
     "cmp rax, rcx",
     "jb 3f",
@@ -227,6 +233,7 @@ global_asm!(
     host_sel = const offset_of!(VcpuArea, host_sel),
     host_mxcsr = const offset_of!(VcpuArea, host_mxcsr),
     host_fcw = const offset_of!(VcpuArea, host_fcw),
+    host_cs = const offset_of!(VcpuArea, host_cs),
     pending = const offset_of!(VcpuArea, pending_kick),
     sel = const offset_of!(VcpuArea, sel),
     gpr = const offset_of!(VcpuArea, gpr),
@@ -347,8 +354,16 @@ extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
     let cs = gregs[libc::REG_CSGSFS as usize] as u16;
     let rip = gregs[libc::REG_RIP as usize] as u64;
     let ready = READY.load(Ordering::Acquire);
-    let guest = ready && cs & 4 != 0;
-    let entry = ready && cs & 4 == 0 && in_critical(rip);
+    // SAFETY: READY guarantees the area is mapped; host_cs never changes.
+    let host_cs = if ready {
+        unsafe { (*area_ptr()).host_cs }
+    } else {
+        0
+    };
+    // Guest code: our LDT selectors, or a host selector the guest loaded
+    // with a far jump (host code never runs below 4 GiB: it is reserved).
+    let guest = ready && (cs != host_cs || rip < 1 << 32);
+    let entry = ready && !guest && in_critical(rip);
     if !guest && !entry {
         if ready && sig == KICK_SIGNAL {
             // SAFETY: the area is mapped once READY is set; the fields are
