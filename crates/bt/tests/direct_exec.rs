@@ -2,7 +2,8 @@
 //! monitor owns process-wide state (low 4 GiB, LDT, signal handlers,
 //! seccomp), so each test re-executes this binary filtered to itself.
 
-use std::process::Command;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Output};
 use std::time::Instant;
 
 use bt::monitor::{DirectExit, Monitor, Prot, MONITOR_BASE};
@@ -15,13 +16,13 @@ const RAM: u64 = 4 << 20;
 const CODE: u32 = 0x10_0000;
 const STACK_TOP: u32 = 0x3F_F000;
 
-/// Runs `body` in a fresh child process (this test binary, filtered to
-/// `name`) and fails if the child fails.
-fn in_child(name: &str, body: impl FnOnce()) {
-    if std::env::var(CHILD_ENV).as_deref() == Ok(name) {
-        body();
-        return;
-    }
+/// True in the child process that runs scenario `name`.
+fn is_child(name: &str) -> bool {
+    std::env::var(CHILD_ENV).as_deref() == Ok(name)
+}
+
+/// Runs this test binary filtered to `name` as a child process.
+fn spawn_child(name: &str) -> Output {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, name)
@@ -29,6 +30,17 @@ fn in_child(name: &str, body: impl FnOnce()) {
         .expect("spawn the child test process");
     print!("{}", String::from_utf8_lossy(&out.stdout));
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Runs `body` in a fresh child process (this test binary, filtered to
+/// `name`) and fails if the child fails.
+fn in_child(name: &str, body: impl FnOnce()) {
+    if is_child(name) {
+        body();
+        return;
+    }
+    let out = spawn_child(name);
     assert!(
         out.status.success(),
         "child for {name} failed: {}",
@@ -364,5 +376,112 @@ fn timer_interrupts_an_endless_loop() {
         });
         assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Interrupted);
         t.join().unwrap();
+    });
+}
+
+#[test]
+fn a_fault_in_monitor_code_is_fatal() {
+    let name = "a_fault_in_monitor_code_is_fatal";
+    if is_child(name) {
+        let (_mem, _m) = setup(&[0xF4]);
+        // SAFETY: deliberately invalid: page 0 is never mapped, so this
+        // faults in host code, which must kill the process.
+        let v = unsafe { std::ptr::read_volatile(0x10 as *const u8) };
+        println!("survived a host fault, read {v}");
+        return;
+    }
+    let out = spawn_child(name);
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{:?}", out.status);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fatal signal in monitor"));
+}
+
+#[test]
+fn a_kick_while_in_the_monitor_is_kept() {
+    in_child("a_kick_while_in_the_monitor_is_kept", || {
+        let (_mem, mut m) = setup(&[0xF4]);
+        let mut cpu = user_state(CODE);
+        // SAFETY: raise only sends a signal to this thread.
+        assert_eq!(unsafe { libc::raise(libc::SIGALRM) }, 0);
+        assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Interrupted);
+        assert_eq!(cpu.eip, CODE);
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(13, Some(0), None));
+    });
+}
+
+#[test]
+fn segments_with_bases_and_limits() {
+    in_child("segments_with_bases_and_limits", || {
+        let code = [
+            0xA1, 0x10, 0x00, 0x00, 0x00, // mov eax, [0x10]
+            0x8B, 0x1D, 0x00, 0x10, 0x00, 0x00, // mov ebx, [0x1000]
+        ];
+        let (mut mem, mut m) = setup(&code);
+        mem.write_u32(0x20_0010, 0xCAFE_BABE).unwrap();
+        let mut cpu = user_state(0);
+        cpu.cs.base = CODE;
+        cpu.cs.limit = 0xFFFF;
+        cpu.ds.base = 0x20_0000;
+        cpu.ds.limit = 0xFFF;
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(13, Some(0), None));
+        assert_eq!(cpu.eip, 5);
+        assert_eq!(cpu.eax, 0xCAFE_BABE);
+    });
+}
+
+#[test]
+fn a_null_selector_load_is_seen() {
+    in_child("a_null_selector_load_is_seen", || {
+        let code = [
+            0x31, 0xC0, // xor eax, eax
+            0x8E, 0xC0, // mov es, ax
+            0xF4, // hlt
+        ];
+        let (_mem, mut m) = setup(&code);
+        let mut cpu = user_state(CODE);
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(13, Some(0), None));
+        assert_eq!(cpu.es.selector, 0);
+        assert!(!cpu.es.present);
+        assert_eq!(cpu.ds, user_segment(0x23, false));
+    });
+}
+
+#[test]
+fn guest_fpu_modes_do_not_leak_into_the_host() {
+    in_child("guest_fpu_modes_do_not_leak_into_the_host", || {
+        let code = [
+            0x68, 0x80, 0x7F, 0x00, 0x00, // push 0x7f80 (MXCSR: round to zero)
+            0x0F, 0xAE, 0x14, 0x24, // ldmxcsr [esp]
+            0x68, 0x7F, 0x0C, 0x00, 0x00, // push 0x0c7f (FCW: round to zero)
+            0xD9, 0x2C, 0x24, // fldcw [esp]
+            0xD9, 0xE8, // fld1
+            0xD9, 0xE8, // fld1
+            0xF4, // hlt
+        ];
+        let (_mem, mut m) = setup(&code);
+        let mut cpu = user_state(CODE);
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(13, Some(0), None));
+        // Round-to-nearest gives 0x3FB999999999999A, round-to-zero ...99.
+        let tenth = std::hint::black_box(1.0f64) / std::hint::black_box(10.0f64);
+        assert_eq!(tenth.to_bits(), 0x3FB9_9999_9999_999A);
+    });
+}
+
+#[test]
+fn a_far_jump_to_a_host_segment_ends_the_run() {
+    in_child("a_far_jump_to_a_host_segment_ends_the_run", || {
+        let mut code = vec![0xEA]; // jmp far 0x23:CODE+7
+        code.extend_from_slice(&(CODE + 7).to_le_bytes());
+        code.extend_from_slice(&0x23u16.to_le_bytes());
+        code.push(0xF4); // hlt
+        let (_mem, mut m) = setup(&code);
+        let mut cpu = user_state(CODE);
+        assert_eq!(
+            m.run_user(&mut cpu).unwrap(),
+            DirectExit::ForeignCode {
+                selector: 0x23,
+                signal: libc::SIGSEGV
+            }
+        );
+        assert_eq!(cpu.eip, CODE + 7);
     });
 }
