@@ -485,3 +485,20 @@ fn a_far_jump_to_a_host_segment_ends_the_run() {
         assert_eq!(cpu.eip, CODE + 7);
     });
 }
+
+#[test]
+fn misaligned_access_with_ac_is_ac() {
+    in_child("misaligned_access_with_ac_is_ac", || {
+        let code = [
+            0x9C, // pushf
+            0x81, 0x0C, 0x24, 0x00, 0x00, 0x04, 0x00, // or dword [esp], AC
+            0x9D, // popf
+            0xA1, 0x01, 0x00, 0x20, 0x00, // mov eax, [0x200001]
+        ];
+        let (_mem, mut m) = setup(&code);
+        let mut cpu = user_state(CODE);
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(17, Some(0), None));
+        assert_eq!(cpu.eip, CODE + 9);
+        assert_ne!(cpu.eflags & flags::AC, 0);
+    });
+}

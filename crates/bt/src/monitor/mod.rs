@@ -110,7 +110,8 @@ pub enum DirectExit {
     Syscall,
     /// A kick (timer signal) interrupted the guest.
     Interrupted,
-    /// SIGBUS: guest RAM behind the faulting address is missing.
+    /// SIGBUS other than #AC: guest RAM behind the faulting address is
+    /// missing.
     HostBus {
         /// The faulting address.
         addr: u32,
@@ -444,6 +445,8 @@ pub fn decode_exit(signal: i32, trapno: u32, err: u32, addr: u64) -> DirectExit 
         libc::SIGSYS => DirectExit::Syscall,
         s if s == switch::KICK_SIGNAL => DirectExit::Interrupted,
         libc::SIGILL => fault(6, None),
+        // With CR0.AM set by Linux, guest EFLAGS.AC enables #AC at CPL 3.
+        libc::SIGBUS if trapno == 17 => fault(17, Some(err)),
         libc::SIGBUS => DirectExit::HostBus { addr: addr as u32 },
         libc::SIGSEGV => match trapno {
             // Bit 1 (IDT) of the error code: the #GP came from the gate of

@@ -205,6 +205,12 @@ global_asm!(
     // reading it here is safe.
     ".p2align 4",
     "popek_bt_signal_trampoline:",
+    // The kernel enters handlers with the interrupted EFLAGS.AC: after a
+    // guest #AC it is set and the first misaligned access of the handler
+    // would raise a nested, fatal SIGBUS.
+    "pushfq",
+    "and dword ptr [rsp], {not_ac}",
+    "popfq",
     "mov eax, {area}",
     "movzx ecx, word ptr [rdx + {uc_csgsfs}]",
     "cmp cx, word ptr [rax + {host_cs}]",
@@ -242,6 +248,7 @@ global_asm!(
     uc_csgsfs = const UC_CSGSFS,
     uc_rip = const UC_RIP,
     area = const VCPU_AREA,
+    not_ac = const !(1u32 << 18) as i32,
     handler = sym signal_handler,
 );
 
@@ -335,12 +342,15 @@ pub fn tgkill(tid: i32, sig: libc::c_int) {
 /// bug is reported by the usual means (core dump, exit status).
 fn host_signal(sig: libc::c_int) {
     const MSG: &[u8] = b"popek-bt: fatal signal in monitor (host) code\n";
-    // SAFETY: write, signal and raise are async-signal-safe; MSG is static.
+    // SAFETY: write, signal and tgkill are async-signal-safe; MSG is
+    // static. Raw tgkill rather than raise(): raise reads the thread
+    // pointer, which may still be the guest's FS base if the fault hit the
+    // exit stub.
     unsafe {
         libc::write(2, MSG.as_ptr().cast(), MSG.len());
         libc::signal(sig, libc::SIG_DFL);
-        libc::raise(sig);
     }
+    tgkill(gettid(), sig);
 }
 
 /// Called from the trampoline with the host FS/GS bases already restored.
