@@ -502,3 +502,25 @@ fn misaligned_access_with_ac_is_ac() {
         assert_ne!(cpu.eflags & flags::AC, 0);
     });
 }
+
+#[test]
+fn trap_flag_single_steps() {
+    in_child("trap_flag_single_steps", || {
+        let code = [
+            0x40, // inc eax
+            0x40, // inc eax
+            0x40, // inc eax
+            0xF4, // hlt
+        ];
+        let (_mem, mut m) = setup(&code);
+        let mut cpu = user_state(CODE);
+        cpu.eflags |= flags::TF;
+        for step in 1..=3 {
+            assert_eq!(m.run_user(&mut cpu).unwrap(), fault(1, None, None));
+            assert_eq!((cpu.eip, cpu.eax), (CODE + step, step));
+            assert_ne!(cpu.eflags & flags::TF, 0);
+        }
+        cpu.eflags &= !flags::TF;
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(13, Some(0), None));
+    });
+}
