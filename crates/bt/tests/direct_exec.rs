@@ -524,3 +524,42 @@ fn trap_flag_single_steps() {
         assert_eq!(m.run_user(&mut cpu).unwrap(), fault(13, Some(0), None));
     });
 }
+
+#[test]
+fn fs_and_gs_shadows_work_and_host_tls_survives() {
+    in_child("fs_and_gs_shadows_work_and_host_tls_survives", || {
+        let code = [
+            0x64, 0xA1, 0x00, 0x00, 0x00, 0x00, // mov eax, fs:[0]
+            0x65, 0x8B, 0x1D, 0x04, 0x00, 0x00, 0x00, // mov ebx, gs:[4]
+            0xF4, // hlt
+        ];
+        let (mut mem, mut m) = setup(&code);
+        mem.write_u32(0x20_0000, 0x1111_2222).unwrap();
+        mem.write_u32(0x20_1004, 0x3333_4444).unwrap();
+        thread_local! {
+            static MARK: std::cell::Cell<u32> = const { std::cell::Cell::new(7) };
+        }
+        let mut cpu = user_state(CODE);
+        cpu.fs = user_segment(0x33, false);
+        cpu.fs.base = 0x20_0000;
+        cpu.fs.limit = 0xFFF;
+        cpu.gs = user_segment(0x3B, false);
+        cpu.gs.base = 0x20_1000;
+        cpu.gs.limit = 0xFFF;
+        for _ in 0..3 {
+            cpu.eip = CODE;
+            assert_eq!(m.run_user(&mut cpu).unwrap(), fault(13, Some(0), None));
+            assert_eq!((cpu.eax, cpu.ebx), (0x1111_2222, 0x3333_4444));
+            // Thread-locals read through the host FS base.
+            MARK.with(|c| c.set(c.get() + 1));
+            assert_eq!(cpu.fs.selector, 0x33);
+        }
+        assert_eq!(MARK.with(|c| c.get()), 10);
+        assert!(
+            std::thread::spawn(|| MARK.with(|c| c.get()))
+                .join()
+                .unwrap()
+                == 7
+        );
+    });
+}

@@ -21,8 +21,8 @@
 //! - exit cost depends on the kind: #GP (SIGSEGV) ~3.5 µs per round trip,
 //!   `int 0x80` (seccomp SIGSYS) ~8 µs, #UD (SIGILL) ~8.5-10 µs (measured
 //!   by the `round_trip_cost` test on a loaded 2-core host).
-//! - the 64-bit sigcontext carries no DS/ES and zeroes FS/GS: the handler
-//!   reads the guest's selectors from the CPU, where the kernel left them.
+//! - the 64-bit sigcontext has no DS/ES fields: the handler reads all four
+//!   data selectors from the CPU, where the kernel left them.
 
 pub mod address_space;
 pub mod ldt;

@@ -415,8 +415,9 @@ extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
         let csgsfs = gregs[libc::REG_CSGSFS as usize] as u64;
         area.sel[0] = cs;
         area.sel[1] = (csgsfs >> 48) as u16;
-        // The 64-bit sigcontext has no DS/ES and zeroes FS/GS; the kernel
-        // left the guest's selectors loaded, so read them from the CPU.
+        // The 64-bit sigcontext has no DS/ES (and its FS/GS fields are not
+        // reliably the live selectors); the kernel left the guest's
+        // selectors loaded, so read them from the CPU.
         let (ds, es, fs, gs): (u16, u16, u16, u16);
         // SAFETY: reading segment registers has no side effects.
         unsafe {
