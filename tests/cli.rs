@@ -15,7 +15,11 @@ fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
 fn guests_lists_the_default_guest() {
     let run = popek(&["guests"]);
     assert_eq!(run.status, 0);
-    let line = run.stdout.lines().find(|l| l.starts_with("hello ")).unwrap();
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("hello "))
+        .unwrap();
     assert!(line.ends_with("(default)"), "{line}");
 }
 
@@ -23,14 +27,23 @@ fn guests_lists_the_default_guest() {
 fn missing_kernel_file_is_named() {
     let run = popek(&["run", "--kernel", "/nonexistent/vmlinuz"]);
     assert_eq!(run.status, 2, "{}", run.show());
-    assert!(run.stderr.contains("cannot read kernel /nonexistent/vmlinuz"), "{}", run.show());
+    assert!(
+        run.stderr
+            .contains("cannot read kernel /nonexistent/vmlinuz"),
+        "{}",
+        run.show()
+    );
 }
 
 #[test]
 fn unknown_guest_lists_the_known_ones() {
     let run = popek(&["run", "--guest", "nosuch"]);
     assert_eq!(run.status, 2, "{}", run.show());
-    assert!(run.stderr.contains("no embedded guest named \"nosuch\""), "{}", run.show());
+    assert!(
+        run.stderr.contains("no embedded guest named \"nosuch\""),
+        "{}",
+        run.show()
+    );
     assert!(run.stderr.contains("hello"), "{}", run.show());
 }
 

@@ -34,26 +34,38 @@ fn every_embedded_guest_has_a_test() {
 
 #[test]
 fn hello_under_kvm() {
-    let Some(run) = run_kvm("hello", &[]) else { return };
-    assert!(run.stdout.starts_with("hello from a popek guest"), "{}", run.show());
+    let Some(run) = run_kvm("hello", &[]) else {
+        return;
+    };
+    assert!(
+        run.stdout.starts_with("hello from a popek guest"),
+        "{}",
+        run.show()
+    );
     assert_pass(&run);
 }
 
 #[test]
 fn sensitive_under_kvm() {
-    let Some(run) = run_kvm("sensitive", &[]) else { return };
+    let Some(run) = run_kvm("sensitive", &[]) else {
+        return;
+    };
     assert_pass(&run);
 }
 
 #[test]
 fn interrupts_under_kvm() {
-    let Some(run) = run_kvm("interrupts", &[]) else { return };
+    let Some(run) = run_kvm("interrupts", &[]) else {
+        return;
+    };
     assert_pass(&run);
 }
 
 #[test]
 fn usermode_under_kvm() {
-    let Some(run) = run_kvm("usermode", &[]) else { return };
+    let Some(run) = run_kvm("usermode", &[]) else {
+        return;
+    };
     assert_pass(&run);
 }
 
@@ -64,16 +76,28 @@ fn bzhello_sees_boot_params_under_kvm() {
     let initrd = dir.join("initrd.img");
     let bytes: Vec<u8> = (0..5000u32).map(|i| (i * 7 + 3) as u8).collect();
     std::fs::write(&initrd, &bytes).unwrap();
-    let sum: u32 = bytes.iter().map(|&b| u32::from(b)).fold(0, u32::wrapping_add);
+    let sum: u32 = bytes
+        .iter()
+        .map(|&b| u32::from(b))
+        .fold(0, u32::wrapping_add);
     let initrd_arg = initrd.to_str().unwrap();
     let Some(run) = run_kvm(
         "bzhello",
-        &["--append", "console=ttyS0 popek.test=1", "--initrd", initrd_arg],
+        &[
+            "--append",
+            "console=ttyS0 popek.test=1",
+            "--initrd",
+            initrd_arg,
+        ],
     ) else {
         return;
     };
     std::fs::remove_dir_all(&dir).ok();
-    assert!(run.stdout.contains("cmdline: console=ttyS0 popek.test=1\n"), "{}", run.show());
+    assert!(
+        run.stdout.contains("cmdline: console=ttyS0 popek.test=1\n"),
+        "{}",
+        run.show()
+    );
     let want = format!("initrd: {} bytes, sum {sum:#010x}\n", bytes.len());
     assert!(run.stdout.contains(&want), "want {want:?}\n{}", run.show());
     assert!(run.stdout.contains("e820: "), "{}", run.show());
@@ -82,7 +106,9 @@ fn bzhello_sees_boot_params_under_kvm() {
 
 #[test]
 fn bzhello_without_initrd_or_cmdline() {
-    let Some(run) = run_kvm("bzhello", &[]) else { return };
+    let Some(run) = run_kvm("bzhello", &[]) else {
+        return;
+    };
     assert!(run.stdout.contains("cmdline: (none)\n"), "{}", run.show());
     assert!(run.stdout.contains("initrd: (none)\n"), "{}", run.show());
     assert_pass(&run);

@@ -61,10 +61,19 @@ pub fn assert_pass(run: &Run) -> usize {
     let lines: Vec<&str> = run.stdout.lines().collect();
     let checks = lines.iter().filter(|l| l.starts_with("ok ")).count();
     let failed: Vec<_> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
-    assert!(failed.is_empty(), "failed checks {failed:?}\n{}", run.show());
+    assert!(
+        failed.is_empty(),
+        "failed checks {failed:?}\n{}",
+        run.show()
+    );
     assert!(checks > 0, "no checks ran\n{}", run.show());
     let last = lines.last().copied().unwrap_or_default();
     assert_eq!(last, format!("PASS {checks}/{checks}"), "\n{}", run.show());
-    assert_eq!(run.status, 1, "a passing guest writes 0 to port 0xF4\n{}", run.show());
+    assert_eq!(
+        run.status,
+        1,
+        "a passing guest writes 0 to port 0xF4\n{}",
+        run.show()
+    );
     checks
 }
