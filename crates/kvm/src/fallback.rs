@@ -1,10 +1,13 @@
 //! Instructions the host's KVM could not emulate, carried out in user space.
 //!
 //! On a kvm-pvm host, non-paged protected mode runs in KVM's instruction
-//! emulator, which implements IRET and INT n only for real mode. When it
-//! gives up (KVM_EXIT_INTERNAL_ERROR, "emulation failed") at one of those
-//! instructions, popek performs it with the architecture's own rules from
-//! `x86::interrupt` and resumes the guest.
+//! emulator, which implements IRET and INT n only for real mode and has no
+//! LAR, LSL, VERR or VERW. When it gives up (KVM_EXIT_INTERNAL_ERROR,
+//! "emulation failed") at one of those instructions, popek performs it with
+//! the architecture's own rules (`x86::interrupt`, `x86::protection`) and
+//! resumes the guest.
+
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 
 use machine::{GuestMemory, Machine};
 use x86::interrupt::{self, vector, Event, Exception, Failure, LinearMemory, Unsupported};
@@ -74,8 +77,106 @@ pub fn emulate(cpu: &mut CpuState, machine: &mut Machine) -> Emulated {
             cpu.eip = cpu.eip.wrapping_add(1 + prefix_len);
             Emulated::Done("into")
         }
+        0x0F => descriptor_check(cpu, &mut mem),
         _ => Emulated::NotMine,
     }
+}
+
+/// Index of a 32-bit GPR in CpuState order, for iced's register names.
+fn gpr(cpu: &mut CpuState, reg: Register) -> Option<&mut u32> {
+    Some(match reg.full_register32() {
+        Register::EAX => &mut cpu.eax,
+        Register::ECX => &mut cpu.ecx,
+        Register::EDX => &mut cpu.edx,
+        Register::EBX => &mut cpu.ebx,
+        Register::ESP => &mut cpu.esp,
+        Register::EBP => &mut cpu.ebp,
+        Register::ESI => &mut cpu.esi,
+        Register::EDI => &mut cpu.edi,
+        _ => return None,
+    })
+}
+
+/// The 16-bit selector operand of LAR/LSL/VERR/VERW: a register or memory.
+fn selector_operand(
+    cpu: &mut CpuState,
+    mem: &mut PhysicalLinear<'_>,
+    insn: &Instruction,
+    op: u32,
+) -> Option<u16> {
+    match insn.op_kind(op) {
+        OpKind::Register => gpr(cpu, insn.op_register(op)).map(|r| *r as u16),
+        OpKind::Memory => {
+            let snapshot = cpu.clone();
+            let seg_base = match insn.memory_segment() {
+                Register::ES => snapshot.es.base,
+                Register::CS => snapshot.cs.base,
+                Register::SS => snapshot.ss.base,
+                Register::FS => snapshot.fs.base,
+                Register::GS => snapshot.gs.base,
+                _ => snapshot.ds.base,
+            };
+            let offset = insn.virtual_address(op, 0, |reg, _, _| {
+                let mut c = snapshot.clone();
+                gpr(&mut c, reg).map(|r| u64::from(*r))
+            })?;
+            let mut b = [0u8; 2];
+            mem.read(seg_base.wrapping_add(offset as u32), &mut b)
+                .ok()?;
+            Some(u16::from_le_bytes(b))
+        }
+        _ => None,
+    }
+}
+
+/// LAR, LSL, VERR and VERW against the guest's descriptor tables.
+fn descriptor_check(cpu: &mut CpuState, mem: &mut PhysicalLinear<'_>) -> Emulated {
+    let mut bytes = [0u8; 15];
+    if mem.read(cpu.linear_ip(), &mut bytes).is_err() {
+        return Emulated::NotMine;
+    }
+    let bitness = if cpu.cs.db { 32 } else { 16 };
+    let insn = Decoder::with_ip(bitness, &bytes, u64::from(cpu.eip), DecoderOptions::NONE).decode();
+    let (name, src) = match insn.mnemonic() {
+        Mnemonic::Lar => ("lar", 1),
+        Mnemonic::Lsl => ("lsl", 1),
+        Mnemonic::Verr => ("verr", 0),
+        Mnemonic::Verw => ("verw", 0),
+        _ => return Emulated::NotMine,
+    };
+    let Some(sel) = selector_operand(cpu, mem, &insn, src) else {
+        return Emulated::NotMine;
+    };
+    let result = match insn.mnemonic() {
+        Mnemonic::Lar => x86::protection::lar(cpu, mem, sel),
+        Mnemonic::Lsl => x86::protection::lsl(cpu, mem, sel),
+        Mnemonic::Verr => x86::protection::verr(cpu, mem, sel).map(|ok| ok.then_some(0)),
+        _ => x86::protection::verw(cpu, mem, sel).map(|ok| ok.then_some(0)),
+    };
+    let value = match result {
+        Ok(v) => v,
+        Err(e) => return finish(cpu, mem, Err(Failure::Fault(e)), name),
+    };
+    match value {
+        Some(v) => {
+            if src == 1 {
+                let reg = insn.op0_register();
+                let is16 = reg.size() == 2;
+                let Some(dest) = gpr(cpu, reg) else {
+                    return Emulated::NotMine;
+                };
+                *dest = if is16 {
+                    (*dest & 0xFFFF_0000) | (v & 0xFFFF)
+                } else {
+                    v
+                };
+            }
+            cpu.eflags |= flags::ZF;
+        }
+        None => cpu.eflags &= !flags::ZF,
+    }
+    cpu.eip = cpu.eip.wrapping_add(insn.len() as u32);
+    Emulated::Done(name)
 }
 
 fn software_int(

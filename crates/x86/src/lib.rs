@@ -7,6 +7,7 @@ pub mod cpuid;
 pub mod descriptor;
 pub mod interrupt;
 pub mod msr;
+pub mod protection;
 pub mod state;
 
 pub use state::{CpuState, Segment, TableRegister};
