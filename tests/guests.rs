@@ -63,6 +63,16 @@ fn interrupts_under_kvm() {
 
 #[test]
 fn usermode_under_kvm() {
+    // kvm-pvm delivers a ring-3 INT n to the guest as #UD (its emulator has
+    // no protected-mode INT, and that path ignores
+    // KVM_CAP_EXIT_ON_EMULATION_FAILURE), so popek never sees the system
+    // call. On VT-x/AMD-V hosts the test runs; under bt it runs everywhere.
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        eprintln!(
+            "skipped: this host's KVM is kvm-pvm, which turns a ring-3 int 0x80 into #UD (docs/kvm.md)"
+        );
+        return;
+    }
     let Some(run) = run_kvm("usermode", &[]) else {
         return;
     };
