@@ -1,4 +1,5 @@
 //! The binary-translation engine: guest kernel code is translated, guest
 //! user code runs directly on the host CPU (see design.md section 4).
 
+pub mod cache;
 pub mod monitor;
