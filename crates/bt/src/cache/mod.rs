@@ -3,4 +3,6 @@
 
 pub mod block;
 pub mod code;
+pub mod lookup;
 pub mod region;
+pub mod stats;
