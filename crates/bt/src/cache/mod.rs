@@ -1,8 +1,352 @@
 //! The translation cache (design.md section 4): where translated guest
-//! kernel blocks live, how they are found, chained and invalidated.
+//! kernel blocks live, how they are found, chained, invalidated on
+//! self-modifying code, and mapped back to guest state.
+//!
+//! Eviction policy: when the code buffer is full the whole cache is flushed
+//! (as QEMU does), not evicted block by block with an LRU list. The buffer
+//! is bump-allocated, so evicting single blocks would leave holes that only
+//! a free-list allocator with fragmentation handling could reuse; every
+//! victim would also need its incoming chains and table entries undone one
+//! by one. A flush is one reset and refills only the blocks still hot, and
+//! with [`code::DEFAULT_TC_SIZE`] sized above the kernel's working set it
+//! should be rare; the `flushes` counter shows when it is not.
 
 pub mod block;
 pub mod code;
 pub mod lookup;
 pub mod region;
 pub mod stats;
+
+use std::collections::{BTreeMap, HashMap};
+use std::{fmt, io};
+
+pub use block::{
+    Block, BlockError, BlockId, BlockKey, Context, Exit, GuestPage, InsnMap, NewBlock,
+};
+pub use code::CodeBuffer;
+pub use lookup::IndirectTable;
+pub use stats::Stats;
+
+use block::JMP_REL32_LEN;
+
+/// Why [`TranslationCache::insert`] refused a block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// The code buffer has no room: flush and translate again (the code was
+    /// emitted for an address that a flush changes).
+    Full,
+    /// The record does not describe its code.
+    Invalid(BlockError),
+}
+
+impl fmt::Display for InsertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InsertError::Full => write!(f, "translation cache full"),
+            InsertError::Invalid(e) => write!(f, "invalid block: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InsertError {}
+
+/// Why [`TranslationCache::chain`] refused a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainError {
+    /// One of the blocks is gone.
+    NoBlock,
+    /// The source block has no such exit.
+    NoExit,
+    /// The target block does not start at the exit's guest target, or was
+    /// translated under another context.
+    Mismatch,
+}
+
+/// A host PC inside translated code mapped back to the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recreated {
+    /// The block holding the PC.
+    pub block: BlockId,
+    /// Guest EIP of the instruction whose translation holds the PC.
+    pub guest_eip: u32,
+    /// The PC is that translation's first byte, so guest state is exact;
+    /// otherwise it is inside a multi-instruction rewrite and delivery must
+    /// be deferred to the next boundary.
+    pub at_boundary: bool,
+}
+
+/// The translation cache: blocks, their indexes, the code buffer and the
+/// indirect-branch table, kept consistent with one another.
+#[derive(Debug)]
+pub struct TranslationCache {
+    code: CodeBuffer,
+    table: IndirectTable,
+    /// Context of the entries now in `table`: emitted probes compare only
+    /// the EIP, so the table holds translations of one context at a time.
+    table_ctx: Option<Context>,
+    next_id: u64,
+    blocks: HashMap<BlockId, Block>,
+    by_key: HashMap<BlockKey, BlockId>,
+    by_page: HashMap<GuestPage, Vec<BlockId>>,
+    /// Block start offset in the code buffer -> block, for recreate.
+    by_host: BTreeMap<u32, BlockId>,
+    stats: Stats,
+}
+
+impl TranslationCache {
+    /// A cache over `code` with indirect-branch table `table`.
+    pub fn new(mut code: CodeBuffer, mut table: IndirectTable) -> TranslationCache {
+        code.reset();
+        table.clear();
+        TranslationCache {
+            code,
+            table,
+            table_ctx: None,
+            next_id: 0,
+            blocks: HashMap::new(),
+            by_key: HashMap::new(),
+            by_page: HashMap::new(),
+            by_host: BTreeMap::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// A cache over owned anonymous memory, for tests and tools.
+    pub fn anonymous(tc_size: u32, table_bits: u32) -> io::Result<TranslationCache> {
+        Ok(TranslationCache::new(
+            CodeBuffer::anonymous(tc_size)?,
+            IndirectTable::anonymous(table_bits)?,
+        ))
+    }
+
+    /// The code buffer.
+    pub fn code(&self) -> &CodeBuffer {
+        &self.code
+    }
+
+    /// The indirect-branch table.
+    pub fn table(&self) -> &IndirectTable {
+        &self.table
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Number of live blocks.
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Whether no block is live.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// The block named `id`, if still live.
+    pub fn block(&self, id: BlockId) -> Option<&Block> {
+        self.blocks.get(&id)
+    }
+
+    /// Host address of block `id`'s first translated byte.
+    pub fn host_addr(&self, id: BlockId) -> Option<u32> {
+        self.blocks.get(&id).map(|b| self.code.addr(b.host_offset))
+    }
+
+    /// Host address where the next inserted block will start; the emitter
+    /// encodes its relative branches against it.
+    pub fn next_host_addr(&self) -> u32 {
+        self.code.addr(self.code.next_offset())
+    }
+
+    /// Finds the translation of guest linear `eip` made under `ctx`.
+    pub fn lookup(&mut self, eip: u32, ctx: Context) -> Option<BlockId> {
+        self.stats.lookups += 1;
+        let found = self.by_key.get(&BlockKey { eip, ctx }).copied();
+        if found.is_some() {
+            self.stats.hits += 1;
+        } else {
+            self.stats.misses += 1;
+        }
+        found
+    }
+
+    /// Flushes the cache if a block of `len` translated bytes would not fit;
+    /// returns whether it flushed (then emit against the new
+    /// [`Self::next_host_addr`]).
+    pub fn make_room(&mut self, len: u32) -> bool {
+        if self.code.fits(len) {
+            return false;
+        }
+        self.flush();
+        true
+    }
+
+    /// Stores `code`, emitted for [`Self::next_host_addr`], with its record.
+    /// A live block with the same key is replaced.
+    pub fn insert(&mut self, nb: NewBlock, code: &[u8]) -> Result<BlockId, InsertError> {
+        let exits = nb.validate(code).map_err(InsertError::Invalid)?;
+        let len = u32::try_from(code.len()).map_err(|_| InsertError::Full)?;
+        if !self.code.fits(len) {
+            return Err(InsertError::Full);
+        }
+        if let Some(&old) = self.by_key.get(&nb.key) {
+            self.drop_block(old);
+        }
+        let at = self.code.append(code).ok_or(InsertError::Full)?;
+        let id = BlockId(self.next_id);
+        self.next_id += 1;
+        self.stats.blocks_translated += 1;
+        self.stats.guest_insns_translated += nb.insns.len() as u64;
+        let block = Block::place(nb, exits, at, len);
+        self.by_key.insert(block.key, id);
+        self.by_page.entry(block.page).or_default().push(id);
+        self.by_host.insert(at, id);
+        self.blocks.insert(id, block);
+        Ok(id)
+    }
+
+    /// Patches exit `exit` of `from` to jump straight into `to`.
+    pub fn chain(&mut self, from: BlockId, exit: usize, to: BlockId) -> Result<(), ChainError> {
+        let target = self.blocks.get(&to).ok_or(ChainError::NoBlock)?;
+        let (to_key, to_off) = (target.key, target.host_offset);
+        let src = self.blocks.get(&from).ok_or(ChainError::NoBlock)?;
+        let e = *src.exits.get(exit).ok_or(ChainError::NoExit)?;
+        if e.target_eip != to_key.eip || src.key.ctx != to_key.ctx {
+            return Err(ChainError::Mismatch);
+        }
+        if e.chained_to == Some(to) {
+            return Ok(());
+        }
+        let jump_at = src.host_offset + e.jump_offset;
+        if e.chained_to.is_some() {
+            self.unchain(from, exit);
+        }
+        let rel = to_off.wrapping_sub(jump_at + JMP_REL32_LEN) as i32;
+        self.code.patch(jump_at + 1, &rel.to_le_bytes());
+        self.blocks.get_mut(&from).expect("checked").exits[exit].chained_to = Some(to);
+        self.blocks
+            .get_mut(&to)
+            .expect("checked")
+            .incoming
+            .push((from, exit));
+        self.stats.chained_jumps += 1;
+        Ok(())
+    }
+
+    /// Points exit `exit` of `from` back at its exit stub; returns whether
+    /// it was chained.
+    pub fn unchain(&mut self, from: BlockId, exit: usize) -> bool {
+        let Some(src) = self.blocks.get_mut(&from) else {
+            return false;
+        };
+        let Some(e) = src.exits.get_mut(exit) else {
+            return false;
+        };
+        let Some(to) = e.chained_to.take() else {
+            return false;
+        };
+        let jump_at = src.host_offset + e.jump_offset;
+        let stub = e.stub_rel32;
+        self.code.patch(jump_at + 1, &stub.to_le_bytes());
+        if let Some(t) = self.blocks.get_mut(&to) {
+            t.incoming.retain(|&link| link != (from, exit));
+        }
+        self.stats.unchained_jumps += 1;
+        true
+    }
+
+    /// Drops every block translated from guest physical page `page` (the
+    /// guest wrote to it) and unchains jumps into them; returns how many.
+    pub fn invalidate_page(&mut self, page: GuestPage) -> usize {
+        let ids = self.by_page.remove(&page).unwrap_or_default();
+        for &id in &ids {
+            self.drop_block(id);
+        }
+        if !ids.is_empty() {
+            self.stats.smc_invalidations += 1;
+            self.stats.smc_blocks += ids.len() as u64;
+        }
+        ids.len()
+    }
+
+    /// Publishes block `id` in the indirect-branch table, after the
+    /// dispatcher resolved an indirect-branch miss to it. Entries of another
+    /// context are dropped first, since probes cannot tell contexts apart.
+    pub fn publish_indirect(&mut self, id: BlockId) -> bool {
+        let Some(b) = self.blocks.get(&id) else {
+            return false;
+        };
+        let (key, addr) = (b.key, self.code.addr(b.host_offset));
+        if self.table_ctx != Some(key.ctx) {
+            self.table.clear();
+            self.table_ctx = Some(key.ctx);
+        }
+        self.table.insert(key.eip, addr);
+        true
+    }
+
+    /// Drops every block and empties the code buffer and the table.
+    pub fn flush(&mut self) {
+        self.stats.flushes += 1;
+        self.stats.evicted_blocks += self.blocks.len() as u64;
+        self.blocks.clear();
+        self.by_key.clear();
+        self.by_page.clear();
+        self.by_host.clear();
+        self.code.reset();
+        self.table.clear();
+        self.table_ctx = None;
+    }
+
+    /// Maps host PC `host_pc` inside translated code to its block and guest
+    /// instruction; `None` outside every live block (padding, stubs, dropped
+    /// code).
+    pub fn recreate(&self, host_pc: u32) -> Option<Recreated> {
+        let off = self.code.offset_of(host_pc)?;
+        let (_, &id) = self.by_host.range(..=off).next_back()?;
+        let (guest_eip, at_boundary) = self.blocks[&id].guest_at(off)?;
+        Some(Recreated {
+            block: id,
+            guest_eip,
+            at_boundary,
+        })
+    }
+
+    /// Removes `id` from every index and undoes links in both directions.
+    /// Its bytes stay in the buffer (the vCPU may be returning through them
+    /// to the monitor); nothing reaches them any more.
+    fn drop_block(&mut self, id: BlockId) {
+        let incoming = match self.blocks.get(&id) {
+            Some(b) => b.incoming.clone(),
+            None => return,
+        };
+        for (from, exit) in incoming {
+            self.unchain(from, exit);
+        }
+        let b = self.blocks.remove(&id).expect("checked");
+        for e in &b.exits {
+            if let Some(t) = e.chained_to.and_then(|to| self.blocks.get_mut(&to)) {
+                t.incoming.retain(|&(from, _)| from != id);
+            }
+        }
+        if self.by_key.get(&b.key) == Some(&id) {
+            self.by_key.remove(&b.key);
+        }
+        if let Some(list) = self.by_page.get_mut(&b.page) {
+            list.retain(|&x| x != id);
+            if list.is_empty() {
+                self.by_page.remove(&b.page);
+            }
+        }
+        self.by_host.remove(&b.host_offset);
+        if self.table_ctx == Some(b.key.ctx) {
+            self.table
+                .remove_block(b.key.eip, self.code.addr(b.host_offset));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

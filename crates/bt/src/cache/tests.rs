@@ -1,0 +1,1 @@
+//! Tests of the translation cache's indexes, chaining and invalidation.
