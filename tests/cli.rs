@@ -24,6 +24,20 @@ fn guests_lists_the_default_guest() {
 }
 
 #[test]
+fn popek_alone_runs_the_default_guest() {
+    if !common::kvm_available() {
+        return;
+    }
+    let run = popek(&[]);
+    assert!(
+        run.stdout.starts_with("hello from a popek guest"),
+        "{}",
+        run.show()
+    );
+    common::assert_pass(&run);
+}
+
+#[test]
 fn missing_kernel_file_is_named() {
     let run = popek(&["run", "--kernel", "/nonexistent/vmlinuz"]);
     assert_eq!(run.status, 2, "{}", run.show());

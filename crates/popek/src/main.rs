@@ -45,9 +45,14 @@ fn init_tracing(verbose: u8) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.command.is_none() {
+        // `popek` alone means `popek run`: parse again with the subcommand so
+        // every option gets clap's default, not Rust's zero.
+        cli = Cli::parse_from(std::env::args_os().chain(["run".into()]));
+    }
     init_tracing(cli.verbose);
-    match cli.command.unwrap_or(Command::Run(run::RunArgs::default())) {
+    match cli.command.expect("a subcommand after the second parse") {
         Command::Run(args) => run::run(&args),
         Command::Guests => {
             for g in popek_guests::GUESTS {

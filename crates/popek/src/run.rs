@@ -26,7 +26,7 @@ pub enum EngineKind {
 }
 
 /// Options of `popek run`.
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug)]
 pub struct RunArgs {
     /// Execution engine.
     #[arg(long, value_enum, default_value_t)]
