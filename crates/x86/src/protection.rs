@@ -26,6 +26,18 @@ fn privileged_enough(cpu: &CpuState, d: &Descriptor, sel: u16) -> bool {
     (d.is_code() && d.is_conforming()) || d.dpl >= cpu.cpl().max(sel as u8 & 3)
 }
 
+/// The descriptor if LAR/LSL may see it: a code/data segment, or a system
+/// descriptor of a type `system_ok` accepts, at a privilege they may read.
+fn visible(
+    cpu: &CpuState,
+    mem: &mut impl LinearMemory,
+    sel: u16,
+    system_ok: fn(u8) -> bool,
+) -> Result<Option<Descriptor>, Exception> {
+    Ok(lookup(cpu, mem, sel)?
+        .filter(|d| (d.s || system_ok(d.typ)) && privileged_enough(cpu, d, sel)))
+}
+
 /// LAR: the access-rights bytes (descriptor bits 8-23 of the high dword,
 /// as `high & 0x00FFFF00`) if the descriptor is visible, else `None`.
 pub fn lar(
@@ -33,24 +45,20 @@ pub fn lar(
     mem: &mut impl LinearMemory,
     sel: u16,
 ) -> Result<Option<u32>, Exception> {
-    let Some(d) = lookup(cpu, mem, sel)? else {
-        return Ok(None);
+    let system_ok = |typ| {
+        matches!(
+            typ,
+            types::TSS16_AVAILABLE
+                | types::LDT
+                | types::TSS16_BUSY
+                | types::CALL_GATE16
+                | types::TASK_GATE
+                | types::TSS32_AVAILABLE
+                | types::TSS32_BUSY
+                | types::CALL_GATE32
+        )
     };
-    let valid_system = matches!(
-        d.typ,
-        types::TSS16_AVAILABLE
-            | types::LDT
-            | types::TSS16_BUSY
-            | types::CALL_GATE16
-            | types::TASK_GATE
-            | types::TSS32_AVAILABLE
-            | types::TSS32_BUSY
-            | types::CALL_GATE32
-    );
-    if (!d.s && !valid_system) || !privileged_enough(cpu, &d, sel) {
-        return Ok(None);
-    }
-    Ok(Some((d.to_u64() >> 32) as u32 & 0x00FF_FF00))
+    Ok(visible(cpu, mem, sel, system_ok)?.map(|d| (d.to_u64() >> 32) as u32 & 0x00FF_FF00))
 }
 
 /// LSL: the segment's effective byte limit if visible, else `None`.
@@ -59,21 +67,17 @@ pub fn lsl(
     mem: &mut impl LinearMemory,
     sel: u16,
 ) -> Result<Option<u32>, Exception> {
-    let Some(d) = lookup(cpu, mem, sel)? else {
-        return Ok(None);
+    let system_ok = |typ| {
+        matches!(
+            typ,
+            types::TSS16_AVAILABLE
+                | types::LDT
+                | types::TSS16_BUSY
+                | types::TSS32_AVAILABLE
+                | types::TSS32_BUSY
+        )
     };
-    let valid_system = matches!(
-        d.typ,
-        types::TSS16_AVAILABLE
-            | types::LDT
-            | types::TSS16_BUSY
-            | types::TSS32_AVAILABLE
-            | types::TSS32_BUSY
-    );
-    if (!d.s && !valid_system) || !privileged_enough(cpu, &d, sel) {
-        return Ok(None);
-    }
-    Ok(Some(d.effective_limit()))
+    Ok(visible(cpu, mem, sel, system_ok)?.map(|d| d.effective_limit()))
 }
 
 /// VERR: true if the segment could be loaded and read at the current CPL.
