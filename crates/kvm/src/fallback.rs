@@ -50,34 +50,37 @@ pub fn emulate(cpu: &mut CpuState, machine: &mut Machine) -> Emulated {
     if cpu.cr0 & cr0::PG != 0 || cpu.cr0 & cr0::PE == 0 {
         return Emulated::NotMine;
     }
-    let mut bytes = [0u8; 3];
     let mut mem = PhysicalLinear(&mut machine.memory);
+    let mut bytes = [0u8; 15];
     if mem.read(cpu.linear_ip(), &mut bytes).is_err() {
         return Emulated::NotMine;
     }
-    // The default operand size comes from CS.D; a 0x66 prefix flips it.
-    let (opsize_prefix, op) = if bytes[0] == 0x66 {
-        (true, &bytes[1..])
-    } else {
-        (false, &bytes[..])
-    };
-    let size32 = cpu.cs.db != opsize_prefix;
-    let prefix_len = u32::from(opsize_prefix);
-    match op[0] {
-        0xCF => {
-            let r = interrupt::iret(cpu, &mut mem, if size32 { 4 } else { 2 });
+    // iced applies CS.D and any prefixes, so IRET's operand size and every
+    // instruction length come from one decode.
+    let bitness = if cpu.cs.db { 32 } else { 16 };
+    let insn = Decoder::with_ip(bitness, &bytes, u64::from(cpu.eip), DecoderOptions::NONE).decode();
+    let len = insn.len() as u32;
+    match insn.mnemonic() {
+        Mnemonic::Iretd => {
+            let r = interrupt::iret(cpu, &mut mem, 4);
             finish(cpu, &mut mem, r, "iret")
         }
-        0xCD => software_int(cpu, &mut mem, op[1], 2 + prefix_len, "int n"),
-        0xCC => software_int(cpu, &mut mem, vector::BP, 1 + prefix_len, "int3"),
-        0xCE if cpu.eflags & flags::OF != 0 => {
-            software_int(cpu, &mut mem, vector::OF, 1 + prefix_len, "into")
+        Mnemonic::Iret => {
+            let r = interrupt::iret(cpu, &mut mem, 2);
+            finish(cpu, &mut mem, r, "iret")
         }
-        0xCE => {
-            cpu.eip = cpu.eip.wrapping_add(1 + prefix_len);
+        Mnemonic::Int => software_int(cpu, &mut mem, insn.immediate8(), len, "int n"),
+        Mnemonic::Int3 => software_int(cpu, &mut mem, vector::BP, len, "int3"),
+        Mnemonic::Into if cpu.eflags & flags::OF != 0 => {
+            software_int(cpu, &mut mem, vector::OF, len, "into")
+        }
+        Mnemonic::Into => {
+            cpu.eip = cpu.eip.wrapping_add(len);
             Emulated::Done("into")
         }
-        0x0F => descriptor_check(cpu, &mut mem),
+        Mnemonic::Lar | Mnemonic::Lsl | Mnemonic::Verr | Mnemonic::Verw => {
+            descriptor_check(cpu, &mut mem, &insn)
+        }
         _ => Emulated::NotMine,
     }
 }
@@ -107,19 +110,16 @@ fn selector_operand(
     match insn.op_kind(op) {
         OpKind::Register => gpr(cpu, insn.op_register(op)).map(|r| *r as u16),
         OpKind::Memory => {
-            let snapshot = cpu.clone();
             let seg_base = match insn.memory_segment() {
-                Register::ES => snapshot.es.base,
-                Register::CS => snapshot.cs.base,
-                Register::SS => snapshot.ss.base,
-                Register::FS => snapshot.fs.base,
-                Register::GS => snapshot.gs.base,
-                _ => snapshot.ds.base,
+                Register::ES => cpu.es.base,
+                Register::CS => cpu.cs.base,
+                Register::SS => cpu.ss.base,
+                Register::FS => cpu.fs.base,
+                Register::GS => cpu.gs.base,
+                _ => cpu.ds.base,
             };
-            let offset = insn.virtual_address(op, 0, |reg, _, _| {
-                let mut c = snapshot.clone();
-                gpr(&mut c, reg).map(|r| u64::from(*r))
-            })?;
+            let offset =
+                insn.virtual_address(op, 0, |reg, _, _| gpr(cpu, reg).map(|r| u64::from(*r)))?;
             let mut b = [0u8; 2];
             mem.read(seg_base.wrapping_add(offset as u32), &mut b)
                 .ok()?;
@@ -130,21 +130,18 @@ fn selector_operand(
 }
 
 /// LAR, LSL, VERR and VERW against the guest's descriptor tables.
-fn descriptor_check(cpu: &mut CpuState, mem: &mut PhysicalLinear<'_>) -> Emulated {
-    let mut bytes = [0u8; 15];
-    if mem.read(cpu.linear_ip(), &mut bytes).is_err() {
-        return Emulated::NotMine;
-    }
-    let bitness = if cpu.cs.db { 32 } else { 16 };
-    let insn = Decoder::with_ip(bitness, &bytes, u64::from(cpu.eip), DecoderOptions::NONE).decode();
+fn descriptor_check(
+    cpu: &mut CpuState,
+    mem: &mut PhysicalLinear<'_>,
+    insn: &Instruction,
+) -> Emulated {
     let (name, src) = match insn.mnemonic() {
         Mnemonic::Lar => ("lar", 1),
         Mnemonic::Lsl => ("lsl", 1),
         Mnemonic::Verr => ("verr", 0),
-        Mnemonic::Verw => ("verw", 0),
-        _ => return Emulated::NotMine,
+        _ => ("verw", 0),
     };
-    let Some(sel) = selector_operand(cpu, mem, &insn, src) else {
+    let Some(sel) = selector_operand(cpu, mem, insn, src) else {
         return Emulated::NotMine;
     };
     let result = match insn.mnemonic() {
