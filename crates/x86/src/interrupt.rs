@@ -536,38 +536,44 @@ pub fn iret(cpu: &mut CpuState, mem: &mut impl LinearMemory, size: u32) -> Outco
     Ok(())
 }
 
+/// Linear memory for unit tests of this and other architecture modules.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::descriptor::tss32;
-    use crate::state::cr0;
-    use crate::TableRegister;
+pub(crate) mod testing {
+    use super::{vector, Exception, LinearMemory};
 
-    /// 64 KiB of flat memory.
-    struct Flat(Vec<u8>);
+    /// Flat memory from linear 0; accesses past the end raise #PF.
+    pub struct Flat(pub Vec<u8>);
 
     impl LinearMemory for Flat {
         fn read(&mut self, at: u32, buf: &mut [u8]) -> Result<(), Exception> {
             let at = at as usize;
-            match self.0.get(at..at + buf.len()) {
-                Some(s) => {
-                    buf.copy_from_slice(s);
-                    Ok(())
-                }
-                None => Err(Exception::with_code(vector::PF, 0)),
-            }
+            let s = self
+                .0
+                .get(at..at + buf.len())
+                .ok_or(Exception::with_code(vector::PF, 0))?;
+            buf.copy_from_slice(s);
+            Ok(())
         }
+
         fn write(&mut self, at: u32, data: &[u8]) -> Result<(), Exception> {
             let at = at as usize;
-            match self.0.get_mut(at..at + data.len()) {
-                Some(s) => {
-                    s.copy_from_slice(data);
-                    Ok(())
-                }
-                None => Err(Exception::with_code(vector::PF, 0)),
-            }
+            let s = self
+                .0
+                .get_mut(at..at + data.len())
+                .ok_or(Exception::with_code(vector::PF, 0))?;
+            s.copy_from_slice(data);
+            Ok(())
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::Flat;
+    use super::*;
+    use crate::descriptor::tss32;
+    use crate::state::cr0;
+    use crate::TableRegister;
 
     const GDT: u32 = 0x1000;
     const IDT: u32 = 0x2000;

@@ -95,23 +95,9 @@ pub fn verw(cpu: &CpuState, mem: &mut impl LinearMemory, sel: u16) -> Result<boo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::interrupt::testing::Flat;
     use crate::state::cr0;
     use crate::{Segment, TableRegister};
-
-    struct Flat(Vec<u8>);
-
-    impl LinearMemory for Flat {
-        fn read(&mut self, at: u32, buf: &mut [u8]) -> Result<(), Exception> {
-            let at = at as usize;
-            buf.copy_from_slice(&self.0[at..at + buf.len()]);
-            Ok(())
-        }
-        fn write(&mut self, at: u32, data: &[u8]) -> Result<(), Exception> {
-            let at = at as usize;
-            self.0[at..at + data.len()].copy_from_slice(data);
-            Ok(())
-        }
-    }
 
     fn desc(typ: u8, s: bool, dpl: u8, limit: u32, g: bool) -> u64 {
         Descriptor {
