@@ -1,48 +1,48 @@
-//! The inline lookup table for indirect branches: a direct-mapped hash table
-//! from guest EIP to host address that emitted 32-bit code probes itself.
+//! The inline lookup table for indirect branches: a direct-mapped table from
+//! guest EIP to host address that emitted 32-bit code probes itself.
 //!
-//! Layout: `1 << bits` entries of two little-endian u32s, at a 32-bit host
-//! address: `[table + 8*i] = guest_eip`, `[table + 8*i + 4] = host_addr`.
-//! The emitter replicates [`hash`] as (target guest EIP in EAX, flags
-//! already saved, since IMUL and CMP clobber them):
+//! The probe runs between two guest instructions whose arithmetic flags live
+//! in the host EFLAGS, so it must not change them: no CMP, AND, IMUL or SHR.
+//! Hence the layout. Entries are indexed by the low 16 bits of the EIP
+//! (`movzx` computes that without touching flags) and store the *negated*
+//! EIP, so that `lea` adds it to the EIP for a zero exactly on a match and
+//! `jecxz` tests that zero:
 //!
 //! ```text
-//!     mov   ecx, eax
-//!     imul  ecx, ecx, 0x9E3779B1      ; HASH_MULT
-//!     shr   ecx, 32 - bits
-//!     cmp   eax, [table + ecx*8]
-//!     jne   miss                      ; to the dispatcher
-//!     jmp   dword [table + ecx*8 + 4]
+//!     ; target guest EIP in EAX, guest EAX and ECX saved in the vCPU area
+//!     movzx ecx, ax
+//!     mov   ecx, gs:[TABLE + ecx*8]       ; -eip of the entry
+//!     lea   ecx, [ecx + eax]
+//!     jecxz hit
+//!     ...                                 ; miss: exit to the dispatcher
+//! hit:
+//!     movzx ecx, ax
+//!     mov   ecx, gs:[TABLE + ecx*8 + 4]   ; host address
 //! ```
+//!
+//! An empty entry holds `-0 = 0` and the address of the miss handler, so
+//! a probe for EIP 0 that "matches" an empty slot still lands in the
+//! dispatcher.
 
 use std::io;
 
 use super::region::Region;
 
-/// Guest EIP of an empty or invalidated entry. No guest code can run from
-/// 0xFFFFFFFF: it lies in the monitor region, where guest accesses fault, so
-/// a probe for any real target never matches it.
-pub const EMPTY_EIP: u32 = 0xFFFF_FFFF;
+/// log2 of the number of entries: the probe indexes with `movzx r32, r16`.
+pub const BITS: u32 = 16;
 
-/// Multiplier of the Fibonacci hash (2^32 / golden ratio, odd). Kernel
-/// function entries are 16-byte aligned, so a plain low-bit mask would leave
-/// 15 of 16 slots unused for indirect calls; taking the top bits of a
-/// multiplicative hash spreads aligned and unaligned EIPs alike.
-pub const HASH_MULT: u32 = 0x9E37_79B1;
-
-/// Default table size: 4096 entries (32 KiB of the monitor region), several
-/// times the number of distinct indirect-branch targets hot in a booting
-/// kernel, so collisions stay rare.
-pub const DEFAULT_BITS: u32 = 12;
+/// Number of entries.
+pub const ENTRIES: u32 = 1 << BITS;
 
 /// Bytes per entry.
 pub const ENTRY_SIZE: u32 = 8;
 
-/// The slot of `eip` in a table of `1 << bits` entries:
-/// `(eip * HASH_MULT mod 2^32) >> (32 - bits)`.
-pub fn hash(eip: u32, bits: u32) -> u32 {
-    debug_assert!((1..=24).contains(&bits));
-    eip.wrapping_mul(HASH_MULT) >> (32 - bits)
+/// Bytes of the whole table (512 KiB).
+pub const TABLE_SIZE: u32 = ENTRIES * ENTRY_SIZE;
+
+/// The slot of `eip`: its low 16 bits.
+pub fn slot(eip: u32) -> u32 {
+    eip & (ENTRIES - 1)
 }
 
 /// The Rust side of the table: fills it on dispatcher misses, empties it on
@@ -50,27 +50,24 @@ pub fn hash(eip: u32, bits: u32) -> u32 {
 #[derive(Debug)]
 pub struct IndirectTable {
     region: Region,
-    bits: u32,
+    miss: u32,
 }
 
 impl IndirectTable {
-    /// Uses `region` for `1 << bits` entries (1 <= bits <= 24).
-    pub fn new(region: Region, bits: u32) -> IndirectTable {
-        assert!((1..=24).contains(&bits), "table bits out of range");
-        assert!(
-            u64::from(region.len()) >= u64::from(ENTRY_SIZE) << bits,
-            "region too small for the table"
-        );
-        let mut t = IndirectTable { region, bits };
+    /// Uses `region` for the table; empty entries send probes to host
+    /// address `miss`.
+    pub fn new(region: Region, miss: u32) -> IndirectTable {
+        assert!(region.len() >= TABLE_SIZE, "region too small for the table");
+        let mut t = IndirectTable { region, miss };
         t.clear();
         t
     }
 
-    /// An owned table below 4 GiB of `1 << bits` entries.
-    pub fn anonymous(bits: u32) -> io::Result<IndirectTable> {
+    /// An owned table below 4 GiB whose empty entries point at `miss`.
+    pub fn anonymous(miss: u32) -> io::Result<IndirectTable> {
         Ok(IndirectTable::new(
-            Region::anonymous(ENTRY_SIZE << bits, false)?,
-            bits,
+            Region::anonymous(TABLE_SIZE, false)?,
+            miss,
         ))
     }
 
@@ -79,21 +76,22 @@ impl IndirectTable {
         self.region.base()
     }
 
-    /// log2 of the number of entries, for the emitter's shift.
-    pub fn bits(&self) -> u32 {
-        self.bits
+    /// Host address probes of empty entries go to.
+    pub fn miss_addr(&self) -> u32 {
+        self.miss
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        1 << self.bits
+        ENTRIES as usize
     }
 
-    /// Always false: a table has at least two entries.
+    /// Always false: the table has a fixed, non-zero size.
     pub fn is_empty(&self) -> bool {
         false
     }
 
+    /// (negated EIP, host address) of a slot, as stored.
     fn read(&self, slot: u32) -> (u32, u32) {
         let at = (slot * ENTRY_SIZE) as usize;
         let b = &self.region.bytes()[at..at + 8];
@@ -103,32 +101,31 @@ impl IndirectTable {
         )
     }
 
-    fn write(&mut self, slot: u32, eip: u32, host: u32) {
+    fn write(&mut self, slot: u32, neg_eip: u32, host: u32) {
         let at = (slot * ENTRY_SIZE) as usize;
         let b = &mut self.region.bytes_mut()[at..at + 8];
-        b[..4].copy_from_slice(&eip.to_le_bytes());
+        b[..4].copy_from_slice(&neg_eip.to_le_bytes());
         b[4..].copy_from_slice(&host.to_le_bytes());
     }
 
-    /// What a probe for `eip` would find, as the emitted code sees it.
+    /// What a probe for `eip` would jump to, if it is a translation.
     pub fn get(&self, eip: u32) -> Option<u32> {
-        let (e, h) = self.read(hash(eip, self.bits));
-        (e == eip && e != EMPTY_EIP).then_some(h)
+        let (neg, h) = self.read(slot(eip));
+        (neg.wrapping_add(eip) == 0 && h != self.miss).then_some(h)
     }
 
     /// Points `eip` at `host`, replacing whatever shared its slot.
     pub fn insert(&mut self, eip: u32, host: u32) {
-        assert_ne!(eip, EMPTY_EIP, "the sentinel is not a guest EIP");
-        self.write(hash(eip, self.bits), eip, host);
+        self.write(slot(eip), eip.wrapping_neg(), host);
     }
 
     /// Empties the slot of a dropped block (guest start `eip`, translation
     /// at `host`) if it still names that block, so a newer translation that
     /// took the slot survives. Returns whether an entry was removed.
     pub fn remove_block(&mut self, eip: u32, host: u32) -> bool {
-        let slot = hash(eip, self.bits);
-        if self.read(slot) == (eip, host) && eip != EMPTY_EIP {
-            self.write(slot, EMPTY_EIP, 0);
+        let s = slot(eip);
+        if self.read(s) == (eip.wrapping_neg(), host) && host != self.miss {
+            self.write(s, 0, self.miss);
             true
         } else {
             false
@@ -137,16 +134,14 @@ impl IndirectTable {
 
     /// Empties every entry.
     pub fn clear(&mut self) {
-        for slot in 0..self.len() as u32 {
-            self.write(slot, EMPTY_EIP, 0);
+        for s in 0..ENTRIES {
+            self.write(s, 0, self.miss);
         }
     }
 
     /// Entries in use.
     pub fn occupied(&self) -> usize {
-        (0..self.len() as u32)
-            .filter(|&s| self.read(s).0 != EMPTY_EIP)
-            .count()
+        (0..ENTRIES).filter(|&s| self.read(s).1 != self.miss).count()
     }
 }
 
@@ -154,55 +149,30 @@ impl IndirectTable {
 mod tests {
     use super::*;
 
-    #[test]
-    fn hash_matches_the_documented_formula() {
-        // Values the emitted IMUL/SHR pair must reproduce.
-        assert_eq!(hash(0, 12), 0);
-        assert_eq!(hash(1, 12), 0x9E3);
-        assert_eq!(
-            hash(0xC010_0000, 12),
-            (0xC010_0000u32.wrapping_mul(0x9E37_79B1)) >> 20
-        );
-        assert_eq!(hash(0xFFFF_FFFF, 1), 0);
-        for eip in [0u32, 1, 0xC000_1234, 0xFFFF_FFFE] {
-            assert!(hash(eip, 5) < 32);
-        }
-    }
+    const MISS: u32 = 0x4000;
 
     #[test]
-    fn aligned_targets_spread_over_the_table() {
-        // 1024 16-byte-aligned function entries into 4096 slots: a low-bit
-        // mask would use only 256 slots; the multiplicative hash uses most.
-        let mut used = std::collections::HashSet::new();
-        for i in 0..1024u32 {
-            used.insert(hash(0xC010_0000 + i * 16, DEFAULT_BITS));
-        }
-        assert!(used.len() > 900, "only {} slots used", used.len());
-    }
-
-    #[test]
-    fn memory_layout_is_u32_pairs() {
-        let mut t = IndirectTable::anonymous(4).unwrap();
-        assert_eq!(t.len(), 16);
+    fn memory_layout_is_negated_eip_then_host() {
+        let mut t = IndirectTable::anonymous(MISS).unwrap();
+        assert_eq!(t.len(), 65536);
         assert_eq!(t.occupied(), 0);
-        // A fresh table holds the sentinel everywhere, not zeros: EIP 0 is a
-        // real-mode target and must miss.
+        // EIP 0 "matches" an empty slot's -0 but finds the miss handler.
         assert_eq!(t.get(0), None);
         t.insert(0xC012_3456, 0xFFC1_0020);
-        let slot = hash(0xC012_3456, 4) as usize;
-        let raw = &t.region.bytes()[slot * 8..slot * 8 + 8];
-        assert_eq!(raw, &[0x56, 0x34, 0x12, 0xC0, 0x20, 0x00, 0xC1, 0xFF]);
+        let s = slot(0xC012_3456) as usize;
+        assert_eq!(s, 0x3456);
+        let raw = &t.region.bytes()[s * 8..s * 8 + 8];
+        assert_eq!(raw, &[0xAA, 0xCB, 0xED, 0x3F, 0x20, 0x00, 0xC1, 0xFF]);
         assert_eq!(t.get(0xC012_3456), Some(0xFFC1_0020));
+        assert_eq!(t.get(0xC013_3456), None, "same slot, other EIP");
         assert_eq!(t.occupied(), 1);
     }
 
     #[test]
     fn collisions_replace_and_remove_is_precise() {
-        let mut t = IndirectTable::anonymous(4).unwrap();
-        let a = 0x1000u32;
-        let b = (a + 1..)
-            .find(|&e| hash(e, 4) == hash(a, 4))
-            .expect("some EIP collides");
+        let mut t = IndirectTable::anonymous(MISS).unwrap();
+        let (a, b) = (0x1_1000u32, 0x2_1000u32);
+        assert_eq!(slot(a), slot(b));
         t.insert(a, 0x100);
         t.insert(b, 0x200);
         assert_eq!(t.get(a), None);
@@ -219,11 +189,11 @@ mod tests {
 
     #[test]
     fn clear_empties_everything() {
-        let mut t = IndirectTable::anonymous(6).unwrap();
+        let mut t = IndirectTable::anonymous(MISS).unwrap();
         for i in 0..40 {
-            t.insert(0xC000_0000 + i * 7, i);
+            t.insert(0xC000_0000 + i * 7, 0x10_0000 + i);
         }
-        assert!(t.occupied() > 0);
+        assert_eq!(t.occupied(), 40);
         t.clear();
         assert_eq!(t.occupied(), 0);
         assert_eq!(t.get(0xC000_0000), None);
@@ -232,6 +202,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "too small")]
     fn undersized_region_is_refused() {
-        IndirectTable::new(Region::anonymous(64, false).unwrap(), 4);
+        IndirectTable::new(Region::anonymous(64, false).unwrap(), MISS);
     }
 }

@@ -111,11 +111,12 @@ impl TranslationCache {
         }
     }
 
-    /// A cache over owned anonymous memory, for tests and tools.
-    pub fn anonymous(tc_size: u32, table_bits: u32) -> io::Result<TranslationCache> {
+    /// A cache over owned anonymous memory, for tests and tools; probes of
+    /// empty table entries go to host address `miss`.
+    pub fn anonymous(tc_size: u32, miss: u32) -> io::Result<TranslationCache> {
         Ok(TranslationCache::new(
             CodeBuffer::anonymous(tc_size)?,
-            IndirectTable::anonymous(table_bits)?,
+            IndirectTable::anonymous(miss)?,
         ))
     }
 

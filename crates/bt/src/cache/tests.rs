@@ -40,7 +40,7 @@ fn block(eip: u32, page: u32, n: u32, targets: &[u32]) -> (NewBlock, Vec<u8>) {
 }
 
 fn cache() -> TranslationCache {
-    TranslationCache::anonymous(4096, 6).unwrap()
+    TranslationCache::anonymous(4096, 0x4000).unwrap()
 }
 
 fn add(tc: &mut TranslationCache, eip: u32, targets: &[u32]) -> BlockId {
@@ -189,7 +189,7 @@ fn self_loop_block_can_be_invalidated() {
 
 #[test]
 fn full_buffer_is_flushed_whole_and_ids_are_not_reused() {
-    let mut tc = TranslationCache::anonymous(64, 4).unwrap();
+    let mut tc = TranslationCache::anonymous(64, 0x4000).unwrap();
     let a = add(&mut tc, 0x1000, &[]);
     let b = add(&mut tc, 0x2000, &[]);
     tc.publish_indirect(a);

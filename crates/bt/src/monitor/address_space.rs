@@ -238,6 +238,17 @@ impl AddressSpace {
     /// Maps anonymous zeroed read-write memory inside the monitor region and
     /// returns its address.
     pub(crate) fn map_monitor(&mut self, offset: u32, len: u32) -> Result<*mut u8, MonitorError> {
+        self.map_monitor_prot(offset, len, Prot::RW)
+    }
+
+    /// Maps anonymous zeroed memory with `prot` inside the monitor region
+    /// and returns its address.
+    pub(crate) fn map_monitor_prot(
+        &mut self,
+        offset: u32,
+        len: u32,
+        prot: Prot,
+    ) -> Result<*mut u8, MonitorError> {
         let linear = MONITOR_BASE + offset;
         Self::check_range(linear, len)?;
         // SAFETY: the range lies inside the monitor region of our own
@@ -246,7 +257,7 @@ impl AddressSpace {
             libc::mmap(
                 linear as usize as *mut libc::c_void,
                 len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
+                prot.bits(),
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                 -1,
                 0,
@@ -256,6 +267,24 @@ impl AddressSpace {
             return Err(last_os_error("mmap of the monitor region"));
         }
         Ok(p.cast())
+    }
+
+    /// Changes the protections of part of the monitor region.
+    pub(crate) fn protect_monitor(
+        &mut self,
+        offset: u32,
+        len: u32,
+        prot: Prot,
+    ) -> Result<(), MonitorError> {
+        let linear = MONITOR_BASE + offset;
+        Self::check_range(linear, len)?;
+        // SAFETY: the range is inside the monitor region, which holds no
+        // Rust references (the monitor reaches it through raw pointers).
+        let r = unsafe { libc::mprotect(linear as usize as *mut libc::c_void, len as usize, prot.bits()) };
+        if r != 0 {
+            return Err(last_os_error("mprotect of the monitor region"));
+        }
+        Ok(())
     }
 }
 

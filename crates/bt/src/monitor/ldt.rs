@@ -134,6 +134,35 @@ pub fn write_entry(desc: &UserDesc) -> Result<(), MonitorError> {
     Ok(())
 }
 
+/// LDT index of the monitor's flat 32-bit code segment, which translated
+/// code runs on (the guest's CS base is applied at translation time).
+const MONITOR_CODE_ENTRY: u32 = 6;
+/// LDT index of the monitor's data segment over its region, which
+/// translated code reaches through GS.
+const MONITOR_DATA_ENTRY: u32 = 7;
+
+/// Host selector of the monitor's flat code segment (LDT, RPL 3).
+pub const MONITOR_CS: u16 = ((MONITOR_CODE_ENTRY as u16) << 3) | 4 | 3;
+/// Host selector of the monitor's data segment (LDT, RPL 3).
+pub const MONITOR_GS: u16 = ((MONITOR_DATA_ENTRY as u16) << 3) | 4 | 3;
+
+/// Writes the monitor's two LDT entries: flat 4 GiB 32-bit code, and data
+/// from [`MONITOR_BASE`] to 4 GiB.
+pub fn install_monitor_segments() -> Result<(), MonitorError> {
+    write_entry(&UserDesc {
+        entry_number: MONITOR_CODE_ENTRY,
+        base_addr: 0,
+        limit: 0xF_FFFF,
+        flags: F_SEG_32BIT | (CONTENTS_CODE << CONTENTS_SHIFT) | F_LIMIT_IN_PAGES,
+    })?;
+    write_entry(&UserDesc {
+        entry_number: MONITOR_DATA_ENTRY,
+        base_addr: MONITOR_BASE,
+        limit: ((1u64 << 32) - u64::from(MONITOR_BASE)) as u32 / 4096 - 1,
+        flags: F_SEG_32BIT | (CONTENTS_DATA << CONTENTS_SHIFT) | F_LIMIT_IN_PAGES,
+    })
+}
+
 /// Loads the shadow of `seg` into `slot` and returns the host selector to
 /// use for it, or 0 (the null selector) for an unusable data segment.
 pub fn shadow(slot: Slot, seg: &Segment) -> Result<u16, MonitorError> {

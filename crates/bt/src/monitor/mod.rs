@@ -25,11 +25,14 @@
 //!   data selectors from the CPU, where the kernel left them.
 
 pub mod address_space;
+pub mod layout;
 pub mod ldt;
 pub mod seccomp;
 pub mod switch;
 
 use std::os::fd::{AsFd, OwnedFd};
+
+use crate::cache::region::Region;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use machine::GuestMemory;
@@ -155,6 +158,43 @@ pub enum DirectExit {
     },
 }
 
+/// EFLAGS bits translated guest kernel code keeps in the host EFLAGS: the
+/// arithmetic flags and DF. IF, IOPL, AC, TF and the rest are virtual.
+pub const TRANSLATED_FLAGS: u32 = flags::CF
+    | flags::PF
+    | flags::AF
+    | flags::ZF
+    | flags::SF
+    | flags::DF
+    | flags::OF;
+
+fn merge_flags(virt: u32, host: u32, owned: u32) -> u32 {
+    (host & owned) | (virt & !owned) | flags::FIXED1
+}
+
+/// How a run of translated code ended. The guest registers at the exit
+/// are in the `CpuState` given to [`Monitor::run_translated`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcExit {
+    /// Translated code jumped out through the TC exit stub.
+    Exit {
+        /// The reason code it stored.
+        reason: u32,
+        /// The reason's argument.
+        arg: u32,
+    },
+    /// A host signal stopped translated code at `host_eip`.
+    Signal {
+        /// Host address of the interrupted or faulting instruction (after
+        /// it, for traps).
+        host_eip: u32,
+        /// The exit as direct execution would report it.
+        exit: DirectExit,
+    },
+    /// A kick arrived before translated code ran.
+    Interrupted,
+}
+
 /// EFLAGS bits guest user code really owns on the host CPU; the others (IF,
 /// IOPL, VM, VIF, VIP) are virtual and kept by the monitor.
 pub const USER_FLAGS: u32 = flags::CF
@@ -198,6 +238,10 @@ pub struct Monitor {
     // Checked on every run; cheaper than a gettid system call.
     thread: std::thread::ThreadId,
     loaded: [Option<UserDesc>; 6],
+    /// Bytes of the stub page in use.
+    stub_used: u32,
+    /// The translation regions were handed out.
+    tc_mapped: bool,
     // The area, signal state and LDT belong to the creating thread.
     _not_send: std::marker::PhantomData<*mut ()>,
 }
@@ -284,8 +328,15 @@ impl Monitor {
             .try_clone_to_owned()
             .map_err(|e| MonitorError::Host(format!("dup of the guest RAM memfd: {e}")))?;
         let mut space = AddressSpace::reserve()?;
-        let area = space.map_monitor(0, PAGE_SIZE)?;
+        let area = space.map_monitor(layout::AREA_OFFSET, layout::AREA_SIZE)?;
         debug_assert_eq!(area as u32, switch::VCPU_AREA);
+        let stub = switch::tc_exit_stub();
+        let page = space.map_monitor(layout::STUB_OFFSET, layout::STUB_SIZE)?;
+        // SAFETY: the stub page was just mapped read-write, is STUB_SIZE
+        // bytes long and the stub is far shorter.
+        unsafe { std::ptr::copy_nonoverlapping(stub.as_ptr(), page, stub.len()) };
+        space.protect_monitor(layout::STUB_OFFSET, layout::STUB_SIZE, Prot::RX)?;
+        ldt::install_monitor_segments()?;
         let tid = gettid();
         // SAFETY: the area page was just mapped read-write in the monitor
         // region and nothing else uses it.
@@ -297,6 +348,8 @@ impl Monitor {
             tid,
             thread: std::thread::current().id(),
             loaded: [None; 6],
+            stub_used: stub.len() as u32,
+            tc_mapped: false,
             _not_send: std::marker::PhantomData,
         };
         let top = mem.size().min(u64::from(MONITOR_BASE)) as u32;
@@ -349,6 +402,146 @@ impl Monitor {
             self.loaded[slot as usize] = Some(desc);
         }
         Ok(slot.selector())
+    }
+
+    /// Copies `code` (32-bit routines shared by all translations, such as
+    /// the indirect-branch miss handler) into the stub page and returns its
+    /// host address.
+    pub fn install_stub_code(&mut self, code: &[u8]) -> Result<u32, MonitorError> {
+        let at = (self.stub_used + 15) & !15;
+        if at + code.len() as u32 > layout::STUB_SIZE {
+            return Err(MonitorError::Host("the stub page is full".into()));
+        }
+        self.space
+            .protect_monitor(layout::STUB_OFFSET, layout::STUB_SIZE, Prot::RW)?;
+        let addr = layout::STUB_ADDR + at;
+        // SAFETY: the page is mapped read-write now and [at, at+len) lies
+        // inside it (checked above); no Rust reference points into it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(code.as_ptr(), addr as usize as *mut u8, code.len())
+        };
+        self.space
+            .protect_monitor(layout::STUB_OFFSET, layout::STUB_SIZE, Prot::RX)?;
+        self.stub_used = at + code.len() as u32;
+        Ok(addr)
+    }
+
+    /// Maps the indirect-branch table and a code buffer of `tc_size` bytes
+    /// in the monitor region and hands them to the translation cache. Only
+    /// once per process.
+    pub fn translation_regions(&mut self, tc_size: u32) -> Result<(Region, Region), MonitorError> {
+        if self.tc_mapped {
+            return Err(MonitorError::Host("translation regions already mapped".into()));
+        }
+        if tc_size == 0 || tc_size > layout::TC_MAX || tc_size % PAGE_SIZE != 0 {
+            return Err(MonitorError::Host(format!(
+                "translation cache size {tc_size:#x}: must be a multiple of 4 KiB, at most {:#x}",
+                layout::TC_MAX
+            )));
+        }
+        let table_len = crate::cache::lookup::TABLE_SIZE;
+        self.space.map_monitor(layout::TABLE_OFFSET, table_len)?;
+        self.space
+            .map_monitor_prot(layout::TC_OFFSET, tc_size, Prot::RWX)?;
+        self.tc_mapped = true;
+        // SAFETY: both ranges were just mapped read-write for the life of
+        // the process (the reservation is never unmapped) and nothing else
+        // refers to them.
+        unsafe {
+            Ok((
+                Region::from_raw(layout::TABLE_ADDR, table_len),
+                Region::from_raw(layout::TC_ADDR, tc_size),
+            ))
+        }
+    }
+
+    /// Runs translated code from host address `host_eip` with the guest
+    /// registers, data segments and arithmetic flags of `cpu` until it
+    /// leaves, and writes the guest state at the exit back into `cpu`.
+    ///
+    /// Translated code runs on the monitor's flat code segment with GS on
+    /// the monitor region; the guest's own DS, ES, FS and SS are shadowed
+    /// as for direct execution. `cpu.eip` is left alone: only the caller
+    /// can map a host address back to a guest EIP.
+    pub fn run_translated(&mut self, cpu: &mut CpuState, host_eip: u32) -> Result<TcExit, MonitorError> {
+        if std::thread::current().id() != self.thread {
+            return Err(MonitorError::WrongThread);
+        }
+        let sels = [
+            ldt::MONITOR_CS,
+            self.load_shadow(Slot::Ss, &cpu.ss)?,
+            self.load_shadow(Slot::Ds, &cpu.ds)?,
+            self.load_shadow(Slot::Es, &cpu.es)?,
+            self.load_shadow(Slot::Fs, &cpu.fs)?,
+            ldt::MONITOR_GS,
+        ];
+        {
+            // SAFETY: as in run_user.
+            let area = unsafe { switch::area() };
+            area.gpr = [
+                cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi,
+            ];
+            area.eip = host_eip;
+            area.eflags = (cpu.eflags & TRANSLATED_FLAGS) | flags::IF | flags::FIXED1;
+            area.sel = sels;
+            area.exit_signal = 0;
+            area.exit_at_entry = 0;
+            area.tc_exit = 0;
+        }
+        // SAFETY: CS is the monitor's flat code segment and `host_eip` is
+        // translated code the caller emitted; SS is a writable data shadow;
+        // handlers, sigaltstack and seccomp are installed on this thread.
+        unsafe { switch::enter() };
+        // SAFETY: the guest is not running any more.
+        let area = unsafe { switch::area() };
+        if area.tc_exit != 0 {
+            if area.pending_kick != 0 {
+                // A kick that arrived in the exit stub: the monitor sees it
+                // through the kicker's own bookkeeping; just clear it.
+                area.pending_kick = 0;
+            }
+            [
+                cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi,
+            ] = area.gpr;
+            cpu.eflags = merge_flags(cpu.eflags, area.eflags, TRANSLATED_FLAGS);
+            return Ok(TcExit::Exit {
+                reason: area.tc_reason,
+                arg: area.tc_arg,
+            });
+        }
+        if area.exit_signal == 0 || area.exit_signal == switch::KICK_SIGNAL as u32 {
+            area.pending_kick = 0;
+            if area.exit_signal == 0 || area.exit_at_entry != 0 {
+                return Ok(TcExit::Interrupted);
+            }
+        } else if area.exit_at_entry != 0 {
+            return Err(MonitorError::EntryFault {
+                signal: area.exit_signal as i32,
+                trapno: area.exit_trapno,
+                error_code: area.exit_err,
+            });
+        }
+        [
+            cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi,
+        ] = area.gpr;
+        cpu.eflags = merge_flags(cpu.eflags, area.eflags, TRANSLATED_FLAGS);
+        let exit = if area.sel[0] != ldt::MONITOR_CS {
+            DirectExit::ForeignCode {
+                selector: area.sel[0],
+                signal: area.exit_signal as i32,
+            }
+        } else {
+            decode_exit(
+                area.exit_signal as i32,
+                area.exit_trapno,
+                area.exit_err,
+                area.exit_addr,
+            )
+        };
+        Ok(TcExit::Signal {
+            host_eip: area.eip,
+            exit,
+        })
     }
 
     /// Runs guest user (CPL 3) code directly from `cpu` until the first
@@ -421,7 +614,7 @@ impl Monitor {
             });
         }
         cpu.eip = area.eip;
-        cpu.eflags = (area.eflags & USER_FLAGS) | (cpu.eflags & !USER_FLAGS) | flags::FIXED1;
+        cpu.eflags = merge_flags(cpu.eflags, area.eflags, USER_FLAGS);
         for (seg, (&now, &was)) in [&mut cpu.ds, &mut cpu.es, &mut cpu.fs, &mut cpu.gs]
             .into_iter()
             .zip(area.sel[2..].iter().zip(&sels[2..]))

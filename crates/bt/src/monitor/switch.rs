@@ -65,6 +65,42 @@ pub struct VcpuArea {
     pub vcpu_tid: i32,
     /// Set by a kick that arrived while the monitor ran.
     pub pending_kick: u32,
+    /// Far pointer (offset, then selector) that translated code jumps
+    /// through to leave: the 64-bit TC exit stub below 4 GiB.
+    pub exit_far: [u32; 2],
+    /// Why translated code left ([`crate::translate::ExitReason`] code);
+    /// written by translated code just before it jumps through `exit_far`.
+    pub tc_reason: u32,
+    /// The reason's argument (usually a guest EIP).
+    pub tc_arg: u32,
+    /// Scratch slots for inline sequences in translated code (saved guest
+    /// registers, a computed jump target).
+    pub scratch: [u32; 4],
+    /// Set by the TC exit stub: the exit was a far jump, not a signal.
+    pub tc_exit: u32,
+    _pad2: u32,
+    /// Address of [`popek_bt_exit_stub`] in the host's text, which the TC
+    /// exit stub (copied below 4 GiB) cannot reach with a relative jump.
+    pub host_exit: u64,
+    /// The guest's x87/SSE state (FXSAVE image) while the monitor runs.
+    pub fx: FxImage,
+}
+
+/// An FXSAVE/FXRSTOR image: 512 bytes, 16-byte aligned.
+#[repr(C, align(16))]
+#[derive(Debug, Clone, Copy)]
+pub struct FxImage(pub [u8; 512]);
+
+impl Default for FxImage {
+    /// The state FNINIT leaves, with MXCSR at its reset value: what a CPU
+    /// has before the guest's first FPU instruction.
+    fn default() -> FxImage {
+        let mut b = [0u8; 512];
+        b[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+        b[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+        b[28..32].copy_from_slice(&0xFFFFu32.to_le_bytes());
+        FxImage(b)
+    }
 }
 
 /// Address of the vCPU area: the first page of the monitor region.
@@ -129,6 +165,8 @@ global_asm!(
     "mov [rdi + {host_sel} + 6], ax",
     "stmxcsr [rdi + {host_mxcsr}]",
     "fnstcw [rdi + {host_fcw}]",
+    // The guest's x87/SSE registers, saved at its last exit.
+    "fxrstor64 [rdi + {fx}]",
     // From here to the iretq a signal sends the run to the exit stub (the
     // handler knows this range): a kick is never lost, a fault of the iretq
     // itself becomes an exit at entry.
@@ -160,12 +198,27 @@ global_asm!(
     "mov ebp, [rdi + {gpr} + 20]",
     "mov esi, [rdi + {gpr} + 24]",
     "mov edi, [rdi + {gpr} + 28]",
+    // Guest code never sees host values: R8-R15 are invisible in
+    // compatibility mode but would be readable after a far jump to the
+    // host's 64-bit code segment, and the TC exit stub uses R8.
+    "xor r8d, r8d",
+    "xor r9d, r9d",
+    "xor r10d, r10d",
+    "xor r11d, r11d",
+    "xor r12d, r12d",
+    "xor r13d, r13d",
+    "xor r14d, r14d",
+    "xor r15d, r15d",
     "popek_bt_enter_critical_end:",
     "iretq",
     // Reached by sigreturn with RDI = the area and RSP = host_rsp, or from
     // the pending-kick check above.
     ".p2align 4",
     "popek_bt_exit_stub:",
+    // The guest's x87/SSE state is live (sigreturn restored the one the
+    // signal interrupted; a TC exit never touched it): keep it for the next
+    // entry before the host's control words go back.
+    "fxsave64 [rdi + {fx}]",
     "mov ax, [rdi + {host_sel}]",
     "mov ds, ax",
     "mov ax, [rdi + {host_sel} + 2]",
@@ -180,10 +233,7 @@ global_asm!(
     "wrfsbase rax",
     "mov rax, [rdi + {host_gsbase}]",
     "wrgsbase rax",
-    // The guest's x87/SSE state is whatever sigreturn restored; the ABI
-    // wants an empty x87 stack and the host's control words.
-    // TODO(fpu): save the guest's FPU state (fxsave image from the
-    // ucontext) in the area and restore it at entry.
+    // The ABI wants an empty x87 stack and the host's control words.
     "fninit",
     "fldcw [rdi + {host_fcw}]",
     "ldmxcsr [rdi + {host_mxcsr}]",
@@ -233,6 +283,7 @@ global_asm!(
     "wrgsbase rcx",
     "3:",
     "jmp {handler}",
+    fx = const offset_of!(VcpuArea, fx),
     host_rsp = const offset_of!(VcpuArea, host_rsp),
     host_fsbase = const offset_of!(VcpuArea, host_fsbase),
     host_gsbase = const offset_of!(VcpuArea, host_gsbase),
@@ -252,12 +303,64 @@ global_asm!(
     handler = sym signal_handler,
 );
 
+// The TC exit stub. Translated code leaves with `jmp far gs:[exit_far]`,
+// landing here in 64-bit mode with the host's CS. The bytes are copied into
+// the monitor region (a 32-bit far pointer cannot reach the host's text),
+// so they must be position independent: absolute addresses only, through
+// R8, which entry zeroed and 32-bit code cannot touch. It saves the guest
+// registers, switches to the host stack saved at entry and jumps on to
+// `popek_bt_exit_stub`, as a signal exit would.
+global_asm!(
+    ".globl popek_bt_tc_exit",
+    ".hidden popek_bt_tc_exit",
+    ".globl popek_bt_tc_exit_end",
+    ".hidden popek_bt_tc_exit_end",
+    ".p2align 4",
+    "popek_bt_tc_exit:",
+    "mov r8d, {area}",
+    "mov [r8 + {gpr}], eax",
+    "mov [r8 + {gpr} + 4], ecx",
+    "mov [r8 + {gpr} + 8], edx",
+    "mov [r8 + {gpr} + 12], ebx",
+    "mov [r8 + {gpr} + 16], esp",
+    "mov [r8 + {gpr} + 20], ebp",
+    "mov [r8 + {gpr} + 24], esi",
+    "mov [r8 + {gpr} + 28], edi",
+    "mov rsp, [r8 + {host_rsp}]",
+    "pushfq",
+    "pop rax",
+    "mov [r8 + {eflags}], eax",
+    "mov dword ptr [r8 + {exit_signal}], 0",
+    "mov dword ptr [r8 + {tc_exit}], 1",
+    "mov rdi, r8",
+    "jmp qword ptr [r8 + {host_exit}]",
+    "popek_bt_tc_exit_end:",
+    area = const VCPU_AREA,
+    gpr = const offset_of!(VcpuArea, gpr),
+    host_rsp = const offset_of!(VcpuArea, host_rsp),
+    eflags = const offset_of!(VcpuArea, eflags),
+    exit_signal = const offset_of!(VcpuArea, exit_signal),
+    tc_exit = const offset_of!(VcpuArea, tc_exit),
+    host_exit = const offset_of!(VcpuArea, host_exit),
+);
+
 extern "C" {
     fn popek_bt_enter(area: *mut VcpuArea);
     fn popek_bt_exit_stub();
     fn popek_bt_enter_critical();
     fn popek_bt_enter_critical_end();
     fn popek_bt_signal_trampoline();
+    fn popek_bt_tc_exit();
+    fn popek_bt_tc_exit_end();
+}
+
+/// The position-independent bytes of the TC exit stub, to copy below 4 GiB.
+pub fn tc_exit_stub() -> &'static [u8] {
+    let start = popek_bt_tc_exit as *const () as usize;
+    let end = popek_bt_tc_exit_end as *const () as usize;
+    // SAFETY: both symbols delimit one stretch of this binary's text,
+    // which is mapped readable for the life of the process.
+    unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }
 }
 
 /// The vCPU area at its fixed address.
@@ -283,6 +386,8 @@ pub unsafe fn init_area(vcpu_tid: i32) {
         host_cs: cs,
         host_ss: ss,
         vcpu_tid,
+        exit_far: [super::layout::STUB_ADDR, u32::from(cs)],
+        host_exit: popek_bt_exit_stub as *const () as usize as u64,
         ..VcpuArea::default()
     };
     READY.store(true, Ordering::Release);
@@ -372,7 +477,12 @@ extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
     };
     // Guest code: our LDT selectors, or a host selector the guest loaded
     // with a far jump (host code never runs below 4 GiB: it is reserved).
-    let guest = ready && (cs != host_cs || rip < 1 << 32);
+    // The TC exit stub runs 64-bit with the host's CS below 4 GiB but is
+    // the monitor's: a kick there is noted like one in host code.
+    let in_stub = (u64::from(super::layout::STUB_ADDR)
+        ..u64::from(super::layout::STUB_ADDR + super::layout::STUB_SIZE))
+        .contains(&rip);
+    let guest = ready && (cs != host_cs || (rip < 1 << 32 && !in_stub));
     let entry = ready && !guest && in_critical(rip);
     if !guest && !entry {
         if ready && sig == KICK_SIGNAL {
