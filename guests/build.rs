@@ -65,6 +65,11 @@ const GUESTS: &[GuestSpec] = &[
         format: Format::Multiboot,
     },
     GuestSpec {
+        name: "tc",
+        summary: "translation cache: hot loops, deep call/ret, jump tables, self-modifying code",
+        format: Format::Multiboot,
+    },
+    GuestSpec {
         name: "bzhello",
         summary: "Linux boot protocol entry state, boot_params, e820 map, command line and initrd",
         format: Format::BzImage,

@@ -5,7 +5,14 @@ mod common;
 use common::{assert_pass, kvm_available, popek};
 
 /// The guests these tests know; a new guest must get a test.
-const KNOWN: &[&str] = &["hello", "sensitive", "interrupts", "usermode", "bzhello"];
+const KNOWN: &[&str] = &[
+    "hello",
+    "sensitive",
+    "interrupts",
+    "usermode",
+    "tc",
+    "bzhello",
+];
 
 fn run_kvm(guest: &str, extra: &[&str]) -> Option<common::Run> {
     if !kvm_available() {
@@ -74,6 +81,14 @@ fn usermode_under_kvm() {
         return;
     }
     let Some(run) = run_kvm("usermode", &[]) else {
+        return;
+    };
+    assert_pass(&run);
+}
+
+#[test]
+fn tc_under_kvm() {
+    let Some(run) = run_kvm("tc", &[]) else {
         return;
     };
     assert_pass(&run);
