@@ -100,6 +100,9 @@ pub struct NewBlock {
     pub key: BlockKey,
     /// Guest physical page the block's guest code lies on.
     pub page: GuestPage,
+    /// The next guest physical page, when the block's last instruction
+    /// straddles the page end (a write there must invalidate it too).
+    pub spill: Option<GuestPage>,
     /// Guest bytes the block covers, from `key.eip`.
     pub guest_len: u32,
     /// One entry per guest instruction, in guest order.
@@ -155,7 +158,10 @@ impl NewBlock {
         }
         let page_start = self.key.eip & !(GUEST_PAGE_SIZE - 1);
         let end = u64::from(self.key.eip) + u64::from(self.guest_len);
-        if self.guest_len == 0 || end > u64::from(page_start) + u64::from(GUEST_PAGE_SIZE) {
+        // Only a straddling last instruction (at most 15 bytes) may spill
+        // into the next page, and then the record must name that page.
+        let slack = if self.spill.is_some() { 15 } else { 0 };
+        if self.guest_len == 0 || end > u64::from(page_start) + u64::from(GUEST_PAGE_SIZE) + slack {
             return Err(BlockError::CrossesPage);
         }
         let last = self.insns.last().expect("checked non-empty");
@@ -194,6 +200,8 @@ pub struct Block {
     pub key: BlockKey,
     /// Guest physical page the guest code lies on.
     pub page: GuestPage,
+    /// The page a straddling last instruction spills into.
+    pub spill: Option<GuestPage>,
     /// Guest bytes covered.
     pub guest_len: u32,
     /// Offset of the first translated byte in the code buffer.
@@ -212,6 +220,7 @@ impl Block {
         Block {
             key: nb.key,
             page: nb.page,
+            spill: nb.spill,
             guest_len: nb.guest_len,
             host_offset,
             host_len,
@@ -286,6 +295,7 @@ mod tests {
         let nb = NewBlock {
             key: key(0x1000),
             page: GuestPage(0x1),
+            spill: None,
             guest_len: 8,
             insns: vec![
                 InsnMap {

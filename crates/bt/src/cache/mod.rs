@@ -203,6 +203,9 @@ impl TranslationCache {
         let block = Block::place(nb, exits, at, len);
         self.by_key.insert(block.key, id);
         self.by_page.entry(block.page).or_default().push(id);
+        if let Some(spill) = block.spill {
+            self.by_page.entry(spill).or_default().push(id);
+        }
         self.by_host.insert(at, id);
         self.blocks.insert(id, block);
         Ok(id)
@@ -335,10 +338,12 @@ impl TranslationCache {
         if self.by_key.get(&b.key) == Some(&id) {
             self.by_key.remove(&b.key);
         }
-        if let Some(list) = self.by_page.get_mut(&b.page) {
-            list.retain(|&x| x != id);
-            if list.is_empty() {
-                self.by_page.remove(&b.page);
+        for page in std::iter::once(b.page).chain(b.spill) {
+            if let Some(list) = self.by_page.get_mut(&page) {
+                list.retain(|&x| x != id);
+                if list.is_empty() {
+                    self.by_page.remove(&page);
+                }
             }
         }
         self.by_host.remove(&b.host_offset);

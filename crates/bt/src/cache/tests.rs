@@ -32,6 +32,7 @@ fn block(eip: u32, page: u32, n: u32, targets: &[u32]) -> (NewBlock, Vec<u8>) {
     let nb = NewBlock {
         key: BlockKey { eip, ctx: CTX },
         page: GuestPage(page),
+        spill: None,
         guest_len: n,
         insns,
         exits,
