@@ -169,7 +169,13 @@ pub fn read_descriptor(
     Ok((Descriptor::from_bytes(b), at))
 }
 
-fn mark_accessed(mem: &mut impl LinearMemory, desc: &Descriptor, at: u32) -> Result<(), Exception> {
+/// Sets the accessed bit of the code/data descriptor at `at` in memory, as
+/// every segment load does.
+pub(crate) fn mark_accessed(
+    mem: &mut impl LinearMemory,
+    desc: &Descriptor,
+    at: u32,
+) -> Result<(), Exception> {
     if desc.s && desc.typ & descriptor::types::ACCESSED == 0 {
         let bytes = desc.with_accessed().to_bytes();
         mem.write(at + 5, &bytes[5..6])?;
@@ -436,6 +442,18 @@ fn stack_read(
     }
 }
 
+/// On a return to the outer level `cpl`, the data segment registers that
+/// level may not use become null, so the kernel's selectors do not leak
+/// into user mode (IRET and far RET).
+pub(crate) fn null_outer_data_segments(cpu: &mut CpuState, cpl: u8) {
+    for seg in [&mut cpu.ds, &mut cpu.es, &mut cpu.fs, &mut cpu.gs] {
+        let data_or_nonconforming = !seg.is_code() || seg.typ & 0x4 == 0;
+        if seg.present && data_or_nonconforming && seg.dpl < cpl {
+            *seg = Segment::unusable();
+        }
+    }
+}
+
 /// Protected-mode IRET with the given operand size (4 for IRETD, 2 for the
 /// 16-bit form), to the same or an outer privilege level.
 pub fn iret(cpu: &mut CpuState, mem: &mut impl LinearMemory, size: u32) -> Outcome {
@@ -505,14 +523,7 @@ pub fn iret(cpu: &mut CpuState, mem: &mut impl LinearMemory, size: u32) -> Outco
         } else {
             (cpu.esp & 0xFFFF_0000) | esp
         };
-        // Data segments the outer level may not use become null, so the
-        // kernel's selectors do not leak into user mode.
-        for seg in [&mut new.ds, &mut new.es, &mut new.fs, &mut new.gs] {
-            let data_or_nonconforming = !seg.is_code() || seg.typ & 0x4 == 0;
-            if seg.present && data_or_nonconforming && seg.dpl < rpl {
-                *seg = Segment::unusable();
-            }
-        }
+        null_outer_data_segments(&mut new, rpl);
     } else {
         new.esp = cpu.esp.wrapping_add(3 * size);
     }

@@ -92,6 +92,11 @@ pub mod cr4 {
     pub const UMIP: u32 = 1 << 11;
 }
 
+/// DR6 after RESET: the bits that always read as one.
+pub const DR6_RESET: u32 = 0xFFFF_0FF0;
+/// DR7 after RESET: bit 10 always reads as one.
+pub const DR7_RESET: u32 = 0x0000_0400;
+
 /// A segment register: the visible selector and the hidden descriptor cache
 /// the CPU loaded with it. Engines run from the cache, never from the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -244,6 +249,8 @@ pub struct CpuState {
     pub cr3: u32,
     /// CR4.
     pub cr4: u32,
+    /// DR0-DR7 (DR4 and DR5 are never stored: they alias DR6 and DR7).
+    pub dr: [u32; 8],
     /// IA32_EFER (only NXE matters to a 32-bit PAE guest).
     pub efer: u64,
     /// IA32_SYSENTER_CS.
@@ -295,6 +302,7 @@ impl CpuState {
                 ..Segment::default()
             },
             cr0: cr0::ET | cr0::CD | cr0::NW,
+            dr: [0, 0, 0, 0, 0, 0, DR6_RESET, DR7_RESET],
             pat: 0x0007_0406_0007_0406,
             ..Default::default()
         }
