@@ -5,6 +5,7 @@
 pub mod classify;
 pub mod cpuid;
 pub mod descriptor;
+pub mod emulate;
 pub mod interrupt;
 pub mod msr;
 pub mod protection;

@@ -1,0 +1,289 @@
+//! The callout emulator: carries out one privileged or sensitive guest
+//! instruction on a [`CpuState`] exactly as the CPU would.
+//!
+//! The binary translator turns such instructions into callouts that exit to
+//! the monitor with EIP at the instruction; the KVM engine lands here when the
+//! host's instruction emulator gives up. Either way the caller decodes the
+//! instruction (see [`fetch`]) and calls [`execute`], which either completes
+//! it (EIP past it, or wherever a far transfer, INT or IRET sends it) or
+//! reports the exception it raises with the state as the instruction found it,
+//! so that the caller can deliver the exception with
+//! [`crate::interrupt::deliver_event`] ([`execute_and_deliver`] does both).
+//!
+//! Scope: protected mode (CR0.PE set, EFLAGS.VM clear) is modelled in full;
+//! real mode works for everything but INT/IRET; virtual-8086 mode, task
+//! switches, call gates and SYSCALL/SYSRET are reported as
+//! [`Unsupported::Feature`].
+//!
+//! What the engine must do afterwards is reported in [`Effects`]. Most of it
+//! is found by comparing the state before and after, so no handler can
+//! forget to report a segment, table or paging change.
+
+mod control;
+mod descriptors;
+mod far;
+mod flags;
+mod interrupts;
+mod io;
+mod misc;
+mod operand;
+mod segments;
+mod tables;
+#[cfg(test)]
+mod testing;
+
+use iced_x86::{Decoder, DecoderOptions, Instruction};
+
+use crate::classify::{kind_of, Kind};
+use crate::cpuid::CpuidModel;
+use crate::interrupt::{self, vector, Event, Exception, LinearMemory};
+use crate::msr::MsrFile;
+use crate::state::{cr0, cr4, flags as fl, CpuState};
+
+pub use crate::interrupt::{Failure, Unsupported};
+
+/// What the emulator needs from the machine around the CPU.
+pub trait Platform {
+    /// IN: reads `size` (1, 2 or 4) bytes from I/O port `port`.
+    fn io_in(&mut self, port: u16, size: u8) -> u32;
+    /// OUT: writes the low `size` (1, 2 or 4) bytes of `value` to port `port`.
+    fn io_out(&mut self, port: u16, size: u8, value: u32);
+    /// The guest's current time-stamp counter.
+    fn tsc(&mut self) -> u64;
+    /// WRMSR to IA32_TIME_STAMP_COUNTER: the guest's TSC now reads `value`.
+    fn set_tsc(&mut self, value: u64);
+    /// The CPU model the guest sees (decides which instructions exist).
+    fn cpuid(&self) -> &CpuidModel;
+    /// The MSRs that do not live in [`CpuState`].
+    fn msrs(&mut self) -> &mut MsrFile;
+}
+
+/// What the engine must do after an emulated instruction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// HLT: wait for an interrupt before running the next instruction.
+    pub halted: bool,
+    /// Interrupts stay blocked until the next instruction has completed (STI
+    /// that set IF, MOV SS, POP SS).
+    pub interrupt_shadow: bool,
+    /// A segment register (CS, SS, DS, ES, FS or GS) changed: reload shadows.
+    pub segments_changed: bool,
+    /// CS, the CPL or the paging mode changed: translations made for the old
+    /// context do not apply (look up in a new translation context).
+    pub context_changed: bool,
+    /// EIP is not the next instruction (far transfer, INT, IRET, SYSENTER).
+    pub branched: bool,
+    /// CR0.PE/PG/WP, CR4.PSE/PAE/PGE or EFER.NXE changed: drop every shadow
+    /// mapping, global ones included.
+    pub paging_changed: bool,
+    /// CR3 was written (even with its old value): drop non-global shadows.
+    pub cr3_written: bool,
+    /// INVLPG: drop the shadow mapping of this linear address.
+    pub tlb_flush_page: Option<u32>,
+    /// A control register or EFER was written (MOV CRn, CLTS, LMSW, WRMSR).
+    pub cr_written: bool,
+    /// GDTR, IDTR, LDTR or TR changed.
+    pub tables_changed: bool,
+    /// Set by [`execute_and_deliver`]: the instruction raised this exception,
+    /// which was delivered through the guest IDT.
+    pub delivered: Option<Exception>,
+}
+
+/// Reads and decodes the instruction at CS:EIP with the code size of CS.
+/// A fetch that faults part-way is reported only if the decoder needed the
+/// bytes it could not read. CS limit checks are the engine's business.
+pub fn fetch(cpu: &CpuState, mem: &mut impl LinearMemory) -> Result<Instruction, Exception> {
+    let mut bytes = [0u8; 15];
+    let mut len = 0;
+    let mut fault = None;
+    // Byte by byte, so an instruction that ends just before an unmapped page
+    // still decodes.
+    for (i, b) in bytes.iter_mut().enumerate() {
+        let at = cpu.linear_ip().wrapping_add(i as u32);
+        match mem.read(at, std::slice::from_mut(b)) {
+            Ok(()) => len += 1,
+            Err(e) => {
+                fault = Some(e);
+                break;
+            }
+        }
+    }
+    let bitness = if cpu.cs.db { 32 } else { 16 };
+    let insn = Decoder::with_ip(
+        bitness,
+        &bytes[..len],
+        u64::from(cpu.eip),
+        DecoderOptions::NONE,
+    )
+    .decode();
+    match fault {
+        Some(e) if insn.is_invalid() || insn.len() > len => Err(e),
+        _ => Ok(insn),
+    }
+}
+
+/// Carries out `insn`, decoded at `cpu.eip` with the code size of CS. On
+/// success EIP is past the instruction or at the transfer's target; on
+/// `Err(Failure::Fault)` the state is as the instruction found it (REP
+/// INS/OUTS excepted: their completed iterations stay done, as on hardware).
+pub fn execute(
+    cpu: &mut CpuState,
+    mem: &mut impl LinearMemory,
+    plat: &mut impl Platform,
+    insn: &Instruction,
+) -> Result<Effects, Failure> {
+    if cpu.eflags & fl::VM != 0 {
+        return Err(unsupported("virtual-8086 mode"));
+    }
+    let kind = kind_of(insn);
+    if insn.has_lock_prefix() && kind != Kind::Invalid {
+        return Err(ud());
+    }
+    let mut eff = Effects::default();
+    if kind == Kind::InsOuts {
+        // String I/O keeps completed iterations on a fault, so it works on
+        // the committed state itself.
+        io::string(cpu, mem, plat, insn)?;
+        return Ok(eff);
+    }
+    let mut new = cpu.clone();
+    new.eip = next_eip(cpu, insn);
+    match kind {
+        Kind::InOut => io::in_out(&mut new, mem, plat, insn)?,
+        Kind::MovCr
+        | Kind::MovDr
+        | Kind::Clts
+        | Kind::Lmsw
+        | Kind::Invlpg
+        | Kind::Invd
+        | Kind::Wbinvd => control::execute(&mut new, mem, plat, insn, &mut eff)?,
+        Kind::Lgdt
+        | Kind::Lidt
+        | Kind::Lldt
+        | Kind::Ltr
+        | Kind::Sgdt
+        | Kind::Sidt
+        | Kind::Sldt
+        | Kind::Str
+        | Kind::Smsw => tables::execute(&mut new, mem, insn, kind)?,
+        Kind::Cli | Kind::Sti | Kind::Pushf | Kind::Popf => {
+            flags::execute(&mut new, mem, insn, kind, &mut eff)?
+        }
+        Kind::MovToSreg
+        | Kind::MovFromSreg
+        | Kind::PushSreg
+        | Kind::PopSreg
+        | Kind::LoadFarPointer => segments::execute(&mut new, mem, insn, kind, &mut eff)?,
+        Kind::FarCall | Kind::FarJmp | Kind::FarRet => far::execute(&mut new, mem, insn, kind)?,
+        Kind::Int | Kind::Int3 | Kind::Into | Kind::Int1 | Kind::Iret => {
+            interrupts::execute(&mut new, mem, insn, kind)?
+        }
+        Kind::Lar | Kind::Lsl | Kind::Verr | Kind::Verw => {
+            descriptors::execute(&mut new, mem, insn, kind)?
+        }
+        Kind::Ud | Kind::Invalid => return Err(ud()),
+        _ => misc::execute(&mut new, plat, insn, kind, &mut eff)?,
+    }
+    // The CPU clears RF after every instruction it completes, IRET aside.
+    if kind != Kind::Iret {
+        new.eflags &= !fl::RF;
+    }
+    let next = next_eip(cpu, insn);
+    diff(cpu, &new, next, &mut eff);
+    *cpu = new;
+    Ok(eff)
+}
+
+/// Like [`execute`], but delivers an exception the instruction raises
+/// through the guest IDT (with the double-fault rules), as the CPU would.
+/// `Err` means the CPU shut down (triple fault) or something unsupported was
+/// needed; `Effects::delivered` names a delivered exception.
+pub fn execute_and_deliver(
+    cpu: &mut CpuState,
+    mem: &mut impl LinearMemory,
+    plat: &mut impl Platform,
+    insn: &Instruction,
+) -> Result<Effects, Unsupported> {
+    match execute(cpu, mem, plat, insn) {
+        Ok(eff) => Ok(eff),
+        Err(Failure::Unsupported(u)) => Err(u),
+        Err(Failure::Fault(e)) => deliver_fault(cpu, mem, e),
+    }
+}
+
+/// Delivers exception `e` raised at the current instruction and reports
+/// what the delivery changed.
+pub fn deliver_fault(
+    cpu: &mut CpuState,
+    mem: &mut impl LinearMemory,
+    e: Exception,
+) -> Result<Effects, Unsupported> {
+    let old = cpu.clone();
+    let at = cpu.eip;
+    interrupt::deliver_event(cpu, mem, e.vector, Event::Exception(e.error_code))?;
+    let mut eff = Effects {
+        delivered: Some(e),
+        ..Effects::default()
+    };
+    diff(&old, cpu, at, &mut eff);
+    Ok(eff)
+}
+
+/// Fills in the effects that follow from comparing the states.
+fn diff(old: &CpuState, new: &CpuState, next: u32, eff: &mut Effects) {
+    let cs_changed = old.cs != new.cs;
+    eff.segments_changed |= cs_changed
+        || old.ss != new.ss
+        || old.ds != new.ds
+        || old.es != new.es
+        || old.fs != new.fs
+        || old.gs != new.gs;
+    eff.branched |= cs_changed || new.eip != next;
+    let paging_cr0 = cr0::PE | cr0::PG | cr0::WP;
+    let paging_cr4 = cr4::PSE | cr4::PAE | cr4::PGE;
+    eff.paging_changed |= (old.cr0 ^ new.cr0) & paging_cr0 != 0
+        || (old.cr4 ^ new.cr4) & paging_cr4 != 0
+        || (old.efer ^ new.efer) & crate::msr::efer::NXE != 0;
+    eff.context_changed |= cs_changed || eff.paging_changed;
+    eff.tables_changed |=
+        old.gdtr != new.gdtr || old.idtr != new.idtr || old.ldtr != new.ldtr || old.tr != new.tr;
+}
+
+/// EIP of the next instruction, wrapping at 64 KiB in 16-bit code.
+fn next_eip(cpu: &CpuState, insn: &Instruction) -> u32 {
+    let next = cpu.eip.wrapping_add(insn.len() as u32);
+    if cpu.cs.db {
+        next
+    } else {
+        next & 0xFFFF
+    }
+}
+
+/// True in protected mode (the emulator never runs in virtual-8086 mode).
+fn protected(cpu: &CpuState) -> bool {
+    cpu.cr0 & cr0::PE != 0
+}
+
+/// #UD.
+fn ud() -> Failure {
+    Failure::Fault(Exception::plain(vector::UD))
+}
+
+/// #GP(0).
+fn gp0() -> Exception {
+    Exception::gp(0)
+}
+
+/// A feature popek does not model, by name.
+fn unsupported(what: &'static str) -> Failure {
+    Failure::Unsupported(Unsupported::Feature(what))
+}
+
+/// #GP(0) unless CPL is 0: the rule for every privileged instruction.
+fn require_cpl0(cpu: &CpuState) -> Result<(), Exception> {
+    if cpu.cpl() == 0 {
+        Ok(())
+    } else {
+        Err(gp0())
+    }
+}
