@@ -1,5 +1,6 @@
 //! popek: a virtual machine monitor for 32-bit x86 guests.
 
+mod audit;
 mod console;
 mod run;
 
@@ -26,6 +27,8 @@ enum Command {
     Run(run::RunArgs),
     /// List the embedded guests.
     Guests,
+    /// Count a kernel's privileged and sensitive-unprivileged instructions.
+    Audit(audit::AuditArgs),
 }
 
 fn init_tracing(verbose: u8) {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
     init_tracing(cli.verbose);
     match cli.command.expect("a subcommand after the second parse") {
         Command::Run(args) => run::run(&args),
+        Command::Audit(args) => audit::run(&args),
         Command::Guests => {
             for g in popek_guests::GUESTS {
                 let default = if g.name == popek_guests::DEFAULT {
