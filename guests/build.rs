@@ -70,6 +70,11 @@ const GUESTS: &[GuestSpec] = &[
         format: Format::Multiboot,
     },
     GuestSpec {
+        name: "hostile",
+        summary: "ring 3 attacks its monitor (attack=a..e): host selectors, WRPKRU, far jmp to 0x33, int 0x80",
+        format: Format::Multiboot,
+    },
+    GuestSpec {
         name: "bzhello",
         summary: "Linux boot protocol entry state, boot_params, e820 map, command line and initrd",
         format: Format::BzImage,
