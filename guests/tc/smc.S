@@ -17,6 +17,13 @@
 	.section .data.smc, "awx", @progbits
 
 /*
+ * The routines get a page of their own, so that the only writes into it
+ * are the patches below and the deliberate ones to smc_neighbour: the
+ * guest's other data (check counters, results) lives in other pages.
+ */
+	.balign 4096
+
+/*
  * u32 smc_const(void): returns the immediate at smc_const_imm, which the
  * C side overwrites between calls.
  */
@@ -90,5 +97,6 @@ smc_target_b:
 	.align 16
 jit_buffer:
 	.fill 64, 1, 0xCC
+	.balign 4096
 
 	.section .note.GNU-stack, "", @progbits
