@@ -27,6 +27,13 @@ pub struct Census {
     pub instructions: u64,
     /// Bytes that decoded to no instruction; the sweep skipped each one.
     pub invalid_bytes: u64,
+    /// INT3s (counted under [`Kind::Int3`]) that no instruction falls
+    /// through to: they follow a jump, a return, UD2 or such padding.
+    /// Compilers and linkers fill the gaps between functions with 0xCC and
+    /// put one after indirect jumps against straight-line speculation, so
+    /// these are never executed; the report says how many, lest a reader
+    /// take them for 17,000 breakpoints in a kernel.
+    pub int3_padding: u64,
     counts: [u64; KINDS],
     first: [Option<u64>; KINDS],
 }
@@ -37,6 +44,7 @@ impl Default for Census {
             bytes: 0,
             instructions: 0,
             invalid_bytes: 0,
+            int3_padding: 0,
             counts: [0; KINDS],
             first: [None; KINDS],
         }
@@ -72,6 +80,8 @@ impl Census {
             .peekable();
         let mut decoder = Decoder::with_ip(32, code, address, DecoderOptions::NONE);
         let mut instr = Instruction::default();
+        // Whether the previous instruction (if contiguous) falls through.
+        let mut falls_through = true;
         while decoder.can_decode() {
             let offset = decoder.position();
             let ip = address + offset as u64;
@@ -90,10 +100,26 @@ impl Census {
                     .set_position(next)
                     .expect("the resume point is within the range");
                 decoder.set_ip(resume);
+                falls_through = true;
                 continue;
             }
             census.instructions += 1;
-            census.note(classify(&instr).kind, ip, 1);
+            let kind = classify(&instr).kind;
+            census.note(kind, ip, 1);
+            falls_through = match kind {
+                Kind::Jmp
+                | Kind::JmpIndirect
+                | Kind::Ret
+                | Kind::Ud
+                | Kind::FarJmp
+                | Kind::FarRet
+                | Kind::Iret => false,
+                Kind::Int3 if !falls_through => {
+                    census.int3_padding += 1;
+                    false
+                }
+                _ => true,
+            };
         }
         census
     }
@@ -110,6 +136,7 @@ impl Census {
         self.bytes += other.bytes;
         self.instructions += other.instructions;
         self.invalid_bytes += other.invalid_bytes;
+        self.int3_padding += other.int3_padding;
         for i in 0..KINDS {
             self.counts[i] += other.counts[i];
             self.first[i] = match (self.first[i], other.first[i]) {
@@ -301,6 +328,23 @@ mod tests {
         assert_eq!(c.invalid_bytes, 2);
         assert_eq!(c.count(Kind::Sidt), 0);
         assert_eq!(c.count(Kind::Ident), 1);
+    }
+
+    #[test]
+    fn int3_after_a_jump_or_return_is_padding() {
+        // int3; ret; int3; int3; nop; jmp eax; int3; ud2; int3; int3
+        let code = &[
+            0xCC, 0xC3, 0xCC, 0xCC, 0x90, 0xFF, 0xE0, 0xCC, 0x0F, 0x0B, 0xCC, 0xCC,
+        ];
+        let c = of(code, 0);
+        assert_eq!(c.count(Kind::Int3), 6);
+        assert_eq!(
+            c.int3_padding, 5,
+            "only the first int3 can be reached in sequence"
+        );
+        let mut twice = c.clone();
+        twice.add(&c);
+        assert_eq!(twice.int3_padding, 10);
     }
 
     #[test]

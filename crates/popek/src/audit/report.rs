@@ -242,6 +242,14 @@ pub fn text(audit: &Audit) -> String {
                 where_found(audit, kind)
             );
         }
+        if *class == Class::SensitiveUnprivileged && t.int3_padding > 0 {
+            let _ = writeln!(
+                out,
+                "  ({} of the int3 follow a jump, a return or UD2: padding between functions \
+                 or speculation traps, never reached in sequence)",
+                t.int3_padding
+            );
+        }
     }
     out
 }
@@ -286,11 +294,12 @@ fn census_json(c: &Census) -> String {
         })
         .collect();
     format!(
-        "{{\"bytes\": {}, \"instructions\": {}, \"invalid_bytes\": {}, \"classes\": {{{}}}, \
-         \"kinds\": [{}]}}",
+        "{{\"bytes\": {}, \"instructions\": {}, \"invalid_bytes\": {}, \"int3_padding\": {}, \
+         \"classes\": {{{}}}, \"kinds\": [{}]}}",
         c.bytes,
         c.instructions,
         c.invalid_bytes,
+        c.int3_padding,
         classes.join(", "),
         kinds.join(", ")
     )
