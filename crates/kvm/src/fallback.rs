@@ -4,14 +4,16 @@
 //! emulator, which implements IRET and INT n only for real mode and has no
 //! LAR, LSL, VERR or VERW. When it gives up (KVM_EXIT_INTERNAL_ERROR,
 //! "emulation failed") at one of those instructions, popek performs it with
-//! the architecture's own rules (`x86::interrupt`, `x86::protection`) and
-//! resumes the guest.
+//! the callout emulator the BT engine uses (`x86::emulate`), delivers any
+//! exception it raises through the guest IDT, and resumes the guest.
 
-use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
-
-use machine::{GuestMemory, Machine};
-use x86::interrupt::{self, vector, Event, Exception, Failure, LinearMemory, Unsupported};
-use x86::state::{cr0, flags};
+use machine::{GuestMemory, IoBus, Machine};
+use x86::classify::{kind_of, Kind};
+use x86::cpuid::CpuidModel;
+use x86::emulate::{self, Platform, Unsupported};
+use x86::interrupt::{Exception, LinearMemory};
+use x86::msr::MsrFile;
+use x86::state::cr0;
 use x86::CpuState;
 
 /// Linear memory of a guest with paging off: linear addresses are physical.
@@ -32,6 +34,45 @@ impl LinearMemory for PhysicalLinear<'_> {
     }
 }
 
+/// The machine as the emulator sees it. Only the instructions [`name`]
+/// accepts reach the emulator, and none of them touches ports, the TSC or
+/// MSRs; the port I/O is still the machine's bus so that widening the set
+/// cannot silently lose a device access.
+struct FallbackPlatform<'a> {
+    bus: &'a mut IoBus,
+    model: CpuidModel,
+    msrs: MsrFile,
+}
+
+impl Platform for FallbackPlatform<'_> {
+    fn io_in(&mut self, port: u16, size: u8) -> u32 {
+        let mut b = [0u8; 4];
+        self.bus.read(port, &mut b[..usize::from(size)]);
+        u32::from_le_bytes(b)
+    }
+
+    fn io_out(&mut self, port: u16, size: u8, value: u32) {
+        self.bus
+            .write(port, &value.to_le_bytes()[..usize::from(size)]);
+    }
+
+    /// Not consulted (see the type's comment): KVM owns the guest TSC.
+    fn tsc(&mut self) -> u64 {
+        0
+    }
+
+    /// Not consulted (see the type's comment): KVM owns the guest TSC.
+    fn set_tsc(&mut self, _value: u64) {}
+
+    fn cpuid(&self) -> &CpuidModel {
+        &self.model
+    }
+
+    fn msrs(&mut self) -> &mut MsrFile {
+        &mut self.msrs
+    }
+}
+
 /// What the fallback did.
 pub enum Emulated {
     /// The instruction completed (or raised an exception that was delivered);
@@ -45,171 +86,44 @@ pub enum Emulated {
     Unsupported(&'static str),
 }
 
+/// The statistics name of an instruction kvm-pvm cannot emulate, or `None`
+/// for one the fallback leaves alone.
+fn name(kind: Kind) -> Option<&'static str> {
+    Some(match kind {
+        Kind::Iret => "iret",
+        Kind::Int => "int n",
+        Kind::Int3 => "int3",
+        Kind::Into => "into",
+        Kind::Lar => "lar",
+        Kind::Lsl => "lsl",
+        Kind::Verr => "verr",
+        Kind::Verw => "verw",
+        _ => return None,
+    })
+}
+
 /// Carries out the instruction at CS:EIP if it is one kvm-pvm cannot emulate.
 pub fn emulate(cpu: &mut CpuState, machine: &mut Machine) -> Emulated {
     if cpu.cr0 & cr0::PG != 0 || cpu.cr0 & cr0::PE == 0 {
         return Emulated::NotMine;
     }
     let mut mem = PhysicalLinear(&mut machine.memory);
-    let mut bytes = [0u8; 15];
-    if mem.read(cpu.linear_ip(), &mut bytes).is_err() {
-        return Emulated::NotMine;
-    }
     // iced applies CS.D and any prefixes, so IRET's operand size and every
     // instruction length come from one decode.
-    let bitness = if cpu.cs.db { 32 } else { 16 };
-    let insn = Decoder::with_ip(bitness, &bytes, u64::from(cpu.eip), DecoderOptions::NONE).decode();
-    let len = insn.len() as u32;
-    match insn.mnemonic() {
-        Mnemonic::Iretd => {
-            let r = interrupt::iret(cpu, &mut mem, 4);
-            finish(cpu, &mut mem, r, "iret")
-        }
-        Mnemonic::Iret => {
-            let r = interrupt::iret(cpu, &mut mem, 2);
-            finish(cpu, &mut mem, r, "iret")
-        }
-        Mnemonic::Int => software_int(cpu, &mut mem, insn.immediate8(), len, "int n"),
-        Mnemonic::Int3 => software_int(cpu, &mut mem, vector::BP, len, "int3"),
-        Mnemonic::Into if cpu.eflags & flags::OF != 0 => {
-            software_int(cpu, &mut mem, vector::OF, len, "into")
-        }
-        Mnemonic::Into => {
-            cpu.eip = cpu.eip.wrapping_add(len);
-            Emulated::Done("into")
-        }
-        Mnemonic::Lar | Mnemonic::Lsl | Mnemonic::Verr | Mnemonic::Verw => {
-            descriptor_check(cpu, &mut mem, &insn)
-        }
-        _ => Emulated::NotMine,
-    }
-}
-
-/// Index of a 32-bit GPR in CpuState order, for iced's register names.
-fn gpr(cpu: &mut CpuState, reg: Register) -> Option<&mut u32> {
-    Some(match reg.full_register32() {
-        Register::EAX => &mut cpu.eax,
-        Register::ECX => &mut cpu.ecx,
-        Register::EDX => &mut cpu.edx,
-        Register::EBX => &mut cpu.ebx,
-        Register::ESP => &mut cpu.esp,
-        Register::EBP => &mut cpu.ebp,
-        Register::ESI => &mut cpu.esi,
-        Register::EDI => &mut cpu.edi,
-        _ => return None,
-    })
-}
-
-/// The 16-bit selector operand of LAR/LSL/VERR/VERW: a register or memory.
-fn selector_operand(
-    cpu: &mut CpuState,
-    mem: &mut PhysicalLinear<'_>,
-    insn: &Instruction,
-    op: u32,
-) -> Option<u16> {
-    match insn.op_kind(op) {
-        OpKind::Register => gpr(cpu, insn.op_register(op)).map(|r| *r as u16),
-        OpKind::Memory => {
-            let seg_base = match insn.memory_segment() {
-                Register::ES => cpu.es.base,
-                Register::CS => cpu.cs.base,
-                Register::SS => cpu.ss.base,
-                Register::FS => cpu.fs.base,
-                Register::GS => cpu.gs.base,
-                _ => cpu.ds.base,
-            };
-            let offset =
-                insn.virtual_address(op, 0, |reg, _, _| gpr(cpu, reg).map(|r| u64::from(*r)))?;
-            let mut b = [0u8; 2];
-            mem.read(seg_base.wrapping_add(offset as u32), &mut b)
-                .ok()?;
-            Some(u16::from_le_bytes(b))
-        }
-        _ => None,
-    }
-}
-
-/// LAR, LSL, VERR and VERW against the guest's descriptor tables.
-fn descriptor_check(
-    cpu: &mut CpuState,
-    mem: &mut PhysicalLinear<'_>,
-    insn: &Instruction,
-) -> Emulated {
-    let (name, src) = match insn.mnemonic() {
-        Mnemonic::Lar => ("lar", 1),
-        Mnemonic::Lsl => ("lsl", 1),
-        Mnemonic::Verr => ("verr", 0),
-        _ => ("verw", 0),
-    };
-    let Some(sel) = selector_operand(cpu, mem, insn, src) else {
+    let Ok(insn) = emulate::fetch(cpu, &mut mem) else {
         return Emulated::NotMine;
     };
-    let result = match insn.mnemonic() {
-        Mnemonic::Lar => x86::protection::lar(cpu, mem, sel),
-        Mnemonic::Lsl => x86::protection::lsl(cpu, mem, sel),
-        Mnemonic::Verr => x86::protection::verr(cpu, mem, sel).map(|ok| ok.then_some(0)),
-        _ => x86::protection::verw(cpu, mem, sel).map(|ok| ok.then_some(0)),
+    let Some(name) = name(kind_of(&insn)) else {
+        return Emulated::NotMine;
     };
-    let value = match result {
-        Ok(v) => v,
-        Err(e) => return finish(cpu, mem, Err(Failure::Fault(e)), name),
+    let mut plat = FallbackPlatform {
+        bus: &mut machine.bus,
+        model: CpuidModel::default(),
+        msrs: MsrFile::default(),
     };
-    match value {
-        Some(v) => {
-            if src == 1 {
-                let reg = insn.op0_register();
-                let is16 = reg.size() == 2;
-                let Some(dest) = gpr(cpu, reg) else {
-                    return Emulated::NotMine;
-                };
-                *dest = if is16 {
-                    (*dest & 0xFFFF_0000) | (v & 0xFFFF)
-                } else {
-                    v
-                };
-            }
-            cpu.eflags |= flags::ZF;
-        }
-        None => cpu.eflags &= !flags::ZF,
-    }
-    cpu.eip = cpu.eip.wrapping_add(insn.len() as u32);
-    Emulated::Done(name)
-}
-
-fn software_int(
-    cpu: &mut CpuState,
-    mem: &mut PhysicalLinear<'_>,
-    vec: u8,
-    len: u32,
-    name: &'static str,
-) -> Emulated {
-    let at_instruction = cpu.eip;
-    cpu.eip = cpu.eip.wrapping_add(len);
-    let r = interrupt::deliver(cpu, mem, vec, Event::Software);
-    if r.is_err() {
-        // A fault in delivery is reported at the INT instruction itself.
-        cpu.eip = at_instruction;
-    }
-    finish(cpu, mem, r, name)
-}
-
-/// Delivers the exception an emulated instruction raised, as the CPU would.
-fn finish(
-    cpu: &mut CpuState,
-    mem: &mut PhysicalLinear<'_>,
-    r: interrupt::Outcome,
-    name: &'static str,
-) -> Emulated {
-    match r {
-        Ok(()) => Emulated::Done(name),
-        Err(Failure::Fault(e)) => {
-            match interrupt::deliver_event(cpu, mem, e.vector, Event::Exception(e.error_code)) {
-                Ok(()) => Emulated::Done(name),
-                Err(Unsupported::TripleFault) => Emulated::TripleFault,
-                Err(Unsupported::Feature(f)) => Emulated::Unsupported(f),
-            }
-        }
-        Err(Failure::Unsupported(Unsupported::TripleFault)) => Emulated::TripleFault,
-        Err(Failure::Unsupported(Unsupported::Feature(f))) => Emulated::Unsupported(f),
+    match emulate::execute_and_deliver(cpu, &mut mem, &mut plat, &insn) {
+        Ok(_) => Emulated::Done(name),
+        Err(Unsupported::TripleFault) => Emulated::TripleFault,
+        Err(Unsupported::Feature(f)) => Emulated::Unsupported(f),
     }
 }
