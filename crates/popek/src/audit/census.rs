@@ -28,7 +28,8 @@ pub struct Census {
     /// Bytes that decoded to no instruction; the sweep skipped each one.
     pub invalid_bytes: u64,
     /// INT3s (counted under [`Kind::Int3`]) that no instruction falls
-    /// through to: they follow a jump, a return, UD2 or such padding.
+    /// through to: they follow a jump, a return, UD2 or such padding, and
+    /// no symbol starts at them.
     /// Compilers and linkers fill the gaps between functions with 0xCC and
     /// put one after indirect jumps against straight-line speculation, so
     /// these are never executed; the report says how many, lest a reader
@@ -85,7 +86,11 @@ impl Census {
         while decoder.can_decode() {
             let offset = decoder.position();
             let ip = address + offset as u64;
-            while starts.next_if(|&s| s <= ip).is_some() {}
+            while let Some(s) = starts.next_if(|&s| s <= ip) {
+                // A symbol is somebody's target: what starts there is
+                // reachable, whatever precedes it (do_int3: int3, say).
+                falls_through |= s == ip;
+            }
             decoder.decode_out(&mut instr);
             let skip_to = if instr.code() == Code::INVALID {
                 Some(ip + 1)
@@ -345,6 +350,9 @@ mod tests {
         let mut twice = c.clone();
         twice.add(&c);
         assert_eq!(twice.int3_padding, 10);
+        // A symbol at the second int3 makes it reachable, and the third
+        // with it: a real INT3 returns to the next instruction.
+        assert_eq!(Census::sweep(code, 0, &[2]).int3_padding, 3);
     }
 
     #[test]

@@ -245,9 +245,15 @@ pub fn text(audit: &Audit) -> String {
         if *class == Class::SensitiveUnprivileged && t.int3_padding > 0 {
             let _ = writeln!(
                 out,
-                "  ({} of the int3 follow a jump, a return or UD2: padding between functions \
-                 or speculation traps, never reached in sequence)",
-                t.int3_padding
+                "  ({} of the int3s {} a jump, a return or UD2 with no symbol at {}: \
+                 padding between functions or speculation traps, never reached in sequence)",
+                t.int3_padding,
+                if t.int3_padding == 1 {
+                    "follows"
+                } else {
+                    "follow"
+                },
+                if t.int3_padding == 1 { "it" } else { "them" },
             );
         }
     }
