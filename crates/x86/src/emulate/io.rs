@@ -138,6 +138,7 @@ pub(super) fn string(
         cpu.ecx = (cpu.ecx & !amask) | (cpu.ecx.wrapping_sub(1) & amask);
     }
     cpu.eip = if cpu.cs.db { next } else { next & 0xFFFF };
+    cpu.eflags &= !flags::RF;
     Ok(())
 }
 

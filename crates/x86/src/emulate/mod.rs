@@ -41,6 +41,7 @@ use crate::msr::MsrFile;
 use crate::state::{cr0, cr4, flags as fl, CpuState};
 
 pub use crate::interrupt::{Failure, Unsupported};
+pub use control::cr4_writable;
 
 /// What the emulator needs from the machine around the CPU.
 pub trait Platform {
@@ -285,5 +286,86 @@ fn require_cpl0(cpu: &CpuState) -> Result<(), Exception> {
         Ok(())
     } else {
         Err(gp0())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use crate::interrupt::testing::Flat;
+
+    #[test]
+    fn execute_and_deliver_delivers_a_fault_through_the_idt() {
+        let (mut cpu, mut m) = user_machine();
+        cpu.esp = 0xB000;
+        m.write(CODE, &[0xFA]).unwrap(); // cli at CPL 3
+        let insn = fetch(&cpu, &mut m).unwrap();
+        let eff =
+            execute_and_deliver(&mut cpu, &mut m, &mut TestPlatform::default(), &insn).unwrap();
+        assert_eq!(eff.delivered, Some(Exception::gp(0)));
+        assert!(eff.branched && eff.context_changed && eff.segments_changed);
+        assert_eq!(cpu.eip, HANDLERS + 13 * 16);
+        assert_eq!(cpu.cpl(), 0);
+        assert_eq!(read32(&mut m, cpu.esp), 0, "error code");
+        assert_eq!(read32(&mut m, cpu.esp + 4), CODE, "EIP of the CLI");
+    }
+
+    #[test]
+    fn execute_and_deliver_reports_a_triple_fault() {
+        let (mut cpu, mut m) = user_machine();
+        cpu.idtr.limit = 0;
+        m.write(CODE, &[0xF4]).unwrap(); // hlt at CPL 3
+        let insn = fetch(&cpu, &mut m).unwrap();
+        let r = execute_and_deliver(&mut cpu, &mut m, &mut TestPlatform::default(), &insn);
+        assert_eq!(r, Err(Unsupported::TripleFault));
+    }
+
+    #[test]
+    fn fetch_stops_at_unreadable_memory_only_when_the_bytes_are_needed() {
+        let (mut cpu, _) = machine();
+        let mut m = Flat(vec![0; 0x6002]);
+        m.0[0x6000] = 0xFA; // cli, then the end of memory
+        assert_eq!(fetch(&cpu, &mut m).unwrap().len(), 1);
+        m.0[0x6000] = 0x0F;
+        m.0[0x6001] = 0x22; // mov cr0, ... with its ModRM missing
+        assert_eq!(
+            fetch(&cpu, &mut m),
+            Err(Exception::with_code(vector::PF, 0))
+        );
+        cpu.eip = 0x6001;
+        m.0[0x6001] = 0xF4;
+        assert_eq!(fetch(&cpu, &mut m).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn rf_is_cleared_and_vm86_is_unsupported() {
+        let (mut cpu, mut m) = machine();
+        cpu.eflags |= fl::RF;
+        ok(&mut cpu, &mut m, &[0xFA]);
+        assert_eq!(cpu.eflags & fl::RF, 0);
+        cpu.eflags |= fl::VM;
+        assert_eq!(
+            run1(&mut cpu, &mut m, &[0xFA]),
+            Err(Failure::Unsupported(Unsupported::Feature(
+                "virtual-8086 mode"
+            )))
+        );
+    }
+
+    #[test]
+    fn sixteen_bit_code_wraps_eip_at_64k() {
+        let (mut cpu, mut m) = machine();
+        cpu.cs = crate::descriptor::Descriptor {
+            base: 0x10000,
+            limit: 0xFFFF,
+            db: false,
+            g: false,
+            ..flat(0xB, 0)
+        }
+        .to_segment(CODE16);
+        cpu.eip = 0xFFFF;
+        ok(&mut cpu, &mut m, &[0xFA]);
+        assert_eq!(cpu.eip, 0);
     }
 }
