@@ -133,6 +133,10 @@ pub(super) fn execute(
         // No VMX or SVM is offered; RSM outside SMM is #UD too.
         Kind::Vmx => return Err(ud()),
         Kind::OtherPrivileged if insn.mnemonic() == Mnemonic::Rsm => return Err(ud()),
+        // The remaining CPL-0 instructions (XSAVES/XRSTORS, ENCLS, PCONFIG,
+        // ...) are all announced in leaf 7 or 0xD: a model whose leaves stop
+        // below 7 has none of them.
+        Kind::OtherPrivileged if model.query(0, 0)[0] < 7 => return Err(ud()),
         other => return Err(unsupported(other.name())),
     }
     Ok(())
@@ -359,6 +363,7 @@ mod tests {
             &[0x0F, 0xB9, 0xC0],             // ud1 eax, eax
             &[0x0F, 0x01, 0xC1],             // vmcall
             &[0x0F, 0xAA],                   // rsm
+            &[0x0F, 0xC7, 0x18],             // xrstors [eax]
             &[0x66, 0x0F, 0x38, 0x82, 0x00], // invpcid eax, [eax]
         ] {
             assert_eq!(fault(&mut cpu, &mut m, code), ud(), "{code:x?}");
