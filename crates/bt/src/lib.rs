@@ -2,5 +2,6 @@
 //! user code runs directly on the host CPU (see design.md section 4).
 
 pub mod cache;
+pub mod engine;
 pub mod monitor;
 pub mod translate;

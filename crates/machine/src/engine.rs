@@ -88,4 +88,10 @@ pub trait Engine {
     fn stats_table(&self) -> String {
         String::new()
     }
+
+    /// The same counters as one JSON object, for scripts (`--stats-json`);
+    /// `None` if the engine has none to offer.
+    fn stats_json(&self) -> Option<String> {
+        None
+    }
 }

@@ -18,11 +18,25 @@ const STATUS_UNSUPPORTED: u8 = 4;
 /// Which engine runs the vCPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum EngineKind {
-    /// Hardware-assisted virtualization through /dev/kvm.
-    #[default]
-    Kvm,
     /// Binary translation of kernel code, direct execution of user code.
+    #[default]
     Bt,
+    /// Hardware-assisted virtualization through /dev/kvm.
+    Kvm,
+}
+
+/// Parses a size such as `2M`, `512K` or `1048576` (bytes).
+fn parse_size(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1 << 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 1 << 20),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 2M, 512K or a byte count)"))?;
+    u32::try_from(n * mult).map_err(|_| format!("{s} is too large"))
 }
 
 /// Options of `popek run`.
@@ -49,6 +63,13 @@ pub struct RunArgs {
     /// Print the engine's statistics to stderr at exit.
     #[arg(long)]
     stats: bool,
+    /// Write the engine's statistics as JSON to this file at exit.
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
+    /// Translation-cache size for the bt engine (e.g. 2M, 512K; at most 3M,
+    /// a multiple of 4K).
+    #[arg(long, value_parser = parse_size, default_value = "2M")]
+    tc_size: u32,
 }
 
 fn read_file(what: &str, path: &PathBuf) -> Result<Vec<u8>, String> {
@@ -99,20 +120,18 @@ pub fn run(args: &RunArgs) -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(STATUS_POPEK_ERROR, e),
     };
-    let mut engine: Box<dyn Engine> =
-        match args.engine {
-            EngineKind::Kvm => match kvm::KvmEngine::new() {
-                Ok(e) => {
-                    tracing::info!("{}", e.host().describe());
-                    Box::new(e)
-                }
-                Err(e) => return fail(STATUS_UNSUPPORTED, e),
-            },
-            EngineKind::Bt => return fail(
-                STATUS_UNSUPPORTED,
-                "the binary-translation engine (--engine bt) is not built yet; use --engine kvm",
-            ),
-        };
+    let mut engine: Box<dyn Engine> = match args.engine {
+        EngineKind::Kvm => match kvm::KvmEngine::new() {
+            Ok(e) => {
+                tracing::info!("{}", e.host().describe());
+                Box::new(e)
+            }
+            Err(e) => return fail(STATUS_UNSUPPORTED, e),
+        },
+        EngineKind::Bt => Box::new(bt::engine::BtEngine::new(bt::engine::BtOptions {
+            tc_size: args.tc_size,
+        })),
+    };
     for line in &machine.boot_summary {
         tracing::info!("{line}");
     }
@@ -124,6 +143,12 @@ pub fn run(args: &RunArgs) -> ExitCode {
     drop(raw);
     if args.stats {
         eprintln!("{}", engine.stats_table());
+    }
+    if let Some(path) = &args.stats_json {
+        let json = engine.stats_json().unwrap_or_else(|| "{}".into());
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            eprintln!("popek: cannot write {}: {e}", path.display());
+        }
     }
     match result {
         Ok(exit) => {

@@ -51,6 +51,9 @@ pub struct Context {
     pub code32: bool,
     /// CR0.PG was set.
     pub paging: bool,
+    /// One guest instruction per block and no chaining: for single-step
+    /// (guest TF) and for the write that hit a page holding translations.
+    pub step: bool,
 }
 
 /// Where a block is found: guest linear EIP plus the context.

@@ -318,6 +318,17 @@ impl TranslationCache {
         })
     }
 
+    /// Drops block `id` (a one-off translation, such as a single-step
+    /// block, that must not be found again).
+    pub fn discard(&mut self, id: BlockId) {
+        self.drop_block(id);
+    }
+
+    /// Whether any live block was translated from guest page `page`.
+    pub fn has_page(&self, page: GuestPage) -> bool {
+        self.by_page.contains_key(&page)
+    }
+
     /// Removes `id` from every index and undoes links in both directions.
     /// Its bytes stay in the buffer (the vCPU may be returning through them
     /// to the monitor); nothing reaches them any more.

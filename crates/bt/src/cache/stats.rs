@@ -35,6 +35,23 @@ impl Stats {
         (self.lookups != 0).then(|| self.hits as f64 / self.lookups as f64)
     }
 
+    /// What happened between `earlier` and `self` (counter by counter).
+    pub fn since(&self, earlier: &Stats) -> Stats {
+        Stats {
+            lookups: self.lookups - earlier.lookups,
+            hits: self.hits - earlier.hits,
+            misses: self.misses - earlier.misses,
+            blocks_translated: self.blocks_translated - earlier.blocks_translated,
+            guest_insns_translated: self.guest_insns_translated - earlier.guest_insns_translated,
+            chained_jumps: self.chained_jumps - earlier.chained_jumps,
+            unchained_jumps: self.unchained_jumps - earlier.unchained_jumps,
+            flushes: self.flushes - earlier.flushes,
+            evicted_blocks: self.evicted_blocks - earlier.evicted_blocks,
+            smc_invalidations: self.smc_invalidations - earlier.smc_invalidations,
+            smc_blocks: self.smc_blocks - earlier.smc_blocks,
+        }
+    }
+
     /// The counters as (JSON key, value) pairs in a fixed order, shared by
     /// the table and the JSON so the two cannot drift apart.
     fn fields(&self) -> [(&'static str, u64); 11] {

@@ -8,6 +8,7 @@ const CTX: Context = Context {
     cpl: 0,
     code32: true,
     paging: true,
+    step: false,
 };
 
 /// Stub displacement every test exit starts with.

@@ -190,6 +190,8 @@ pub enum TcExit {
         host_eip: u32,
         /// The exit as direct execution would report it.
         exit: DirectExit,
+        /// The host selectors loaded when the signal came.
+        sels: [u16; 6],
     },
     /// A kick arrived before translated code ran.
     Interrupted,
@@ -463,18 +465,32 @@ impl Monitor {
     /// the monitor region; the guest's own DS, ES, FS and SS are shadowed
     /// as for direct execution. `cpu.eip` is left alone: only the caller
     /// can map a host address back to a guest EIP.
-    pub fn run_translated(&mut self, cpu: &mut CpuState, host_eip: u32) -> Result<TcExit, MonitorError> {
+    ///
+    /// `live` resumes code a signal interrupted inside a rewrite: the
+    /// host selectors it had (see [`TcExit::Signal`]) replace the shadows,
+    /// since the rewrite may have borrowed FS.
+    pub fn run_translated(
+        &mut self,
+        cpu: &mut CpuState,
+        host_eip: u32,
+        live: Option<[u16; 6]>,
+    ) -> Result<TcExit, MonitorError> {
         if std::thread::current().id() != self.thread {
             return Err(MonitorError::WrongThread);
         }
-        let sels = [
-            ldt::MONITOR_CS,
-            self.load_shadow(Slot::Ss, &cpu.ss)?,
-            self.load_shadow(Slot::Ds, &cpu.ds)?,
-            self.load_shadow(Slot::Es, &cpu.es)?,
-            self.load_shadow(Slot::Fs, &cpu.fs)?,
-            ldt::MONITOR_GS,
-        ];
+        let fs = self.load_shadow(Slot::Fs, &cpu.fs)?;
+        let gs = self.load_shadow(Slot::Gs, &cpu.gs)?;
+        let sels = match live {
+            Some(s) => s,
+            None => [
+                ldt::MONITOR_CS,
+                self.load_shadow(Slot::Ss, &cpu.ss)?,
+                self.load_shadow(Slot::Ds, &cpu.ds)?,
+                self.load_shadow(Slot::Es, &cpu.es)?,
+                fs,
+                ldt::MONITOR_GS,
+            ],
+        };
         {
             // SAFETY: as in run_user.
             let area = unsafe { switch::area() };
@@ -487,6 +503,8 @@ impl Monitor {
             area.exit_signal = 0;
             area.exit_at_entry = 0;
             area.tc_exit = 0;
+            area.guest_fs = fs;
+            area.guest_gs = gs;
         }
         // SAFETY: CS is the monitor's flat code segment and `host_eip` is
         // translated code the caller emitted; SS is a writable data shadow;
@@ -541,7 +559,16 @@ impl Monitor {
         Ok(TcExit::Signal {
             host_eip: area.eip,
             exit,
+            sels: area.sel,
         })
+    }
+
+    /// The vCPU area's scratch slots as translated code last left them
+    /// (saved guest EAX and ECX, jump target, exit source).
+    pub fn scratch(&self) -> [u32; 4] {
+        // SAFETY: the area is initialised and the guest is not running
+        // (we hold &self on the vCPU thread between runs).
+        unsafe { switch::area() }.scratch
     }
 
     /// Runs guest user (CPL 3) code directly from `cpu` until the first

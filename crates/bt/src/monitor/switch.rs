@@ -78,7 +78,11 @@ pub struct VcpuArea {
     pub scratch: [u32; 4],
     /// Set by the TC exit stub: the exit was a far jump, not a signal.
     pub tc_exit: u32,
-    _pad2: u32,
+    /// Host selector of the guest's FS shadow (translated code reloads FS
+    /// from it after borrowing FS for a GS-override instruction).
+    pub guest_fs: u16,
+    /// Host selector of the guest's GS shadow.
+    pub guest_gs: u16,
     /// Address of [`popek_bt_exit_stub`] in the host's text, which the TC
     /// exit stub (copied below 4 GiB) cannot reach with a relative jump.
     pub host_exit: u64,

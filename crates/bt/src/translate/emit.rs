@@ -25,6 +25,12 @@ const EXIT_FAR: i32 = offset_of!(VcpuArea, exit_far) as i32;
 const SAVED_EAX: i32 = offset_of!(VcpuArea, scratch) as i32;
 const SAVED_ECX: i32 = SAVED_EAX + 4;
 const TARGET: i32 = SAVED_EAX + 8;
+/// GS offset where a direct exit's stub leaves the host address of the
+/// `jmp rel32` that reached it, so the dispatcher can chain that jump.
+const FROM: i32 = SAVED_EAX + 12;
+/// GS offsets of the host selectors of the guest's FS and GS shadows.
+const GUEST_FS: i32 = offset_of!(VcpuArea, guest_fs) as i32;
+const GUEST_GS: i32 = offset_of!(VcpuArea, guest_gs) as i32;
 /// GS offset of the indirect-branch table.
 const TABLE: i32 = TABLE_OFFSET as i32;
 
@@ -88,6 +94,14 @@ impl Emitter {
         self.far_exit();
     }
 
+    /// The stub of a chainable exit whose `jmp rel32` sits at host address
+    /// `from`: like [`Self::exit`], and records `from` for chaining.
+    pub fn branch_exit(&mut self, reason: u32, target: u32, from: u32) {
+        let from = from as i32;
+        dynasm!(self.ops ; .arch x86 ; gs mov DWORD [FROM], from);
+        self.exit(reason, target);
+    }
+
     /// `jmp far gs:[exit_far]` (FF /5, m16:32), which dynasm does not spell.
     fn far_exit(&mut self) {
         self.ops.extend([0x65, 0xFF, 0x2D]);
@@ -127,6 +141,22 @@ impl Emitter {
         }
     }
 
+    /// Runs `insn` (a guest instruction whose GS override was rewritten to
+    /// FS) with FS loaded from the guest's GS shadow, then puts the guest's
+    /// FS shadow back. MOV to a segment register leaves the flags alone.
+    pub fn with_guest_gs(&mut self, insn: &[u8]) {
+        self.load_fs(GUEST_GS);
+        self.ops.extend(insn);
+        self.load_fs(GUEST_FS);
+    }
+
+    /// `mov fs, gs:[at]` (8E /4). Spelled in bytes: dynasm 5.1 encodes
+    /// `mov fs, WORD [m]` as 8C, the store in the other direction.
+    fn load_fs(&mut self, at: i32) {
+        self.ops.extend([0x65, 0x8E, 0x25]);
+        self.ops.extend(at.to_le_bytes());
+    }
+
     /// Appends raw, already encoded bytes (an operand load made by iced).
     pub fn raw(&mut self, bytes: &[u8]) {
         self.ops.extend(bytes);
@@ -135,8 +165,14 @@ impl Emitter {
     /// The inline probe of the indirect-branch table for the linear target
     /// in EAX (guest EAX and ECX already saved): on a hit, restores both and
     /// jumps to the translation; on a miss, jumps to `miss` with EAX still
-    /// holding the target.
-    pub fn probe(&mut self, miss: u32) {
+    /// holding the target. With `always_miss` (single-step blocks, which
+    /// must return to the monitor after one instruction) it only jumps to
+    /// `miss`.
+    pub fn probe(&mut self, miss: u32, always_miss: bool) {
+        if always_miss {
+            self.jmp_to(miss);
+            return;
+        }
         dynasm!(self.ops
             ; .arch x86
             ; movzx ecx, ax

@@ -167,7 +167,8 @@ impl Translator {
         let mut spill = None;
         loop {
             let linear = key.eip.wrapping_add(pos as u32);
-            if insns.len() >= MAX_INSNS || pos >= in_page {
+            let cap = if ctx.step { 1 } else { MAX_INSNS };
+            if insns.len() >= cap || pos >= in_page {
                 exits.push(PendingExit {
                     jump_at: em.jmp_placeholder(),
                     target: linear,
@@ -213,15 +214,19 @@ impl Translator {
                 why,
             };
             if kind.class() == Class::Innocuous {
-                if x86::classify::uses_gs_override(&insn) {
-                    // GS is the monitor's in translated code.
-                    em.exit(ExitReason::Callout as u32, linear);
-                    break;
-                }
                 if insn.segment_prefix() == Register::CS && cs_base != 0 {
                     return Err(unsupported("CS override with a non-zero CS base"));
                 }
-                em.ident(bytes);
+                if x86::classify::uses_gs_override(&insn) {
+                    // GS is the monitor's in translated code: borrow FS for
+                    // the guest's GS around the instruction.
+                    let at = gs_prefix_at(bytes).ok_or_else(|| unsupported("GS override"))?;
+                    let mut copy = bytes.to_vec();
+                    copy[at] = 0x64;
+                    em.with_guest_gs(&copy);
+                } else {
+                    em.ident(bytes);
+                }
                 if spill.is_some() {
                     exits.push(PendingExit {
                         jump_at: em.jmp_placeholder(),
@@ -279,7 +284,7 @@ impl Translator {
                     em.save_scratch();
                     em.pop_return_address(pop);
                     em.add_eax(cs_base);
-                    em.probe(self.miss);
+                    em.probe(self.miss, ctx.step);
                 }
                 Kind::JmpIndirect | Kind::CallIndirect => {
                     let load = load_target(&insn)
@@ -290,7 +295,7 @@ impl Translator {
                         em.push_imm(next.wrapping_sub(cs_base));
                     }
                     em.add_eax(cs_base);
-                    em.probe(self.miss);
+                    em.probe(self.miss, ctx.step);
                 }
                 _ => {
                     em.exit(ExitReason::Callout as u32, linear);
@@ -302,7 +307,7 @@ impl Translator {
         let mut records = Vec::with_capacity(exits.len());
         for e in &exits {
             em.patch_jmp_here(e.jump_at);
-            em.exit(ExitReason::Branch as u32, e.target);
+            em.branch_exit(ExitReason::Branch as u32, e.target, host + e.jump_at);
             records.push((e.target, e.jump_at));
         }
         Ok(Translation {
@@ -317,6 +322,15 @@ impl Translator {
             code: em.finish(),
         })
     }
+}
+
+/// Index of the GS override (0x65) among the instruction's legacy
+/// prefixes, if it is one of them.
+fn gs_prefix_at(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .iter()
+        .take_while(|b| matches!(b, 0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3))
+        .position(|&b| b == 0x65)
 }
 
 /// The guest's conditional branch re-encoded to jump 5 bytes ahead (over

@@ -16,6 +16,7 @@ fn key(eip: u32) -> BlockKey {
             cpl: 0,
             code32: true,
             paging: false,
+            step: false,
         },
     }
 }
@@ -152,4 +153,20 @@ fn unsupported_instructions_name_their_bytes() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("0x00001000 (90)"), "{err}");
+}
+
+#[test]
+fn gs_override_borrows_fs_for_the_guest_gs() {
+    // movzx eax, word gs:[0x10]
+    let code = [0x65, 0x0F, 0xB7, 0x05, 0x10, 0, 0, 0, 0xFA];
+    let t = translate(0x9000, &code);
+    let area = |f: usize| (f as u32).to_le_bytes();
+    use crate::monitor::switch::VcpuArea;
+    use std::mem::offset_of;
+    let mut want = vec![0x65, 0x8E, 0x25];
+    want.extend(area(offset_of!(VcpuArea, guest_gs)));
+    want.extend([0x64, 0x0F, 0xB7, 0x05, 0x10, 0, 0, 0]);
+    want.extend([0x65, 0x8E, 0x25]);
+    want.extend(area(offset_of!(VcpuArea, guest_fs)));
+    assert_eq!(&t.code[..want.len()], &want[..]);
 }

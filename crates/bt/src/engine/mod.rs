@@ -1,0 +1,676 @@
+//! The BT engine: the run loop that joins translated guest kernel code
+//! (CPL 0) and directly executed guest user code (CPL 3), dispatching every
+//! exit to the translation cache, the callout emulator or the devices.
+//!
+//! One iteration: deliver a pending interrupt if the virtual IF allows it,
+//! then run the guest until it exits, either directly (CPL 3) or from the
+//! translation of the block at CS:EIP (CPL 0), translating it first on a
+//! miss; then handle the exit.
+
+pub mod alarm;
+pub mod platform;
+pub mod stats;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use machine::machine::Poll;
+use machine::engine::GuestFault;
+use machine::{Engine, EngineError, Exit, Machine, StopReason};
+use x86::emulate::{self, Effects};
+use x86::interrupt::{self, Event, Exception, Failure, Unsupported};
+use x86::state::{cr0, flags};
+use x86::CpuState;
+
+use crate::cache::block::GUEST_PAGE_SIZE;
+use crate::cache::code::DEFAULT_TC_SIZE;
+use crate::cache::{BlockId, BlockKey, CodeBuffer, Context, GuestPage, IndirectTable, TranslationCache};
+use crate::monitor::{DirectExit, Monitor, Prot, TcExit, PAGE_SIZE};
+use crate::translate::{self, ExitReason, Translator};
+use alarm::Alarm;
+use platform::{CpuExtras, PhysLinear, Surroundings};
+pub use stats::BtStats;
+
+/// How long a halted vCPU sleeps between checks for input.
+const HALT_POLL: Duration = Duration::from_millis(50);
+
+/// Options of the BT engine.
+#[derive(Clone, Copy, Debug)]
+pub struct BtOptions {
+    /// Size of the translation cache's code buffer in bytes.
+    pub tc_size: u32,
+}
+
+impl Default for BtOptions {
+    fn default() -> Self {
+        BtOptions {
+            tc_size: DEFAULT_TC_SIZE,
+        }
+    }
+}
+
+/// The binary-translation engine.
+#[derive(Debug, Default)]
+pub struct BtEngine {
+    opts: BtOptions,
+    stats: BtStats,
+}
+
+impl BtEngine {
+    /// An engine with `opts`.
+    pub fn new(opts: BtOptions) -> BtEngine {
+        BtEngine {
+            opts,
+            stats: BtStats::default(),
+        }
+    }
+
+    /// The counters of the last run.
+    pub fn stats(&self) -> &BtStats {
+        &self.stats
+    }
+}
+
+impl Engine for BtEngine {
+    fn name(&self) -> &'static str {
+        "bt"
+    }
+
+    fn stats_table(&self) -> String {
+        self.stats.to_string()
+    }
+
+    fn stats_json(&self) -> Option<String> {
+        Some(self.stats.to_json())
+    }
+
+    fn run(&mut self, machine: &mut Machine) -> Result<Exit, EngineError> {
+        let start = Instant::now();
+        let mut vm = Vm::new(machine, self.opts)?;
+        let result = vm.run(machine);
+        machine.flush_console();
+        vm.stats.cache = *vm.cache.stats();
+        vm.stats.total = start.elapsed();
+        self.stats = vm.stats;
+        result
+    }
+}
+
+fn host_err(what: impl std::fmt::Display) -> EngineError {
+    EngineError::Host(what.to_string())
+}
+
+/// What the loop does after handling an exit.
+enum Next {
+    /// Run on.
+    Continue,
+    /// The run is over.
+    End(Exit),
+}
+
+/// One run's state: the monitor, the cache and the virtual CPU.
+struct Vm {
+    monitor: Monitor,
+    cache: TranslationCache,
+    translator: Translator,
+    cpu: CpuState,
+    extras: CpuExtras,
+    alarm: Alarm,
+    /// Guest pages mapped read-only because translations were made from
+    /// them (a write there is self-modifying code).
+    protected: HashSet<u32>,
+    /// Where to resume translated code, with the host selectors it had: a
+    /// kick landed inside a rewrite sequence, where the registers do not
+    /// hold a guest state.
+    resume: Option<(u32, [u16; 6])>,
+    /// Run the next guest instruction alone, from a page left writable:
+    /// it wrote to a page holding translations.
+    smc_step: bool,
+    /// Interrupts are blocked for one instruction (after STI, MOV SS).
+    shadow: bool,
+    /// The last callout raised an exception (delivered to the guest).
+    last_callout_faulted: bool,
+    /// Index into `extras.port80` of the next marker to take a snapshot for.
+    markers_seen: usize,
+    /// Cache counters at the last marker.
+    phase_start: crate::cache::Stats,
+    ram_size: u64,
+    stats: BtStats,
+}
+
+impl Vm {
+    fn new(machine: &mut Machine, opts: BtOptions) -> Result<Vm, EngineError> {
+        let mut monitor = Monitor::new(&machine.memory).map_err(host_err)?;
+        let (table, code) = monitor.translation_regions(opts.tc_size).map_err(host_err)?;
+        let miss = monitor
+            .install_stub_code(&translate::miss_handler(0))
+            .map_err(host_err)?;
+        let cache = TranslationCache::new(CodeBuffer::new(code), IndirectTable::new(table, miss));
+        let alarm = Alarm::start(monitor.kicker()).map_err(host_err)?;
+        Ok(Vm {
+            monitor,
+            cache,
+            translator: Translator::new(miss),
+            cpu: machine.entry.clone(),
+            extras: CpuExtras::new(),
+            alarm,
+            protected: HashSet::new(),
+            resume: None,
+            smc_step: false,
+            last_callout_faulted: false,
+            shadow: false,
+            markers_seen: 0,
+            phase_start: crate::cache::Stats::default(),
+            ram_size: machine.memory.size(),
+            stats: BtStats::default(),
+        })
+    }
+
+    fn fault(&self, machine: &Machine, what: String) -> Box<GuestFault> {
+        machine.fault(what, self.cpu.clone())
+    }
+
+    fn unsupported(&self, machine: &Machine, what: String) -> EngineError {
+        EngineError::GuestUnsupported(self.fault(machine, what))
+    }
+
+    fn run(&mut self, machine: &mut Machine) -> Result<Exit, EngineError> {
+        loop {
+            if machine.poll() == Poll::Quit {
+                return Ok(Exit::UserQuit);
+            }
+            if let Some(exit) = self.interrupt(machine)? {
+                return Ok(exit);
+            }
+            self.alarm.arm(machine.next_timer_event());
+            let next = if self.cpu.cr0 & cr0::PE == 0 {
+                return Err(self.unsupported(
+                    machine,
+                    "the guest is in real mode, which the BT engine does not run".into(),
+                ));
+            } else if self.cpu.cr0 & cr0::PG != 0 {
+                return Err(self.unsupported(
+                    machine,
+                    "the guest turned paging on, which the BT engine does not run yet".into(),
+                ));
+            } else if self.cpu.cpl() == 3 {
+                self.run_user(machine)?
+            } else {
+                self.run_kernel(machine)?
+            };
+            if let Next::End(exit) = next {
+                return Ok(exit);
+            }
+            if let Some(stop) = machine.take_stop() {
+                return Ok(match stop {
+                    StopReason::DebugExit(v) => Exit::DebugExit(v),
+                    StopReason::Reset => Exit::Reset,
+                });
+            }
+        }
+    }
+
+    /// Delivers the PIC's interrupt if the guest can take it now.
+    fn interrupt(&mut self, machine: &mut Machine) -> Result<Option<Exit>, EngineError> {
+        if std::mem::take(&mut self.shadow)
+            || self.resume.is_some()
+            || self.cpu.eflags & flags::IF == 0
+            || !machine.interrupt_pending()
+        {
+            return Ok(None);
+        }
+        let vector = machine.acknowledge_interrupt();
+        self.stats.interrupts += 1;
+        let r = interrupt::deliver(&mut self.cpu, &mut PhysLinear(&mut machine.memory), vector, Event::External);
+        self.settle(machine, r.map(|()| Effects::default()).map_err(|f| match f {
+            Failure::Fault(e) => Unsupported::Feature(leak(format!("a fault {e:?} while delivering an interrupt"))),
+            Failure::Unsupported(u) => u,
+        }))
+    }
+
+    /// The end of an emulated operation: triple faults end the run,
+    /// unsupported features end it with an error.
+    fn settle(
+        &mut self,
+        machine: &Machine,
+        r: Result<Effects, Unsupported>,
+    ) -> Result<Option<Exit>, EngineError> {
+        match r {
+            Ok(_) => Ok(None),
+            Err(Unsupported::TripleFault) => Ok(Some(Exit::Shutdown(self.fault(
+                machine,
+                "the guest triple-faulted: a fault while delivering a double fault".into(),
+            )))),
+            Err(Unsupported::Feature(what)) => Err(self.unsupported(
+                machine,
+                format!("the guest needs {what}, which popek does not model"),
+            )),
+        }
+    }
+
+    /// Delivers exception `e` at the current guest instruction.
+    fn exception(&mut self, machine: &mut Machine, e: Exception) -> Result<Next, EngineError> {
+        let r = emulate::deliver_fault(&mut self.cpu, &mut PhysLinear(&mut machine.memory), e);
+        Ok(match self.settle(machine, r)? {
+            Some(exit) => Next::End(exit),
+            None => Next::Continue,
+        })
+    }
+
+    /// Carries out the instruction at CS:EIP with the emulator.
+    fn callout(&mut self, machine: &mut Machine) -> Result<Next, EngineError> {
+        let mut mem = PhysLinear(&mut machine.memory);
+        let insn = match emulate::fetch(&self.cpu, &mut mem) {
+            Ok(i) => i,
+            Err(e) => return self.exception(machine, e),
+        };
+        let kind = x86::classify::kind_of(&insn);
+        self.stats.callout(kind.name());
+        let mut plat = Surroundings {
+            bus: &mut machine.bus,
+            extras: &mut self.extras,
+            did_io: false,
+        };
+        let r = emulate::execute_and_deliver(&mut self.cpu, &mut mem, &mut plat, &insn);
+        let eff = match r {
+            Ok(eff) => eff,
+            Err(Unsupported::Feature(what)) => {
+                return Err(self.unsupported(
+                    machine,
+                    format!("the guest needs {what} ({}), which popek does not model", kind.name()),
+                ))
+            }
+            Err(u) => {
+                return Ok(match self.settle(machine, Err(u))? {
+                    Some(exit) => Next::End(exit),
+                    None => Next::Continue,
+                })
+            }
+        };
+        self.take_markers();
+        self.last_callout_faulted = eff.delivered.is_some();
+        self.shadow = eff.interrupt_shadow;
+        if eff.halted {
+            return self.halt(machine);
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Records cache counters for each new port-0x80 phase marker.
+    fn take_markers(&mut self) {
+        while self.markers_seen < self.extras.port80.len() {
+            let marker = self.extras.port80[self.markers_seen];
+            self.markers_seen += 1;
+            let now = *self.cache.stats();
+            self.stats.phases.push((marker, now.since(&self.phase_start)));
+            self.phase_start = now;
+        }
+    }
+
+    /// HLT: sleep until an interrupt can be delivered.
+    fn halt(&mut self, machine: &mut Machine) -> Result<Next, EngineError> {
+        let if_set = self.cpu.eflags & flags::IF != 0;
+        loop {
+            if if_set && machine.interrupt_pending() {
+                return Ok(Next::Continue);
+            }
+            if !if_set || !machine.can_wake() {
+                return Ok(Next::End(Exit::Halted(Box::new(self.cpu.clone()))));
+            }
+            if machine.wait(HALT_POLL) == Poll::Quit {
+                return Ok(Next::End(Exit::UserQuit));
+            }
+        }
+    }
+
+    /// Runs guest user code directly and handles its exit.
+    fn run_user(&mut self, machine: &mut Machine) -> Result<Next, EngineError> {
+        let t = Instant::now();
+        let exit = self.monitor.run_user(&mut self.cpu).map_err(host_err)?;
+        self.stats.direct += t.elapsed();
+        match exit {
+            DirectExit::Interrupted => {
+                self.stats.exit("user: interrupted");
+                Ok(Next::Continue)
+            }
+            DirectExit::Syscall => {
+                // int 0x80 trapped after the instruction: carry it out with
+                // the guest's IDT and its DPL check.
+                self.stats.exit("user: int 0x80");
+                self.cpu.eip = self.cpu.eip.wrapping_sub(2);
+                self.callout(machine)
+            }
+            DirectExit::SoftwareInterrupt { .. } => {
+                self.stats.exit("user: int n");
+                self.callout(machine)
+            }
+            DirectExit::Fault { vector, error_code, cr2 } => {
+                self.stats.exit("user: fault");
+                self.user_fault(machine, vector, error_code, cr2)
+            }
+            DirectExit::HostBus { addr } => Err(self.unsupported(
+                machine,
+                format!("guest RAM behind {addr:#x} is missing (host SIGBUS)"),
+            )),
+            DirectExit::ForeignCode { selector, signal } => Ok(Next::End(Exit::Shutdown(self.fault(
+                machine,
+                format!(
+                    "guest user code left its code segment for the host's selector {selector:#06x} \
+                     (host signal {signal}); the VM was stopped"
+                ),
+            )))),
+            DirectExit::Unknown { signal, trapno, error_code } => Err(self.unsupported(
+                machine,
+                format!("unexpected host signal {signal} (trap {trapno}, error {error_code:#x}) in guest user code"),
+            )),
+        }
+    }
+
+    /// A fault of directly executed user code, as the guest must see it.
+    fn user_fault(
+        &mut self,
+        machine: &mut Machine,
+        vector: u8,
+        error_code: Option<u32>,
+        cr2: Option<u32>,
+    ) -> Result<Next, EngineError> {
+        match vector {
+            // A privileged or IOPL-sensitive instruction: the emulator
+            // applies the guest's own CPL and IOPL rules (IN/OUT may be
+            // allowed by IOPL 3; otherwise it raises the same #GP).
+            13 if error_code == Some(0) => self.callout(machine),
+            14 => self.host_page_fault(machine, cr2.unwrap_or(0), error_code.unwrap_or(0)),
+            // INT3 and INTO trap after the instruction and go through the
+            // IDT as software interrupts (gate DPL checked).
+            3 | 4 => {
+                let r = interrupt::deliver(&mut self.cpu, &mut PhysLinear(&mut machine.memory), vector, Event::Software);
+                match r {
+                    Ok(()) => Ok(Next::Continue),
+                    Err(Failure::Fault(e)) => self.exception(machine, e),
+                    Err(Failure::Unsupported(u)) => Ok(match self.settle(machine, Err(u))? {
+                        Some(exit) => Next::End(exit),
+                        None => Next::Continue,
+                    }),
+                }
+            }
+            _ => self.exception(machine, Exception { vector, error_code }),
+        }
+    }
+
+    /// A host page fault at `addr`: a write to a page holding translations
+    /// (self-modifying code), or an access to memory the guest does not
+    /// have.
+    fn host_page_fault(&mut self, machine: &mut Machine, addr: u32, err: u32) -> Result<Next, EngineError> {
+        let page = addr / PAGE_SIZE;
+        if err & 2 != 0 && self.protected.remove(&page) {
+            self.stats.exit("smc write");
+            self.cache.invalidate_page(GuestPage(page));
+            self.monitor
+                .protect(page * PAGE_SIZE, PAGE_SIZE, Prot::RWX)
+                .map_err(host_err)?;
+            // The writer runs alone with the page writable; translations
+            // made after it protect the page again.
+            self.smc_step = true;
+            return Ok(Next::Continue);
+        }
+        let what = if u64::from(addr) >= self.ram_size {
+            if err & 0x10 != 0 {
+                format!("the guest jumped to {addr:#010x}, where there is no memory ({} MiB of RAM)", self.ram_size >> 20)
+            } else {
+                format!("the guest accessed {addr:#010x}, where there is no memory ({} MiB of RAM)", self.ram_size >> 20)
+            }
+        } else if addr < PAGE_SIZE {
+            format!(
+                "the guest accessed {addr:#010x} in page 0, which this host cannot map (vm.mmap_min_addr)"
+            )
+        } else {
+            format!("unexpected host page fault at {addr:#010x} (error {err:#x})")
+        };
+        Err(self.unsupported(machine, what))
+    }
+
+    fn context(&self) -> Context {
+        Context {
+            cs_base: self.cpu.cs.base,
+            cpl: self.cpu.cpl(),
+            code32: self.cpu.cs.db,
+            paging: self.cpu.cr0 & cr0::PG != 0,
+            step: self.smc_step || self.cpu.eflags & flags::TF != 0,
+        }
+    }
+
+    /// The translation of the block at CS:EIP, translating it on a miss.
+    fn block_at_eip(&mut self, machine: &Machine) -> Result<BlockId, EngineError> {
+        let ctx = self.context();
+        let linear = self.cpu.linear_ip();
+        if let Some(id) = self.cache.lookup(linear, ctx) {
+            return Ok(id);
+        }
+        if u64::from(linear) >= self.ram_size {
+            return Err(self.unsupported(
+                machine,
+                format!("the guest jumped to {linear:#010x}, where there is no memory ({} MiB of RAM)", self.ram_size >> 20),
+            ));
+        }
+        let avail = (self.ram_size - u64::from(linear)).min(u64::from(GUEST_PAGE_SIZE) + 15) as usize;
+        let bytes = machine.memory.slice(u64::from(linear), avail).map_err(host_err)?.to_vec();
+        let key = BlockKey { eip: linear, ctx };
+        let page = GuestPage(linear / GUEST_PAGE_SIZE);
+        for attempt in 0..2 {
+            let t = self
+                .translator
+                .translate(key, &bytes, page, self.cache.next_host_addr())
+                .map_err(|e| self.unsupported(machine, e.to_string()))?;
+            if self.cache.make_room(t.code.len() as u32) && attempt == 0 {
+                // Flushed: the code was emitted for an address now reused.
+                self.protected_pages_reset()?;
+                continue;
+            }
+            let spill = t.block.spill;
+            let id = self.cache.insert(t.block, &t.code).map_err(host_err)?;
+            // A step block is discarded after one run, and the write that
+            // caused an SMC step must find its page writable.
+            if !ctx.step {
+                self.protect(page.0)?;
+                if let Some(s) = spill {
+                    self.protect(s.0)?;
+                }
+            }
+            return Ok(id);
+        }
+        Err(host_err("a block does not fit in an empty translation cache"))
+    }
+
+    /// Maps a guest page holding translations read-only, so that a write to
+    /// it faults and invalidates them.
+    fn protect(&mut self, page: u32) -> Result<(), EngineError> {
+        if page == 0 || u64::from(page) * u64::from(PAGE_SIZE) >= self.ram_size || !self.protected.insert(page) {
+            return Ok(());
+        }
+        self.monitor.protect(page * PAGE_SIZE, PAGE_SIZE, Prot::RX).map_err(host_err)
+    }
+
+    /// After a flush no page holds translations any more.
+    fn protected_pages_reset(&mut self) -> Result<(), EngineError> {
+        for page in std::mem::take(&mut self.protected) {
+            self.monitor.protect(page * PAGE_SIZE, PAGE_SIZE, Prot::RWX).map_err(host_err)?;
+        }
+        Ok(())
+    }
+
+    /// Runs translated guest kernel code and handles its exit.
+    fn run_kernel(&mut self, machine: &mut Machine) -> Result<Next, EngineError> {
+        let resumed = self.resume.take();
+        let ctx = self.context();
+        let (host, block) = match resumed {
+            Some((h, _)) => (h, None),
+            None => {
+                let id = self.block_at_eip(machine)?;
+                (self.cache.host_addr(id).expect("live block"), Some(id))
+            }
+        };
+        // Guest TF: the instruction about to run traps (#DB) when it is done.
+        let trap_after = resumed.is_none() && self.cpu.eflags & flags::TF != 0;
+        self.smc_step = false;
+        let t = Instant::now();
+        let exit = self
+            .monitor
+            .run_translated(&mut self.cpu, host, resumed.map(|(_, sels)| sels))
+            .map_err(host_err)?;
+        self.stats.translated += t.elapsed();
+        let next = self.kernel_exit(machine, host, exit, resumed, ctx.step);
+        if ctx.step {
+            if let Some(id) = block {
+                self.cache.discard(id);
+            }
+        }
+        let (next, completed) = next?;
+        if trap_after && completed {
+            self.cpu.dr[6] |= 1 << 14; // DR6.BS: single step
+            return self.exception(machine, Exception { vector: 1, error_code: None });
+        }
+        Ok(next)
+    }
+
+    /// Handles an exit of translated code; also says whether the guest
+    /// instruction that ran completed without an exception.
+    fn kernel_exit(
+        &mut self,
+        machine: &mut Machine,
+        host: u32,
+        exit: TcExit,
+        resumed: Option<(u32, [u16; 6])>,
+        step: bool,
+    ) -> Result<(Next, bool), EngineError> {
+        let cs_base = self.cpu.cs.base;
+        match exit {
+            TcExit::Interrupted => {
+                // Nothing ran; a mid-sequence resume point stays one.
+                self.stats.exit("kick before entry");
+                self.resume = resumed;
+                Ok((Next::Continue, false))
+            }
+            TcExit::Exit { reason, arg } => {
+                self.cpu.eip = arg.wrapping_sub(cs_base);
+                match ExitReason::from_code(reason) {
+                    Some(ExitReason::Branch) => {
+                        self.stats.exit("branch");
+                        if !step {
+                            let from = self.monitor.scratch()[3];
+                            self.chain(machine, from)?;
+                        }
+                        Ok((Next::Continue, true))
+                    }
+                    Some(ExitReason::IndirectMiss) => {
+                        self.stats.exit("indirect miss");
+                        if !step {
+                            let id = self.block_at_eip(machine)?;
+                            self.cache.publish_indirect(id);
+                        }
+                        Ok((Next::Continue, true))
+                    }
+                    Some(ExitReason::Callout) => {
+                        self.stats.exit("callout");
+                        let n = self.callout(machine)?;
+                        Ok((n, !self.last_callout_faulted))
+                    }
+                    None => Err(host_err(format!("translated code left with unknown reason {reason}"))),
+                }
+            }
+            TcExit::Signal { host_eip, exit, sels } => self
+                .translated_signal(machine, host, host_eip, exit, sels)
+                .map(|n| (n, false)),
+        }
+    }
+
+    /// Chains the direct exit whose `jmp rel32` sits at host address
+    /// `from` to the block at CS:EIP (translating it now).
+    fn chain(&mut self, machine: &Machine, from: u32) -> Result<(), EngineError> {
+        let to = self.block_at_eip(machine)?;
+        let Some(rec) = self.cache.recreate(from) else {
+            return Ok(()); // the source block was dropped meanwhile
+        };
+        let block = self.cache.block(rec.block).expect("recreated block is live");
+        let base = self.cache.host_addr(rec.block).expect("live");
+        let off = from - base;
+        if let Some(i) = block.exits().iter().position(|e| e.jump_offset == off) {
+            // Refusals (context mismatch) just leave the exit unchained.
+            let _ = self.cache.chain(rec.block, i, to);
+        }
+        Ok(())
+    }
+
+    /// Whether the guest instruction at CS:EIP is RET or an indirect JMP
+    /// or CALL (the rewrites that borrow EAX and ECX).
+    fn indirect_branch_at_eip(&self, machine: &mut Machine) -> bool {
+        emulate::fetch(&self.cpu, &mut PhysLinear(&mut machine.memory)).is_ok_and(|i| {
+            matches!(
+                x86::classify::kind_of(&i),
+                x86::classify::Kind::Ret | x86::classify::Kind::JmpIndirect | x86::classify::Kind::CallIndirect
+            )
+        })
+    }
+
+    /// A host signal inside translated code.
+    fn translated_signal(
+        &mut self,
+        machine: &mut Machine,
+        entered: u32,
+        host_eip: u32,
+        exit: DirectExit,
+        sels: [u16; 6],
+    ) -> Result<Next, EngineError> {
+        let cs_base = self.cpu.cs.base;
+        let rec = self.cache.recreate(host_eip);
+        match exit {
+            DirectExit::Interrupted => {
+                self.stats.exit("kick");
+                match rec {
+                    Some(r) if r.at_boundary => self.cpu.eip = r.guest_eip.wrapping_sub(cs_base),
+                    // Inside a rewrite, a stub or the miss handler: the
+                    // registers are mid-sequence. Finish the sequence first;
+                    // the next exit will see the interrupt.
+                    _ => self.resume = Some((host_eip, sels)),
+                }
+                Ok(Next::Continue)
+            }
+            DirectExit::Fault { vector, error_code, cr2 } => {
+                self.stats.exit("fault in translated code");
+                let Some(r) = rec else {
+                    return Err(host_err(format!(
+                        "fault {vector} at host {host_eip:#x} outside any translation (entered at {entered:#x})"
+                    )));
+                };
+                self.cpu.eip = r.guest_eip.wrapping_sub(cs_base);
+                if !r.at_boundary && self.indirect_branch_at_eip(machine) {
+                    // An indirect branch's operand load or push faulted
+                    // after its rewrite borrowed EAX and ECX; the scratch
+                    // slots hold the guest's values.
+                    let s = self.monitor.scratch();
+                    self.cpu.eax = s[0];
+                    self.cpu.ecx = s[1];
+                }
+                match vector {
+                    14 => {
+                        let n = self.host_page_fault(machine, cr2.unwrap_or(0), error_code.unwrap_or(0))?;
+                        Ok(n)
+                    }
+                    _ => self.exception(machine, Exception { vector, error_code }),
+                }
+            }
+            DirectExit::HostBus { addr } => Err(self.unsupported(
+                machine,
+                format!("guest RAM behind {addr:#x} is missing (host SIGBUS)"),
+            )),
+            other => Err(host_err(format!(
+                "unexpected exit {other:?} from translated code at host {host_eip:#x}"
+            ))),
+        }
+    }
+}
+
+/// Unsupported::Feature wants a &'static str; these messages are rare
+/// (once per run at most) and end the run.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}

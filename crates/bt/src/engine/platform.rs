@@ -1,0 +1,111 @@
+//! What the callout emulator sees of the machine: guest memory as linear
+//! addresses (paging off: linear is physical), the port bus, the MSRs, the
+//! CPU model and the TSC.
+
+use std::time::Instant;
+
+use machine::{GuestMemory, IoBus};
+use x86::cpuid::CpuidModel;
+use x86::emulate::Platform;
+use x86::interrupt::{Exception, LinearMemory};
+use x86::msr::MsrFile;
+
+/// Guest linear memory with paging off. Accesses past RAM read as all ones
+/// and drop writes, as on a PC bus.
+pub struct PhysLinear<'a>(pub &'a mut GuestMemory);
+
+impl LinearMemory for PhysLinear<'_> {
+    fn read(&mut self, at: u32, buf: &mut [u8]) -> Result<(), Exception> {
+        if self.0.read(u64::from(at), buf).is_err() {
+            buf.fill(0xFF);
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, at: u32, data: &[u8]) -> Result<(), Exception> {
+        let _ = self.0.write(u64::from(at), data);
+        Ok(())
+    }
+}
+
+/// The virtual CPU's surroundings that live outside [`x86::CpuState`].
+pub struct CpuExtras {
+    /// The CPU model the guest sees.
+    pub cpuid: CpuidModel,
+    /// MSRs not held in CpuState.
+    pub msrs: MsrFile,
+    /// When the TSC read 0 (host time), minus what WRMSR set.
+    pub tsc_epoch: Instant,
+    /// Value added to the elapsed nanoseconds.
+    pub tsc_offset: u64,
+    /// Writes to port 0x80 seen, in order (the `tc` guest's phase markers).
+    pub port80: Vec<u8>,
+}
+
+impl CpuExtras {
+    /// A CPU fresh from firmware.
+    pub fn new() -> CpuExtras {
+        CpuExtras {
+            cpuid: CpuidModel::default(),
+            msrs: MsrFile::after_firmware(),
+            tsc_epoch: Instant::now(),
+            tsc_offset: 0,
+            port80: Vec::new(),
+        }
+    }
+}
+
+impl Default for CpuExtras {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The emulator's [`Platform`] for one callout.
+pub struct Surroundings<'a> {
+    /// The port bus.
+    pub bus: &'a mut IoBus,
+    /// CPU model, MSRs, TSC.
+    pub extras: &'a mut CpuExtras,
+    /// Port I/O happened (a device may have asked to stop).
+    pub did_io: bool,
+}
+
+/// The TSC ticks at 1 GHz of host time: a round number the guest can
+/// calibrate against, and monotonic.
+fn elapsed_ns(e: &CpuExtras) -> u64 {
+    e.tsc_epoch.elapsed().as_nanos() as u64
+}
+
+impl Platform for Surroundings<'_> {
+    fn io_in(&mut self, port: u16, size: u8) -> u32 {
+        self.did_io = true;
+        let mut b = [0u8; 4];
+        self.bus.read(port, &mut b[..usize::from(size)]);
+        u32::from_le_bytes(b)
+    }
+
+    fn io_out(&mut self, port: u16, size: u8, value: u32) {
+        self.did_io = true;
+        if port == 0x80 && size == 1 {
+            self.extras.port80.push(value as u8);
+        }
+        self.bus.write(port, &value.to_le_bytes()[..usize::from(size)]);
+    }
+
+    fn tsc(&mut self) -> u64 {
+        elapsed_ns(self.extras).wrapping_add(self.extras.tsc_offset)
+    }
+
+    fn set_tsc(&mut self, value: u64) {
+        self.extras.tsc_offset = value.wrapping_sub(elapsed_ns(self.extras));
+    }
+
+    fn cpuid(&self) -> &CpuidModel {
+        &self.extras.cpuid
+    }
+
+    fn msrs(&mut self) -> &mut MsrFile {
+        &mut self.extras.msrs
+    }
+}

@@ -1,0 +1,136 @@
+//! The BT engine's counters: the translation cache's, plus exits and
+//! callouts by reason, and where the time went.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::cache::Stats;
+
+/// Counters of one run of the BT engine.
+#[derive(Clone, Debug, Default)]
+pub struct BtStats {
+    /// The translation cache's counters at the end of the run.
+    pub cache: Stats,
+    /// Exits from translated code and direct execution, by reason.
+    pub exits: BTreeMap<&'static str, u64>,
+    /// Callouts (instructions the monitor carried out), by kind.
+    pub callouts: BTreeMap<&'static str, u64>,
+    /// External interrupts delivered to the guest.
+    pub interrupts: u64,
+    /// Wall time spent running guest user code directly.
+    pub direct: Duration,
+    /// Wall time spent in translated code.
+    pub translated: Duration,
+    /// Wall time of the whole run.
+    pub total: Duration,
+    /// Cache counters between consecutive port-0x80 markers: (marker that
+    /// ended the phase, counters during the phase).
+    pub phases: Vec<(u8, Stats)>,
+}
+
+impl BtStats {
+    /// Counts one exit of `reason`.
+    pub fn exit(&mut self, reason: &'static str) {
+        *self.exits.entry(reason).or_default() += 1;
+    }
+
+    /// Counts one callout of `kind`.
+    pub fn callout(&mut self, kind: &'static str) {
+        *self.callouts.entry(kind).or_default() += 1;
+    }
+
+    /// Time in the monitor: neither guest user code nor translated code.
+    pub fn monitor(&self) -> Duration {
+        self.total.saturating_sub(self.direct + self.translated)
+    }
+
+    fn map_json(m: &BTreeMap<&'static str, u64>) -> String {
+        let items: Vec<String> = m.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        format!("{{{}}}", items.join(","))
+    }
+
+    /// Every counter as one JSON object, for `--stats-json`.
+    pub fn to_json(&self) -> String {
+        let phases: Vec<String> = self
+            .phases
+            .iter()
+            .map(|(m, s)| format!("{{\"marker\":{m},\"cache\":{}}}", s.to_json()))
+            .collect();
+        format!(
+            "{{\"engine\":\"bt\",\"cache\":{},\"exits\":{},\"callouts\":{},\"interrupts\":{},\
+             \"time_s\":{{\"direct\":{},\"translated\":{},\"monitor\":{},\"total\":{}}},\"phases\":[{}]}}",
+            self.cache.to_json(),
+            Self::map_json(&self.exits),
+            Self::map_json(&self.callouts),
+            self.interrupts,
+            self.direct.as_secs_f64(),
+            self.translated.as_secs_f64(),
+            self.monitor().as_secs_f64(),
+            self.total.as_secs_f64(),
+            phases.join(","),
+        )
+    }
+}
+
+fn share(part: Duration, total: Duration) -> f64 {
+    if total.is_zero() {
+        0.0
+    } else {
+        100.0 * part.as_secs_f64() / total.as_secs_f64()
+    }
+}
+
+impl fmt::Display for BtStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.cache)?;
+        writeln!(f, "time")?;
+        for (name, d) in [
+            ("direct execution", self.direct),
+            ("translated code", self.translated),
+            ("monitor", self.monitor()),
+        ] {
+            writeln!(
+                f,
+                "  {name:<24} {:>10.3} ms {:>5.1}%",
+                d.as_secs_f64() * 1e3,
+                share(d, self.total)
+            )?;
+        }
+        writeln!(f, "  {:<24} {:>10.3} ms", "total", self.total.as_secs_f64() * 1e3)?;
+        writeln!(f, "exits")?;
+        for (k, v) in &self.exits {
+            writeln!(f, "  {k:<24} {v:>14}")?;
+        }
+        writeln!(f, "callouts")?;
+        for (k, v) in &self.callouts {
+            writeln!(f, "  {k:<24} {v:>14}")?;
+        }
+        writeln!(f, "  {:<24} {:>14}", "(interrupts delivered)", self.interrupts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_and_table_carry_the_same_counters() {
+        let mut s = BtStats::default();
+        s.exit("callout");
+        s.exit("callout");
+        s.callout("out");
+        s.total = Duration::from_millis(10);
+        s.translated = Duration::from_millis(4);
+        s.direct = Duration::from_millis(1);
+        s.phases.push((2, Stats::default()));
+        let j = s.to_json();
+        assert!(j.contains("\"exits\":{\"callout\":2}"), "{j}");
+        assert!(j.contains("\"callouts\":{\"out\":1}"), "{j}");
+        assert!(j.contains("\"monitor\":0.005"), "{j}");
+        assert!(j.contains("\"phases\":[{\"marker\":2,"), "{j}");
+        let t = s.to_string();
+        assert!(t.contains("translated code"), "{t}");
+        assert!(t.contains("40.0%"), "{t}");
+    }
+}
