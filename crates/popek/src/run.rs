@@ -137,6 +137,20 @@ pub fn run(args: &RunArgs) -> ExitCode {
     }
     tracing::info!(engine = engine.name(), format = ?machine.format, "starting guest");
 
+    // Opened before the run: once the BT engine confines the process it can
+    // open no file.
+    let mut stats_file = match &args.stats_json {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Some((f, path)),
+            Err(e) => {
+                return fail(
+                    STATUS_POPEK_ERROR,
+                    format!("cannot create {}: {e}", path.display()),
+                )
+            }
+        },
+        None => None,
+    };
     let raw = console::enter_raw_mode();
     let result = engine.run(&mut machine);
     machine.flush_console();
@@ -144,9 +158,10 @@ pub fn run(args: &RunArgs) -> ExitCode {
     if args.stats {
         eprintln!("{}", engine.stats_table());
     }
-    if let Some(path) = &args.stats_json {
+    if let Some((file, path)) = &mut stats_file {
+        use std::io::Write;
         let json = engine.stats_json().unwrap_or_else(|| "{}".into());
-        if let Err(e) = std::fs::write(path, json + "\n") {
+        if let Err(e) = writeln!(file, "{json}") {
             eprintln!("popek: cannot write {}: {e}", path.display());
         }
     }

@@ -27,9 +27,17 @@ impl Alarm {
     pub fn start(kicker: Kicker) -> std::io::Result<Alarm> {
         let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
         let s = shared.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("popek-bt-alarm".into())
-            .spawn(move || alarm_loop(&s, kicker))?;
+            .spawn(move || {
+                let _ = ready_tx.send(());
+                alarm_loop(&s, kicker)
+            })?;
+        // The thread has made its start-up system calls (naming, signal
+        // stack, rseq) once it runs our code: only then may the process be
+        // confined.
+        let _ = ready_rx.recv();
         Ok(Alarm {
             shared,
             thread: Some(thread),

@@ -147,6 +147,9 @@ impl Vm {
             .map_err(host_err)?;
         let cache = TranslationCache::new(CodeBuffer::new(code), IndirectTable::new(table, miss));
         let alarm = Alarm::start(monitor.kicker()).map_err(host_err)?;
+        // Every thread exists now: from here on neither the guest nor host
+        // code it might subvert can open, signal or connect anything.
+        monitor.confine().map_err(host_err)?;
         Ok(Vm {
             monitor,
             cache,

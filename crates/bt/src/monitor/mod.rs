@@ -386,6 +386,12 @@ impl Monitor {
         self.space.protect(linear, len, prot)
     }
 
+    /// Confines the whole process to the system calls the monitor needs
+    /// (design.md section 4): call once every thread is started.
+    pub fn confine(&self) -> Result<(), MonitorError> {
+        seccomp::confine()
+    }
+
     /// A handle other threads (timers) use to interrupt the guest.
     pub fn kicker(&self) -> Kicker {
         Kicker { tid: self.tid }
