@@ -362,6 +362,13 @@ impl Vm {
                      (host signal {signal}); the VM was stopped"
                 ),
             )))),
+            DirectExit::ForeignSelector { selector } => Ok(Next::End(Exit::Shutdown(self.fault(
+                machine,
+                format!(
+                    "guest user code loaded the host's selector {selector:#06x} into a segment \
+                     register (its own CPU would have checked the guest's GDT); the VM was stopped"
+                ),
+            )))),
             DirectExit::Unknown { signal, trapno, error_code } => Err(self.unsupported(
                 machine,
                 format!("unexpected host signal {signal} (trap {trapno}, error {error_code:#x}) in guest user code"),
@@ -381,7 +388,13 @@ impl Vm {
             // A privileged or IOPL-sensitive instruction: the emulator
             // applies the guest's own CPL and IOPL rules (IN/OUT may be
             // allowed by IOPL 3; otherwise it raises the same #GP).
-            13 if error_code == Some(0) => self.callout(machine),
+            13 if error_code == Some(0) && self.monitor_region_access(machine) => {
+                Err(self.monitor_region_error(machine))
+            }
+            // A segment load or far transfer the host checked against its
+            // own tables (our shadows sit at LDT indices guests do not
+            // use): the emulator redoes it against the guest's.
+            11..=13 if self.sensitive_at_eip(machine) => self.callout(machine),
             14 => self.host_page_fault(machine, cr2.unwrap_or(0), error_code.unwrap_or(0)),
             // INT3 and INTO trap after the instruction and go through the
             // IDT as software interrupts (gate DPL checked).
@@ -614,6 +627,91 @@ impl Vm {
         })
     }
 
+    /// Whether the instruction at CS:EIP is one the callout emulator
+    /// carries out (privileged, sensitive or a far transfer).
+    fn sensitive_at_eip(&self, machine: &mut Machine) -> bool {
+        emulate::fetch(&self.cpu, &mut PhysLinear(&mut machine.memory)).is_ok_and(|i| {
+            !matches!(
+                x86::classify::kind_of(&i).class(),
+                x86::classify::Class::Innocuous | x86::classify::Class::ControlFlow
+            )
+        })
+    }
+
+    /// Whether a #GP(0) at CS:EIP came from the shadow segments' limits,
+    /// which stop below the monitor region, rather than from the guest's
+    /// own limits: the instruction is innocuous (nothing else raises #GP(0)
+    /// for it) and one of the segments it uses reaches the monitor region.
+    fn monitor_region_access(&self, machine: &mut Machine) -> bool {
+        let Ok(insn) = emulate::fetch(&self.cpu, &mut PhysLinear(&mut machine.memory)) else {
+            return false;
+        };
+        if x86::classify::kind_of(&insn).class() != x86::classify::Class::Innocuous {
+            return false;
+        }
+        // The linear address of each memory operand, from the guest's own
+        // registers and segment bases (iced asks for both).
+        let c = &self.cpu;
+        let value = |reg: iced_x86::Register, _: usize, _: usize| -> Option<u64> {
+            use iced_x86::Register as R;
+            let seg = |s: &x86::Segment| Some(u64::from(s.base));
+            match reg {
+                R::ES => seg(&c.es),
+                R::CS => seg(&c.cs),
+                R::SS => seg(&c.ss),
+                R::DS => seg(&c.ds),
+                R::FS => seg(&c.fs),
+                R::GS => seg(&c.gs),
+                _ => {
+                    let full = reg.full_register32();
+                    let v = match full {
+                        R::EAX => c.eax,
+                        R::ECX => c.ecx,
+                        R::EDX => c.edx,
+                        R::EBX => c.ebx,
+                        R::ESP => c.esp,
+                        R::EBP => c.ebp,
+                        R::ESI => c.esi,
+                        R::EDI => c.edi,
+                        _ => return None,
+                    };
+                    let v = u64::from(v);
+                    Some(match reg.size() {
+                        1 if reg != full && matches!(reg, R::AH | R::CH | R::DH | R::BH) => (v >> 8) & 0xFF,
+                        1 => v & 0xFF,
+                        2 => v & 0xFFFF,
+                        _ => v,
+                    })
+                }
+            }
+        };
+        (0..insn.op_count()).any(|op| {
+            let is_mem = matches!(
+                insn.op_kind(op),
+                iced_x86::OpKind::Memory
+                    | iced_x86::OpKind::MemorySegSI
+                    | iced_x86::OpKind::MemorySegESI
+                    | iced_x86::OpKind::MemoryESDI
+                    | iced_x86::OpKind::MemoryESEDI
+            );
+            is_mem
+                && insn
+                    .virtual_address(op, 0, value)
+                    .is_some_and(|a| (a & 0xFFFF_FFFF) + 16 > u64::from(crate::monitor::MONITOR_BASE))
+        })
+    }
+
+    fn monitor_region_error(&self, machine: &Machine) -> EngineError {
+        self.unsupported(
+            machine,
+            format!(
+                "the guest accessed linear memory at or above {:#010x}, which the monitor \
+                 reserves for itself (there is no RAM there); popek does not emulate such accesses",
+                crate::monitor::MONITOR_BASE
+            ),
+        )
+    }
+
     /// A host signal inside translated code.
     fn translated_signal(
         &mut self,
@@ -654,6 +752,9 @@ impl Vm {
                     self.cpu.ecx = s[1];
                 }
                 match vector {
+                    13 if error_code == Some(0) && self.monitor_region_access(machine) => {
+                        Err(self.monitor_region_error(machine))
+                    }
                     14 => {
                         let n = self.host_page_fault(machine, cr2.unwrap_or(0), error_code.unwrap_or(0))?;
                         Ok(n)

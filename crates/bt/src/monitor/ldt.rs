@@ -24,10 +24,22 @@ pub enum Slot {
     Gs = 5,
 }
 
+/// First LDT index the monitor uses. The shadows live at the top of the
+/// 8192-entry LDT, where a guest's own LDT selectors are unlikely to point:
+/// a guest that loads one of *its* LDT selectors at CPL 3 then meets an
+/// empty host entry and faults, and the monitor redoes the load against
+/// the guest's tables, instead of silently getting a shadow.
+const FIRST_ENTRY: u32 = 8184;
+
 impl Slot {
+    /// LDT index of this slot.
+    pub const fn entry(self) -> u32 {
+        FIRST_ENTRY + self as u32
+    }
+
     /// The host selector of this slot: LDT (TI=1), RPL 3.
     pub const fn selector(self) -> u16 {
-        ((self as u16) << 3) | 4 | 3
+        ((self.entry() as u16) << 3) | 4 | 3
     }
 }
 
@@ -105,7 +117,7 @@ pub fn shadow_descriptor(slot: Slot, seg: &Segment) -> Result<UserDesc, MonitorE
         flags |= F_LIMIT_IN_PAGES;
     }
     Ok(UserDesc {
-        entry_number: slot as u32,
+        entry_number: slot.entry(),
         base_addr: seg.base,
         limit: limit_field,
         flags,
@@ -136,10 +148,10 @@ pub fn write_entry(desc: &UserDesc) -> Result<(), MonitorError> {
 
 /// LDT index of the monitor's flat 32-bit code segment, which translated
 /// code runs on (the guest's CS base is applied at translation time).
-const MONITOR_CODE_ENTRY: u32 = 6;
+const MONITOR_CODE_ENTRY: u32 = FIRST_ENTRY + 6;
 /// LDT index of the monitor's data segment over its region, which
 /// translated code reaches through GS.
-const MONITOR_DATA_ENTRY: u32 = 7;
+const MONITOR_DATA_ENTRY: u32 = FIRST_ENTRY + 7;
 
 /// Host selector of the monitor's flat code segment (LDT, RPL 3).
 pub const MONITOR_CS: u16 = ((MONITOR_CODE_ENTRY as u16) << 3) | 4 | 3;
@@ -196,7 +208,7 @@ mod tests {
         let d = shadow_descriptor(Slot::Ds, &Segment::flat_data32(0x23)).unwrap();
         assert_eq!(d.limit, 0xFFBFF);
         assert_eq!(d.flags, F_SEG_32BIT | F_LIMIT_IN_PAGES);
-        assert_eq!(d.entry_number, 2);
+        assert_eq!(d.entry_number, Slot::Ds.entry());
     }
 
     #[test]
@@ -224,7 +236,10 @@ mod tests {
 
     #[test]
     fn selectors_are_ldt_rpl3() {
-        assert_eq!(Slot::Cs.selector(), 0x07);
-        assert_eq!(Slot::Gs.selector(), 0x2F);
+        // Index 8184 = 0xFFC0 >> 3: the top of the LDT.
+        assert_eq!(Slot::Cs.selector(), 0xFFC7);
+        assert_eq!(Slot::Gs.selector(), 0xFFEF);
+        assert_eq!(MONITOR_CS, 0xFFF7);
+        assert_eq!(MONITOR_GS, 0xFFFF);
     }
 }

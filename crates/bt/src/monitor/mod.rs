@@ -147,6 +147,13 @@ pub enum DirectExit {
         /// Host signal.
         signal: i32,
     },
+    /// Guest user code loaded a data segment register with a selector that
+    /// is not one of the monitor's shadows (a host GDT selector such as the
+    /// flat 0x2b). The VM cannot continue faithfully.
+    ForeignSelector {
+        /// The selector it loaded.
+        selector: u16,
+    },
     /// A signal the monitor cannot attribute.
     Unknown {
         /// Host signal.
@@ -662,11 +669,14 @@ impl Monitor {
                     ..Segment::unusable()
                 };
             } else {
-                // TODO(segments): the guest loaded a selector of the host's
-                // GDT or our LDT; design.md wants a lazy fix-up on the first
-                // fault through it. Until then the virtual CPU keeps the old
-                // segment.
-                tracing::warn!(selector = now, "guest user code loaded a host selector");
+                // The guest loaded a selector of the host's GDT (or of our
+                // LDT): the host's descriptor, not the guest's, is now in
+                // force, and a flat host selector reaches the monitor
+                // region. Nothing the guest runs afterwards can be trusted
+                // to mean what it would on its own CPU.
+                // TODO(segments): glibc's `mov %ax,%gs` after
+                // set_thread_area needs design.md's lazy fix-up instead.
+                return Ok(DirectExit::ForeignSelector { selector: now });
             }
         }
         Ok(decode_exit(
