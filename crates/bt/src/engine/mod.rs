@@ -89,7 +89,7 @@ impl Engine for BtEngine {
         let mut vm = Vm::new(machine, self.opts)?;
         let result = vm.run(machine);
         machine.flush_console();
-        vm.stats.cache = *vm.cache.stats();
+        vm.stats.cache = vm.cache_stats();
         vm.stats.total = start.elapsed();
         self.stats = vm.stats;
         result
@@ -304,9 +304,17 @@ impl Vm {
         while self.markers_seen < self.extras.port80.len() {
             let marker = self.extras.port80[self.markers_seen];
             self.markers_seen += 1;
-            let now = *self.cache.stats();
+            let now = self.cache_stats();
             self.stats.phases.push((marker, now.since(&self.phase_start)));
             self.phase_start = now;
+        }
+    }
+
+    /// The cache's counters with the inline probe's hits added.
+    fn cache_stats(&self) -> crate::cache::Stats {
+        crate::cache::Stats {
+            inline_hits: u64::from(self.monitor.inline_hits()),
+            ..*self.cache.stats()
         }
     }
 

@@ -576,6 +576,12 @@ impl Monitor {
         })
     }
 
+    /// How many indirect branches translated code resolved inline.
+    pub fn inline_hits(&self) -> u32 {
+        // SAFETY: as in `scratch`.
+        unsafe { switch::area() }.inline_hits
+    }
+
     /// The vCPU area's scratch slots as translated code last left them
     /// (saved guest EAX and ECX, jump target, exit source).
     pub fn scratch(&self) -> [u32; 4] {

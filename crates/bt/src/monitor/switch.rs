@@ -83,6 +83,10 @@ pub struct VcpuArea {
     pub guest_fs: u16,
     /// Host selector of the guest's GS shadow.
     pub guest_gs: u16,
+    /// Indirect branches translated code resolved through the inline
+    /// table probe (wraps at 2^32).
+    pub inline_hits: u32,
+    _pad2: u32,
     /// Address of [`popek_bt_exit_stub`] in the host's text, which the TC
     /// exit stub (copied below 4 GiB) cannot reach with a relative jump.
     pub host_exit: u64,

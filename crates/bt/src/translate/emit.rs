@@ -31,6 +31,8 @@ const FROM: i32 = SAVED_EAX + 12;
 /// GS offsets of the host selectors of the guest's FS and GS shadows.
 const GUEST_FS: i32 = offset_of!(VcpuArea, guest_fs) as i32;
 const GUEST_GS: i32 = offset_of!(VcpuArea, guest_gs) as i32;
+/// GS offset of the inline-hit counter.
+const HITS: i32 = offset_of!(VcpuArea, inline_hits) as i32;
 /// GS offset of the indirect-branch table.
 const TABLE: i32 = TABLE_OFFSET as i32;
 
@@ -187,6 +189,10 @@ impl Emitter {
             ; movzx ecx, ax
             ; gs mov ecx, [ecx * 8 + TABLE + 4]
             ; gs mov DWORD [TARGET], ecx
+            // Count the hit; LEA, unlike INC, leaves the guest's flags alone.
+            ; gs mov ecx, DWORD [HITS]
+            ; lea ecx, [ecx + 1]
+            ; gs mov DWORD [HITS], ecx
             ; gs mov eax, DWORD [SAVED_EAX]
             ; gs mov ecx, DWORD [SAVED_ECX]
             ; gs jmp DWORD [TARGET]
