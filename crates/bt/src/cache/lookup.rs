@@ -141,7 +141,9 @@ impl IndirectTable {
 
     /// Entries in use.
     pub fn occupied(&self) -> usize {
-        (0..ENTRIES).filter(|&s| self.read(s).1 != self.miss).count()
+        (0..ENTRIES)
+            .filter(|&s| self.read(s).1 != self.miss)
+            .count()
     }
 }
 

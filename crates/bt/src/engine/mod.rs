@@ -14,8 +14,8 @@ pub mod stats;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use machine::machine::Poll;
 use machine::engine::GuestFault;
+use machine::machine::Poll;
 use machine::{Engine, EngineError, Exit, Machine, StopReason};
 use x86::emulate::{self, Effects};
 use x86::interrupt::{self, Event, Exception, Failure, Unsupported};
@@ -24,7 +24,9 @@ use x86::CpuState;
 
 use crate::cache::block::GUEST_PAGE_SIZE;
 use crate::cache::code::DEFAULT_TC_SIZE;
-use crate::cache::{BlockId, BlockKey, CodeBuffer, Context, GuestPage, IndirectTable, TranslationCache};
+use crate::cache::{
+    BlockId, BlockKey, CodeBuffer, Context, GuestPage, IndirectTable, TranslationCache,
+};
 use crate::monitor::{DirectExit, Monitor, Prot, TcExit, PAGE_SIZE};
 use crate::translate::{self, ExitReason, Translator};
 use alarm::Alarm;
@@ -141,7 +143,9 @@ struct Vm {
 impl Vm {
     fn new(machine: &mut Machine, opts: BtOptions) -> Result<Vm, EngineError> {
         let mut monitor = Monitor::new(&machine.memory).map_err(host_err)?;
-        let (table, code) = monitor.translation_regions(opts.tc_size).map_err(host_err)?;
+        let (table, code) = monitor
+            .translation_regions(opts.tc_size)
+            .map_err(host_err)?;
         let miss = monitor
             .install_stub_code(&translate::miss_handler(0))
             .map_err(host_err)?;
@@ -224,11 +228,21 @@ impl Vm {
         }
         let vector = machine.acknowledge_interrupt();
         self.stats.interrupts += 1;
-        let r = interrupt::deliver(&mut self.cpu, &mut PhysLinear(&mut machine.memory), vector, Event::External);
-        self.settle(machine, r.map(|()| Effects::default()).map_err(|f| match f {
-            Failure::Fault(e) => Unsupported::Feature(leak(format!("a fault {e:?} while delivering an interrupt"))),
-            Failure::Unsupported(u) => u,
-        }))
+        let r = interrupt::deliver(
+            &mut self.cpu,
+            &mut PhysLinear(&mut machine.memory),
+            vector,
+            Event::External,
+        );
+        self.settle(
+            machine,
+            r.map(|()| Effects::default()).map_err(|f| match f {
+                Failure::Fault(e) => Unsupported::Feature(leak(format!(
+                    "a fault {e:?} while delivering an interrupt"
+                ))),
+                Failure::Unsupported(u) => u,
+            }),
+        )
     }
 
     /// The end of an emulated operation: triple faults end the run,
@@ -280,7 +294,10 @@ impl Vm {
             Err(Unsupported::Feature(what)) => {
                 return Err(self.unsupported(
                     machine,
-                    format!("the guest needs {what} ({}), which popek does not model", kind.name()),
+                    format!(
+                        "the guest needs {what} ({}), which popek does not model",
+                        kind.name()
+                    ),
                 ))
             }
             Err(u) => {
@@ -305,7 +322,9 @@ impl Vm {
             let marker = self.extras.port80[self.markers_seen];
             self.markers_seen += 1;
             let now = self.cache_stats();
-            self.stats.phases.push((marker, now.since(&self.phase_start)));
+            self.stats
+                .phases
+                .push((marker, now.since(&self.phase_start)));
             self.phase_start = now;
         }
     }
@@ -407,7 +426,12 @@ impl Vm {
             // INT3 and INTO trap after the instruction and go through the
             // IDT as software interrupts (gate DPL checked).
             3 | 4 => {
-                let r = interrupt::deliver(&mut self.cpu, &mut PhysLinear(&mut machine.memory), vector, Event::Software);
+                let r = interrupt::deliver(
+                    &mut self.cpu,
+                    &mut PhysLinear(&mut machine.memory),
+                    vector,
+                    Event::Software,
+                );
                 match r {
                     Ok(()) => Ok(Next::Continue),
                     Err(Failure::Fault(e)) => self.exception(machine, e),
@@ -424,7 +448,12 @@ impl Vm {
     /// A host page fault at `addr`: a write to a page holding translations
     /// (self-modifying code), or an access to memory the guest does not
     /// have.
-    fn host_page_fault(&mut self, machine: &mut Machine, addr: u32, err: u32) -> Result<Next, EngineError> {
+    fn host_page_fault(
+        &mut self,
+        machine: &mut Machine,
+        addr: u32,
+        err: u32,
+    ) -> Result<Next, EngineError> {
         let page = addr / PAGE_SIZE;
         if err & 2 != 0 && self.protected.remove(&page) {
             self.stats.exit("smc write");
@@ -439,9 +468,15 @@ impl Vm {
         }
         let what = if u64::from(addr) >= self.ram_size {
             if err & 0x10 != 0 {
-                format!("the guest jumped to {addr:#010x}, where there is no memory ({} MiB of RAM)", self.ram_size >> 20)
+                format!(
+                    "the guest jumped to {addr:#010x}, where there is no memory ({} MiB of RAM)",
+                    self.ram_size >> 20
+                )
             } else {
-                format!("the guest accessed {addr:#010x}, where there is no memory ({} MiB of RAM)", self.ram_size >> 20)
+                format!(
+                    "the guest accessed {addr:#010x}, where there is no memory ({} MiB of RAM)",
+                    self.ram_size >> 20
+                )
             }
         } else if addr < PAGE_SIZE {
             format!(
@@ -473,11 +508,19 @@ impl Vm {
         if u64::from(linear) >= self.ram_size {
             return Err(self.unsupported(
                 machine,
-                format!("the guest jumped to {linear:#010x}, where there is no memory ({} MiB of RAM)", self.ram_size >> 20),
+                format!(
+                    "the guest jumped to {linear:#010x}, where there is no memory ({} MiB of RAM)",
+                    self.ram_size >> 20
+                ),
             ));
         }
-        let avail = (self.ram_size - u64::from(linear)).min(u64::from(GUEST_PAGE_SIZE) + 15) as usize;
-        let bytes = machine.memory.slice(u64::from(linear), avail).map_err(host_err)?.to_vec();
+        let avail =
+            (self.ram_size - u64::from(linear)).min(u64::from(GUEST_PAGE_SIZE) + 15) as usize;
+        let bytes = machine
+            .memory
+            .slice(u64::from(linear), avail)
+            .map_err(host_err)?
+            .to_vec();
         let key = BlockKey { eip: linear, ctx };
         let page = GuestPage(linear / GUEST_PAGE_SIZE);
         for attempt in 0..2 {
@@ -502,22 +545,31 @@ impl Vm {
             }
             return Ok(id);
         }
-        Err(host_err("a block does not fit in an empty translation cache"))
+        Err(host_err(
+            "a block does not fit in an empty translation cache",
+        ))
     }
 
     /// Maps a guest page holding translations read-only, so that a write to
     /// it faults and invalidates them.
     fn protect(&mut self, page: u32) -> Result<(), EngineError> {
-        if page == 0 || u64::from(page) * u64::from(PAGE_SIZE) >= self.ram_size || !self.protected.insert(page) {
+        if page == 0
+            || u64::from(page) * u64::from(PAGE_SIZE) >= self.ram_size
+            || !self.protected.insert(page)
+        {
             return Ok(());
         }
-        self.monitor.protect(page * PAGE_SIZE, PAGE_SIZE, Prot::RX).map_err(host_err)
+        self.monitor
+            .protect(page * PAGE_SIZE, PAGE_SIZE, Prot::RX)
+            .map_err(host_err)
     }
 
     /// After a flush no page holds translations any more.
     fn protected_pages_reset(&mut self) -> Result<(), EngineError> {
         for page in std::mem::take(&mut self.protected) {
-            self.monitor.protect(page * PAGE_SIZE, PAGE_SIZE, Prot::RWX).map_err(host_err)?;
+            self.monitor
+                .protect(page * PAGE_SIZE, PAGE_SIZE, Prot::RWX)
+                .map_err(host_err)?;
         }
         Ok(())
     }
@@ -551,7 +603,13 @@ impl Vm {
         let (next, completed) = next?;
         if trap_after && completed {
             self.cpu.dr[6] |= 1 << 14; // DR6.BS: single step
-            return self.exception(machine, Exception { vector: 1, error_code: None });
+            return self.exception(
+                machine,
+                Exception {
+                    vector: 1,
+                    error_code: None,
+                },
+            );
         }
         Ok(next)
     }
@@ -598,10 +656,16 @@ impl Vm {
                         let n = self.callout(machine)?;
                         Ok((n, !self.last_callout_faulted))
                     }
-                    None => Err(host_err(format!("translated code left with unknown reason {reason}"))),
+                    None => Err(host_err(format!(
+                        "translated code left with unknown reason {reason}"
+                    ))),
                 }
             }
-            TcExit::Signal { host_eip, exit, sels } => self
+            TcExit::Signal {
+                host_eip,
+                exit,
+                sels,
+            } => self
                 .translated_signal(machine, host, host_eip, exit, sels)
                 .map(|n| (n, false)),
         }
@@ -614,7 +678,10 @@ impl Vm {
         let Some(rec) = self.cache.recreate(from) else {
             return Ok(()); // the source block was dropped meanwhile
         };
-        let block = self.cache.block(rec.block).expect("recreated block is live");
+        let block = self
+            .cache
+            .block(rec.block)
+            .expect("recreated block is live");
         let base = self.cache.host_addr(rec.block).expect("live");
         let off = from - base;
         if let Some(i) = block.exits().iter().position(|e| e.jump_offset == off) {
@@ -630,7 +697,9 @@ impl Vm {
         emulate::fetch(&self.cpu, &mut PhysLinear(&mut machine.memory)).is_ok_and(|i| {
             matches!(
                 x86::classify::kind_of(&i),
-                x86::classify::Kind::Ret | x86::classify::Kind::JmpIndirect | x86::classify::Kind::CallIndirect
+                x86::classify::Kind::Ret
+                    | x86::classify::Kind::JmpIndirect
+                    | x86::classify::Kind::CallIndirect
             )
         })
     }
@@ -685,7 +754,9 @@ impl Vm {
                     };
                     let v = u64::from(v);
                     Some(match reg.size() {
-                        1 if reg != full && matches!(reg, R::AH | R::CH | R::DH | R::BH) => (v >> 8) & 0xFF,
+                        1 if reg != full && matches!(reg, R::AH | R::CH | R::DH | R::BH) => {
+                            (v >> 8) & 0xFF
+                        }
                         1 => v & 0xFF,
                         2 => v & 0xFFFF,
                         _ => v,
@@ -703,9 +774,9 @@ impl Vm {
                     | iced_x86::OpKind::MemoryESEDI
             );
             is_mem
-                && insn
-                    .virtual_address(op, 0, value)
-                    .is_some_and(|a| (a & 0xFFFF_FFFF) + 16 > u64::from(crate::monitor::MONITOR_BASE))
+                && insn.virtual_address(op, 0, value).is_some_and(|a| {
+                    (a & 0xFFFF_FFFF) + 16 > u64::from(crate::monitor::MONITOR_BASE)
+                })
         })
     }
 
@@ -743,7 +814,11 @@ impl Vm {
                 }
                 Ok(Next::Continue)
             }
-            DirectExit::Fault { vector, error_code, cr2 } => {
+            DirectExit::Fault {
+                vector,
+                error_code,
+                cr2,
+            } => {
                 self.stats.exit("fault in translated code");
                 let Some(r) = rec else {
                     return Err(host_err(format!(
@@ -764,7 +839,11 @@ impl Vm {
                         Err(self.monitor_region_error(machine))
                     }
                     14 => {
-                        let n = self.host_page_fault(machine, cr2.unwrap_or(0), error_code.unwrap_or(0))?;
+                        let n = self.host_page_fault(
+                            machine,
+                            cr2.unwrap_or(0),
+                            error_code.unwrap_or(0),
+                        )?;
                         Ok(n)
                     }
                     _ => self.exception(machine, Exception { vector, error_code }),

@@ -90,7 +90,8 @@ impl Platform for Surroundings<'_> {
         if port == 0x80 && size == 1 {
             self.extras.port80.push(value as u8);
         }
-        self.bus.write(port, &value.to_le_bytes()[..usize::from(size)]);
+        self.bus
+            .write(port, &value.to_le_bytes()[..usize::from(size)]);
     }
 
     fn tsc(&mut self) -> u64 {

@@ -97,7 +97,12 @@ impl fmt::Display for BtStats {
                 share(d, self.total)
             )?;
         }
-        writeln!(f, "  {:<24} {:>10.3} ms", "total", self.total.as_secs_f64() * 1e3)?;
+        writeln!(
+            f,
+            "  {:<24} {:>10.3} ms",
+            "total",
+            self.total.as_secs_f64() * 1e3
+        )?;
         writeln!(f, "exits")?;
         for (k, v) in &self.exits {
             writeln!(f, "  {k:<24} {v:>14}")?;
@@ -106,7 +111,11 @@ impl fmt::Display for BtStats {
         for (k, v) in &self.callouts {
             writeln!(f, "  {k:<24} {v:>14}")?;
         }
-        writeln!(f, "  {:<24} {:>14}", "(interrupts delivered)", self.interrupts)
+        writeln!(
+            f,
+            "  {:<24} {:>14}",
+            "(interrupts delivered)", self.interrupts
+        )
     }
 }
 

@@ -280,7 +280,13 @@ impl AddressSpace {
         Self::check_range(linear, len)?;
         // SAFETY: the range is inside the monitor region, which holds no
         // Rust references (the monitor reaches it through raw pointers).
-        let r = unsafe { libc::mprotect(linear as usize as *mut libc::c_void, len as usize, prot.bits()) };
+        let r = unsafe {
+            libc::mprotect(
+                linear as usize as *mut libc::c_void,
+                len as usize,
+                prot.bits(),
+            )
+        };
         if r != 0 {
             return Err(last_os_error("mprotect of the monitor region"));
         }

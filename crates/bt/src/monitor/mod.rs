@@ -167,13 +167,8 @@ pub enum DirectExit {
 
 /// EFLAGS bits translated guest kernel code keeps in the host EFLAGS: the
 /// arithmetic flags and DF. IF, IOPL, AC, TF and the rest are virtual.
-pub const TRANSLATED_FLAGS: u32 = flags::CF
-    | flags::PF
-    | flags::AF
-    | flags::ZF
-    | flags::SF
-    | flags::DF
-    | flags::OF;
+pub const TRANSLATED_FLAGS: u32 =
+    flags::CF | flags::PF | flags::AF | flags::ZF | flags::SF | flags::DF | flags::OF;
 
 fn merge_flags(virt: u32, host: u32, owned: u32) -> u32 {
     (host & owned) | (virt & !owned) | flags::FIXED1
@@ -446,9 +441,11 @@ impl Monitor {
     /// once per process.
     pub fn translation_regions(&mut self, tc_size: u32) -> Result<(Region, Region), MonitorError> {
         if self.tc_mapped {
-            return Err(MonitorError::Host("translation regions already mapped".into()));
+            return Err(MonitorError::Host(
+                "translation regions already mapped".into(),
+            ));
         }
-        if tc_size == 0 || tc_size > layout::TC_MAX || tc_size % PAGE_SIZE != 0 {
+        if tc_size == 0 || tc_size > layout::TC_MAX || !tc_size.is_multiple_of(PAGE_SIZE) {
             return Err(MonitorError::Host(format!(
                 "translation cache size {tc_size:#x}: must be a multiple of 4 KiB, at most {:#x}",
                 layout::TC_MAX

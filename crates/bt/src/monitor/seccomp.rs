@@ -103,7 +103,13 @@ const ALLOWED: &[libc::c_long] = &[
 ];
 
 /// ioctl requests allowed: reading and restoring the terminal's modes.
-const IOCTLS: &[libc::c_ulong] = &[libc::TCGETS, libc::TCSETS, libc::TCSETSW, libc::TCSETSF, libc::TIOCGWINSZ];
+const IOCTLS: &[libc::c_ulong] = &[
+    libc::TCGETS,
+    libc::TCSETS,
+    libc::TCSETSW,
+    libc::TCSETSF,
+    libc::TIOCGWINSZ,
+];
 
 /// Filter 2: the allowlist; `pid` is the only process tgkill may signal.
 pub fn allowlist(pid: u32) -> Vec<libc::sock_filter> {
@@ -213,11 +219,19 @@ mod tests {
         assert_eq!(p.last().unwrap().k, libc::SECCOMP_RET_TRAP);
         for (i, ins) in p.iter().enumerate() {
             if ins.code == BPF_JEQ_K {
-                assert!(i + 1 + usize::from(ins.jt.max(ins.jf)) < p.len(), "jump at {i}");
+                assert!(
+                    i + 1 + usize::from(ins.jt.max(ins.jf)) < p.len(),
+                    "jump at {i}"
+                );
             }
         }
         // Neither open nor kill nor socket is allowed.
-        for nr in [libc::SYS_open, libc::SYS_openat, libc::SYS_kill, libc::SYS_socket] {
+        for nr in [
+            libc::SYS_open,
+            libc::SYS_openat,
+            libc::SYS_kill,
+            libc::SYS_socket,
+        ] {
             assert!(!ALLOWED.contains(&nr));
         }
     }

@@ -224,6 +224,8 @@ impl Emitter {
 
     /// The finished bytes.
     pub fn finish(self) -> Vec<u8> {
-        self.ops.finalize().expect("no unresolved labels in emitted code")
+        self.ops
+            .finalize()
+            .expect("no unresolved labels in emitted code")
     }
 }

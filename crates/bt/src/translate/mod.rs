@@ -287,8 +287,8 @@ impl Translator {
                     em.probe(self.miss, ctx.step);
                 }
                 Kind::JmpIndirect | Kind::CallIndirect => {
-                    let load = load_target(&insn)
-                        .ok_or_else(|| unsupported("16-bit indirect branch"))?;
+                    let load =
+                        load_target(&insn).ok_or_else(|| unsupported("16-bit indirect branch"))?;
                     em.save_scratch();
                     em.raw(&load);
                     if kind == Kind::CallIndirect {
@@ -329,7 +329,12 @@ impl Translator {
 fn gs_prefix_at(bytes: &[u8]) -> Option<usize> {
     bytes
         .iter()
-        .take_while(|b| matches!(b, 0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3))
+        .take_while(|b| {
+            matches!(
+                b,
+                0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3
+            )
+        })
         .position(|&b| b == 0x65)
 }
 

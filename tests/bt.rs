@@ -1,0 +1,277 @@
+//! The binary-translation engine end to end: every guest gives the same
+//! output as under KVM, the translation cache's statistics mean what they
+//! say, hostile guests cannot reach the host, and guests that break get a
+//! clear report.
+
+mod common;
+
+use common::{assert_pass, kvm_available, popek, Run};
+
+fn run_bt(guest: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["run", "--engine", "bt", "--guest", guest];
+    args.extend_from_slice(extra);
+    popek(&args)
+}
+
+/// Runs `guest` under both engines and requires identical console output
+/// and exit status; the guest must also pass its own checks.
+fn same_under_both(guest: &str, extra: &[&str]) {
+    let bt = run_bt(guest, extra);
+    assert_pass(&bt);
+    if !kvm_available() {
+        return;
+    }
+    let mut args = vec!["run", "--engine", "kvm", "--guest", guest];
+    args.extend_from_slice(extra);
+    let kvm = popek(&args);
+    assert_eq!(
+        bt.stdout,
+        kvm.stdout,
+        "bt vs kvm\n{}\n{}",
+        bt.show(),
+        kvm.show()
+    );
+    assert_eq!(
+        bt.status,
+        kvm.status,
+        "bt vs kvm\n{}\n{}",
+        bt.show(),
+        kvm.show()
+    );
+}
+
+#[test]
+fn hello_is_the_same_under_bt_and_kvm() {
+    same_under_both("hello", &[]);
+}
+
+#[test]
+fn sensitive_is_the_same_under_bt_and_kvm() {
+    same_under_both("sensitive", &[]);
+}
+
+#[test]
+fn interrupts_is_the_same_under_bt_and_kvm() {
+    same_under_both("interrupts", &[]);
+}
+
+#[test]
+fn bzhello_is_the_same_under_bt_and_kvm() {
+    same_under_both("bzhello", &[]);
+    same_under_both("bzhello", &["--append", "console=ttyS0 quiet"]);
+}
+
+#[test]
+fn tc_is_the_same_under_bt_and_kvm() {
+    same_under_both("tc", &[]);
+}
+
+#[test]
+fn usermode_passes_under_bt() {
+    // kvm-pvm cannot run ring-3 int 0x80 (see tests/guests.rs), so the
+    // comparison is only made where KVM can.
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        assert_pass(&run_bt("usermode", &[]));
+        return;
+    }
+    same_under_both("usermode", &[]);
+}
+
+#[test]
+fn bt_is_the_default_engine() {
+    let run = popek(&["run", "--guest", "hello", "--stats"]);
+    assert_pass(&run);
+    assert!(run.stderr.contains("translation cache"), "{}", run.show());
+}
+
+/// The value of `"key":` right after the first `"marker":2` in the JSON.
+fn loop_phase(json: &str, key: &str) -> f64 {
+    let phase = &json[json.find("\"marker\":2").expect("loop phase marker")..];
+    let at = phase.find(&format!("\"{key}\":")).expect(key) + key.len() + 3;
+    phase[at..]
+        .split([',', '}'])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn total(json: &str, key: &str) -> f64 {
+    let at = json.find(&format!("\"{key}\":")).expect(key) + key.len() + 3;
+    json[at..]
+        .split([',', '}'])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn tc_statistics_show_hits_chaining_and_smc() {
+    let path = std::env::temp_dir().join(format!("popek-tc-{}.json", std::process::id()));
+    let run = run_bt("tc", &["--stats-json", path.to_str().unwrap()]);
+    assert_pass(&run);
+    let json = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    let rate = loop_phase(&json, "hit_rate");
+    assert!(rate > 0.9, "loop-phase hit rate {rate}\n{json}");
+    assert!(loop_phase(&json, "inline_hits") > 0.0, "{json}");
+    assert!(total(&json, "chained_jumps") > 0.0, "{json}");
+    assert!(total(&json, "smc_invalidations") >= 1.0, "{json}");
+}
+
+#[test]
+fn a_small_translation_cache_is_flushed_and_still_correct() {
+    let path = std::env::temp_dir().join(format!("popek-tc-small-{}.json", std::process::id()));
+    let run = run_bt(
+        "tc",
+        &["--tc-size", "64K", "--stats-json", path.to_str().unwrap()],
+    );
+    assert_pass(&run);
+    let json = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert!(total(&json, "flushes") >= 1.0, "{json}");
+}
+
+// Hostile guests (guests/hostile): ring-3 code attacking the monitor.
+
+#[test]
+fn hostile_host_selector_ends_the_vm() {
+    let run = run_bt("hostile", &["--append", "attack=a"]);
+    assert_eq!(run.status, 6, "{}", run.show());
+    assert!(
+        run.stderr.contains("host's selector 0x002b"),
+        "{}",
+        run.show()
+    );
+    assert!(run.stderr.contains("EIP="), "register dump\n{}", run.show());
+}
+
+#[test]
+fn hostile_protection_keys_get_ud_then_the_monitor_region_is_refused() {
+    let run = run_bt("hostile", &["--append", "attack=b"]);
+    // XRSTOR is not checked: direct execution runs it on the host, which
+    // has XSAVE enabled, so the guest sees no #UD (a known gap: design.md
+    // wants such pages scanned and run translated).
+    for line in ["ok   wrpkru raised #UD", "ok   rdpkru raised #UD"] {
+        assert!(run.stdout.contains(line), "{line}\n{}", run.show());
+    }
+    assert_eq!(run.status, 4, "{}", run.show());
+    assert!(run.stderr.contains("reserves for itself"), "{}", run.show());
+}
+
+fn hostile_breach_is_stopped(attack: &str) {
+    let marker = std::path::Path::new("/tmp/popek-hostile-c");
+    std::fs::remove_file(marker).ok();
+    let run = run_bt("hostile", &["--append", attack]);
+    assert_eq!(run.status, 6, "{}", run.show());
+    assert!(
+        run.stderr.contains("left its code segment"),
+        "{}",
+        run.show()
+    );
+    assert!(
+        !marker.exists(),
+        "the guest created a host file\n{}",
+        run.show()
+    );
+    assert!(
+        !run.stdout.contains("written by a host system call"),
+        "{}",
+        run.show()
+    );
+}
+
+#[test]
+fn hostile_far_jump_to_host_code_is_stopped() {
+    hostile_breach_is_stopped("attack=c");
+}
+
+#[test]
+fn hostile_iret_to_host_code_is_stopped() {
+    hostile_breach_is_stopped("attack=e");
+}
+
+#[test]
+fn hostile_int80_is_an_ordinary_guest_system_call() {
+    assert_pass(&run_bt("hostile", &["--append", "attack=d"]));
+}
+
+// Guests that break.
+
+/// A multiboot a.out-kludge image loaded at 1 MiB: the header, then `code`
+/// at the entry point.
+fn multiboot(code: &[u8]) -> Vec<u8> {
+    const LOAD: u32 = 0x10_0000;
+    let flags: u32 = 1 << 16;
+    let magic: u32 = 0x1BAD_B002;
+    let len = 32 + code.len() as u32;
+    let mut v = Vec::new();
+    for w in [
+        magic,
+        flags,
+        magic.wrapping_add(flags).wrapping_neg(),
+        LOAD,
+        LOAD,
+        LOAD + len,
+        LOAD + len,
+        LOAD + 32,
+    ] {
+        v.extend(w.to_le_bytes());
+    }
+    v.extend_from_slice(code);
+    v
+}
+
+fn run_code(name: &str, code: &[u8]) -> Run {
+    let p = std::env::temp_dir().join(format!("popek-bt-{}-{name}", std::process::id()));
+    std::fs::write(&p, multiboot(code)).unwrap();
+    let run = popek(&["run", "--engine", "bt", "--kernel", p.to_str().unwrap()]);
+    std::fs::remove_file(&p).ok();
+    run
+}
+
+#[test]
+fn a_triple_fault_ends_with_a_register_dump() {
+    // lidt [desc] (an empty IDT); int3 -> #GP -> #DF -> shutdown.
+    let mut code = vec![0x0F, 0x01, 0x1D];
+    code.extend((0x10_0000u32 + 32 + 10).to_le_bytes());
+    code.extend([0xCC, 0xF4, 0, 0, 0, 0, 0, 0]);
+    let run = run_code("triple", &code);
+    assert_eq!(run.status, 6, "{}", run.show());
+    assert!(run.stderr.contains("triple-faulted"), "{}", run.show());
+    assert!(run.stderr.contains("EIP=00100027"), "{}", run.show());
+    assert!(
+        run.stderr.contains("bytes at CS:EIP: cc f4"),
+        "{}",
+        run.show()
+    );
+}
+
+#[test]
+fn a_jump_into_missing_memory_is_named() {
+    // mov eax, 0x20000000; jmp eax (past 256 MiB of RAM).
+    let run = run_code("nomem", &[0xB8, 0, 0, 0, 0x20, 0xFF, 0xE0]);
+    assert_eq!(run.status, 4, "{}", run.show());
+    assert!(
+        run.stderr
+            .contains("jumped to 0x20000000, where there is no memory"),
+        "{}",
+        run.show()
+    );
+    assert!(run.stderr.contains("EIP=20000000"), "{}", run.show());
+}
+
+#[test]
+fn an_untranslatable_instruction_is_named_with_its_bytes() {
+    // call rel16 (operand-size prefix): the translator has no rewrite.
+    let run = run_code("untranslatable", &[0x90, 0x66, 0xE8, 0x00, 0x00]);
+    assert_eq!(run.status, 4, "{}", run.show());
+    assert!(
+        run.stderr
+            .contains("cannot translate the instruction at 0x00100021 (66 e8 00 00): 16-bit CALL"),
+        "{}",
+        run.show()
+    );
+    assert!(run.stderr.contains("EAX="), "register dump\n{}", run.show());
+}
