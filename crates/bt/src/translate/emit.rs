@@ -180,12 +180,14 @@ impl Emitter {
             ; movzx ecx, ax
             ; gs mov ecx, [ecx * 8 + TABLE]
             ; lea ecx, [ecx + eax]
-            ; jecxz >hit
         );
+        // `jecxz` over the 5-byte miss jump, in bytes: dynasm 5.1 adds a 67
+        // prefix, which in 32-bit code makes it JCXZ, testing only CX (a
+        // slot that holds an EIP 64 KiB away would then "match").
+        self.ops.extend([0xE3, JMP_LEN as u8]);
         self.jmp_to(miss);
         dynasm!(self.ops
             ; .arch x86
-            ; hit:
             ; movzx ecx, ax
             ; gs mov ecx, [ecx * 8 + TABLE + 4]
             ; gs mov DWORD [TARGET], ecx

@@ -101,6 +101,9 @@ fn ret_probes_the_table_and_misses_to_the_handler() {
     let code = &t.code;
     // The miss jump lands on the shared handler.
     let jecxz = code.iter().position(|&b| b == 0xE3).expect("jecxz");
+    // JECXZ, not JCXZ: no address-size prefix, and it skips the miss jump.
+    assert_ne!(code[jecxz - 1], 0x67);
+    assert_eq!(code[jecxz + 1], 5);
     assert_eq!(code[jecxz + 2], 0xE9);
     let rel = i32::from_le_bytes(code[jecxz + 3..jecxz + 7].try_into().unwrap());
     let after = HOST + jecxz as u32 + 7;
