@@ -10,7 +10,7 @@
 use std::mem::offset_of;
 
 use dynasmrt::x86::X86Relocation;
-use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi, VecAssembler};
+use dynasmrt::{dynasm, DynasmApi, VecAssembler};
 
 use crate::monitor::layout::TABLE_OFFSET;
 use crate::monitor::switch::VcpuArea;
