@@ -7,9 +7,9 @@
 //! lost: KVM_RUN then returns EINTR at once.
 
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use machine::alarm::Alarm;
 
 /// The signal used to kick the vCPU thread.
 pub const KICK_SIGNAL: libc::c_int = libc::SIGUSR1;
@@ -27,16 +27,9 @@ extern "C" fn on_kick(_sig: libc::c_int) {
     }
 }
 
-#[derive(Default)]
-struct Shared {
-    deadline: Option<Instant>,
-    quit: bool,
-}
-
-/// The kicker thread and its shared deadline.
+/// The kicker: an alarm aimed at the vCPU thread.
 pub struct Kicker {
-    shared: Arc<(Mutex<Shared>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
+    alarm: Alarm,
 }
 
 impl Kicker {
@@ -56,59 +49,24 @@ impl Kicker {
         }
         // SAFETY: pthread_self has no preconditions.
         let vcpu_thread = unsafe { libc::pthread_self() };
-        let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
-        let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("popek-kvm-kick".into())
-            .spawn(move || kicker_loop(&s, vcpu_thread))?;
-        Ok(Kicker {
-            shared,
-            thread: Some(thread),
-        })
+        let alarm = Alarm::start("popek-kvm-kick", move || {
+            // SAFETY: the vCPU thread outlives the kicker: dropping the
+            // Kicker joins the alarm thread before the vCPU thread can exit.
+            unsafe { libc::pthread_kill(vcpu_thread, KICK_SIGNAL) };
+        })?;
+        Ok(Kicker { alarm })
     }
 
     /// Asks for a kick `after` from now (None: no timer armed).
     pub fn arm(&self, after: Option<Duration>) {
-        let (m, cv) = &*self.shared;
-        m.lock().unwrap().deadline = after.map(|d| Instant::now() + d);
-        cv.notify_one();
-    }
-}
-
-fn kicker_loop(shared: &(Mutex<Shared>, Condvar), vcpu: libc::pthread_t) {
-    let (m, cv) = shared;
-    let mut s = m.lock().unwrap();
-    loop {
-        if s.quit {
-            return;
-        }
-        match s.deadline {
-            None => s = cv.wait(s).unwrap(),
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    s.deadline = None;
-                    // SAFETY: the vCPU thread outlives the kicker: Kicker::drop
-                    // joins this thread before the vCPU thread can exit.
-                    unsafe { libc::pthread_kill(vcpu, KICK_SIGNAL) };
-                } else {
-                    s = cv.wait_timeout(s, d - now).unwrap().0;
-                }
-            }
-        }
+        self.alarm.arm(after);
     }
 }
 
 impl Drop for Kicker {
     fn drop(&mut self) {
-        {
-            let (m, cv) = &*self.shared;
-            m.lock().unwrap().quit = true;
-            cv.notify_one();
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // The alarm field is dropped (its thread joined) after this runs;
+        // no kick can come later than that, and the handler checks for null.
         IMMEDIATE_EXIT.store(std::ptr::null_mut(), Ordering::Release);
     }
 }

@@ -2,6 +2,7 @@
 //! device, the boot loaders, and the [`Engine`] trait with the exits every
 //! engine returns.
 
+pub mod alarm;
 pub mod bus;
 pub mod clock;
 pub mod devices;

@@ -1,0 +1,107 @@
+//! An alarm clock for a vCPU: a thread that calls back when the deadline it
+//! was armed with passes. Both engines use it to kick their vCPU out of
+//! guest code when the virtual PIT's next interrupt comes due, so a guest
+//! that computes without exiting still sees its timer.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct Shared {
+    deadline: Option<Instant>,
+    quit: bool,
+}
+
+/// A thread that runs a callback at the deadline it is armed with.
+pub struct Alarm {
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Alarm {
+    /// Starts the thread `name`, which calls `ring` at each deadline. Returns
+    /// once the thread runs, so that the caller may then restrict the
+    /// process (the thread's start-up system calls are behind it).
+    pub fn start(name: &str, ring: impl Fn() + Send + 'static) -> std::io::Result<Alarm> {
+        let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
+        let s = shared.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let _ = ready_tx.send(());
+                alarm_loop(&s, ring)
+            })?;
+        let _ = ready_rx.recv();
+        Ok(Alarm {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for a ring `after` from now (None: no ring).
+    pub fn arm(&self, after: Option<Duration>) {
+        let (m, cv) = &*self.shared;
+        m.lock().unwrap().deadline = after.map(|d| Instant::now() + d);
+        cv.notify_one();
+    }
+}
+
+fn alarm_loop(shared: &(Mutex<Shared>, Condvar), ring: impl Fn()) {
+    let (m, cv) = shared;
+    let mut s = m.lock().unwrap();
+    loop {
+        if s.quit {
+            return;
+        }
+        match s.deadline {
+            None => s = cv.wait(s).unwrap(),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    s.deadline = None;
+                    ring();
+                } else {
+                    s = cv.wait_timeout(s, d - now).unwrap().0;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Alarm {
+    fn drop(&mut self) {
+        {
+            let (m, cv) = &*self.shared;
+            m.lock().unwrap().quit = true;
+            cv.notify_one();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn rings_once_per_deadline_and_not_when_disarmed() {
+        let rings = Arc::new(AtomicU32::new(0));
+        let r = rings.clone();
+        let alarm = Alarm::start("test-alarm", move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        alarm.arm(Some(Duration::from_millis(1)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(rings.load(Ordering::SeqCst), 1);
+        alarm.arm(Some(Duration::from_secs(60)));
+        alarm.arm(None);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(rings.load(Ordering::SeqCst), 1);
+    }
+}
