@@ -7,32 +7,15 @@
 //! the callout emulator the BT engine uses (`x86::emulate`), delivers any
 //! exception it raises through the guest IDT, and resumes the guest.
 
-use machine::{GuestMemory, IoBus, Machine};
+use machine::{IoBus, Machine};
 use x86::classify::{kind_of, Kind};
 use x86::cpuid::CpuidModel;
 use x86::emulate::{self, Platform, Unsupported};
-use x86::interrupt::{Exception, LinearMemory};
 use x86::msr::MsrFile;
 use x86::state::cr0;
 use x86::CpuState;
 
-/// Linear memory of a guest with paging off: linear addresses are physical.
-/// Accesses past RAM read as all ones and drop writes, as on a PC bus.
-pub struct PhysicalLinear<'a>(pub &'a mut GuestMemory);
-
-impl LinearMemory for PhysicalLinear<'_> {
-    fn read(&mut self, at: u32, buf: &mut [u8]) -> Result<(), Exception> {
-        if self.0.read(u64::from(at), buf).is_err() {
-            buf.fill(0xFF);
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, at: u32, data: &[u8]) -> Result<(), Exception> {
-        let _ = self.0.write(u64::from(at), data);
-        Ok(())
-    }
-}
+pub use machine::memory::PhysicalLinear;
 
 /// The machine as the emulator sees it. Only the instructions [`name`]
 /// accepts reach the emulator, and none of them touches ports, the TSC or

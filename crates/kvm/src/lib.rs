@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use kvm_bindings::{kvm_interrupt, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
-use machine::engine::GuestFault;
 use machine::machine::Poll;
 use machine::{Engine, EngineError, Exit, Machine, StopReason};
 use x86::state::cr0;
@@ -64,23 +63,6 @@ impl KvmEngine {
         let regs = vcpu.get_regs().map_err(|e| host_err("KVM_GET_REGS", e))?;
         let sregs = vcpu.get_sregs().map_err(|e| host_err("KVM_GET_SREGS", e))?;
         Ok(regs::from_kvm(&regs, &sregs))
-    }
-
-    fn fault(machine: &Machine, what: String, state: CpuState) -> Box<GuestFault> {
-        // Without paging, CS:EIP is a physical address; with paging we would
-        // need a walk, and a dump without bytes is still useful.
-        let bytes = if state.cr0 & cr0::PG == 0 {
-            let at = u64::from(state.linear_ip());
-            let len = machine.memory.size().saturating_sub(at).min(16) as usize;
-            machine
-                .memory
-                .slice(at, len)
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        Box::new(GuestFault { what, state, bytes })
     }
 
     /// Injects the PIC's pending interrupt if the guest can take it now, or
@@ -141,12 +123,10 @@ impl KvmEngine {
                 state.eip,
                 self.host.describe()
             );
-            return Err(EngineError::GuestUnsupported(Self::fault(
-                machine, what, state,
-            )));
+            return Err(EngineError::GuestUnsupported(machine.fault(what, state)));
         }
         let what = "the guest triple-faulted (KVM_EXIT_SHUTDOWN): the CPU could not deliver a double fault".to_string();
-        Ok(Exit::Shutdown(Self::fault(machine, what, state)))
+        Ok(Exit::Shutdown(machine.fault(what, state)))
     }
 
     /// The error for an internal error popek could not handle.
@@ -159,9 +139,7 @@ impl KvmEngine {
             internal_error_name(suberror)
         );
         let state = Self::guest_state(vcpu)?;
-        Ok(EngineError::GuestUnsupported(Self::fault(
-            machine, what, state,
-        )))
+        Ok(EngineError::GuestUnsupported(machine.fault(what, state)))
     }
 
     /// Carries out an instruction KVM's emulator gave up on, if popek knows it.
@@ -190,14 +168,12 @@ impl KvmEngine {
                 Ok(Fallback::Resumed)
             }
             fallback::Emulated::NotMine => Ok(Fallback::NotMine),
-            fallback::Emulated::TripleFault => Ok(Fallback::Ended(Exit::Shutdown(Self::fault(
-                machine,
+            fallback::Emulated::TripleFault => Ok(Fallback::Ended(Exit::Shutdown(machine.fault(
                 "the guest triple-faulted: a fault while delivering a double fault".into(),
                 state,
             )))),
             fallback::Emulated::Unsupported(what) => {
-                Err(EngineError::GuestUnsupported(Self::fault(
-                    machine,
+                Err(EngineError::GuestUnsupported(machine.fault(
                     format!("the guest needs {what}, which popek does not model"),
                     state,
                 )))
@@ -339,9 +315,7 @@ impl KvmEngine {
                 },
                 Step::Fail(what) => {
                     let state = Self::guest_state(vcpu)?;
-                    return Err(EngineError::GuestUnsupported(Self::fault(
-                        machine, what, state,
-                    )));
+                    return Err(EngineError::GuestUnsupported(machine.fault(what, state)));
                 }
             }
             if let Some(stop) = machine.take_stop() {

@@ -133,6 +133,24 @@ impl GuestMemory {
     }
 }
 
+/// Guest linear memory with paging off: linear addresses are physical.
+/// Accesses past RAM read as all ones and drop writes, as on a PC bus.
+pub struct PhysicalLinear<'a>(pub &'a mut GuestMemory);
+
+impl x86::interrupt::LinearMemory for PhysicalLinear<'_> {
+    fn read(&mut self, at: u32, buf: &mut [u8]) -> Result<(), x86::interrupt::Exception> {
+        if self.0.read(u64::from(at), buf).is_err() {
+            buf.fill(0xFF);
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, at: u32, data: &[u8]) -> Result<(), x86::interrupt::Exception> {
+        let _ = self.0.write(u64::from(at), data);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,8 @@ use crate::cache::{
 use crate::monitor::{DirectExit, Monitor, Prot, TcExit, PAGE_SIZE};
 use crate::translate::{self, ExitReason, Translator};
 use alarm::Alarm;
-use platform::{CpuExtras, PhysLinear, Surroundings};
+use machine::memory::PhysicalLinear as PhysLinear;
+use platform::{CpuExtras, Surroundings};
 pub use stats::BtStats;
 
 /// How long a halted vCPU sleeps between checks for input.

@@ -1,32 +1,13 @@
-//! What the callout emulator sees of the machine: guest memory as linear
-//! addresses (paging off: linear is physical), the port bus, the MSRs, the
-//! CPU model and the TSC.
+//! What the callout emulator sees of the machine beyond guest memory
+//! ([`machine::memory::PhysicalLinear`] while paging is off): the port bus,
+//! the MSRs, the CPU model and the TSC.
 
 use std::time::Instant;
 
-use machine::{GuestMemory, IoBus};
+use machine::IoBus;
 use x86::cpuid::CpuidModel;
 use x86::emulate::Platform;
-use x86::interrupt::{Exception, LinearMemory};
 use x86::msr::MsrFile;
-
-/// Guest linear memory with paging off. Accesses past RAM read as all ones
-/// and drop writes, as on a PC bus.
-pub struct PhysLinear<'a>(pub &'a mut GuestMemory);
-
-impl LinearMemory for PhysLinear<'_> {
-    fn read(&mut self, at: u32, buf: &mut [u8]) -> Result<(), Exception> {
-        if self.0.read(u64::from(at), buf).is_err() {
-            buf.fill(0xFF);
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, at: u32, data: &[u8]) -> Result<(), Exception> {
-        let _ = self.0.write(u64::from(at), data);
-        Ok(())
-    }
-}
 
 /// The virtual CPU's surroundings that live outside [`x86::CpuState`].
 pub struct CpuExtras {
