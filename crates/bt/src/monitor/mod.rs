@@ -174,6 +174,17 @@ fn merge_flags(virt: u32, host: u32, owned: u32) -> u32 {
     (host & owned) | (virt & !owned) | flags::FIXED1
 }
 
+/// How [`Monitor::enter_guest`] came back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Left {
+    /// A kick was pending: the guest never ran.
+    NotEntered,
+    /// Translated code jumped out through the TC exit stub.
+    TcExit,
+    /// A host signal stopped the guest.
+    Signal,
+}
+
 /// How a run of translated code ended. The guest registers at the exit
 /// are in the `CpuState` given to [`Monitor::run_translated`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -467,6 +478,67 @@ impl Monitor {
         }
     }
 
+    /// Enters guest code at `eip` with `cpu`'s registers, `eflags` as the
+    /// hardware should hold them and host selectors `sels`, and returns how
+    /// it left, with the guest registers at the exit copied into `cpu`
+    /// (unless it never entered). The caller reads the rest of the exit
+    /// from the returned area.
+    fn enter_guest(
+        &mut self,
+        cpu: &mut CpuState,
+        eip: u32,
+        eflags: u32,
+        sels: [u16; 6],
+    ) -> Result<(Left, &'static mut switch::VcpuArea), MonitorError> {
+        {
+            // SAFETY: Monitor::new initialised the area; this Monitor is the
+            // only one and we are on its thread; the reference ends before
+            // `enter`.
+            let area = unsafe { switch::area() };
+            area.gpr = [
+                cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi,
+            ];
+            area.eip = eip;
+            area.eflags = eflags;
+            area.sel = sels;
+            area.exit_signal = 0;
+            area.exit_at_entry = 0;
+            area.tc_exit = 0;
+        }
+        // SAFETY: the callers loaded `sels` (CS a code and SS a writable
+        // data shadow or the monitor's segments; the others shadows or
+        // null); handlers, sigaltstack and seccomp were installed by `new`
+        // on this thread.
+        unsafe { switch::enter() };
+        // SAFETY: as above; the guest is not running any more, and the
+        // area lives (mapped, at a fixed address) as long as the process.
+        let area = unsafe { switch::area() };
+        let left = if area.tc_exit != 0 {
+            // A kick that arrived in the TC exit stub needs no exit of its
+            // own: the run loop checks the timers at every exit anyway.
+            area.pending_kick = 0;
+            Left::TcExit
+        } else if area.exit_signal == 0 || area.exit_signal == switch::KICK_SIGNAL as u32 {
+            area.pending_kick = 0;
+            if area.exit_signal == 0 || area.exit_at_entry != 0 {
+                return Ok((Left::NotEntered, area));
+            }
+            Left::Signal
+        } else if area.exit_at_entry != 0 {
+            return Err(MonitorError::EntryFault {
+                signal: area.exit_signal as i32,
+                trapno: area.exit_trapno,
+                error_code: area.exit_err,
+            });
+        } else {
+            Left::Signal
+        };
+        [
+            cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi,
+        ] = area.gpr;
+        Ok((left, area))
+    }
+
     /// Runs translated code from host address `host_eip` with the guest
     /// registers, data segments and arithmetic flags of `cpu` until it
     /// leaves, and writes the guest state at the exit back into `cpu`.
@@ -502,57 +574,26 @@ impl Monitor {
             ],
         };
         {
-            // SAFETY: as in run_user.
+            // SAFETY: as in `enter_guest`; the reference ends before it.
             let area = unsafe { switch::area() };
-            area.gpr = [
-                cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi,
-            ];
-            area.eip = host_eip;
-            area.eflags = (cpu.eflags & TRANSLATED_FLAGS) | flags::IF | flags::FIXED1;
-            area.sel = sels;
-            area.exit_signal = 0;
-            area.exit_at_entry = 0;
-            area.tc_exit = 0;
             area.guest_fs = fs;
             area.guest_gs = gs;
         }
-        // SAFETY: CS is the monitor's flat code segment and `host_eip` is
-        // translated code the caller emitted; SS is a writable data shadow;
-        // handlers, sigaltstack and seccomp are installed on this thread.
-        unsafe { switch::enter() };
-        // SAFETY: the guest is not running any more.
-        let area = unsafe { switch::area() };
-        if area.tc_exit != 0 {
-            if area.pending_kick != 0 {
-                // A kick that arrived in the exit stub: the monitor sees it
-                // through the kicker's own bookkeeping; just clear it.
-                area.pending_kick = 0;
-            }
-            [
-                cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi,
-            ] = area.gpr;
-            cpu.eflags = merge_flags(cpu.eflags, area.eflags, TRANSLATED_FLAGS);
-            return Ok(TcExit::Exit {
-                reason: area.tc_reason,
-                arg: area.tc_arg,
-            });
+        let eflags = (cpu.eflags & TRANSLATED_FLAGS) | flags::IF | flags::FIXED1;
+        let (left, area) = self.enter_guest(cpu, host_eip, eflags, sels)?;
+        if left == Left::NotEntered {
+            return Ok(TcExit::Interrupted);
         }
-        if area.exit_signal == 0 || area.exit_signal == switch::KICK_SIGNAL as u32 {
-            area.pending_kick = 0;
-            if area.exit_signal == 0 || area.exit_at_entry != 0 {
-                return Ok(TcExit::Interrupted);
-            }
-        } else if area.exit_at_entry != 0 {
-            return Err(MonitorError::EntryFault {
-                signal: area.exit_signal as i32,
-                trapno: area.exit_trapno,
-                error_code: area.exit_err,
-            });
-        }
-        [
-            cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi,
-        ] = area.gpr;
         cpu.eflags = merge_flags(cpu.eflags, area.eflags, TRANSLATED_FLAGS);
+        match left {
+            Left::NotEntered | Left::Signal => {}
+            Left::TcExit => {
+                return Ok(TcExit::Exit {
+                    reason: area.tc_reason,
+                    arg: area.tc_arg,
+                })
+            }
+        }
         let exit = if area.sel[0] != ldt::MONITOR_CS {
             DirectExit::ForeignCode {
                 selector: area.sel[0],
@@ -614,41 +655,11 @@ impl Monitor {
             self.load_shadow(Slot::Fs, &cpu.fs)?,
             self.load_shadow(Slot::Gs, &cpu.gs)?,
         ];
-        {
-            // SAFETY: Monitor::new initialised the area; this Monitor is the
-            // only one and we are on its thread; the reference ends before
-            // `enter`.
-            let area = unsafe { switch::area() };
-            area.gpr = [
-                cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi,
-            ];
-            area.eip = cpu.eip;
-            area.eflags = (cpu.eflags & USER_FLAGS) | flags::IF | flags::FIXED1;
-            area.sel = sels;
-            area.exit_signal = 0;
-            area.exit_at_entry = 0;
+        let eflags = (cpu.eflags & USER_FLAGS) | flags::IF | flags::FIXED1;
+        let (left, area) = self.enter_guest(cpu, cpu.eip, eflags, sels)?;
+        if left == Left::NotEntered {
+            return Ok(DirectExit::Interrupted);
         }
-        // SAFETY: the selectors were just written to the LDT (CS a code and
-        // SS a writable data shadow; the others shadows or null); handlers,
-        // sigaltstack and seccomp were installed by `new` on this thread.
-        unsafe { switch::enter() };
-        // SAFETY: as above; the guest is not running any more.
-        let area = unsafe { switch::area() };
-        if area.exit_signal == 0 || area.exit_signal == switch::KICK_SIGNAL as u32 {
-            area.pending_kick = 0;
-            if area.exit_signal == 0 || area.exit_at_entry != 0 {
-                return Ok(DirectExit::Interrupted);
-            }
-        } else if area.exit_at_entry != 0 {
-            return Err(MonitorError::EntryFault {
-                signal: area.exit_signal as i32,
-                trapno: area.exit_trapno,
-                error_code: area.exit_err,
-            });
-        }
-        [
-            cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi,
-        ] = area.gpr;
         if area.sel[0] != sels[0] {
             cpu.eip = area.eip;
             return Ok(DirectExit::ForeignCode {
