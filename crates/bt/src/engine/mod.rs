@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use machine::engine::GuestFault;
 use machine::machine::Poll;
 use machine::{Engine, EngineError, Exit, Machine, StopReason};
-use x86::emulate::{self, Effects};
-use x86::interrupt::{self, Event, Exception, Failure, Unsupported};
+use x86::classify::{kind_of, Class, Kind};
+use x86::emulate;
+use x86::interrupt::{self, Event, Exception, Unsupported};
 use x86::state::{cr0, flags};
 use x86::CpuState;
 
@@ -187,7 +188,7 @@ impl Vm {
             if machine.poll() == Poll::Quit {
                 return Ok(Exit::UserQuit);
             }
-            if let Some(exit) = self.interrupt(machine)? {
+            if let Next::End(exit) = self.interrupt(machine)? {
                 return Ok(exit);
             }
             self.alarm.arm(machine.next_timer_event());
@@ -219,43 +220,35 @@ impl Vm {
     }
 
     /// Delivers the PIC's interrupt if the guest can take it now.
-    fn interrupt(&mut self, machine: &mut Machine) -> Result<Option<Exit>, EngineError> {
+    fn interrupt(&mut self, machine: &mut Machine) -> Result<Next, EngineError> {
         if std::mem::take(&mut self.shadow)
             || self.resume.is_some()
             || self.cpu.eflags & flags::IF == 0
             || !machine.interrupt_pending()
         {
-            return Ok(None);
+            return Ok(Next::Continue);
         }
         let vector = machine.acknowledge_interrupt();
         self.stats.interrupts += 1;
-        let r = interrupt::deliver(
+        let r = interrupt::deliver_event(
             &mut self.cpu,
             &mut PhysLinear(&mut machine.memory),
             vector,
             Event::External,
         );
-        self.settle(
-            machine,
-            r.map(|()| Effects::default()).map_err(|f| match f {
-                Failure::Fault(e) => Unsupported::Feature(leak(format!(
-                    "a fault {e:?} while delivering an interrupt"
-                ))),
-                Failure::Unsupported(u) => u,
-            }),
-        )
+        self.settle(machine, r)
     }
 
-    /// The end of an emulated operation: triple faults end the run,
-    /// unsupported features end it with an error.
-    fn settle(
+    /// The end of a delivery or emulated operation: triple faults end the
+    /// run, unsupported features end it with an error.
+    fn settle<T>(
         &mut self,
         machine: &Machine,
-        r: Result<Effects, Unsupported>,
-    ) -> Result<Option<Exit>, EngineError> {
+        r: Result<T, Unsupported>,
+    ) -> Result<Next, EngineError> {
         match r {
-            Ok(_) => Ok(None),
-            Err(Unsupported::TripleFault) => Ok(Some(Exit::Shutdown(self.fault(
+            Ok(_) => Ok(Next::Continue),
+            Err(Unsupported::TripleFault) => Ok(Next::End(Exit::Shutdown(self.fault(
                 machine,
                 "the guest triple-faulted: a fault while delivering a double fault".into(),
             )))),
@@ -269,10 +262,7 @@ impl Vm {
     /// Delivers exception `e` at the current guest instruction.
     fn exception(&mut self, machine: &mut Machine, e: Exception) -> Result<Next, EngineError> {
         let r = emulate::deliver_fault(&mut self.cpu, &mut PhysLinear(&mut machine.memory), e);
-        Ok(match self.settle(machine, r)? {
-            Some(exit) => Next::End(exit),
-            None => Next::Continue,
-        })
+        self.settle(machine, r)
     }
 
     /// Carries out the instruction at CS:EIP with the emulator.
@@ -282,7 +272,7 @@ impl Vm {
             Ok(i) => i,
             Err(e) => return self.exception(machine, e),
         };
-        let kind = x86::classify::kind_of(&insn);
+        let kind = kind_of(&insn);
         self.stats.callout(kind.name());
         let mut plat = Surroundings {
             bus: &mut machine.bus,
@@ -301,12 +291,7 @@ impl Vm {
                     ),
                 ))
             }
-            Err(u) => {
-                return Ok(match self.settle(machine, Err(u))? {
-                    Some(exit) => Next::End(exit),
-                    None => Next::Continue,
-                })
-            }
+            Err(u) => return self.settle(machine, Err::<(), _>(u)),
         };
         self.take_markers();
         self.last_callout_faulted = eff.delivered.is_some();
@@ -413,34 +398,27 @@ impl Vm {
         cr2: Option<u32>,
     ) -> Result<Next, EngineError> {
         match vector {
-            // A privileged or IOPL-sensitive instruction: the emulator
-            // applies the guest's own CPL and IOPL rules (IN/OUT may be
-            // allowed by IOPL 3; otherwise it raises the same #GP).
             13 if error_code == Some(0) && self.monitor_region_access(machine) => {
                 Err(self.monitor_region_error(machine))
             }
-            // A segment load or far transfer the host checked against its
-            // own tables (our shadows sit at LDT indices guests do not
-            // use): the emulator redoes it against the guest's.
+            // A privileged or IOPL-sensitive instruction (the emulator
+            // applies the guest's own CPL and IOPL rules: IN/OUT may be
+            // allowed by IOPL 3, otherwise it raises the same #GP), or a
+            // segment load or far transfer the host checked against its own
+            // tables (our shadows sit at LDT indices guests do not use),
+            // which the emulator redoes against the guest's.
             11..=13 if self.sensitive_at_eip(machine) => self.callout(machine),
             14 => self.host_page_fault(machine, cr2.unwrap_or(0), error_code.unwrap_or(0)),
             // INT3 and INTO trap after the instruction and go through the
             // IDT as software interrupts (gate DPL checked).
             3 | 4 => {
-                let r = interrupt::deliver(
+                let r = interrupt::deliver_event(
                     &mut self.cpu,
                     &mut PhysLinear(&mut machine.memory),
                     vector,
                     Event::Software,
                 );
-                match r {
-                    Ok(()) => Ok(Next::Continue),
-                    Err(Failure::Fault(e)) => self.exception(machine, e),
-                    Err(Failure::Unsupported(u)) => Ok(match self.settle(machine, Err(u))? {
-                        Some(exit) => Next::End(exit),
-                        None => Next::Continue,
-                    }),
-                }
+                self.settle(machine, r)
             }
             _ => self.exception(machine, Exception { vector, error_code }),
         }
@@ -692,79 +670,29 @@ impl Vm {
         Ok(())
     }
 
-    /// Whether the guest instruction at CS:EIP is RET or an indirect JMP
-    /// or CALL (the rewrites that borrow EAX and ECX).
-    fn indirect_branch_at_eip(&self, machine: &mut Machine) -> bool {
-        emulate::fetch(&self.cpu, &mut PhysLinear(&mut machine.memory)).is_ok_and(|i| {
-            matches!(
-                x86::classify::kind_of(&i),
-                x86::classify::Kind::Ret
-                    | x86::classify::Kind::JmpIndirect
-                    | x86::classify::Kind::CallIndirect
-            )
-        })
+    /// The guest instruction at CS:EIP, if it can be fetched.
+    fn insn_at_eip(&self, machine: &mut Machine) -> Option<iced_x86::Instruction> {
+        emulate::fetch(&self.cpu, &mut PhysLinear(&mut machine.memory)).ok()
     }
 
     /// Whether the instruction at CS:EIP is one the callout emulator
     /// carries out (privileged, sensitive or a far transfer).
     fn sensitive_at_eip(&self, machine: &mut Machine) -> bool {
-        emulate::fetch(&self.cpu, &mut PhysLinear(&mut machine.memory)).is_ok_and(|i| {
-            !matches!(
-                x86::classify::kind_of(&i).class(),
-                x86::classify::Class::Innocuous | x86::classify::Class::ControlFlow
-            )
-        })
+        self.insn_at_eip(machine)
+            .is_some_and(|i| !matches!(kind_of(&i).class(), Class::Innocuous | Class::ControlFlow))
     }
 
     /// Whether a #GP(0) at CS:EIP came from the shadow segments' limits,
     /// which stop below the monitor region, rather than from the guest's
     /// own limits: the instruction is innocuous (nothing else raises #GP(0)
-    /// for it) and one of the segments it uses reaches the monitor region.
+    /// for it) and one of its memory operands lands in the monitor region.
     fn monitor_region_access(&self, machine: &mut Machine) -> bool {
-        let Ok(insn) = emulate::fetch(&self.cpu, &mut PhysLinear(&mut machine.memory)) else {
+        let Some(insn) = self.insn_at_eip(machine) else {
             return false;
         };
-        if x86::classify::kind_of(&insn).class() != x86::classify::Class::Innocuous {
+        if kind_of(&insn).class() != Class::Innocuous {
             return false;
         }
-        // The linear address of each memory operand, from the guest's own
-        // registers and segment bases (iced asks for both).
-        let c = &self.cpu;
-        let value = |reg: iced_x86::Register, _: usize, _: usize| -> Option<u64> {
-            use iced_x86::Register as R;
-            let seg = |s: &x86::Segment| Some(u64::from(s.base));
-            match reg {
-                R::ES => seg(&c.es),
-                R::CS => seg(&c.cs),
-                R::SS => seg(&c.ss),
-                R::DS => seg(&c.ds),
-                R::FS => seg(&c.fs),
-                R::GS => seg(&c.gs),
-                _ => {
-                    let full = reg.full_register32();
-                    let v = match full {
-                        R::EAX => c.eax,
-                        R::ECX => c.ecx,
-                        R::EDX => c.edx,
-                        R::EBX => c.ebx,
-                        R::ESP => c.esp,
-                        R::EBP => c.ebp,
-                        R::ESI => c.esi,
-                        R::EDI => c.edi,
-                        _ => return None,
-                    };
-                    let v = u64::from(v);
-                    Some(match reg.size() {
-                        1 if reg != full && matches!(reg, R::AH | R::CH | R::DH | R::BH) => {
-                            (v >> 8) & 0xFF
-                        }
-                        1 => v & 0xFF,
-                        2 => v & 0xFFFF,
-                        _ => v,
-                    })
-                }
-            }
-        };
         (0..insn.op_count()).any(|op| {
             let is_mem = matches!(
                 insn.op_kind(op),
@@ -775,9 +703,8 @@ impl Vm {
                     | iced_x86::OpKind::MemoryESEDI
             );
             is_mem
-                && insn.virtual_address(op, 0, value).is_some_and(|a| {
-                    (a & 0xFFFF_FFFF) + 16 > u64::from(crate::monitor::MONITOR_BASE)
-                })
+                && u64::from(emulate::linear_address(&self.cpu, &insn, op)) + 16
+                    > u64::from(crate::monitor::MONITOR_BASE)
         })
     }
 
@@ -790,6 +717,17 @@ impl Vm {
                 crate::monitor::MONITOR_BASE
             ),
         )
+    }
+
+    /// Whether the guest instruction at CS:EIP is RET or an indirect JMP
+    /// or CALL (the rewrites that borrow EAX and ECX).
+    fn indirect_branch_at_eip(&self, machine: &mut Machine) -> bool {
+        self.insn_at_eip(machine).is_some_and(|i| {
+            matches!(
+                kind_of(&i),
+                Kind::Ret | Kind::JmpIndirect | Kind::CallIndirect
+            )
+        })
     }
 
     /// A host signal inside translated code.
@@ -859,10 +797,4 @@ impl Vm {
             ))),
         }
     }
-}
-
-/// Unsupported::Feature wants a &'static str; these messages are rare
-/// (once per run at most) and end the run.
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
 }

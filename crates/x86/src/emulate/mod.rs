@@ -42,6 +42,7 @@ use crate::state::{cr0, cr4, flags as fl, CpuState};
 
 pub use crate::interrupt::{Failure, Unsupported};
 pub use control::cr4_writable;
+pub use operand::linear_address;
 
 /// What the emulator needs from the machine around the CPU.
 pub trait Platform {

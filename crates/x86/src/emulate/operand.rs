@@ -105,18 +105,31 @@ pub(super) fn sreg_mut(cpu: &mut CpuState, reg: Register) -> &mut Segment {
     }
 }
 
-/// The offset (effective address, before the segment base) of memory
-/// operand `op`, wrapped to the address size.
-pub(super) fn offset(cpu: &CpuState, insn: &Instruction, op: u32) -> u32 {
-    // iced adds the segment base it asks for; answering 0 leaves the offset.
+/// Memory operand `op`'s address from the guest's registers, with the
+/// segment base added when `with_base` (iced asks for both).
+fn address(cpu: &CpuState, insn: &Instruction, op: u32, with_base: bool) -> u32 {
     insn.virtual_address(op, 0, |reg, _, _| {
-        Some(if reg.is_segment_register() {
-            0
-        } else {
+        Some(if !reg.is_segment_register() {
             u64::from(read_reg(cpu, reg))
+        } else if with_base {
+            u64::from(sreg(cpu, reg).base)
+        } else {
+            0
         })
     })
     .unwrap_or(0) as u32
+}
+
+/// The offset (effective address, before the segment base) of memory
+/// operand `op`, wrapped to the address size.
+pub(super) fn offset(cpu: &CpuState, insn: &Instruction, op: u32) -> u32 {
+    address(cpu, insn, op, false)
+}
+
+/// The linear address (segment base plus offset, no checks) of memory
+/// operand `op`: where an access of the instruction lands.
+pub fn linear_address(cpu: &CpuState, insn: &Instruction, op: u32) -> u32 {
+    address(cpu, insn, op, true)
 }
 
 /// The linear address of `size` bytes at `seg`:`off`, after the checks a
