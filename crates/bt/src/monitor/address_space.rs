@@ -222,17 +222,7 @@ impl AddressSpace {
             return Err(MonitorError::BadRange { linear, len });
         }
         // SAFETY: the range is inside our reservation below the monitor.
-        let r = unsafe {
-            libc::mprotect(
-                linear as usize as *mut libc::c_void,
-                len as usize,
-                prot.bits(),
-            )
-        };
-        if r != 0 {
-            return Err(last_os_error("mprotect"));
-        }
-        Ok(())
+        unsafe { mprotect(linear, len, prot, "mprotect") }
     }
 
     /// Maps anonymous zeroed read-write memory inside the monitor region and
@@ -280,18 +270,29 @@ impl AddressSpace {
         Self::check_range(linear, len)?;
         // SAFETY: the range is inside the monitor region, which holds no
         // Rust references (the monitor reaches it through raw pointers).
-        let r = unsafe {
-            libc::mprotect(
-                linear as usize as *mut libc::c_void,
-                len as usize,
-                prot.bits(),
-            )
-        };
-        if r != 0 {
-            return Err(last_os_error("mprotect of the monitor region"));
-        }
-        Ok(())
+        unsafe { mprotect(linear, len, prot, "mprotect of the monitor region") }
     }
+}
+
+/// Sets the protections of [linear, linear+len); `what` names the call in
+/// errors.
+///
+/// # Safety
+/// The range must lie inside our reservation and hold no memory that Rust
+/// code references.
+unsafe fn mprotect(linear: u32, len: u32, prot: Prot, what: &str) -> Result<(), MonitorError> {
+    // SAFETY: the caller guarantees the range is ours and unreferenced.
+    let r = unsafe {
+        libc::mprotect(
+            linear as usize as *mut libc::c_void,
+            len as usize,
+            prot.bits(),
+        )
+    };
+    if r != 0 {
+        return Err(last_os_error(what));
+    }
+    Ok(())
 }
 
 /// Maps [linear, linear+len) PROT_NONE, replacing what is there.
