@@ -84,18 +84,15 @@ fn bt_is_the_default_engine() {
     assert!(run.stderr.contains("translation cache"), "{}", run.show());
 }
 
-/// The value of `"key":` right after the first `"marker":2` in the JSON.
+/// The value of `"key":` in the loop phase (from the first `"marker":2`).
 fn loop_phase(json: &str, key: &str) -> f64 {
-    let phase = &json[json.find("\"marker\":2").expect("loop phase marker")..];
-    let at = phase.find(&format!("\"{key}\":")).expect(key) + key.len() + 3;
-    phase[at..]
-        .split([',', '}'])
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    total(
+        &json[json.find("\"marker\":2").expect("loop phase marker")..],
+        key,
+    )
 }
 
+/// The value of the first `"key":` in the JSON.
 fn total(json: &str, key: &str) -> f64 {
     let at = json.find(&format!("\"{key}\":")).expect(key) + key.len() + 3;
     json[at..]

@@ -446,17 +446,14 @@ impl Vm {
             return Ok(Next::Continue);
         }
         let what = if u64::from(addr) >= self.ram_size {
-            if err & 0x10 != 0 {
-                format!(
-                    "the guest jumped to {addr:#010x}, where there is no memory ({} MiB of RAM)",
-                    self.ram_size >> 20
-                )
-            } else {
-                format!(
-                    "the guest accessed {addr:#010x}, where there is no memory ({} MiB of RAM)",
-                    self.ram_size >> 20
-                )
-            }
+            self.no_memory(
+                if err & 0x10 != 0 {
+                    "jumped to"
+                } else {
+                    "accessed"
+                },
+                addr,
+            )
         } else if addr < PAGE_SIZE {
             format!(
                 "the guest accessed {addr:#010x} in page 0, which this host cannot map (vm.mmap_min_addr)"
@@ -477,6 +474,14 @@ impl Vm {
         }
     }
 
+    /// "the guest `did` `addr`, where there is no memory".
+    fn no_memory(&self, did: &str, addr: u32) -> String {
+        format!(
+            "the guest {did} {addr:#010x}, where there is no memory ({} MiB of RAM)",
+            self.ram_size >> 20
+        )
+    }
+
     /// The translation of the block at CS:EIP, translating it on a miss.
     fn block_at_eip(&mut self, machine: &Machine) -> Result<BlockId, EngineError> {
         let ctx = self.context();
@@ -485,13 +490,7 @@ impl Vm {
             return Ok(id);
         }
         if u64::from(linear) >= self.ram_size {
-            return Err(self.unsupported(
-                machine,
-                format!(
-                    "the guest jumped to {linear:#010x}, where there is no memory ({} MiB of RAM)",
-                    self.ram_size >> 20
-                ),
-            ));
+            return Err(self.unsupported(machine, self.no_memory("jumped to", linear)));
         }
         let avail =
             (self.ram_size - u64::from(linear)).min(u64::from(GUEST_PAGE_SIZE) + 15) as usize;
