@@ -3,5 +3,6 @@
 
 pub mod cache;
 pub mod engine;
+pub mod mmu;
 pub mod monitor;
 pub mod translate;

@@ -15,7 +15,7 @@ use x86::msr::MsrFile;
 use x86::state::cr0;
 use x86::CpuState;
 
-pub use machine::memory::PhysicalLinear;
+use machine::memory::GuestLinear;
 
 /// The machine as the emulator sees it. Only the instructions [`name`]
 /// accepts reach the emulator, and none of them touches ports, the TSC or
@@ -90,7 +90,7 @@ pub fn emulate(cpu: &mut CpuState, machine: &mut Machine) -> Emulated {
     if cpu.cr0 & cr0::PG != 0 || cpu.cr0 & cr0::PE == 0 {
         return Emulated::NotMine;
     }
-    let mut mem = PhysicalLinear(&mut machine.memory);
+    let mut mem = GuestLinear::physical(&mut machine.memory);
     // iced applies CS.D and any prefixes, so IRET's operand size and every
     // instruction length come from one decode.
     let Ok(insn) = emulate::fetch(cpu, &mut mem) else {

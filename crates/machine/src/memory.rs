@@ -8,6 +8,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use memmap2::{MmapMut, MmapOptions};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use x86::interrupt::{vector, Exception};
+use x86::paging::{self, Access, PagingRegs, PAGE_4K};
 
 /// Errors from guest memory creation or access.
 #[derive(Debug, thiserror::Error)]
@@ -133,21 +135,154 @@ impl GuestMemory {
     }
 }
 
-/// Guest linear memory with paging off: linear addresses are physical.
-/// Accesses past RAM read as all ones and drop writes, as on a PC bus.
-pub struct PhysicalLinear<'a>(pub &'a mut GuestMemory);
+impl x86::paging::PhysMemory for GuestMemory {
+    fn read_u32(&mut self, addr: u64) -> u32 {
+        GuestMemory::read_u32(self, addr).unwrap_or(u32::MAX)
+    }
 
-impl x86::interrupt::LinearMemory for PhysicalLinear<'_> {
-    fn read(&mut self, at: u32, buf: &mut [u8]) -> Result<(), x86::interrupt::Exception> {
-        if self.0.read(u64::from(at), buf).is_err() {
-            buf.fill(0xFF);
+    fn write_u32(&mut self, addr: u64, value: u32) {
+        let _ = GuestMemory::write_u32(self, addr, value);
+    }
+}
+
+/// Guest linear memory as the guest's CPU sees it: through the guest's page
+/// tables when paging is on (setting accessed and dirty bits, raising #PF
+/// with the CPU's error code), identity otherwise. Physical addresses past
+/// RAM read as all ones and drop writes, as on a PC bus.
+pub struct GuestLinear<'a> {
+    mem: &'a mut GuestMemory,
+    regs: PagingRegs,
+    /// Explicit accesses are user accesses (the CPU is at CPL 3).
+    user: bool,
+    /// CR2 of the last page fault raised.
+    fault: Option<u32>,
+    /// Physical page numbers written through this view, in order (an
+    /// engine checks them for translated code).
+    pub written: Vec<u32>,
+}
+
+/// One page's piece of a linear access.
+struct Piece {
+    phys: u64,
+    offset: usize,
+    len: usize,
+}
+
+impl<'a> GuestLinear<'a> {
+    /// The view of `cpu`'s current mode (its paging registers and CPL).
+    pub fn new(mem: &'a mut GuestMemory, cpu: &x86::CpuState) -> GuestLinear<'a> {
+        GuestLinear {
+            mem,
+            regs: PagingRegs::of(cpu),
+            user: cpu.cpl() == 3,
+            fault: None,
+            written: Vec::new(),
+        }
+    }
+
+    /// Guest memory with paging off: linear addresses are physical.
+    pub fn physical(mem: &'a mut GuestMemory) -> GuestLinear<'a> {
+        GuestLinear {
+            mem,
+            regs: PagingRegs {
+                cr0: 0,
+                cr3: 0,
+                cr4: 0,
+                nxe: false,
+            },
+            user: false,
+            fault: None,
+            written: Vec::new(),
+        }
+    }
+
+    /// Splits an access at page boundaries and translates every piece
+    /// before any byte moves, so a fault on the second page leaves the
+    /// first unwritten.
+    fn pieces(&mut self, linear: u32, len: usize, access: Access) -> Result<Vec<Piece>, Exception> {
+        let mut out = Vec::with_capacity(2);
+        let mut offset = 0;
+        while offset < len {
+            let at = linear.wrapping_add(offset as u32);
+            let room = (PAGE_4K - (at & (PAGE_4K - 1))) as usize;
+            let n = room.min(len - offset);
+            let phys = if self.regs.enabled() {
+                match paging::walk(self.mem, &self.regs, at, access, true) {
+                    Ok(t) => t.phys,
+                    Err(code) => {
+                        self.fault = Some(at);
+                        return Err(Exception::with_code(vector::PF, code));
+                    }
+                }
+            } else {
+                u64::from(at)
+            };
+            out.push(Piece {
+                phys,
+                offset,
+                len: n,
+            });
+            offset += n;
+        }
+        Ok(out)
+    }
+
+    fn read_as(&mut self, linear: u32, buf: &mut [u8], user: bool) -> Result<(), Exception> {
+        let access = Access {
+            write: false,
+            user,
+            fetch: false,
+        };
+        for p in self.pieces(linear, buf.len(), access)? {
+            let dst = &mut buf[p.offset..p.offset + p.len];
+            if self.mem.read(p.phys, dst).is_err() {
+                dst.fill(0xFF);
+            }
         }
         Ok(())
     }
 
-    fn write(&mut self, at: u32, data: &[u8]) -> Result<(), x86::interrupt::Exception> {
-        let _ = self.0.write(u64::from(at), data);
+    fn write_as(&mut self, linear: u32, data: &[u8], user: bool) -> Result<(), Exception> {
+        let access = Access {
+            write: true,
+            user,
+            fetch: false,
+        };
+        for p in self.pieces(linear, data.len(), access)? {
+            if self
+                .mem
+                .write(p.phys, &data[p.offset..p.offset + p.len])
+                .is_ok()
+            {
+                let page = (p.phys >> 12) as u32;
+                if self.written.last() != Some(&page) {
+                    self.written.push(page);
+                }
+            }
+        }
         Ok(())
+    }
+}
+
+impl x86::interrupt::LinearMemory for GuestLinear<'_> {
+    fn read(&mut self, at: u32, buf: &mut [u8]) -> Result<(), Exception> {
+        self.read_as(at, buf, self.user)
+    }
+
+    fn write(&mut self, at: u32, data: &[u8]) -> Result<(), Exception> {
+        self.write_as(at, data, self.user)
+    }
+
+    fn read_supervisor(&mut self, at: u32, buf: &mut [u8]) -> Result<(), Exception> {
+        self.read_as(at, buf, false)
+    }
+
+    fn write_supervisor(&mut self, at: u32, data: &[u8]) -> Result<(), Exception> {
+        self.write_as(at, data, false)
+    }
+
+    fn take_fault_address(&mut self) -> Option<u32> {
+        self.fault.take()
     }
 }
 

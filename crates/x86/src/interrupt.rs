@@ -86,6 +86,20 @@ pub trait LinearMemory {
     fn read(&mut self, linear: u32, buf: &mut [u8]) -> Result<(), Exception>;
     /// Writes `data` at `linear`.
     fn write(&mut self, linear: u32, data: &[u8]) -> Result<(), Exception>;
+    /// Reads as an implicit supervisor access (descriptor tables, the TSS,
+    /// an inner stack), which paging checks as CPL 0 even at CPL 3.
+    fn read_supervisor(&mut self, linear: u32, buf: &mut [u8]) -> Result<(), Exception> {
+        self.read(linear, buf)
+    }
+    /// Writes as an implicit supervisor access.
+    fn write_supervisor(&mut self, linear: u32, data: &[u8]) -> Result<(), Exception> {
+        self.write(linear, data)
+    }
+    /// The linear address of the last page fault an access raised (the
+    /// value for CR2), taken once.
+    fn take_fault_address(&mut self) -> Option<u32> {
+        None
+    }
 }
 
 /// What kind of event is being delivered: it decides the EXT bit of error
@@ -140,6 +154,19 @@ const FLAGS_IRET_ANY_CPL: u32 = flags::CF
     | flags::AC
     | flags::ID;
 
+/// Reads a TSS field (an implicit supervisor access).
+fn read_tss_u32(mem: &mut impl LinearMemory, at: u32) -> Result<u32, Exception> {
+    let mut b = [0; 4];
+    mem.read_supervisor(at, &mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn read_tss_u16(mem: &mut impl LinearMemory, at: u32) -> Result<u16, Exception> {
+    let mut b = [0; 2];
+    mem.read_supervisor(at, &mut b)?;
+    Ok(u16::from_le_bytes(b))
+}
+
 fn read_u32(mem: &mut impl LinearMemory, at: u32) -> Result<u32, Exception> {
     let mut b = [0; 4];
     mem.read(at, &mut b)?;
@@ -165,7 +192,7 @@ pub fn read_descriptor(
         .descriptor_address(&cpu.gdtr, &cpu.ldtr)
         .ok_or(Exception::gp(u32::from(sel.0 & !3) | ext))?;
     let mut b = [0; 8];
-    mem.read(at, &mut b)?;
+    mem.read_supervisor(at, &mut b)?;
     Ok((Descriptor::from_bytes(b), at))
 }
 
@@ -178,7 +205,7 @@ pub(crate) fn mark_accessed(
 ) -> Result<(), Exception> {
     if desc.s && desc.typ & descriptor::types::ACCESSED == 0 {
         let bytes = desc.with_accessed().to_bytes();
-        mem.write(at + 5, &bytes[5..6])?;
+        mem.write_supervisor(at + 5, &bytes[5..6])?;
     }
     Ok(())
 }
@@ -189,6 +216,8 @@ struct Stack {
     esp: u32,
     size: u32,
     fault_sel: u32,
+    /// Pushes are supervisor accesses (the new CPL is below 3).
+    supervisor: bool,
 }
 
 impl Stack {
@@ -204,10 +233,12 @@ impl Stack {
             return Err(Exception::with_code(vector::SS, self.fault_sel));
         }
         let at = self.ss.base.wrapping_add(esp);
-        if self.size == 4 {
-            mem.write(at, &value.to_le_bytes())?;
+        let bytes = value.to_le_bytes();
+        let data = &bytes[..self.size as usize];
+        if self.supervisor {
+            mem.write_supervisor(at, data)?;
         } else {
-            mem.write(at, &(value as u16).to_le_bytes())?;
+            mem.write(at, data)?;
         }
         self.esp = esp;
         Ok(())
@@ -227,7 +258,7 @@ pub fn deliver(cpu: &mut CpuState, mem: &mut impl LinearMemory, vec: u8, event: 
     let idt_code = u32::from(vec) * 8 + 2 + ext;
     let at = descriptor::idt_entry_address(&cpu.idtr, vec).ok_or(Exception::gp(idt_code))?;
     let mut raw = [0; 8];
-    mem.read(at, &mut raw)?;
+    mem.read_supervisor(at, &mut raw)?;
     let gate = match Gate::from_bytes(raw) {
         Some(g)
             if matches!(
@@ -275,6 +306,7 @@ pub fn deliver(cpu: &mut CpuState, mem: &mut impl LinearMemory, vec: u8, event: 
             esp,
             size,
             fault_sel,
+            supervisor: new_cpl < 3,
         }
     } else {
         Stack {
@@ -282,6 +314,7 @@ pub fn deliver(cpu: &mut CpuState, mem: &mut impl LinearMemory, vec: u8, event: 
             esp: cpu.esp,
             size,
             fault_sel: ext,
+            supervisor: new_cpl < 3,
         }
     };
     if to_inner {
@@ -326,16 +359,16 @@ fn inner_stack(
         if off + 3 > cpu.tr.limit {
             return Err(ts(tr_code));
         }
-        let esp = u32::from(read_u16(mem, cpu.tr.base + off)?);
-        let ss = read_u16(mem, cpu.tr.base + off + 2)?;
+        let esp = u32::from(read_tss_u16(mem, cpu.tr.base + off)?);
+        let ss = read_tss_u16(mem, cpu.tr.base + off + 2)?;
         return check_inner_ss(cpu, mem, Selector(ss), dpl, ext).map(|s| (s, esp));
     }
     let off = 4 + 8 * u32::from(dpl);
     if off + 5 > cpu.tr.limit {
         return Err(ts(tr_code));
     }
-    let esp = read_u32(mem, cpu.tr.base.wrapping_add(off))?;
-    let ss = read_u16(mem, cpu.tr.base.wrapping_add(off + 4))?;
+    let esp = read_tss_u32(mem, cpu.tr.base.wrapping_add(off))?;
+    let ss = read_tss_u16(mem, cpu.tr.base.wrapping_add(off + 4))?;
     check_inner_ss(cpu, mem, Selector(ss), dpl, ext).map(|s| (s, esp))
 }
 
@@ -391,6 +424,11 @@ pub fn deliver_event(
 ) -> Result<(), Unsupported> {
     let (mut vec, mut event) = (vec, event);
     loop {
+        if vec == vector::PF && matches!(event, Event::Exception(_)) {
+            if let Some(addr) = mem.take_fault_address() {
+                cpu.cr2 = addr;
+            }
+        }
         let first = if matches!(event, Event::Exception(_)) {
             class(vec)
         } else {

@@ -8,6 +8,7 @@ pub mod descriptor;
 pub mod emulate;
 pub mod interrupt;
 pub mod msr;
+pub mod paging;
 pub mod protection;
 pub mod state;
 

@@ -11,7 +11,6 @@ pub mod alarm;
 pub mod platform;
 pub mod stats;
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use machine::engine::GuestFault;
@@ -28,10 +27,13 @@ use crate::cache::code::DEFAULT_TC_SIZE;
 use crate::cache::{
     BlockId, BlockKey, CodeBuffer, Context, GuestPage, IndirectTable, TranslationCache,
 };
-use crate::monitor::{DirectExit, Monitor, Prot, TcExit, PAGE_SIZE};
+use crate::monitor::{DirectExit, Monitor, TcExit, PAGE_SIZE};
 use crate::translate::{self, ExitReason, Translator};
 use alarm::Alarm;
-use machine::memory::PhysicalLinear as PhysLinear;
+use machine::memory::GuestLinear;
+use x86::paging::{Access, PagingRegs};
+
+use crate::mmu::{Fill, Shadow};
 use platform::{CpuExtras, Surroundings};
 pub use stats::BtStats;
 
@@ -94,6 +96,7 @@ impl Engine for BtEngine {
         let result = vm.run(machine);
         machine.flush_console();
         vm.stats.cache = vm.cache_stats();
+        vm.stats.mmu = *vm.mmu.stats();
         vm.stats.total = start.elapsed();
         self.stats = vm.stats;
         result
@@ -102,6 +105,24 @@ impl Engine for BtEngine {
 
 fn host_err(what: impl std::fmt::Display) -> EngineError {
     EngineError::Host(what.to_string())
+}
+
+/// Guest code bytes for the translator, or the fault fetching them.
+enum Code {
+    /// The bytes, the physical page of the first and of the next page.
+    Bytes {
+        bytes: Vec<u8>,
+        page: u32,
+        next_page: Option<u32>,
+    },
+    /// Fetching raised #PF with `code` at `addr`.
+    Fault { addr: u32, code: u32 },
+}
+
+/// A block to run, or the outcome of the fault its fetch raised.
+enum Fetched {
+    Block(BlockId),
+    Delivered(Next),
 }
 
 /// What the loop does after handling an exit.
@@ -120,9 +141,9 @@ struct Vm {
     cpu: CpuState,
     extras: CpuExtras,
     alarm: Alarm,
-    /// Guest pages mapped read-only because translations were made from
-    /// them (a write there is self-modifying code).
-    protected: HashSet<u32>,
+    /// The shadow MMU: guest linear memory as host mappings, and the
+    /// physical pages holding translations (mapped without write access).
+    mmu: Shadow,
     /// Where to resume translated code, with the host selectors it had: a
     /// kick landed inside a rewrite sequence, where the registers do not
     /// hold a guest state.
@@ -163,7 +184,7 @@ impl Vm {
             cpu: machine.entry.clone(),
             extras: CpuExtras::new(),
             alarm,
-            protected: HashSet::new(),
+            mmu: Shadow::new(machine.memory.size(), PagingRegs::of(&machine.entry)),
             resume: None,
             smc_step: false,
             last_callout_faulted: false,
@@ -197,14 +218,15 @@ impl Vm {
                     machine,
                     "the guest is in real mode, which the BT engine does not run".into(),
                 ));
-            } else if self.cpu.cr0 & cr0::PG != 0 {
-                return Err(self.unsupported(
-                    machine,
-                    "the guest turned paging on, which the BT engine does not run yet".into(),
-                ));
             } else if self.cpu.cpl() == 3 {
+                self.mmu
+                    .set_view(&mut self.monitor, true)
+                    .map_err(host_err)?;
                 self.run_user(machine)?
             } else {
+                self.mmu
+                    .set_view(&mut self.monitor, false)
+                    .map_err(host_err)?;
                 self.run_kernel(machine)?
             };
             if let Next::End(exit) = next {
@@ -230,12 +252,10 @@ impl Vm {
         }
         let vector = machine.acknowledge_interrupt();
         self.stats.interrupts += 1;
-        let r = interrupt::deliver_event(
-            &mut self.cpu,
-            &mut PhysLinear(&mut machine.memory),
-            vector,
-            Event::External,
-        );
+        let mut mem = GuestLinear::new(&mut machine.memory, &self.cpu);
+        let r = interrupt::deliver_event(&mut self.cpu, &mut mem, vector, Event::External);
+        let written = std::mem::take(&mut mem.written);
+        self.after_writes(&written)?;
         self.settle(machine, r)
     }
 
@@ -261,16 +281,69 @@ impl Vm {
 
     /// Delivers exception `e` at the current guest instruction.
     fn exception(&mut self, machine: &mut Machine, e: Exception) -> Result<Next, EngineError> {
-        let r = emulate::deliver_fault(&mut self.cpu, &mut PhysLinear(&mut machine.memory), e);
+        let mut mem = GuestLinear::new(&mut machine.memory, &self.cpu);
+        let r = emulate::deliver_fault(&mut self.cpu, &mut mem, e);
+        let written = std::mem::take(&mut mem.written);
+        self.after_writes(&written)?;
         self.settle(machine, r)
+    }
+
+    /// Drops translations of physical pages the monitor wrote on the
+    /// guest's behalf (an emulated instruction or a delivery).
+    fn after_writes(&mut self, pages: &[u32]) -> Result<(), EngineError> {
+        for &p in pages {
+            if self.mmu.is_code(p) {
+                self.stats.exit("smc by the monitor");
+                self.cache.invalidate_page(GuestPage(p));
+                self.mmu
+                    .unprotect_code(&mut self.monitor, p)
+                    .map_err(host_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the guest's paging registers after an instruction that may
+    /// have changed them, and drops what they invalidate.
+    fn paging_update(
+        &mut self,
+        machine: &mut Machine,
+        cr3_written: bool,
+        flush_page: Option<u32>,
+    ) -> Result<(), EngineError> {
+        let regs = PagingRegs::of(&self.cpu);
+        let changed = regs != self.mmu.regs() || cr3_written;
+        if changed {
+            self.mmu
+                .set_regs(&mut self.monitor, regs, cr3_written)
+                .map_err(host_err)?;
+        }
+        if let Some(linear) = flush_page {
+            self.mmu
+                .invlpg(&mut self.monitor, linear)
+                .map_err(host_err)?;
+        }
+        if changed || flush_page.is_some() {
+            for p in self.mmu.stale_code(&mut machine.memory) {
+                self.cache.invalidate_page(GuestPage(p));
+                self.mmu
+                    .unprotect_code(&mut self.monitor, p)
+                    .map_err(host_err)?;
+            }
+        }
+        Ok(())
     }
 
     /// Carries out the instruction at CS:EIP with the emulator.
     fn callout(&mut self, machine: &mut Machine) -> Result<Next, EngineError> {
-        let mut mem = PhysLinear(&mut machine.memory);
+        let mut mem = GuestLinear::new(&mut machine.memory, &self.cpu);
         let insn = match emulate::fetch(&self.cpu, &mut mem) {
             Ok(i) => i,
-            Err(e) => return self.exception(machine, e),
+            Err(e) => {
+                // Same view: a #PF's CR2 travels with it.
+                let r = emulate::deliver_fault(&mut self.cpu, &mut mem, e);
+                return self.settle(machine, r);
+            }
         };
         let kind = kind_of(&insn);
         self.stats.callout(kind.name());
@@ -280,6 +353,17 @@ impl Vm {
             did_io: false,
         };
         let r = emulate::execute_and_deliver(&mut self.cpu, &mut mem, &mut plat, &insn);
+        let written = std::mem::take(&mut mem.written);
+        self.after_writes(&written)?;
+        if let Ok(eff) = &r {
+            if eff.cr_written
+                || eff.paging_changed
+                || eff.cr3_written
+                || eff.tlb_flush_page.is_some()
+            {
+                self.paging_update(machine, eff.cr3_written, eff.tlb_flush_page)?;
+            }
+        }
         let eff = match r {
             Ok(eff) => eff,
             Err(Unsupported::Feature(what)) => {
@@ -412,54 +496,92 @@ impl Vm {
             // INT3 and INTO trap after the instruction and go through the
             // IDT as software interrupts (gate DPL checked).
             3 | 4 => {
-                let r = interrupt::deliver_event(
-                    &mut self.cpu,
-                    &mut PhysLinear(&mut machine.memory),
-                    vector,
-                    Event::Software,
-                );
+                let mut mem = GuestLinear::new(&mut machine.memory, &self.cpu);
+                let r = interrupt::deliver_event(&mut self.cpu, &mut mem, vector, Event::Software);
                 self.settle(machine, r)
             }
             _ => self.exception(machine, Exception { vector, error_code }),
         }
     }
 
-    /// A host page fault at `addr`: a write to a page holding translations
+    /// A host page fault at `addr`: a page the shadow MMU has not mapped
+    /// (yet, or for this view), a write to a page holding translations
     /// (self-modifying code), or an access to memory the guest does not
-    /// have.
+    /// have. The host's error code says only whether the access was a
+    /// write or a fetch; everything else comes from the guest's tables.
     fn host_page_fault(
         &mut self,
         machine: &mut Machine,
         addr: u32,
         err: u32,
     ) -> Result<Next, EngineError> {
-        let page = addr / PAGE_SIZE;
-        if err & 2 != 0 && self.protected.remove(&page) {
-            self.stats.exit("smc write");
-            self.cache.invalidate_page(GuestPage(page));
-            self.monitor
-                .protect(page * PAGE_SIZE, PAGE_SIZE, Prot::RWX)
-                .map_err(host_err)?;
-            // The writer runs alone with the page writable; translations
-            // made after it protect the page again.
-            self.smc_step = true;
-            return Ok(Next::Continue);
-        }
-        let what = if u64::from(addr) >= self.ram_size {
-            self.no_memory(
+        let write = err & 2 != 0;
+        let fill = if self.mmu.paging() {
+            let user = self.cpu.cpl() == 3;
+            let access = Access {
+                write,
+                user,
+                fetch: user && err & 0x10 != 0,
+            };
+            self.mmu
+                .fill(&mut self.monitor, &mut machine.memory, addr, access)
+                .map_err(host_err)?
+        } else if u64::from(addr) >= self.ram_size {
+            Fill::NoRam(u64::from(addr))
+        } else if addr < PAGE_SIZE {
+            Fill::Unmappable
+        } else if write && self.mmu.is_code(addr / PAGE_SIZE) {
+            Fill::CodeWrite(addr / PAGE_SIZE)
+        } else {
+            Fill::Stuck
+        };
+        let what = match fill {
+            Fill::Mapped => {
+                self.stats.exit("shadow fill");
+                return Ok(Next::Continue);
+            }
+            Fill::GuestFault(code) => {
+                self.stats.exit("guest page fault");
+                self.cpu.cr2 = addr;
+                return self.exception(
+                    machine,
+                    Exception {
+                        vector: interrupt::vector::PF,
+                        error_code: Some(code),
+                    },
+                );
+            }
+            Fill::CodeWrite(phys) => {
+                self.stats.exit("smc write");
+                self.cache.invalidate_page(GuestPage(phys));
+                self.mmu
+                    .unprotect_code(&mut self.monitor, phys)
+                    .map_err(host_err)?;
+                // The writer runs alone with the page writable; translations
+                // made after it protect the page again.
+                self.smc_step = self.cpu.cpl() != 3;
+                return Ok(Next::Continue);
+            }
+            Fill::NoRam(phys) if phys == u64::from(addr) => self.no_memory(
                 if err & 0x10 != 0 {
                     "jumped to"
                 } else {
                     "accessed"
                 },
                 addr,
-            )
-        } else if addr < PAGE_SIZE {
-            format!(
+            ),
+            Fill::NoRam(phys) => format!(
+                "the guest's page tables map linear {addr:#010x} to physical {phys:#x}, where \
+                 there is no memory ({} MiB of RAM; popek models no memory-mapped devices)",
+                self.ram_size >> 20
+            ),
+            Fill::Unmappable if addr < PAGE_SIZE => format!(
                 "the guest accessed {addr:#010x} in page 0, which this host cannot map (vm.mmap_min_addr)"
-            )
-        } else {
-            format!("unexpected host page fault at {addr:#010x} (error {err:#x})")
+            ),
+            Fill::Unmappable => return Err(self.monitor_region_error(machine)),
+            Fill::Stuck => {
+                format!("unexpected host page fault at {addr:#010x} (error {err:#x})")
+            }
         };
         Err(self.unsupported(machine, what))
     }
@@ -482,74 +604,147 @@ impl Vm {
         )
     }
 
-    /// The translation of the block at CS:EIP, translating it on a miss.
-    fn block_at_eip(&mut self, machine: &Machine) -> Result<BlockId, EngineError> {
+    /// The bytes at linear `linear` for translation: the rest of its page
+    /// and up to 15 bytes of the next (an instruction may straddle), with
+    /// the physical pages they come from. With paging on the pages are
+    /// found by walking the guest's tables as an instruction fetch does.
+    fn code_bytes(&mut self, machine: &mut Machine, linear: u32) -> Result<Code, EngineError> {
+        let rest = GUEST_PAGE_SIZE - (linear & (GUEST_PAGE_SIZE - 1));
+        let (phys, next) = if self.mmu.paging() {
+            let regs = PagingRegs::of(&self.cpu);
+            let mem = &mut machine.memory;
+            let t = match x86::paging::walk(mem, &regs, linear, Access::FETCH, true) {
+                Ok(t) => t,
+                Err(code) => return Ok(Code::Fault { addr: linear, code }),
+            };
+            let next_linear = linear.wrapping_add(rest);
+            let next = x86::paging::walk(mem, &regs, next_linear, Access::FETCH, false)
+                .ok()
+                .map(|t| t.phys);
+            (t.phys, next)
+        } else {
+            let next = u64::from(linear) + u64::from(rest);
+            (u64::from(linear), Some(next))
+        };
+        if phys >= self.ram_size {
+            let what = if phys == u64::from(linear) {
+                self.no_memory("jumped to", linear)
+            } else {
+                format!(
+                    "the guest jumped to {linear:#010x}, which its page tables map to physical \
+                     {phys:#x}, where there is no memory ({} MiB of RAM)",
+                    self.ram_size >> 20
+                )
+            };
+            return Err(self.unsupported(machine, what));
+        }
+        let mut bytes = machine
+            .memory
+            .slice(phys, rest as usize)
+            .map_err(host_err)?
+            .to_vec();
+        let next = next.filter(|&n| n < self.ram_size);
+        if let Some(n) = next {
+            let avail = (self.ram_size - n).min(15) as usize;
+            bytes.extend_from_slice(machine.memory.slice(n, avail).map_err(host_err)?);
+        }
+        Ok(Code::Bytes {
+            bytes,
+            page: (phys / u64::from(PAGE_SIZE)) as u32,
+            next_page: next.map(|n| (n / u64::from(PAGE_SIZE)) as u32),
+        })
+    }
+
+    /// The translation of the block at CS:EIP, translating it on a miss,
+    /// or what happened when fetching its first instruction faulted.
+    fn block_at_eip(&mut self, machine: &mut Machine) -> Result<Fetched, EngineError> {
         let ctx = self.context();
         let linear = self.cpu.linear_ip();
         if let Some(id) = self.cache.lookup(linear, ctx) {
-            return Ok(id);
+            return Ok(Fetched::Block(id));
         }
-        if u64::from(linear) >= self.ram_size {
-            return Err(self.unsupported(machine, self.no_memory("jumped to", linear)));
-        }
-        let avail =
-            (self.ram_size - u64::from(linear)).min(u64::from(GUEST_PAGE_SIZE) + 15) as usize;
-        let bytes = machine
-            .memory
-            .slice(u64::from(linear), avail)
-            .map_err(host_err)?
-            .to_vec();
+        let (bytes, page, next_page) = match self.code_bytes(machine, linear)? {
+            Code::Bytes {
+                bytes,
+                page,
+                next_page,
+            } => (bytes, page, next_page),
+            Code::Fault { addr, code } => return self.fetch_fault(machine, addr, code),
+        };
         let key = BlockKey { eip: linear, ctx };
-        let page = GuestPage(linear / GUEST_PAGE_SIZE);
         for attempt in 0..2 {
-            let t = self
-                .translator
-                .translate(key, &bytes, page, self.cache.next_host_addr())
-                .map_err(|e| self.unsupported(machine, e.to_string()))?;
+            let t = match self.translator.translate(
+                key,
+                &bytes,
+                GuestPage(page),
+                self.cache.next_host_addr(),
+            ) {
+                Ok(t) => t,
+                Err(translate::TranslateError::Truncated { .. })
+                    if self.mmu.paging() && next_page.is_none() =>
+                {
+                    // The first instruction runs into a page the guest's
+                    // tables do not let us fetch from.
+                    let next = linear.wrapping_add(bytes.len() as u32);
+                    let regs = PagingRegs::of(&self.cpu);
+                    let code =
+                        x86::paging::walk(&mut machine.memory, &regs, next, Access::FETCH, true)
+                            .err()
+                            .unwrap_or(0);
+                    return self.fetch_fault(machine, next, code);
+                }
+                Err(e) => return Err(self.unsupported(machine, e.to_string())),
+            };
             if self.cache.make_room(t.code.len() as u32) && attempt == 0 {
                 // Flushed: the code was emitted for an address now reused.
-                self.protected_pages_reset()?;
+                self.mmu
+                    .unprotect_all_code(&mut self.monitor)
+                    .map_err(host_err)?;
                 continue;
             }
-            let spill = t.block.spill;
-            let id = self.cache.insert(t.block, &t.code).map_err(host_err)?;
+            let mut block = t.block;
+            // The translator numbers the spill page linearly; SMC works on
+            // the physical page behind it.
+            if block.spill.is_some() {
+                block.spill = next_page.map(GuestPage);
+            }
+            let spill = block.spill;
+            let id = self.cache.insert(block, &t.code).map_err(host_err)?;
             // A step block is discarded after one run, and the write that
             // caused an SMC step must find its page writable.
             if !ctx.step {
-                self.protect(page.0)?;
+                let lp = linear / PAGE_SIZE;
+                self.mmu
+                    .protect_code(&mut self.monitor, page, lp)
+                    .map_err(host_err)?;
                 if let Some(s) = spill {
-                    self.protect(s.0)?;
+                    self.mmu
+                        .protect_code(&mut self.monitor, s.0, lp + 1)
+                        .map_err(host_err)?;
                 }
             }
-            return Ok(id);
+            return Ok(Fetched::Block(id));
         }
         Err(host_err(
             "a block does not fit in an empty translation cache",
         ))
     }
 
-    /// Maps a guest page holding translations read-only, so that a write to
-    /// it faults and invalidates them.
-    fn protect(&mut self, page: u32) -> Result<(), EngineError> {
-        if page == 0
-            || u64::from(page) * u64::from(PAGE_SIZE) >= self.ram_size
-            || !self.protected.insert(page)
-        {
-            return Ok(());
-        }
-        self.monitor
-            .protect(page * PAGE_SIZE, PAGE_SIZE, Prot::RX)
-            .map_err(host_err)
-    }
-
-    /// After a flush no page holds translations any more.
-    fn protected_pages_reset(&mut self) -> Result<(), EngineError> {
-        for page in std::mem::take(&mut self.protected) {
-            self.monitor
-                .protect(page * PAGE_SIZE, PAGE_SIZE, Prot::RWX)
-                .map_err(host_err)?;
-        }
-        Ok(())
+    /// Delivers the #PF of an instruction fetch at `addr`.
+    fn fetch_fault(
+        &mut self,
+        machine: &mut Machine,
+        addr: u32,
+        code: u32,
+    ) -> Result<Fetched, EngineError> {
+        self.stats.exit("guest page fault (fetch)");
+        self.mmu.count_guest_fault();
+        self.cpu.cr2 = addr;
+        let e = Exception {
+            vector: interrupt::vector::PF,
+            error_code: Some(code),
+        };
+        self.exception(machine, e).map(Fetched::Delivered)
     }
 
     /// Runs translated guest kernel code and handles its exit.
@@ -558,10 +753,10 @@ impl Vm {
         let ctx = self.context();
         let (host, block) = match resumed {
             Some((h, _)) => (h, None),
-            None => {
-                let id = self.block_at_eip(machine)?;
-                (self.cache.host_addr(id).expect("live block"), Some(id))
-            }
+            None => match self.block_at_eip(machine)? {
+                Fetched::Block(id) => (self.cache.host_addr(id).expect("live block"), Some(id)),
+                Fetched::Delivered(next) => return Ok(next),
+            },
         };
         // Guest TF: the instruction about to run traps (#DB) when it is done.
         let trap_after = resumed.is_none() && self.cpu.eflags & flags::TF != 0;
@@ -615,17 +810,22 @@ impl Vm {
                 match ExitReason::from_code(reason) {
                     Some(ExitReason::Branch) => {
                         self.stats.exit("branch");
+                        let mut next = Next::Continue;
                         if !step {
                             let from = self.monitor.scratch()[3];
-                            self.chain(machine, from)?;
+                            next = self.chain(machine, from)?;
                         }
-                        Ok((Next::Continue, true))
+                        Ok((next, true))
                     }
                     Some(ExitReason::IndirectMiss) => {
                         self.stats.exit("indirect miss");
                         if !step {
-                            let id = self.block_at_eip(machine)?;
-                            self.cache.publish_indirect(id);
+                            match self.block_at_eip(machine)? {
+                                Fetched::Block(id) => {
+                                    self.cache.publish_indirect(id);
+                                }
+                                Fetched::Delivered(next) => return Ok((next, true)),
+                            }
                         }
                         Ok((Next::Continue, true))
                     }
@@ -651,10 +851,13 @@ impl Vm {
 
     /// Chains the direct exit whose `jmp rel32` sits at host address
     /// `from` to the block at CS:EIP (translating it now).
-    fn chain(&mut self, machine: &Machine, from: u32) -> Result<(), EngineError> {
-        let to = self.block_at_eip(machine)?;
+    fn chain(&mut self, machine: &mut Machine, from: u32) -> Result<Next, EngineError> {
+        let to = match self.block_at_eip(machine)? {
+            Fetched::Block(id) => id,
+            Fetched::Delivered(next) => return Ok(next),
+        };
         let Some(rec) = self.cache.recreate(from) else {
-            return Ok(()); // the source block was dropped meanwhile
+            return Ok(Next::Continue); // the source block was dropped meanwhile
         };
         let block = self
             .cache
@@ -666,12 +869,16 @@ impl Vm {
             // Refusals (context mismatch) just leave the exit unchained.
             let _ = self.cache.chain(rec.block, i, to);
         }
-        Ok(())
+        Ok(Next::Continue)
     }
 
     /// The guest instruction at CS:EIP, if it can be fetched.
     fn insn_at_eip(&self, machine: &mut Machine) -> Option<iced_x86::Instruction> {
-        emulate::fetch(&self.cpu, &mut PhysLinear(&mut machine.memory)).ok()
+        emulate::fetch(
+            &self.cpu,
+            &mut GuestLinear::new(&mut machine.memory, &self.cpu),
+        )
+        .ok()
     }
 
     /// Whether the instruction at CS:EIP is one the callout emulator

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::cache::Stats;
+use crate::mmu::MmuStats;
 
 /// Counters of one run of the BT engine.
 #[derive(Clone, Debug, Default)]
@@ -18,6 +19,8 @@ pub struct BtStats {
     pub callouts: BTreeMap<&'static str, u64>,
     /// External interrupts delivered to the guest.
     pub interrupts: u64,
+    /// The shadow MMU's counters.
+    pub mmu: MmuStats,
     /// Wall time spent running guest user code directly.
     pub direct: Duration,
     /// Wall time spent in translated code.
@@ -50,6 +53,16 @@ impl BtStats {
         format!("{{{}}}", items.join(","))
     }
 
+    fn mmu_json(&self) -> String {
+        let items: Vec<String> = self
+            .mmu
+            .fields()
+            .iter()
+            .map(|(k, v)| format!("\"{}\":{v}", k.replace(' ', "_")))
+            .collect();
+        format!("{{{}}}", items.join(","))
+    }
+
     /// Every counter as one JSON object, for `--stats-json`.
     pub fn to_json(&self) -> String {
         let phases: Vec<String> = self
@@ -59,11 +72,12 @@ impl BtStats {
             .collect();
         format!(
             "{{\"engine\":\"bt\",\"cache\":{},\"exits\":{},\"callouts\":{},\"interrupts\":{},\
-             \"time_s\":{{\"direct\":{},\"translated\":{},\"monitor\":{},\"total\":{}}},\"phases\":[{}]}}",
+             \"mmu\":{},\"time_s\":{{\"direct\":{},\"translated\":{},\"monitor\":{},\"total\":{}}},\"phases\":[{}]}}",
             self.cache.to_json(),
             Self::map_json(&self.exits),
             Self::map_json(&self.callouts),
             self.interrupts,
+            self.mmu_json(),
             self.direct.as_secs_f64(),
             self.translated.as_secs_f64(),
             self.monitor().as_secs_f64(),
@@ -115,7 +129,12 @@ impl fmt::Display for BtStats {
             f,
             "  {:<24} {:>14}",
             "(interrupts delivered)", self.interrupts
-        )
+        )?;
+        writeln!(f, "shadow mmu")?;
+        for (k, v) in self.mmu.fields() {
+            writeln!(f, "  {k:<24} {v:>14}")?;
+        }
+        Ok(())
     }
 }
 
@@ -138,6 +157,9 @@ mod tests {
         assert!(j.contains("\"callouts\":{\"out\":1}"), "{j}");
         assert!(j.contains("\"monitor\":0.005"), "{j}");
         assert!(j.contains("\"phases\":[{\"marker\":2,"), "{j}");
+        s.mmu.cr3_switches = 7;
+        assert!(s.to_json().contains("\"cr3_switches\":7"));
+        assert!(s.to_string().contains("cr3 switches"));
         let t = s.to_string();
         assert!(t.contains("translated code"), "{t}");
         assert!(t.contains("40.0%"), "{t}");

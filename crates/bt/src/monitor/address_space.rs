@@ -34,6 +34,18 @@ pub struct Prot {
 }
 
 impl Prot {
+    /// No access.
+    pub const NONE: Prot = Prot {
+        read: false,
+        write: false,
+        exec: false,
+    };
+    /// Read only.
+    pub const R: Prot = Prot {
+        read: true,
+        write: false,
+        exec: false,
+    };
     /// Read, write and execute.
     pub const RWX: Prot = Prot {
         read: true,
@@ -164,16 +176,18 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// Maps `len` bytes of the guest RAM memfd from offset `phys` at guest
-    /// linear `linear` with `prot`, replacing whatever was there.
+    /// Maps `len` bytes of the guest RAM memfd (of `ram_size` bytes) from offset `phys` at guest
+    /// linear `linear` with `prot`, replacing whatever was there; with
+    /// `populate` the host page tables are filled at once (one call instead
+    /// of a host fault per page on first touch).
     pub fn map_ram(
         &mut self,
-        ram: BorrowedFd<'_>,
-        ram_size: u64,
+        (ram, ram_size): (BorrowedFd<'_>, u64),
         linear: u32,
         phys: u64,
         len: u32,
         prot: Prot,
+        populate: bool,
     ) -> Result<(), MonitorError> {
         Self::check_range(linear, len)?;
         if linear >= MONITOR_BASE || u64::from(linear) + u64::from(len) > u64::from(MONITOR_BASE) {
@@ -190,7 +204,7 @@ impl AddressSpace {
                 linear as usize as *mut libc::c_void,
                 len as usize,
                 prot.bits(),
-                libc::MAP_SHARED | libc::MAP_FIXED,
+                libc::MAP_SHARED | libc::MAP_FIXED | if populate { libc::MAP_POPULATE } else { 0 },
                 ram.as_raw_fd(),
                 phys as libc::off_t,
             )

@@ -369,7 +369,13 @@ impl Monitor {
         };
         let top = mem.size().min(u64::from(MONITOR_BASE)) as u32;
         if top > PAGE_SIZE {
-            monitor.map(PAGE_SIZE, u64::from(PAGE_SIZE), top - PAGE_SIZE, Prot::RWX)?;
+            monitor.map(
+                PAGE_SIZE,
+                u64::from(PAGE_SIZE),
+                top - PAGE_SIZE,
+                Prot::RWX,
+                false,
+            )?;
         }
         install_altstack()?;
         install_handlers()?;
@@ -377,16 +383,24 @@ impl Monitor {
         Ok(monitor)
     }
 
-    /// Maps guest RAM at guest physical `phys` to guest linear `linear`.
+    /// Maps guest RAM at guest physical `phys` to guest linear `linear`
+    /// (with `populate`, host page tables filled at once).
     pub fn map(
         &mut self,
         linear: u32,
         phys: u64,
         len: u32,
         prot: Prot,
+        populate: bool,
     ) -> Result<(), MonitorError> {
-        self.space
-            .map_ram(self.ram.as_fd(), self.ram_size, linear, phys, len, prot)
+        self.space.map_ram(
+            (self.ram.as_fd(), self.ram_size),
+            linear,
+            phys,
+            len,
+            prot,
+            populate,
+        )
     }
 
     /// Unmaps a guest linear range (accesses then fault with #PF).

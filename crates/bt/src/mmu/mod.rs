@@ -1,0 +1,575 @@
+//! Shadow mappings of guest linear memory: the host's page tables for the
+//! low 4 GiB of this process are the shadow page tables (design.md
+//! section 4, docs/mmu.md).
+//!
+//! With paging off, all of RAM is mapped once at linear = physical. With
+//! paging on, nothing is mapped until the guest touches it: a host fault
+//! walks the guest's tables ([`x86::paging::walk`], which sets the guest's
+//! accessed and dirty bits as the CPU would) and either maps the page, or
+//! reports the #PF the guest must see. Shadows behave like a TLB: they are
+//! dropped on INVLPG, on CR3 writes (global pages survive with CR4.PGE), on
+//! paging-mode changes and whenever a #PF is delivered for an address.
+//!
+//! Every mapped page has two host protections, one for each guest privilege
+//! view: in the user view a supervisor page is PROT_NONE, so directly
+//! executed guest user code cannot touch it even after loading the host's
+//! flat selectors (this host has no protection keys, see docs/host-facts.md).
+//! Switching views re-protects only the pages whose two protections differ,
+//! in runs.
+//!
+//! A page is writable in the shadow only once the guest's dirty bit is set
+//! (the first write faults and sets it) and only if its physical page holds
+//! no translations: translated code is protected against writes through
+//! every alias, which is how self-modifying code is caught by physical page.
+
+pub mod stats;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use machine::GuestMemory;
+use x86::paging::{self, Access, PagingRegs, Translation, PAGE_4K};
+use x86::state::cr0;
+
+use crate::monitor::{Monitor, MonitorError, Prot, MONITOR_BASE, PAGE_SIZE};
+pub use stats::MmuStats;
+
+/// Pages mapped at most by one fill beyond the faulting page.
+const FILL_AROUND: u32 = 16;
+
+/// One mapped linear page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mapping {
+    /// Physical page number.
+    phys: u32,
+    /// Pages in the guest page this came from (1, 512 or 1024): INVLPG
+    /// anywhere in a large page drops all of it.
+    span: u32,
+    user: bool,
+    writable: bool,
+    executable: bool,
+    dirty: bool,
+    global: bool,
+}
+
+impl Mapping {
+    fn of(t: &Translation, linear: u32) -> Mapping {
+        let phys = (t.frame + u64::from(linear & (t.size - 1))) >> 12;
+        Mapping {
+            phys: phys as u32,
+            span: t.size / PAGE_4K,
+            user: t.user,
+            writable: t.writable,
+            executable: t.executable,
+            dirty: t.dirty,
+            global: t.global,
+        }
+    }
+
+    /// Whether two mappings can share one host call (same guest rights).
+    fn same_rights(&self, o: &Mapping) -> bool {
+        (
+            self.user,
+            self.writable,
+            self.executable,
+            self.dirty,
+            self.global,
+        ) == (o.user, o.writable, o.executable, o.dirty, o.global)
+    }
+}
+
+/// The outcome of a host page fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// The page is mapped now: retry the access.
+    Mapped,
+    /// The guest's tables refuse the access: deliver #PF with this error
+    /// code (CR2 = the address).
+    GuestFault(u32),
+    /// A write to a physical page holding translations.
+    CodeWrite(u32),
+    /// The guest maps the address to physical memory that does not exist.
+    NoRam(u64),
+    /// A linear page the host cannot map (page 0, the monitor region).
+    Unmappable,
+    /// The page is already mapped as the access needs: the host fault was
+    /// not about this mapping.
+    Stuck,
+}
+
+/// The shadow mappings of one guest.
+pub struct Shadow {
+    ram_size: u64,
+    regs: PagingRegs,
+    /// The user view's protections are applied (else the kernel view's).
+    user_view: bool,
+    /// Mapped linear pages (paging on only).
+    pages: BTreeMap<u32, Mapping>,
+    /// Physical page -> linear pages mapping it.
+    aliases: HashMap<u32, BTreeSet<u32>>,
+    /// Linear pages whose kernel and user protections differ.
+    differs: BTreeSet<u32>,
+    /// Physical pages holding translations.
+    code: HashSet<u32>,
+    /// Linear page -> physical page of every page translated from while
+    /// paging was on, to find translations a remapping makes stale.
+    code_linear: HashMap<u32, u32>,
+    stats: MmuStats,
+}
+
+impl Shadow {
+    /// The shadow of a guest whose RAM the monitor mapped at linear =
+    /// physical, with paging off.
+    pub fn new(ram_size: u64, regs: PagingRegs) -> Shadow {
+        Shadow {
+            ram_size,
+            regs: PagingRegs {
+                cr0: regs.cr0 & !cr0::PG,
+                ..regs
+            },
+            user_view: false,
+            pages: BTreeMap::new(),
+            aliases: HashMap::new(),
+            differs: BTreeSet::new(),
+            code: HashSet::new(),
+            code_linear: HashMap::new(),
+            stats: MmuStats::default(),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> &MmuStats {
+        &self.stats
+    }
+
+    /// The paging registers last taken.
+    pub fn regs(&self) -> PagingRegs {
+        self.regs
+    }
+
+    /// Counts a #PF delivered for an instruction fetch the engine made.
+    pub fn count_guest_fault(&mut self) {
+        self.stats.guest_faults += 1;
+    }
+
+    /// Whether the guest has paging on (as last told).
+    pub fn paging(&self) -> bool {
+        self.regs.enabled()
+    }
+
+    /// Top of the RAM identity-mapped while paging is off.
+    fn identity_top(&self) -> u32 {
+        self.ram_size.min(u64::from(MONITOR_BASE)) as u32
+    }
+
+    fn wp(&self) -> bool {
+        self.regs.cr0 & cr0::WP != 0
+    }
+
+    /// Host protections of `m` in the kernel and the user view.
+    fn prots(&self, m: &Mapping) -> (Prot, Prot) {
+        let code = self.code.contains(&m.phys);
+        let write_user = m.writable && m.dirty && !code;
+        let write_kernel = (m.writable || !self.wp()) && m.dirty && !code;
+        // Translated kernel code never runs from guest pages, so only user
+        // pages are executable, the same in both views.
+        let exec = m.user && m.executable;
+        let kernel = Prot {
+            read: true,
+            write: write_kernel,
+            exec,
+        };
+        let user = if m.user {
+            Prot {
+                read: true,
+                write: write_user,
+                exec,
+            }
+        } else {
+            Prot::NONE
+        };
+        (kernel, user)
+    }
+
+    fn applied(&self, m: &Mapping) -> Prot {
+        let (k, u) = self.prots(m);
+        if self.user_view {
+            u
+        } else {
+            k
+        }
+    }
+
+    /// Records `m` at linear page `lp` (the host mapping is made by the
+    /// caller).
+    fn record(&mut self, lp: u32, m: Mapping) {
+        if let Some(old) = self.pages.insert(lp, m) {
+            self.forget_alias(lp, old.phys);
+        }
+        self.aliases.entry(m.phys).or_default().insert(lp);
+        let (k, u) = self.prots(&m);
+        if k != u {
+            self.differs.insert(lp);
+        } else {
+            self.differs.remove(&lp);
+        }
+    }
+
+    fn forget_alias(&mut self, lp: u32, phys: u32) {
+        if let Some(set) = self.aliases.get_mut(&phys) {
+            set.remove(&lp);
+            if set.is_empty() {
+                self.aliases.remove(&phys);
+            }
+        }
+    }
+
+    /// Handles a host page fault at `linear` for `access` while paging is
+    /// on: maps the page (and the run around it the guest has already
+    /// used) or says what the guest must see.
+    pub fn fill(
+        &mut self,
+        monitor: &mut Monitor,
+        mem: &mut GuestMemory,
+        linear: u32,
+        access: Access,
+    ) -> Result<Fill, MonitorError> {
+        let t = match paging::walk(mem, &self.regs, linear, access, true) {
+            Ok(t) => t,
+            Err(code) => {
+                // A #PF drops the TLB entry for the address.
+                self.invlpg(monitor, linear)?;
+                self.stats.guest_faults += 1;
+                return Ok(Fill::GuestFault(code));
+            }
+        };
+        let lp = linear / PAGE_SIZE;
+        if t.phys >= self.ram_size {
+            return Ok(Fill::NoRam(t.phys));
+        }
+        if lp == 0 || linear >= MONITOR_BASE {
+            return Ok(Fill::Unmappable);
+        }
+        let m = Mapping::of(&t, linear);
+        if access.write && self.code.contains(&m.phys) {
+            return Ok(Fill::CodeWrite(m.phys));
+        }
+        if self.pages.get(&lp) == Some(&m) {
+            // Mapped with these rights already: a fault the shadow cannot
+            // explain (the walk would not have changed anything).
+            return Ok(Fill::Stuck);
+        }
+        let (first, n) = self.run_around(mem, lp, &m, &t);
+        let prot = self.applied(&m);
+        let phys0 = m.phys - (lp - first);
+        monitor.map(
+            first * PAGE_SIZE,
+            u64::from(phys0) * u64::from(PAGE_SIZE),
+            n * PAGE_SIZE,
+            prot,
+            true,
+        )?;
+        self.stats.maps += 1;
+        self.stats.pages_mapped += u64::from(n);
+        self.stats.hidden_faults += 1;
+        for i in 0..n {
+            let page = Mapping {
+                phys: phys0 + i,
+                ..m
+            };
+            self.record(first + i, page);
+            if self.code.contains(&page.phys) {
+                // Code inside a run: the run's protection allowed writes.
+                let p = self.applied(&page);
+                monitor.protect((first + i) * PAGE_SIZE, PAGE_SIZE, p)?;
+            }
+        }
+        Ok(Fill::Mapped)
+    }
+
+    /// The run of linear pages around `lp` to map with it: pages the guest
+    /// maps with the same rights to consecutive physical pages and has
+    /// already accessed (a large page counts as one accessed entry), not yet
+    /// mapped, within one page table.
+    fn run_around(
+        &mut self,
+        mem: &mut GuestMemory,
+        lp: u32,
+        m: &Mapping,
+        t: &Translation,
+    ) -> (u32, u32) {
+        // A large page is one entry: its pages share rights and are
+        // physically consecutive. Small pages are looked at within their
+        // page table.
+        let span = if t.size > PAGE_4K {
+            t.size / PAGE_4K
+        } else if self.regs.pae() {
+            512
+        } else {
+            1024
+        };
+        let window = lp & !(span - 1);
+        let lowest = window.max(1);
+        let highest = (window + span).min(MONITOR_BASE / PAGE_SIZE);
+        let large = t.size > PAGE_4K;
+        let mut fits = |s: &mut Self, p: u32| -> bool {
+            let phys = i64::from(m.phys) + i64::from(p) - i64::from(lp);
+            if s.pages.contains_key(&p) || (phys + 1) * i64::from(PAGE_SIZE) > s.ram_size as i64 {
+                return false;
+            }
+            if large {
+                return true;
+            }
+            match paging::walk(mem, &s.regs, p * PAGE_SIZE, Access::READ, false) {
+                Ok(n) => {
+                    let nm = Mapping::of(&n, p * PAGE_SIZE);
+                    n.accessed && i64::from(nm.phys) == phys && nm.same_rights(m)
+                }
+                Err(_) => false,
+            }
+        };
+        let (mut first, mut end) = (lp, lp + 1);
+        while end < highest && end - lp <= FILL_AROUND && fits(self, end) {
+            end += 1;
+        }
+        while first > lowest && lp - first < FILL_AROUND / 2 && fits(self, first - 1) {
+            first -= 1;
+        }
+        (first, end - first)
+    }
+
+    /// Drops the shadow of the page holding `linear` (all of it, for a
+    /// large page), as INVLPG drops the TLB entry.
+    pub fn invlpg(&mut self, monitor: &mut Monitor, linear: u32) -> Result<(), MonitorError> {
+        if !self.paging() {
+            return Ok(());
+        }
+        let lp = linear / PAGE_SIZE;
+        let Some(m) = self.pages.get(&lp).copied() else {
+            return Ok(());
+        };
+        let first = lp & !(m.span - 1);
+        let doomed: Vec<u32> = self
+            .pages
+            .range(first..first + m.span)
+            .filter(|(_, x)| x.span == m.span)
+            .map(|(&p, _)| p)
+            .collect();
+        self.stats.invlpgs += 1;
+        self.drop_pages(monitor, &doomed)
+    }
+
+    /// Unmaps `doomed` (sorted linear pages), one call per run.
+    fn drop_pages(&mut self, monitor: &mut Monitor, doomed: &[u32]) -> Result<(), MonitorError> {
+        for (first, n, ()) in runs(doomed.iter().map(|&p| (p, ()))) {
+            monitor.unmap(first * PAGE_SIZE, n * PAGE_SIZE)?;
+            self.stats.unmaps += 1;
+        }
+        for &p in doomed {
+            if let Some(m) = self.pages.remove(&p) {
+                self.forget_alias(p, m.phys);
+                self.differs.remove(&p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every shadow, or every non-global one.
+    fn flush(&mut self, monitor: &mut Monitor, global_too: bool) -> Result<(), MonitorError> {
+        let doomed: Vec<u32> = self
+            .pages
+            .iter()
+            .filter(|(_, m)| global_too || !m.global)
+            .map(|(&p, _)| p)
+            .collect();
+        self.drop_pages(monitor, &doomed)
+    }
+
+    /// Takes the guest's new paging registers after a control-register
+    /// write, dropping the shadows they invalidate. `cr3_written`: CR3 was
+    /// written, even with its old value.
+    pub fn set_regs(
+        &mut self,
+        monitor: &mut Monitor,
+        new: PagingRegs,
+        cr3_written: bool,
+    ) -> Result<(), MonitorError> {
+        let old = std::mem::replace(&mut self.regs, new);
+        let top = self.identity_top();
+        match (old.enabled(), new.enabled()) {
+            (false, false) => {}
+            (false, true) => {
+                if top > PAGE_SIZE {
+                    monitor.unmap(PAGE_SIZE, top - PAGE_SIZE)?;
+                }
+                self.stats.full_flushes += 1;
+            }
+            (true, false) => {
+                self.flush(monitor, true)?;
+                if top > PAGE_SIZE {
+                    monitor.map(
+                        PAGE_SIZE,
+                        u64::from(PAGE_SIZE),
+                        top - PAGE_SIZE,
+                        Prot::RWX,
+                        false,
+                    )?;
+                }
+                for &p in &self.code {
+                    if p != 0 && p < top / PAGE_SIZE {
+                        monitor.protect(p * PAGE_SIZE, PAGE_SIZE, Prot::RX)?;
+                    }
+                }
+                self.stats.full_flushes += 1;
+            }
+            (true, true) => {
+                if old.flushes_all(&new) {
+                    self.flush(monitor, true)?;
+                    self.stats.full_flushes += 1;
+                } else if cr3_written || old.cr3 != new.cr3 {
+                    self.flush(monitor, false)?;
+                    self.stats.cr3_switches += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the user view (guest CPL 3 runs directly) or the kernel view.
+    pub fn set_view(&mut self, monitor: &mut Monitor, user: bool) -> Result<(), MonitorError> {
+        if self.user_view == user {
+            return Ok(());
+        }
+        self.user_view = user;
+        if self.differs.is_empty() {
+            return Ok(());
+        }
+        self.stats.view_switches += 1;
+        let targets: Vec<(u32, Prot)> = self
+            .differs
+            .iter()
+            .map(|&p| (p, self.applied(&self.pages[&p])))
+            .collect();
+        for (first, n, prot) in runs(targets) {
+            monitor.protect(first * PAGE_SIZE, n * PAGE_SIZE, prot)?;
+            self.stats.protects += 1;
+        }
+        Ok(())
+    }
+
+    /// Physical page `phys` now holds translations: take write access away
+    /// from every alias. `linear` is the page translated from.
+    pub fn protect_code(
+        &mut self,
+        monitor: &mut Monitor,
+        phys: u32,
+        linear: u32,
+    ) -> Result<(), MonitorError> {
+        if self.paging() {
+            self.code_linear.insert(linear, phys);
+        }
+        if !self.code.insert(phys) {
+            return Ok(());
+        }
+        self.reprotect_phys(monitor, phys)
+    }
+
+    /// Physical page `phys` holds no translations any more.
+    pub fn unprotect_code(&mut self, monitor: &mut Monitor, phys: u32) -> Result<(), MonitorError> {
+        if !self.code.remove(&phys) {
+            return Ok(());
+        }
+        self.code_linear.retain(|_, p| *p != phys);
+        self.reprotect_phys(monitor, phys)
+    }
+
+    /// No physical page holds translations (the cache was flushed).
+    pub fn unprotect_all_code(&mut self, monitor: &mut Monitor) -> Result<(), MonitorError> {
+        for p in self.code.clone() {
+            self.unprotect_code(monitor, p)?;
+        }
+        Ok(())
+    }
+
+    /// Whether physical page `phys` holds translations.
+    pub fn is_code(&self, phys: u32) -> bool {
+        self.code.contains(&phys)
+    }
+
+    fn reprotect_phys(&mut self, monitor: &mut Monitor, phys: u32) -> Result<(), MonitorError> {
+        if !self.paging() {
+            let top = self.identity_top() / PAGE_SIZE;
+            if phys != 0 && phys < top {
+                let prot = if self.code.contains(&phys) {
+                    Prot::RX
+                } else {
+                    Prot::RWX
+                };
+                monitor.protect(phys * PAGE_SIZE, PAGE_SIZE, prot)?;
+            }
+            return Ok(());
+        }
+        let lps: Vec<u32> = self
+            .aliases
+            .get(&phys)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for lp in lps {
+            let m = self.pages[&lp];
+            self.record(lp, m);
+            monitor.protect(lp * PAGE_SIZE, PAGE_SIZE, self.applied(&m))?;
+            self.stats.protects += 1;
+        }
+        Ok(())
+    }
+
+    /// Physical pages of translations whose linear page no longer maps to
+    /// the physical page they were made from (after a CR3 write, INVLPG or
+    /// a paging-mode change). They are forgotten here; the caller drops
+    /// their translations and calls [`Shadow::unprotect_code`].
+    pub fn stale_code(&mut self, mem: &mut GuestMemory) -> Vec<u32> {
+        let mut stale = Vec::new();
+        let regs = self.regs;
+        self.code_linear.retain(|&lp, &mut phys| {
+            let now = if regs.enabled() {
+                paging::walk(mem, &regs, lp * PAGE_SIZE, Access::FETCH, false)
+                    .ok()
+                    .map(|t| (t.phys >> 12) as u32)
+            } else {
+                Some(lp)
+            };
+            if now == Some(phys) {
+                return true;
+            }
+            stale.push(phys);
+            false
+        });
+        stale.sort_unstable();
+        stale.dedup();
+        stale
+    }
+}
+
+/// Groups sorted pages into runs of consecutive pages with equal values:
+/// (first page, count).
+fn runs<T: PartialEq + Copy>(pages: impl IntoIterator<Item = (u32, T)>) -> Vec<(u32, u32, T)> {
+    let mut out: Vec<(u32, u32, T)> = Vec::new();
+    for (p, v) in pages {
+        match out.last_mut() {
+            Some((first, n, pv)) if *first + *n == p && *pv == v => *n += 1,
+            _ => out.push((p, 1, v)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_group_consecutive_equal_pages() {
+        let r = runs([(1, 'a'), (2, 'a'), (3, 'b'), (5, 'b'), (6, 'b')]);
+        assert_eq!(r, vec![(1, 2, 'a'), (3, 1, 'b'), (5, 2, 'b')]);
+        assert!(runs(Vec::<(u32, ())>::new()).is_empty());
+    }
+}

@@ -1,0 +1,44 @@
+//! The shadow MMU's counters (`popek run --stats`).
+
+/// What the shadow MMU did in one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmuStats {
+    /// Host faults the shadow absorbed by mapping (the guest never saw them).
+    pub hidden_faults: u64,
+    /// Page faults delivered to the guest (its tables refused the access).
+    pub guest_faults: u64,
+    /// Host mapping calls (each maps a run of pages).
+    pub maps: u64,
+    /// Pages mapped by those calls.
+    pub pages_mapped: u64,
+    /// Host unmapping calls (each drops a run).
+    pub unmaps: u64,
+    /// Host protection changes (view switches, code protection).
+    pub protects: u64,
+    /// CR3 writes that dropped the non-global shadows.
+    pub cr3_switches: u64,
+    /// Paging-mode changes that dropped every shadow.
+    pub full_flushes: u64,
+    /// INVLPGs (and delivered #PFs) that dropped a mapped page.
+    pub invlpgs: u64,
+    /// Switches between the kernel and the user view that changed pages.
+    pub view_switches: u64,
+}
+
+impl MmuStats {
+    /// Name and value of every counter, in display order.
+    pub fn fields(&self) -> [(&'static str, u64); 10] {
+        [
+            ("shadow faults hidden", self.hidden_faults),
+            ("page faults delivered", self.guest_faults),
+            ("mapping calls", self.maps),
+            ("pages mapped", self.pages_mapped),
+            ("unmapping calls", self.unmaps),
+            ("protection calls", self.protects),
+            ("cr3 switches", self.cr3_switches),
+            ("full flushes", self.full_flushes),
+            ("invlpg drops", self.invlpgs),
+            ("view switches", self.view_switches),
+        ]
+    }
+}
