@@ -75,6 +75,11 @@ const GUESTS: &[GuestSpec] = &[
         format: Format::Multiboot,
     },
     GuestSpec {
+        name: "paging",
+        summary: "32-bit paging: 4 KiB/4 MiB pages, #PF codes and CR2, ring 3, A/D, INVLPG, CR3, PGE",
+        format: Format::Multiboot,
+    },
+    GuestSpec {
         name: "bzhello",
         summary: "Linux boot protocol entry state, boot_params, e820 map, command line and initrd",
         format: Format::BzImage,
