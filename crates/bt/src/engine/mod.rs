@@ -428,6 +428,60 @@ impl Vm {
         let t = Instant::now();
         let exit = self.monitor.run_user(&mut self.cpu).map_err(host_err)?;
         self.stats.direct += t.elapsed();
+        self.user_exit(machine, exit)
+    }
+
+    /// Redoes guest user code's loads of `sels` (DS, ES, FS, GS), which the
+    /// host's GDT answered, against the guest's tables (design.md's lazy
+    /// fix-up). Only a load the guest's CPU would also have accepted, of a
+    /// segment based at 0 like the host's, is fixed up: then every access
+    /// made through the host's segment meant what it would have meant. Any
+    /// other case stops the VM.
+    fn fix_up_selectors(
+        &mut self,
+        machine: &mut Machine,
+        sels: [Option<u16>; 4],
+    ) -> Result<Next, EngineError> {
+        self.stats.exit("user: selector fix-up");
+        for (i, sel) in sels.iter().enumerate() {
+            let Some(sel) = *sel else { continue };
+            let mut mem = GuestLinear::new(&mut machine.memory, &self.cpu);
+            match emulate::data_segment(&self.cpu, &mut mem, i, sel) {
+                Ok(seg) if seg.base == 0 => {
+                    *[
+                        &mut self.cpu.ds,
+                        &mut self.cpu.es,
+                        &mut self.cpu.fs,
+                        &mut self.cpu.gs,
+                    ][i] = seg;
+                }
+                _ => {
+                    return Ok(Next::End(Exit::Shutdown(self.fault(
+                        machine,
+                        format!(
+                            "guest user code loaded the host's selector {sel:#06x} into a segment \
+                             register, where its own CPU would have loaded a different segment \
+                             from the guest's tables; the VM was stopped"
+                        ),
+                    ))))
+                }
+            }
+        }
+        match self.monitor.take_deferred_exit() {
+            // A memory fault may have come from the host's segment (a write
+            // through the host's 0x23, a code segment; the limit of 0x7b):
+            // the instruction runs again with the guest's.
+            Some(DirectExit::Fault {
+                vector: 11..=14 | 17,
+                ..
+            })
+            | None => Ok(Next::Continue),
+            Some(exit) => self.user_exit(machine, exit),
+        }
+    }
+
+    /// Handles an exit of directly executed guest user code.
+    fn user_exit(&mut self, machine: &mut Machine, exit: DirectExit) -> Result<Next, EngineError> {
         match exit {
             DirectExit::Interrupted => {
                 self.stats.exit("user: interrupted");
@@ -459,13 +513,7 @@ impl Vm {
                      (host signal {signal}); the VM was stopped"
                 ),
             )))),
-            DirectExit::ForeignSelector { selector } => Ok(Next::End(Exit::Shutdown(self.fault(
-                machine,
-                format!(
-                    "guest user code loaded the host's selector {selector:#06x} into a segment \
-                     register (its own CPU would have checked the guest's GDT); the VM was stopped"
-                ),
-            )))),
+            DirectExit::ForeignSelectors { sels } => self.fix_up_selectors(machine, sels),
             DirectExit::Unknown { signal, trapno, error_code } => Err(self.unsupported(
                 machine,
                 format!("unexpected host signal {signal} (trap {trapno}, error {error_code:#x}) in guest user code"),

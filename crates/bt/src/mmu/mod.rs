@@ -344,16 +344,20 @@ impl Shadow {
             return Ok(());
         }
         let lp = linear / PAGE_SIZE;
-        let Some(m) = self.pages.get(&lp).copied() else {
-            return Ok(());
-        };
-        let first = lp & !(m.span - 1);
+        // The page itself may be unmapped while others of its large page
+        // are mapped (a fill maps a window of a large page, not all of it).
+        let large = if self.regs.pae() { 512 } else { 1024 };
+        let span = self.pages.get(&lp).map_or(large, |m| m.span);
+        let first = lp & !(span - 1);
         let doomed: Vec<u32> = self
             .pages
-            .range(first..first + m.span)
-            .filter(|(_, x)| x.span == m.span)
+            .range(first..first + span)
+            .filter(|(&p, x)| x.span == span || p == lp)
             .map(|(&p, _)| p)
             .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
         self.stats.invlpgs += 1;
         self.drop_pages(monitor, &doomed)
     }

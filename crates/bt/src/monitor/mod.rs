@@ -147,12 +147,14 @@ pub enum DirectExit {
         /// Host signal.
         signal: i32,
     },
-    /// Guest user code loaded a data segment register with a selector that
-    /// is not one of the monitor's shadows (a host GDT selector such as the
-    /// flat 0x2b). The VM cannot continue faithfully.
-    ForeignSelector {
-        /// The selector it loaded.
-        selector: u16,
+    /// Guest user code loaded data segment registers with selectors that
+    /// are not the monitor's shadows (the host's GDT answered the load, as
+    /// it does for 0x23, 0x2b, 0x33 and 0x7b). The exit that followed is
+    /// kept for [`Monitor::take_deferred_exit`]: the engine first redoes
+    /// the loads against the guest's tables (lazy fix-up).
+    ForeignSelectors {
+        /// The selector now in DS, ES, FS and GS, where it is foreign.
+        sels: [Option<u16>; 4],
     },
     /// A signal the monitor cannot attribute.
     Unknown {
@@ -257,6 +259,8 @@ pub struct Monitor {
     stub_used: u32,
     /// The translation regions were handed out.
     tc_mapped: bool,
+    /// The exit behind a `ForeignSelectors` report.
+    deferred: Option<DirectExit>,
     // The area, signal state and LDT belong to the creating thread.
     _not_send: std::marker::PhantomData<*mut ()>,
 }
@@ -365,6 +369,7 @@ impl Monitor {
             loaded: [None; 6],
             stub_used: stub.len() as u32,
             tc_mapped: false,
+            deferred: None,
             _not_send: std::marker::PhantomData,
         };
         let top = mem.size().min(u64::from(MONITOR_BASE)) as u32;
@@ -642,6 +647,11 @@ impl Monitor {
         unsafe { switch::area() }.scratch
     }
 
+    /// The exit that followed a [`DirectExit::ForeignSelectors`], once.
+    pub fn take_deferred_exit(&mut self) -> Option<DirectExit> {
+        self.deferred.take()
+    }
+
     /// Runs guest user (CPL 3) code directly from `cpu` until the first
     /// exit, and writes the guest state at the exit back into `cpu`.
     ///
@@ -683,9 +693,11 @@ impl Monitor {
         }
         cpu.eip = area.eip;
         cpu.eflags = merge_flags(cpu.eflags, area.eflags, USER_FLAGS);
-        for (seg, (&now, &was)) in [&mut cpu.ds, &mut cpu.es, &mut cpu.fs, &mut cpu.gs]
+        let mut foreign = [None; 4];
+        for (i, (seg, (&now, &was))) in [&mut cpu.ds, &mut cpu.es, &mut cpu.fs, &mut cpu.gs]
             .into_iter()
             .zip(area.sel[2..].iter().zip(&sels[2..]))
+            .enumerate()
         {
             if now == was {
                 continue;
@@ -698,21 +710,22 @@ impl Monitor {
                 };
             } else {
                 // The guest loaded a selector of the host's GDT (or of our
-                // LDT): the host's descriptor, not the guest's, is now in
-                // force, and a flat host selector reaches the monitor
-                // region. Nothing the guest runs afterwards can be trusted
-                // to mean what it would on its own CPU.
-                // TODO(segments): glibc's `mov %ax,%gs` after
-                // set_thread_area needs design.md's lazy fix-up instead.
-                return Ok(DirectExit::ForeignSelector { selector: now });
+                // LDT): the host's descriptor, not the guest's, answered,
+                // and a flat host selector reaches the monitor region.
+                foreign[i] = Some(now);
             }
         }
-        Ok(decode_exit(
+        let exit = decode_exit(
             area.exit_signal as i32,
             area.exit_trapno,
             area.exit_err,
             area.exit_addr,
-        ))
+        );
+        if foreign.iter().any(Option::is_some) {
+            self.deferred = Some(exit);
+            return Ok(DirectExit::ForeignSelectors { sels: foreign });
+        }
+        Ok(exit)
     }
 }
 

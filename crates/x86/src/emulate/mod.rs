@@ -213,6 +213,20 @@ pub fn execute_and_deliver(
     }
 }
 
+/// The segment a load of `sel` into data register DS, ES, FS or GS
+/// (`index` 0 to 3) produces at the current CPL, with the checks MOV Sreg
+/// makes and the descriptor's accessed bit set.
+pub fn data_segment(
+    cpu: &CpuState,
+    mem: &mut impl LinearMemory,
+    index: usize,
+    sel: u16,
+) -> Result<crate::Segment, Exception> {
+    use iced_x86::Register;
+    let reg = [Register::DS, Register::ES, Register::FS, Register::GS][index];
+    segments::load_data_segment(cpu, mem, reg, sel)
+}
+
 /// Delivers exception `e` raised at the current instruction and reports
 /// what the delivery changed.
 pub fn deliver_fault(
