@@ -90,8 +90,8 @@ const GUESTS: &[GuestSpec] = &[
     GuestSpec {
         name: "demo",
         summary: "a small multitasking OS: paging, processes, fork/exec/wait, pipes, timer \
-                  preemption; init runs a compute benchmark, fork+wait x1000, a pipe and a \
-                  preemption test",
+                  preemption; init runs a compute benchmark, fork+wait x1000, pipe, \
+                  preemption and memory tests",
         format: Format::Multiboot,
     },
 ];
@@ -117,6 +117,7 @@ const USER_PROGRAMS: &[UserPrograms] = &[UserPrograms {
         ("forkwait", &["forkwait.c"]),
         ("pipe", &["pipe.c"]),
         ("preempt", &["preempt.c", "compute_kernel.c"]),
+        ("memory", &["memory.c"]),
     ],
 }];
 

@@ -19,6 +19,7 @@ static const struct step steps[] = {
 	{ "forkwait", MARK_FORKWAIT },
 	{ "pipe", MARK_PIPE },
 	{ "preempt", MARK_PREEMPT },
+	{ "memory", MARK_MEMORY },
 };
 #define NSTEPS (sizeof(steps) / sizeof(steps[0]))
 #define MAX_RUN 8
@@ -39,11 +40,13 @@ static int run_step(const struct step *s, char *arg)
 		printf("init: exec %s failed\n", s->name);
 		exit(127);
 	}
-	int status = -1;
-	int got = wait(&status);
-	if (got != pid) {
-		printf("init: wait returned %d, not %d\n", got, pid);
-		return -1;
+	/* Orphans become init's children too: reap them on the way. */
+	int status = -1, got;
+	while ((got = wait(&status)) != pid) {
+		if (got < 0) {
+			printf("init: wait failed waiting for pid %d\n", pid);
+			return -1;
+		}
 	}
 	return status;
 }

@@ -31,6 +31,7 @@
 #define MARK_FORKWAIT 0x20
 #define MARK_PIPE 0x30
 #define MARK_PREEMPT 0x40
+#define MARK_MEMORY 0x50
 #define MARK_SUMMARY 0x70  /* init prints its summary */
 #define MARK_HALT 0x7F     /* the kernel shuts down */
 
