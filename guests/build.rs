@@ -12,6 +12,14 @@
 //!   with a boot sector and setup sectors that carry a Linux boot protocol
 //!   setup header (see [`bzimage`]).
 //!
+//! A guest with its own `link.ld` (the demo OS, linked above 0xC0000000) is
+//! linked with that script instead and brings its own multiboot header and
+//! entry: `lib/multiboot*` assume code running where it is linked, at 1 MiB.
+//! A guest listed in [`USER_PROGRAMS`] also gets user programs: each is
+//! compiled from `<guest>/user/`, linked on its own with `<guest>/user/link.ld`
+//! and embedded into the guest as an ELF file, with a table of them (see
+//! [`build_user_programs`]).
+//!
 //! The output is `$OUT_DIR/guests.rs`, a `GUESTS` table whose images are
 //! `include_bytes!` of the built files. No binaries are committed.
 
@@ -84,7 +92,39 @@ const GUESTS: &[GuestSpec] = &[
         summary: "Linux boot protocol entry state, boot_params, e820 map, command line and initrd",
         format: Format::BzImage,
     },
+    GuestSpec {
+        name: "demo",
+        summary: "a small multitasking OS: paging, processes, fork/exec/wait, pipes, timer \
+                  preemption; init runs a compute benchmark, fork+wait x1000, pipe, \
+                  preemption and memory tests",
+        format: Format::Multiboot,
+    },
 ];
+
+/// The user programs one guest embeds.
+struct UserPrograms {
+    /// The guest that embeds them.
+    guest: &'static str,
+    /// Sources in `<guest>/user/` linked into every program.
+    runtime: &'static [&'static str],
+    /// Each program: its name (what exec asks for) and its own sources in
+    /// `<guest>/user/`.
+    programs: &'static [(&'static str, &'static [&'static str])],
+}
+
+/// Guests with user programs.
+const USER_PROGRAMS: &[UserPrograms] = &[UserPrograms {
+    guest: "demo",
+    runtime: &["ulib.c"],
+    programs: &[
+        ("init", &["init.c"]),
+        ("compute", &["compute.c", "compute_kernel.c"]),
+        ("forkwait", &["forkwait.c"]),
+        ("pipe", &["pipe.c"]),
+        ("preempt", &["preempt.c", "compute_kernel.c"]),
+        ("memory", &["memory.c"]),
+    ],
+}];
 
 /// The compiler flags every guest source is built with.
 const CFLAGS: &[&str] = &[
@@ -199,14 +239,20 @@ fn build_guest(guest: &GuestSpec, src: &Path, out: &Path) -> Result<PathBuf, Str
     let obj_dir = out.join("obj").join(guest.name);
     fs::create_dir_all(&obj_dir).map_err(|e| format!("{}: {e}", obj_dir.display()))?;
 
+    // A guest with its own linker script brings its own entry.
+    let own_script = src.join(guest.name).join("link.ld");
+    let script = if own_script.exists() {
+        own_script
+    } else {
+        lib.join("link.ld")
+    };
+    let lib_entry = guest.format == Format::Multiboot && script.starts_with(&lib);
+
     // The multiboot header and entry belong to multiboot guests only; a
     // bzImage guest brings its own 32-bit entry.
     let mut sources: Vec<PathBuf> = list_sources(&lib)?
         .into_iter()
-        .filter(|p| {
-            let multiboot_part = file_name(p).starts_with("multiboot");
-            guest.format == Format::Multiboot || !multiboot_part
-        })
+        .filter(|p| lib_entry || !file_name(p).starts_with("multiboot"))
         .collect();
     // A bzImage's real-mode setup code (`setup*.S`) is linked on its own.
     let (setup, kernel_sources): (Vec<PathBuf>, Vec<PathBuf>) =
@@ -214,6 +260,9 @@ fn build_guest(guest: &GuestSpec, src: &Path, out: &Path) -> Result<PathBuf, Str
             .into_iter()
             .partition(|p| guest.format == Format::BzImage && file_name(p).starts_with("setup"));
     sources.extend(kernel_sources);
+    if let Some(user) = USER_PROGRAMS.iter().find(|u| u.guest == guest.name) {
+        sources.push(build_user_programs(user, src, &obj_dir)?);
+    }
 
     let objects = compile(&sources, &lib, &obj_dir)?;
 
@@ -221,7 +270,7 @@ fn build_guest(guest: &GuestSpec, src: &Path, out: &Path) -> Result<PathBuf, Str
     let mut ld = Command::new("ld");
     ld.args(LDFLAGS)
         .arg("-T")
-        .arg(lib.join("link.ld"))
+        .arg(&script)
         .arg("-o")
         .arg(&elf)
         .args(&objects);
@@ -242,6 +291,61 @@ fn build_guest(guest: &GuestSpec, src: &Path, out: &Path) -> Result<PathBuf, Str
             Ok(path)
         }
     }
+}
+
+/// Builds a guest's user programs (each its own ELF, linked with
+/// `<guest>/user/link.ld`) and writes an assembly file that embeds them
+/// with `.incbin` and lists them in a table the guest's kernel reads:
+///
+/// ```c
+/// struct program { const char *name; const u8 *elf; u32 size; };
+/// extern const struct program programs[]; extern const u32 program_count;
+/// ```
+///
+/// Returns the path of that assembly file, to be compiled into the guest.
+fn build_user_programs(user: &UserPrograms, src: &Path, obj_dir: &Path) -> Result<PathBuf, String> {
+    let dir = src.join(user.guest).join("user");
+    let user_obj = obj_dir.join("user");
+    fs::create_dir_all(&user_obj).map_err(|e| format!("{}: {e}", user_obj.display()))?;
+    let paths = |names: &[&str]| -> Vec<PathBuf> { names.iter().map(|n| dir.join(n)).collect() };
+    let runtime = compile(&paths(user.runtime), &dir, &user_obj)?;
+
+    let mut asm = String::from(
+        "/* Generated by guests/build.rs: the embedded user programs. */\n\
+         \t.section .rodata.programs, \"a\"\n",
+    );
+    let mut table = String::from(
+        "\t.section .rodata.program_table, \"a\"\n\t.balign 4\n\t.globl programs\nprograms:\n",
+    );
+    for (i, (name, sources)) in user.programs.iter().enumerate() {
+        let mut objects = compile(&paths(sources), &dir, &user_obj)?;
+        objects.extend(runtime.iter().cloned());
+        let elf = user_obj.join(format!("{name}.elf"));
+        let mut ld = Command::new("ld");
+        ld.args(LDFLAGS)
+            .arg("-T")
+            .arg(dir.join("link.ld"))
+            .arg("-o")
+            .arg(&elf)
+            .args(&objects);
+        run_tool(&mut ld)?;
+        asm.push_str(&format!(
+            "\t.balign 16\nprogram_{i}:\n\t.incbin {:?}\nprogram_{i}_end:\nprogram_{i}_name:\n\t.asciz {name:?}\n",
+            elf.display().to_string()
+        ));
+        table.push_str(&format!(
+            "\t.long program_{i}_name, program_{i}, program_{i}_end - program_{i}\n"
+        ));
+    }
+    table.push_str(&format!(
+        "\t.globl program_count\nprogram_count:\n\t.long {}\n",
+        user.programs.len()
+    ));
+    asm.push_str(&table);
+    asm.push_str("\t.section .note.GNU-stack, \"\", @progbits\n");
+    let path = obj_dir.join("programs.S");
+    write(&path, asm.as_bytes())?;
+    Ok(path)
 }
 
 /// Compiles each source into `obj_dir`; returns the object files.
