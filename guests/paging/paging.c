@@ -165,6 +165,10 @@ static u32 user_op(u32 op, u32 addr, u32 value)
 
 static void on_syscall(struct frame *f)
 {
+	if ((f->cs & 3) != 3) {
+		check("INT 0x80 comes only from ring 3", 0);
+		finish();
+	}
 	/* Back to run_user's caller at CPL 0 (user.S). */
 	f->eip = (u32)user_returned;
 	f->cs = SEL_KCODE;
@@ -192,7 +196,8 @@ static void build_tables(void)
 	secret[0] = SECRET;
 	put_code(code_x, CODE_X_RESULT);
 	put_code(code_y, CODE_Y_RESULT);
-	/* mov $0x11223344, %eax; ret, split 2 + 4 across the page boundary. */
+	/* mov $0x11223344, %eax; ret: the MOV's first 2 bytes end the first
+	 * page, its last 3 and the RET start the second. */
 	code_straddle[0][4094] = 0xB8;
 	code_straddle[0][4095] = 0x44;
 	code_straddle[1][0] = 0x33;
@@ -346,8 +351,8 @@ static void test_kernel_faults(void)
 	check_eq("fetch of an instruction running into a not-present page: one #PF", pf_count - faults_before, 1);
 	check_eq("... error code 0 (not present, read, CPL 0)", pf_last.error, 0);
 	check_eq("... saved EIP is the instruction's first byte", pf_last.eip, start);
-	check("... CR2 is one of the instruction's bytes on the not-present page",
-	      pf_last.cr2 >= WIN(W_STRADDLE2) && pf_last.cr2 < WIN(W_STRADDLE2) + 4);
+	check("... CR2 is one of the instruction's 3 bytes on the not-present page",
+	      pf_last.cr2 >= WIN(W_STRADDLE2) && pf_last.cr2 < WIN(W_STRADDLE2) + 3);
 	set_pte(pt_win, WIN(W_STRADDLE2), phys(code_straddle[1]) | PTE_P | PTE_W);
 	invlpg(WIN(W_STRADDLE2));
 	begin();
