@@ -88,6 +88,11 @@ const GUESTS: &[GuestSpec] = &[
         format: Format::Multiboot,
     },
     GuestSpec {
+        name: "pae",
+        summary: "PAE paging: 64-bit entries, 2 MiB pages, #PF codes (reserved bits too), A/D, INVLPG, PDPT switch",
+        format: Format::Multiboot,
+    },
+    GuestSpec {
         name: "bzhello",
         summary: "Linux boot protocol entry state, boot_params, e820 map, command line and initrd",
         format: Format::BzImage,

@@ -56,7 +56,9 @@ static inline u32 read_cr4(void)
 	__asm__ volatile("movl %%cr4, %0" : "=r"(v));
 	return v;
 }
-/* Changing CR4.PGE, PSE or PAE flushes the whole TLB, global entries too. */
+/* Changing CR4.PGE flushes the whole TLB, global entries too; so does a
+ * change of CR4.PAE for the current PCID. A CR4.PSE change is not listed
+ * as flushing anything (SDM vol. 3 section 4.10.4.1). */
 static inline void write_cr4(u32 v) { __asm__ volatile("movl %0, %%cr4" : : "r"(v) : "memory"); }
 /* Invalidates the TLB entries (global ones too) for the page holding addr,
  * however large that page is, and the paging-structure caches. */

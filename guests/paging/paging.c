@@ -25,7 +25,7 @@
  * which records CR2 and the error code and skips the access.
  *
  * Only guaranteed behaviour is checked: a changed entry is relied on only
- * after an INVLPG, a CR3 write, a CR4.PGE/PSE change or a CR0.PG toggle,
+ * after an INVLPG, a CR3 write, a CR4.PGE change or a CR0.PG toggle,
  * never the other way round (a stale TLB entry may or may not be used).
  * Accessed bits are checked set only after an access through that entry,
  * dirty bits clear only on a page that was only read since they were
@@ -168,6 +168,10 @@ static u32 user_op(u32 op, u32 addr, u32 value)
 
 static void on_syscall(struct frame *f)
 {
+	if ((f->cs & 3) != 3) {
+		check("INT 0x80 comes only from ring 3", 0);
+		finish();
+	}
 	/* Back to run_user's caller at CPL 0 (user.S). */
 	f->eip = (u32)user_returned;
 	f->cs = SEL_KCODE;
@@ -195,7 +199,8 @@ static void build_tables(void)
 	secret[0] = SECRET;
 	put_code(code_x, CODE_X_RESULT);
 	put_code(code_y, CODE_Y_RESULT);
-	/* mov $0x11223344, %eax; ret, split 2 + 4 across the page boundary. */
+	/* mov $0x11223344, %eax; ret: the MOV's first 2 bytes end the first
+	 * page, its last 3 and the RET start the second. */
 	code_straddle[0][4094] = 0xB8;
 	code_straddle[0][4095] = 0x44;
 	code_straddle[1][0] = 0x33;
@@ -349,8 +354,8 @@ static void test_kernel_faults(void)
 	check_eq("fetch of an instruction running into a not-present page: one #PF", pf_count - faults_before, 1);
 	check_eq("... error code 0 (not present, read, CPL 0)", pf_last.error, 0);
 	check_eq("... saved EIP is the instruction's first byte", pf_last.eip, start);
-	check("... CR2 is one of the instruction's bytes on the not-present page",
-	      pf_last.cr2 >= WIN(W_STRADDLE2) && pf_last.cr2 < WIN(W_STRADDLE2) + 4);
+	check("... CR2 is one of the instruction's 3 bytes on the not-present page",
+	      pf_last.cr2 >= WIN(W_STRADDLE2) && pf_last.cr2 < WIN(W_STRADDLE2) + 3);
 	set_pte(pt_win, WIN(W_STRADDLE2), phys(code_straddle[1]) | PTE_P | PTE_W);
 	invlpg(WIN(W_STRADDLE2));
 	begin();
@@ -651,7 +656,10 @@ static void test_self_map(void)
 static void test_pse_off(void)
 {
 	/* With CR4.PSE=0 a PDE's PS bit is ignored: PDE 3 then points at a
-	 * page table, the first 4 KiB of physical 4 MiB. */
+	 * page table, the first 4 KiB of physical 4 MiB. A CR4.PSE change is
+	 * not among the operations the SDM (vol. 3 section 4.10.4.1) says
+	 * invalidate the TLB, so each change is followed by a CR3 write
+	 * (PDE 3 and the pages it maps are not global). */
 	volatile u32 *table = (volatile u32 *)LIN_PSE; /* identity 4 MiB page */
 	for (u32 i = 0; i < 1024; i++)
 		table[i] = 0;
@@ -661,14 +669,17 @@ static void test_pse_off(void)
 	check_eq("CR4.PSE=1: PDE 3 maps 4 MiB, page 5 is physical 4 MiB + 20 KiB",
 		 probe_read(LIN_PSE_ALIAS + 5 * PAGE_SIZE), 0x45E00005);
 	write_cr4(read_cr4() & ~CR4_PSE);
-	check_eq("CR4.PSE cleared: PDE 3 is a page-table pointer, page 5 is frame E",
+	flush_tlb();
+	check("CR4.PSE reads back clear", !(read_cr4() & CR4_PSE));
+	check_eq("CR4.PSE cleared + CR3 write: PDE 3 is a page-table pointer, page 5 is frame E",
 		 probe_read(LIN_PSE_ALIAS + 5 * PAGE_SIZE), MARK(FE));
 	begin();
 	probe_read(LIN_PSE_ALIAS + 6 * PAGE_SIZE);
 	check_fault("CR4.PSE=0: page 6 of that table is not present", 0, LIN_PSE_ALIAS + 6 * PAGE_SIZE, 0);
 	write_cr4(read_cr4() | CR4_PSE);
-	check_eq("CR4.PSE set again: the 4 MiB page is back", probe_read(LIN_PSE_ALIAS + 5 * PAGE_SIZE),
-		 0x45E00005);
+	flush_tlb();
+	check_eq("CR4.PSE set again + CR3 write: the 4 MiB page is back",
+		 probe_read(LIN_PSE_ALIAS + 5 * PAGE_SIZE), 0x45E00005);
 }
 
 static void test_paging_off_on(void)
