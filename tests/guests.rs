@@ -12,6 +12,9 @@ const KNOWN: &[&str] = &[
     "usermode",
     "tc",
     "hostile",
+    "paging",
+    "pae",
+    "demo",
     "bzhello",
 ];
 

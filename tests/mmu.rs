@@ -30,6 +30,13 @@ fn paging_guest_passes_under_bt() {
 }
 
 #[test]
+fn pae_guest_passes_under_bt() {
+    let run = run_bt("pae", &[]);
+    let checks = assert_pass(&run);
+    assert!(checks > 80, "{checks} checks\n{}", run.show());
+}
+
+#[test]
 fn paging_statistics_count_hidden_and_delivered_faults() {
     let dir = std::env::temp_dir().join(format!("popek-mmu-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -530,8 +530,9 @@ impl Vm {
         cr2: Option<u32>,
     ) -> Result<Next, EngineError> {
         match vector {
-            13 if error_code == Some(0) && self.monitor_region_access(machine) => {
-                Err(self.monitor_region_error(machine))
+            13 if error_code == Some(0) && self.monitor_region_access(machine).is_some() => {
+                let at = self.monitor_region_access(machine).expect("just seen");
+                self.monitor_region(machine, at)
             }
             // A privileged or IOPL-sensitive instruction (the emulator
             // applies the guest's own CPL and IOPL rules: IN/OUT may be
@@ -939,15 +940,18 @@ impl Vm {
     /// Whether a #GP(0) at CS:EIP came from the shadow segments' limits,
     /// which stop below the monitor region, rather than from the guest's
     /// own limits: the instruction is innocuous (nothing else raises #GP(0)
-    /// for it) and one of its memory operands lands in the monitor region.
-    fn monitor_region_access(&self, machine: &mut Machine) -> bool {
-        let Some(insn) = self.insn_at_eip(machine) else {
-            return false;
-        };
+    /// for it) and one of its memory accesses lands in the monitor region.
+    /// Gives the first address in the region it touches and whether it
+    /// writes there.
+    fn monitor_region_access(&self, machine: &mut Machine) -> Option<(u32, bool)> {
+        let insn = self.insn_at_eip(machine)?;
         if kind_of(&insn).class() != Class::Innocuous {
-            return false;
+            return None;
         }
-        (0..insn.op_count()).any(|op| {
+        let base = crate::monitor::MONITOR_BASE;
+        let mut info = iced_x86::InstructionInfoFactory::new();
+        let info = info.info(&insn);
+        (0..insn.op_count()).find_map(|op| {
             let is_mem = matches!(
                 insn.op_kind(op),
                 iced_x86::OpKind::Memory
@@ -956,10 +960,48 @@ impl Vm {
                     | iced_x86::OpKind::MemoryESDI
                     | iced_x86::OpKind::MemoryESEDI
             );
-            is_mem
-                && u64::from(emulate::linear_address(&self.cpu, &insn, op)) + 16
-                    > u64::from(crate::monitor::MONITOR_BASE)
+            let at = emulate::linear_address(&self.cpu, &insn, op);
+            if !is_mem || u64::from(at) + 16 <= u64::from(base) {
+                return None;
+            }
+            let write = matches!(
+                info.op_access(op),
+                iced_x86::OpAccess::Write
+                    | iced_x86::OpAccess::ReadWrite
+                    | iced_x86::OpAccess::CondWrite
+                    | iced_x86::OpAccess::ReadCondWrite
+            );
+            Some((at.max(base), write))
         })
+    }
+
+    /// A guest access to the monitor region: with paging on, a page the
+    /// guest's own tables do not map there gets the #PF they call for;
+    /// anything else ends the run (popek does not emulate such accesses).
+    fn monitor_region(
+        &mut self,
+        machine: &mut Machine,
+        (linear, write): (u32, bool),
+    ) -> Result<Next, EngineError> {
+        if self.mmu.paging() {
+            let access = Access {
+                write,
+                user: self.cpu.cpl() == 3,
+                fetch: false,
+            };
+            let regs = PagingRegs::of(&self.cpu);
+            if let Err(code) = x86::paging::walk(&mut machine.memory, &regs, linear, access, true) {
+                self.stats.exit("guest page fault");
+                self.mmu.count_guest_fault();
+                self.cpu.cr2 = linear;
+                let e = Exception {
+                    vector: interrupt::vector::PF,
+                    error_code: Some(code),
+                };
+                return self.exception(machine, e);
+            }
+        }
+        Err(self.monitor_region_error(machine))
     }
 
     fn monitor_region_error(&self, machine: &Machine) -> EngineError {
@@ -1028,8 +1070,11 @@ impl Vm {
                     self.cpu.ecx = s[1];
                 }
                 match vector {
-                    13 if error_code == Some(0) && self.monitor_region_access(machine) => {
-                        Err(self.monitor_region_error(machine))
+                    13 if error_code == Some(0)
+                        && self.monitor_region_access(machine).is_some() =>
+                    {
+                        let at = self.monitor_region_access(machine).expect("just seen");
+                        self.monitor_region(machine, at)
                     }
                     14 => {
                         let n = self.host_page_fault(
