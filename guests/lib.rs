@@ -16,7 +16,7 @@ pub struct Guest {
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
 /// The guest `popek run` boots with no argument.
-pub const DEFAULT: &str = "hello";
+pub const DEFAULT: &str = "demo";
 
 /// Looks a guest up by name.
 pub fn find(name: &str) -> Option<&'static Guest> {

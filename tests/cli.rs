@@ -15,23 +15,52 @@ fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
 fn guests_lists_the_default_guest() {
     let run = popek(&["guests"]);
     assert_eq!(run.status, 0);
-    let line = run
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("hello "))
-        .unwrap();
+    let line = run.stdout.lines().find(|l| l.starts_with("demo ")).unwrap();
     assert!(line.ends_with("(default)"), "{line}");
 }
 
+/// `popek` alone boots the demo OS under bt: every step of init's script
+/// passes, the kernel's own accounting is printed, the run ends with the
+/// statistics table and the process exits 0.
 #[test]
-fn popek_alone_runs_the_default_guest() {
+fn popek_alone_boots_the_demo_os() {
     let run = popek(&[]);
+    assert_eq!(run.status, 0, "{}", run.show());
+    let out = &run.stdout;
+    for step in ["compute", "forkwait", "pipe"] {
+        assert!(
+            out.contains(&format!("init: step {step}\n")),
+            "{step}\n{}",
+            run.show()
+        );
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{step}:")))
+            .unwrap_or_else(|| panic!("no {step} line\n{}", run.show()));
+        assert!(line.contains(" ok"), "{line}");
+    }
     assert!(
-        run.stdout.starts_with("hello from a popek guest"),
+        out.contains("forkwait: 1000 fork+wait rounds, children's pids and exit statuses ok"),
         "{}",
         run.show()
     );
-    common::assert_pass(&run);
+    assert!(
+        out.contains("init: summary: compute ok, forkwait ok, pipe ok"),
+        "{}",
+        run.show()
+    );
+    assert!(out.contains("init: no memory leaked"), "{}", run.show());
+    assert!(out.contains("demo: all steps passed\n"), "{}", run.show());
+    assert!(!out.contains("FAIL"), "{}", run.show());
+    // The statistics table closes the run.
+    for section in [
+        "translation cache",
+        "shadow mmu",
+        "cr3 switches",
+        "direct execution",
+    ] {
+        assert!(run.stderr.contains(section), "{section}\n{}", run.show());
+    }
 }
 
 #[test]

@@ -60,7 +60,8 @@ pub struct RunArgs {
     /// Guest RAM in MiB.
     #[arg(long, default_value_t = DEFAULT_MEMORY_MIB)]
     memory: u64,
-    /// Print the engine's statistics to stderr at exit.
+    /// Print the engine's statistics to stderr at exit (always done for the
+    /// default guest).
     #[arg(long)]
     stats: bool,
     /// Write the engine's statistics as JSON to this file at exit.
@@ -155,7 +156,10 @@ pub fn run(args: &RunArgs) -> ExitCode {
     let result = engine.run(&mut machine);
     machine.flush_console();
     drop(raw);
-    if args.stats {
+    // The default guest exists to show what the engine did: its run ends
+    // with the statistics table.
+    let default_run = args.guest.is_none() && args.kernel.is_none();
+    if args.stats || default_run {
         eprintln!("{}", engine.stats_table());
     }
     if let Some((file, path)) = &mut stats_file {
@@ -178,7 +182,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
 fn report(exit: &Exit) {
     match exit {
         Exit::DebugExit(v) => tracing::info!("guest wrote {v:#x} to the debug-exit port"),
-        Exit::Reset => eprintln!("popek: the guest reset the machine"),
+        Exit::Reset => eprintln!("popek: the guest reset the machine; there is no firmware to reboot into, so the run ends here"),
         Exit::Halted(state) => eprintln!(
             "popek: the guest halted at EIP={:08x} with nothing left to wake it",
             state.eip
