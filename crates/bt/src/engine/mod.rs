@@ -507,8 +507,9 @@ impl Vm {
                 .translate(key, &bytes, page, self.cache.next_host_addr())
                 .map_err(|e| self.unsupported(machine, e.to_string()))?;
             if self.cache.make_room(t.code.len() as u32) && attempt == 0 {
-                // Flushed: the code was emitted for an address now reused.
-                self.protected_pages_reset()?;
+                // The block goes to another chunk (maybe an evicted one):
+                // the code was emitted for the old address.
+                self.unprotect_orphans()?;
                 continue;
             }
             let spill = t.block.spill;
@@ -542,9 +543,12 @@ impl Vm {
             .map_err(host_err)
     }
 
-    /// After a flush no page holds translations any more.
-    fn protected_pages_reset(&mut self) -> Result<(), EngineError> {
-        for page in std::mem::take(&mut self.protected) {
+    /// Pages whose last translation was evicted need no write protection.
+    fn unprotect_orphans(&mut self) -> Result<(), EngineError> {
+        for GuestPage(page) in self.cache.take_orphaned_pages() {
+            if !self.protected.remove(&page) {
+                continue;
+            }
             self.monitor
                 .protect(page * PAGE_SIZE, PAGE_SIZE, Prot::RWX)
                 .map_err(host_err)?;
