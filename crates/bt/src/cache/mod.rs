@@ -1,15 +1,41 @@
 //! The translation cache (design.md section 4): where translated guest
 //! kernel blocks live, how they are found, chained, invalidated on
-//! self-modifying code, and mapped back to guest state.
+//! self-modifying code, evicted when the code buffer is full, and mapped
+//! back to guest state.
 //!
-//! Eviction policy: when the code buffer is full the whole cache is flushed
-//! (as QEMU does), not evicted block by block with an LRU list. The buffer
-//! is bump-allocated, so evicting single blocks would leave holes that only
-//! a free-list allocator with fragmentation handling could reuse; every
-//! victim would also need its incoming chains and table entries undone one
-//! by one. A flush is one reset and refills only the blocks still hot, and
-//! with [`code::DEFAULT_TC_SIZE`] sized above the kernel's working set it
-//! should be rare; the `flushes` counter shows when it is not.
+//! Eviction policy: least recently used, by **chunk**. The code buffer is
+//! split into equal chunks ([`code::chunk_size_for`]: 64 KiB for the
+//! default 2 MiB buffer, 4 KiB for a 64 KiB one), and blocks are bump
+//! allocated inside the chunk being filled. When a block does not fit
+//! there, the next chunk comes from the empty ones or, when none is left,
+//! from evicting the least recently used chunk with every block in it:
+//! each of its blocks is unchained (jumps into it from other chunks go
+//! back to their exit stubs), leaves the lookup indexes and the indirect
+//! table, and the chunk is refilled with INT3. The order is kept by an
+//! `lru::LruCache` of chunk numbers, touched when a block is inserted and
+//! when the dispatcher's [`TranslationCache::lookup`] finds one.
+//!
+//! Why chunks rather than an LRU list of single blocks: evicting one block
+//! from a bump-allocated buffer frees a hole that only a free-list
+//! allocator could reuse, and blocks of 30 to 2,000 bytes fragment such an
+//! allocator until a new block fits nowhere although the sum of the holes
+//! would hold it. Chunks free space that is contiguous by construction and
+//! cost no allocator at all. The price is coarseness: a chunk also takes
+//! its still-hot blocks with it when it is evicted (they are translated
+//! again on their next lookup), and a chunk's age is that of its most
+//! recently touched block. With 16 or more chunks per buffer that is a
+//! small share of the cache per eviction, against the whole cache per
+//! flush before.
+//!
+//! What the LRU order cannot see: a block entered through a chained jump
+//! or a hit of the inline indirect-branch probe runs without the monitor
+//! knowing, and counting those would cost a store in every block
+//! prologue. So "recently used" means "recently found by the dispatcher
+//! or translated"; a hot loop that stays chained inside one chunk can
+//! look old, be evicted, and come back through one retranslation.
+//!
+//! [`TranslationCache::flush`] still empties everything at once, for a
+//! reset of the machine or a change that invalidates every translation.
 
 pub mod block;
 pub mod code;
@@ -19,6 +45,8 @@ pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::{fmt, io};
+
+use lru::LruCache;
 
 pub use block::{
     Block, BlockError, BlockId, BlockKey, Context, Exit, GuestPage, InsnMap, NewBlock,
@@ -32,8 +60,9 @@ use block::JMP_REL32_LEN;
 /// Why [`TranslationCache::insert`] refused a block.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InsertError {
-    /// The code buffer has no room: flush and translate again (the code was
-    /// emitted for an address that a flush changes).
+    /// The current chunk of the code buffer has no room: call
+    /// [`TranslationCache::make_room`] and translate again (the code was
+    /// emitted for an address that changes).
     Full,
     /// The record does not describe its code.
     Invalid(BlockError),
@@ -88,8 +117,14 @@ pub struct TranslationCache {
     blocks: HashMap<BlockId, Block>,
     by_key: HashMap<BlockKey, BlockId>,
     by_page: HashMap<GuestPage, Vec<BlockId>>,
-    /// Block start offset in the code buffer -> block, for recreate.
+    /// Block start offset in the code buffer -> block, for recreate and
+    /// for finding the blocks of a chunk.
     by_host: BTreeMap<u32, BlockId>,
+    /// Chunks holding blocks, least recently used first out.
+    lru: LruCache<u32, ()>,
+    /// Guest pages whose last block was evicted or flushed since the last
+    /// [`Self::take_orphaned_pages`].
+    orphans: Vec<GuestPage>,
     stats: Stats,
 }
 
@@ -107,6 +142,8 @@ impl TranslationCache {
             by_key: HashMap::new(),
             by_page: HashMap::new(),
             by_host: BTreeMap::new(),
+            lru: LruCache::unbounded(),
+            orphans: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -161,27 +198,73 @@ impl TranslationCache {
         self.code.addr(self.code.next_offset())
     }
 
-    /// Finds the translation of guest linear `eip` made under `ctx`.
+    /// Finds the translation of guest linear `eip` made under `ctx`, and
+    /// marks its chunk as recently used.
     pub fn lookup(&mut self, eip: u32, ctx: Context) -> Option<BlockId> {
         self.stats.lookups += 1;
         let found = self.by_key.get(&BlockKey { eip, ctx }).copied();
-        if found.is_some() {
+        if let Some(id) = found {
             self.stats.hits += 1;
+            let chunk = self.code.chunk_of(self.blocks[&id].host_offset);
+            self.lru.promote(&chunk);
         } else {
             self.stats.misses += 1;
         }
         found
     }
 
-    /// Flushes the cache if a block of `len` translated bytes would not fit;
-    /// returns whether it flushed (then emit against the new
-    /// [`Self::next_host_addr`]).
+    /// Makes room for a block of `len` translated bytes: if it does not fit
+    /// in the current chunk, moves on to an empty chunk or, when there is
+    /// none, evicts the least recently used one. Returns whether
+    /// [`Self::next_host_addr`] changed (then emit the block again for it).
+    /// A block larger than a chunk never fits; [`Self::insert`] refuses it.
     pub fn make_room(&mut self, len: u32) -> bool {
-        if self.code.fits(len) {
+        if self.code.fits(len) || !self.code.fits_any_chunk(len) {
             return false;
         }
-        self.flush();
+        let chunk = match self.code.empty_chunk() {
+            Some(c) => c,
+            None => match self.lru.pop_lru() {
+                Some((c, ())) => {
+                    self.evict_chunk(c);
+                    c
+                }
+                // Every chunk but the current one is empty yet none was
+                // found: only the current chunk exists. Start it afresh.
+                None => {
+                    let c = self.code.current();
+                    self.evict_chunk(c);
+                    c
+                }
+            },
+        };
+        self.code.open(chunk);
         true
+    }
+
+    /// Drops every block of code-buffer chunk `chunk` (unchaining jumps
+    /// into them) and empties it.
+    fn evict_chunk(&mut self, chunk: u32) {
+        let (start, end) = self.code.chunk_range(chunk);
+        let ids: Vec<BlockId> = self.by_host.range(start..end).map(|(_, &id)| id).collect();
+        for &id in &ids {
+            self.drop_block(id, true);
+        }
+        self.lru.pop(&chunk);
+        self.code.clear_chunk(chunk);
+        self.stats.evictions += 1;
+        self.stats.evicted_blocks += ids.len() as u64;
+    }
+
+    /// Guest pages that lost their last block to an eviction or a flush
+    /// since the last call: a write there is no self-modifying code any
+    /// more, so the engine may stop write-protecting them.
+    pub fn take_orphaned_pages(&mut self) -> Vec<GuestPage> {
+        let mut pages = std::mem::take(&mut self.orphans);
+        pages.retain(|p| !self.by_page.contains_key(p));
+        pages.sort_unstable();
+        pages.dedup();
+        pages
     }
 
     /// Stores `code`, emitted for [`Self::next_host_addr`], with its record.
@@ -193,9 +276,10 @@ impl TranslationCache {
             return Err(InsertError::Full);
         }
         if let Some(&old) = self.by_key.get(&nb.key) {
-            self.drop_block(old);
+            self.drop_block(old, false);
         }
         let at = self.code.append(code).ok_or(InsertError::Full)?;
+        self.lru.put(self.code.chunk_of(at), ());
         let id = BlockId(self.next_id);
         self.next_id += 1;
         self.stats.blocks_translated += 1;
@@ -266,7 +350,7 @@ impl TranslationCache {
     pub fn invalidate_page(&mut self, page: GuestPage) -> usize {
         let ids = self.by_page.remove(&page).unwrap_or_default();
         for &id in &ids {
-            self.drop_block(id);
+            self.drop_block(id, false);
         }
         if !ids.is_empty() {
             self.stats.smc_invalidations += 1;
@@ -291,14 +375,17 @@ impl TranslationCache {
         true
     }
 
-    /// Drops every block and empties the code buffer and the table.
+    /// Drops every block and empties the code buffer and the table (for a
+    /// machine reset, or anything that invalidates every translation).
     pub fn flush(&mut self) {
         self.stats.flushes += 1;
         self.stats.evicted_blocks += self.blocks.len() as u64;
+        self.orphans.extend(self.by_page.keys().copied());
         self.blocks.clear();
         self.by_key.clear();
         self.by_page.clear();
         self.by_host.clear();
+        self.lru.clear();
         self.code.reset();
         self.table.clear();
         self.table_ctx = None;
@@ -321,7 +408,7 @@ impl TranslationCache {
     /// Drops block `id` (a one-off translation, such as a single-step
     /// block, that must not be found again).
     pub fn discard(&mut self, id: BlockId) {
-        self.drop_block(id);
+        self.drop_block(id, false);
     }
 
     /// Whether any live block was translated from guest page `page`.
@@ -330,9 +417,10 @@ impl TranslationCache {
     }
 
     /// Removes `id` from every index and undoes links in both directions.
-    /// Its bytes stay in the buffer (the vCPU may be returning through them
-    /// to the monitor); nothing reaches them any more.
-    fn drop_block(&mut self, id: BlockId) {
+    /// Its bytes stay in the buffer until its chunk is evicted (the vCPU
+    /// may be returning through them to the monitor); nothing reaches them
+    /// any more. `evicted` records pages left without blocks as orphans.
+    fn drop_block(&mut self, id: BlockId, evicted: bool) {
         let incoming = match self.blocks.get(&id) {
             Some(b) => b.incoming.clone(),
             None => return,
@@ -354,6 +442,9 @@ impl TranslationCache {
                 list.retain(|&x| x != id);
                 if list.is_empty() {
                     self.by_page.remove(&page);
+                    if evicted {
+                        self.orphans.push(page);
+                    }
                 }
             }
         }

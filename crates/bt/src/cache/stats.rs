@@ -19,9 +19,11 @@ pub struct Stats {
     pub chained_jumps: u64,
     /// Chained jumps restored to their exit stubs.
     pub unchained_jumps: u64,
-    /// Whole-cache flushes (buffer full, or asked for).
+    /// Whole-cache flushes (asked for, such as on a machine reset).
     pub flushes: u64,
-    /// Blocks dropped by flushes.
+    /// Code-buffer chunks evicted (least recently used first) to make room.
+    pub evictions: u64,
+    /// Blocks dropped by evictions and flushes.
     pub evicted_blocks: u64,
     /// Guest-page writes that invalidated at least one block.
     pub smc_invalidations: u64,
@@ -53,6 +55,7 @@ impl Stats {
             chained_jumps: self.chained_jumps - earlier.chained_jumps,
             unchained_jumps: self.unchained_jumps - earlier.unchained_jumps,
             flushes: self.flushes - earlier.flushes,
+            evictions: self.evictions - earlier.evictions,
             evicted_blocks: self.evicted_blocks - earlier.evicted_blocks,
             smc_invalidations: self.smc_invalidations - earlier.smc_invalidations,
             smc_blocks: self.smc_blocks - earlier.smc_blocks,
@@ -62,7 +65,7 @@ impl Stats {
 
     /// The counters as (JSON key, value) pairs in a fixed order, shared by
     /// the table and the JSON so the two cannot drift apart.
-    fn fields(&self) -> [(&'static str, u64); 12] {
+    fn fields(&self) -> [(&'static str, u64); 13] {
         [
             ("lookups", self.lookups),
             ("hits", self.hits),
@@ -72,6 +75,7 @@ impl Stats {
             ("chained_jumps", self.chained_jumps),
             ("unchained_jumps", self.unchained_jumps),
             ("flushes", self.flushes),
+            ("evictions", self.evictions),
             ("evicted_blocks", self.evicted_blocks),
             ("smc_invalidations", self.smc_invalidations),
             ("smc_blocks", self.smc_blocks),
@@ -122,6 +126,7 @@ mod tests {
             chained_jumps: 2,
             unchained_jumps: 1,
             flushes: 1,
+            evictions: 2,
             evicted_blocks: 5,
             smc_invalidations: 1,
             smc_blocks: 2,
@@ -142,7 +147,7 @@ mod tests {
             j,
             "{\"lookups\":4,\"hits\":3,\"misses\":1,\"blocks_translated\":1,\
              \"guest_insns_translated\":9,\"chained_jumps\":2,\"unchained_jumps\":1,\
-             \"flushes\":1,\"evicted_blocks\":5,\"smc_invalidations\":1,\"smc_blocks\":2,\
+             \"flushes\":1,\"evictions\":2,\"evicted_blocks\":5,\"smc_invalidations\":1,\"smc_blocks\":2,\
              \"inline_hits\":0,\"hit_rate\":0.75}"
         );
         assert!(Stats::default().to_json().ends_with("\"hit_rate\":null}"));
@@ -155,6 +160,6 @@ mod tests {
         assert!(t.contains("  guest insns translated                9\n"));
         assert!(t.contains("hit rate"));
         assert!(t.contains("75.00%"));
-        assert_eq!(t.lines().count(), 14);
+        assert_eq!(t.lines().count(), 15);
     }
 }

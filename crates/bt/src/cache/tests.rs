@@ -190,24 +190,126 @@ fn self_loop_block_can_be_invalidated() {
 }
 
 #[test]
-fn full_buffer_is_flushed_whole_and_ids_are_not_reused() {
+fn flush_drops_everything_and_ids_are_not_reused() {
     let mut tc = TranslationCache::anonymous(64, 0x4000).unwrap();
     let a = add(&mut tc, 0x1000, &[]);
     let b = add(&mut tc, 0x2000, &[]);
     tc.publish_indirect(a);
-    let (nb, code) = block(0x3000, 3, 40, &[]);
-    assert_eq!(tc.insert(nb.clone(), &code), Err(InsertError::Full));
-    assert_eq!(tc.len(), 2, "a refused insert changes nothing");
-    assert!(tc.make_room(40));
+    tc.flush();
     assert!(tc.is_empty());
     assert_eq!(tc.table().occupied(), 0);
     assert_eq!(tc.next_host_addr(), tc.code().base());
-    let c = tc.insert(nb, &code).unwrap();
+    assert_eq!(tc.take_orphaned_pages(), vec![GuestPage(1), GuestPage(2)]);
+    let c = add(&mut tc, 0x3000, &[]);
     assert!(c != a && c != b);
-    assert!(!tc.make_room(8));
     let s = tc.stats();
-    assert_eq!((s.flushes, s.evicted_blocks), (1, 2));
+    assert_eq!((s.flushes, s.evictions, s.evicted_blocks), (1, 0, 2));
     assert_eq!(tc.lookup(0x1000, CTX), None);
+}
+
+/// A cache of four 64-byte chunks; [`big`] blocks take a chunk each.
+fn chunked() -> TranslationCache {
+    TranslationCache::new(
+        CodeBuffer::anonymous_chunked(256, 64).unwrap(),
+        IndirectTable::anonymous(0x4000).unwrap(),
+    )
+}
+
+/// Inserts a 40-byte block at `eip` (a chunk of its own in [`chunked`]),
+/// making room first.
+fn big(tc: &mut TranslationCache, eip: u32, targets: &[u32]) -> BlockId {
+    let (nb, code) = block(eip, eip >> 12, 40 - 5 * targets.len() as u32, targets);
+    tc.make_room(code.len() as u32);
+    tc.insert(nb, &code).unwrap()
+}
+
+#[test]
+fn a_full_chunk_moves_on_to_an_empty_one_without_evicting() {
+    let mut tc = chunked();
+    assert_eq!(tc.code().chunks(), 4);
+    let a = big(&mut tc, 0x1000, &[]);
+    let (nb, code) = block(0x2000, 2, 40, &[]);
+    assert_eq!(tc.insert(nb.clone(), &code), Err(InsertError::Full));
+    assert_eq!(tc.len(), 1, "a refused insert changes nothing");
+    assert!(tc.make_room(40), "the next block starts in another chunk");
+    assert!(!tc.make_room(40), "and fits there");
+    assert_eq!(tc.next_host_addr(), tc.code().base() + 64);
+    tc.insert(nb, &code).unwrap();
+    assert_eq!(tc.host_addr(a), Some(tc.code().base()));
+    assert_eq!(tc.stats().evictions, 0);
+}
+
+#[test]
+fn eviction_frees_the_least_recently_used_chunk() {
+    let mut tc = chunked();
+    let a = big(&mut tc, 0x1000, &[]);
+    let b = big(&mut tc, 0x2000, &[]);
+    let c = big(&mut tc, 0x3000, &[]);
+    let d = big(&mut tc, 0x4000, &[]);
+    // Oldest is a's chunk, but a dispatcher lookup makes it the newest.
+    assert_eq!(tc.lookup(0x1000, CTX), Some(a));
+    let b_addr = tc.host_addr(b).unwrap();
+    // No chunk is empty: the next block evicts b's, the least recent.
+    let e = big(&mut tc, 0x5000, &[]);
+    assert_eq!(tc.host_addr(e), Some(b_addr), "e reuses b's space");
+    assert!(tc.block(b).is_none());
+    assert_eq!(tc.lookup(0x2000, CTX), None, "evicted blocks miss");
+    for (id, eip) in [(a, 0x1000), (c, 0x3000), (d, 0x4000), (e, 0x5000)] {
+        assert_eq!(tc.lookup(eip, CTX), Some(id));
+    }
+    // Lookups just touched a, c, d, e in that order: a goes next.
+    let f = big(&mut tc, 0x6000, &[]);
+    assert!(tc.block(a).is_none());
+    assert_eq!(tc.host_addr(f), Some(tc.code().base()));
+    let s = tc.stats();
+    assert_eq!((s.evictions, s.evicted_blocks, s.flushes), (2, 2, 0));
+    assert_eq!(tc.len(), 4);
+}
+
+#[test]
+fn evicted_blocks_are_unchained_and_leave_the_table() {
+    let mut tc = chunked();
+    // Chunk 0: a, jumping to t. Chunk 1: t and u (u chains into t too).
+    let a = big(&mut tc, 0x1000, &[0x5000]);
+    tc.make_room(64);
+    let (nb, code) = block(0x5000, 5, 3, &[0x1000]);
+    let t = tc.insert(nb, &code).unwrap();
+    let (nb, code) = block(0x5100, 5, 3, &[0x5000]);
+    let u = tc.insert(nb, &code).unwrap();
+    assert_eq!(tc.code().chunk_of(tc.block(u).unwrap().host_offset), 1);
+    tc.chain(a, 0, t).unwrap();
+    tc.chain(u, 0, t).unwrap();
+    tc.chain(t, 0, a).unwrap();
+    tc.publish_indirect(t);
+    let t_addr = tc.host_addr(t).unwrap();
+    // Fill chunks 2 and 3, keep a's chunk recent: chunk 1 is the oldest.
+    big(&mut tc, 0x2000, &[]);
+    big(&mut tc, 0x3000, &[]);
+    tc.lookup(0x1000, CTX);
+    big(&mut tc, 0x6000, &[]);
+    assert!(tc.block(t).is_none() && tc.block(u).is_none());
+    // The jump into the evicted block goes back to its exit stub ...
+    assert_eq!(rel32(&tc, a, 0), STUB);
+    assert_eq!(tc.block(a).unwrap().exits()[0].chained_to(), None);
+    // ... and the evicted block's own link into `a` is forgotten.
+    assert!(tc.block(a).unwrap().incoming().is_empty());
+    assert_eq!(tc.table().get(0x5000), None);
+    assert_eq!(tc.lookup(0x5000, CTX), None);
+    // Its old address is now someone else's or padding, never t's.
+    assert_ne!(tc.recreate(t_addr).map(|r| r.guest_eip), Some(0x5000));
+    assert_eq!(tc.stats().evicted_blocks, 2);
+    // Page 5 has no block left: its write protection may go.
+    assert_eq!(tc.take_orphaned_pages(), vec![GuestPage(5)]);
+    assert!(tc.take_orphaned_pages().is_empty());
+}
+
+#[test]
+fn a_block_larger_than_a_chunk_is_refused() {
+    let mut tc = chunked();
+    let (nb, code) = block(0x1000, 1, 65, &[]);
+    assert!(!tc.make_room(65));
+    assert_eq!(tc.insert(nb, &code), Err(InsertError::Full));
+    assert_eq!(tc.stats().evictions, 0);
 }
 
 #[test]

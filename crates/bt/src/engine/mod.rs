@@ -745,10 +745,9 @@ impl Vm {
                 Err(e) => return Err(self.unsupported(machine, e.to_string())),
             };
             if self.cache.make_room(t.code.len() as u32) && attempt == 0 {
-                // Flushed: the code was emitted for an address now reused.
-                self.mmu
-                    .unprotect_all_code(&mut self.monitor)
-                    .map_err(host_err)?;
+                // The block goes to another chunk (maybe an evicted one):
+                // the code was emitted for the old address.
+                self.unprotect_orphans()?;
                 continue;
             }
             let mut block = t.block;
@@ -794,6 +793,17 @@ impl Vm {
             error_code: Some(code),
         };
         self.exception(machine, e).map(Fetched::Delivered)
+    }
+
+    /// Physical pages whose last translation was evicted need no write
+    /// protection.
+    fn unprotect_orphans(&mut self) -> Result<(), EngineError> {
+        for GuestPage(page) in self.cache.take_orphaned_pages() {
+            self.mmu
+                .unprotect_code(&mut self.monitor, page)
+                .map_err(host_err)?;
+        }
+        Ok(())
     }
 
     /// Runs translated guest kernel code and handles its exit.

@@ -14,8 +14,8 @@
 //!   the monitor carry out that one instruction on the virtual CPU
 //!   (`x86::emulate`) and continue after it.
 //!
-//! A block ends at a control transfer, a callout, the guest page's end or
-//! [`MAX_INSNS`] instructions.
+//! A block ends at a control transfer, a callout, the guest page's end,
+//! [`MAX_INSNS`] instructions or [`MAX_BLOCK_BYTES`] bytes of host code.
 
 pub mod emit;
 
@@ -30,6 +30,14 @@ use emit::Emitter;
 /// kernel code exits rarely, short enough that a block's precise-state
 /// table stays small.
 pub const MAX_INSNS: usize = 64;
+
+/// Host code after which a block ends at the next instruction boundary.
+/// With the longest single rewrite (well under 256 bytes) and the exit
+/// stubs on top, a block stays below [`crate::cache::code::MIN_CHUNK`],
+/// so it always fits in one chunk of the code buffer.
+pub const MAX_BLOCK_BYTES: u32 = 2048;
+
+const _: () = assert!(MAX_BLOCK_BYTES + 1024 <= crate::cache::code::MIN_CHUNK);
 
 /// Why translated code left, as stored in the vCPU area's `tc_reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -168,7 +176,7 @@ impl Translator {
         loop {
             let linear = key.eip.wrapping_add(pos as u32);
             let cap = if ctx.step { 1 } else { MAX_INSNS };
-            if insns.len() >= cap || pos >= in_page {
+            if insns.len() >= cap || pos >= in_page || em.offset() >= MAX_BLOCK_BYTES {
                 exits.push(PendingExit {
                     jump_at: em.jmp_placeholder(),
                     target: linear,
