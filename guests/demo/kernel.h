@@ -144,13 +144,13 @@ extern struct proc *current;
  * the top of its kernel stack. */
 struct frame *proc_frame(struct proc *p);
 void proc_start_init(const char *const *argv, int argc) __attribute__((noreturn));
-void yield(void);
-/* yield from the timer interrupt, counting real preemptions. */
+/* From the timer interrupt: lets the next runnable process have the CPU. */
 void preempt(void);
 void sleep(void *chan);
 void wakeup(void *chan);
 int proc_fork(struct frame *f);
-int proc_exec(struct frame *f, u32 uname, u32 uargv);
+/* On success the frame at the top of the stack enters the new program. */
+int proc_exec(u32 uname, u32 uargv);
 int proc_wait(u32 ustatus);
 void proc_exit(int code) __attribute__((noreturn));
 int proc_sbrk(int delta);

@@ -139,8 +139,9 @@ u32 *pd_create(void)
 	if (!pa)
 		return NULL;
 	u32 *pd = P2V(pa);
-	memset(pd, 0, (KERNEL_BASE >> 22) * 4);
-	memcpy(pd + (KERNEL_BASE >> 22), kernel_pd + (KERNEL_BASE >> 22), (1024 - (KERNEL_BASE >> 22)) * 4);
+	page_zero(pd);
+	copy_bytes(pd + (KERNEL_BASE >> 22), kernel_pd + (KERNEL_BASE >> 22),
+		   (1024 - (KERNEL_BASE >> 22)) * 4);
 	return pd;
 }
 

@@ -93,12 +93,6 @@ void preempt(void)
 	schedule();
 }
 
-void yield(void)
-{
-	current->state = RUNNABLE;
-	schedule();
-}
-
 void sleep(void *chan)
 {
 	current->chan = chan;
@@ -251,9 +245,8 @@ static char exec_name[32];
 static char exec_strings[MAX_ARG_BYTES];
 static char *exec_argv[MAX_ARGS + 1];
 
-int proc_exec(struct frame *f, u32 uname, u32 uargv)
+int proc_exec(u32 uname, u32 uargv)
 {
-	(void)f; /* exec_into rewrites the frame at the top of the stack */
 	struct proc *p = current;
 	if (copyinstr(p, exec_name, uname, sizeof(exec_name)) < 0)
 		return -1;

@@ -240,7 +240,7 @@ void syscall(struct frame *f)
 		ret = proc_fork(f);
 		break;
 	case SYS_EXEC:
-		ret = proc_exec(f, a, b);
+		ret = proc_exec(a, b);
 		break;
 	case SYS_WAIT:
 		ret = proc_wait(a);
