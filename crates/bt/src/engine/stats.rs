@@ -16,6 +16,9 @@ pub struct BtStats {
     pub exits: BTreeMap<&'static str, u64>,
     /// Callouts (instructions the monitor carried out), by kind.
     pub callouts: BTreeMap<&'static str, u64>,
+    /// Instructions translated code carried out inline on the virtual CPU
+    /// instead of calling out, by kind.
+    pub inlined: BTreeMap<&'static str, u64>,
     /// External interrupts delivered to the guest.
     pub interrupts: u64,
     /// Wall time spent running guest user code directly.
@@ -40,6 +43,17 @@ impl BtStats {
         *self.callouts.entry(kind).or_default() += 1;
     }
 
+    /// Records the vCPU area's inline counters (in
+    /// [`crate::translate::Inline`] order); kinds that never ran are left
+    /// out, as callouts are.
+    pub fn set_inlined(&mut self, counts: [u32; 4]) {
+        for (kind, n) in crate::translate::Inline::ALL.iter().zip(counts) {
+            if n != 0 {
+                self.inlined.insert(kind.name(), u64::from(n));
+            }
+        }
+    }
+
     /// Time in the monitor: neither guest user code nor translated code.
     pub fn monitor(&self) -> Duration {
         self.total.saturating_sub(self.direct + self.translated)
@@ -58,11 +72,12 @@ impl BtStats {
             .map(|(m, s)| format!("{{\"marker\":{m},\"cache\":{}}}", s.to_json()))
             .collect();
         format!(
-            "{{\"engine\":\"bt\",\"cache\":{},\"exits\":{},\"callouts\":{},\"interrupts\":{},\
+            "{{\"engine\":\"bt\",\"cache\":{},\"exits\":{},\"callouts\":{},\"inlined\":{},\"interrupts\":{},\
              \"time_s\":{{\"direct\":{},\"translated\":{},\"monitor\":{},\"total\":{}}},\"phases\":[{}]}}",
             self.cache.to_json(),
             Self::map_json(&self.exits),
             Self::map_json(&self.callouts),
+            Self::map_json(&self.inlined),
             self.interrupts,
             self.direct.as_secs_f64(),
             self.translated.as_secs_f64(),
@@ -115,7 +130,12 @@ impl fmt::Display for BtStats {
             f,
             "  {:<24} {:>14}",
             "(interrupts delivered)", self.interrupts
-        )
+        )?;
+        writeln!(f, "inlined (no callout)")?;
+        for (k, v) in &self.inlined {
+            writeln!(f, "  {k:<24} {v:>14}")?;
+        }
+        Ok(())
     }
 }
 
@@ -129,6 +149,7 @@ mod tests {
         s.exit("callout");
         s.exit("callout");
         s.callout("out");
+        s.set_inlined([3, 0, 1, 0]);
         s.total = Duration::from_millis(10);
         s.translated = Duration::from_millis(4);
         s.direct = Duration::from_millis(1);
@@ -136,10 +157,12 @@ mod tests {
         let j = s.to_json();
         assert!(j.contains("\"exits\":{\"callout\":2}"), "{j}");
         assert!(j.contains("\"callouts\":{\"out\":1}"), "{j}");
+        assert!(j.contains("\"inlined\":{\"cli\":3,\"pushf\":1}"), "{j}");
         assert!(j.contains("\"monitor\":0.005"), "{j}");
         assert!(j.contains("\"phases\":[{\"marker\":2,"), "{j}");
         let t = s.to_string();
         assert!(t.contains("translated code"), "{t}");
         assert!(t.contains("40.0%"), "{t}");
+        assert!(t.contains("inlined (no callout)\n  cli "), "{t}");
     }
 }
