@@ -93,6 +93,7 @@ impl Image {
 /// What a GS-relative displacement in translated code names.
 fn gs_name(disp: u32) -> Option<String> {
     let scratch = offset_of!(VcpuArea, scratch) as u32;
+    let inlined = offset_of!(VcpuArea, inlined) as u32;
     let fields = [
         (offset_of!(VcpuArea, tc_reason) as u32, "tc_reason"),
         (offset_of!(VcpuArea, tc_arg) as u32, "tc_arg"),
@@ -102,8 +103,21 @@ fn gs_name(disp: u32) -> Option<String> {
         (offset_of!(VcpuArea, inline_hits) as u32, "inline_hits"),
         (scratch, "scratch[0]: saved EAX"),
         (scratch + 4, "scratch[1]: saved ECX"),
-        (scratch + 8, "scratch[2]: jump target"),
+        (scratch + 8, "scratch[2]: jump target / popped EFLAGS"),
         (scratch + 12, "scratch[3]: exit's jmp address"),
+        (
+            offset_of!(VcpuArea, vsys) as u32,
+            "vsys: TF IOPL NT AC VIF VIP ID",
+        ),
+        (
+            offset_of!(VcpuArea, vif) as u32,
+            "vif (| irq_pending << 16)",
+        ),
+        (offset_of!(VcpuArea, irq_pending) as u32, "irq_pending"),
+        (inlined, "inlined[cli]"),
+        (inlined + 4, "inlined[sti]"),
+        (inlined + 8, "inlined[pushf]"),
+        (inlined + 12, "inlined[popf]"),
         (TABLE_OFFSET, "lookup table: -eip"),
         (TABLE_OFFSET + 4, "lookup table: host address"),
     ];

@@ -34,6 +34,10 @@ pub mod flags {
     pub const VM: u32 = 1 << 17;
     /// Alignment check.
     pub const AC: u32 = 1 << 18;
+    /// Virtual interrupt flag (VME/PVI).
+    pub const VIF: u32 = 1 << 19;
+    /// Virtual interrupt pending (VME/PVI).
+    pub const VIP: u32 = 1 << 20;
     /// CPUID-availability flag.
     pub const ID: u32 = 1 << 21;
 }

@@ -97,6 +97,7 @@ impl Engine for BtEngine {
         machine.flush_console();
         vm.stats.cache = vm.cache_stats();
         vm.stats.mmu = *vm.mmu.stats();
+        vm.stats.set_inlined(vm.monitor.inlined());
         vm.stats.total = start.elapsed();
         self.stats = vm.stats;
         result
@@ -149,7 +150,8 @@ struct Vm {
     /// hold a guest state.
     resume: Option<(u32, [u16; 6])>,
     /// Run the next guest instruction alone, from a page left writable:
-    /// it wrote to a page holding translations.
+    /// it wrote to a page holding translations (or it is the instruction in
+    /// an interrupt shadow, after which an interrupt waits).
     smc_step: bool,
     /// Interrupts are blocked for one instruction (after STI, MOV SS).
     shadow: bool,
@@ -243,10 +245,18 @@ impl Vm {
 
     /// Delivers the PIC's interrupt if the guest can take it now.
     fn interrupt(&mut self, machine: &mut Machine) -> Result<Next, EngineError> {
-        if std::mem::take(&mut self.shadow)
-            || self.resume.is_some()
-            || self.cpu.eflags & flags::IF == 0
-            || !machine.interrupt_pending()
+        if std::mem::take(&mut self.shadow) {
+            // The instruction after STI or MOV SS runs alone (a step
+            // block), so that the interrupt comes right after it.
+            if self.cpu.cpl() != 3
+                && self.cpu.eflags & flags::IF != 0
+                && machine.interrupt_pending()
+            {
+                self.smc_step = true;
+            }
+            return Ok(Next::Continue);
+        }
+        if self.resume.is_some() || self.cpu.eflags & flags::IF == 0 || !machine.interrupt_pending()
         {
             return Ok(Next::Continue);
         }
@@ -820,6 +830,8 @@ impl Vm {
         // Guest TF: the instruction about to run traps (#DB) when it is done.
         let trap_after = resumed.is_none() && self.cpu.eflags & flags::TF != 0;
         self.smc_step = false;
+        // Inline STI and POPF leave when they let a waiting interrupt in.
+        self.monitor.set_irq_pending(machine.interrupt_pending());
         let t = Instant::now();
         let exit = self
             .monitor
@@ -892,6 +904,18 @@ impl Vm {
                         self.stats.exit("callout");
                         let n = self.callout(machine)?;
                         Ok((n, !self.last_callout_faulted))
+                    }
+                    // An inline POPF or STI completed and opened the window
+                    // for a waiting interrupt (or set TF): the top of the
+                    // loop delivers it, after one more instruction for STI.
+                    Some(ExitReason::IrqWindow) => {
+                        self.stats.exit("irq window");
+                        Ok((Next::Continue, true))
+                    }
+                    Some(ExitReason::StiShadow) => {
+                        self.stats.exit("sti shadow");
+                        self.shadow = true;
+                        Ok((Next::Continue, true))
                     }
                     None => Err(host_err(format!(
                         "translated code left with unknown reason {reason}"
@@ -1047,6 +1071,11 @@ impl Vm {
     ) -> Result<Next, EngineError> {
         let cs_base = self.cpu.cs.base;
         let rec = self.cache.recreate(host_eip);
+        // Stopped right before the instruction after an inline STI: it is
+        // in STI's interrupt shadow and must run before an interrupt.
+        if rec.is_some_and(|r| r.at_boundary) && host_eip == self.monitor.sti_shadow_at() {
+            self.shadow = true;
+        }
         match exit {
             DirectExit::Interrupted => {
                 self.stats.exit("kick");

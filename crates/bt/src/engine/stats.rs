@@ -17,6 +17,9 @@ pub struct BtStats {
     pub exits: BTreeMap<&'static str, u64>,
     /// Callouts (instructions the monitor carried out), by kind.
     pub callouts: BTreeMap<&'static str, u64>,
+    /// Instructions translated code carried out inline on the virtual CPU
+    /// instead of calling out, by kind.
+    pub inlined: BTreeMap<&'static str, u64>,
     /// External interrupts delivered to the guest.
     pub interrupts: u64,
     /// The shadow MMU's counters.
@@ -41,6 +44,17 @@ impl BtStats {
     /// Counts one callout of `kind`.
     pub fn callout(&mut self, kind: &'static str) {
         *self.callouts.entry(kind).or_default() += 1;
+    }
+
+    /// Records the vCPU area's inline counters (in
+    /// [`crate::translate::Inline`] order); kinds that never ran are left
+    /// out, as callouts are.
+    pub fn set_inlined(&mut self, counts: [u32; 4]) {
+        for (kind, n) in crate::translate::Inline::ALL.iter().zip(counts) {
+            if n != 0 {
+                self.inlined.insert(kind.name(), u64::from(n));
+            }
+        }
     }
 
     /// Time in the monitor: neither guest user code nor translated code.
@@ -71,11 +85,12 @@ impl BtStats {
             .map(|(m, s)| format!("{{\"marker\":{m},\"cache\":{}}}", s.to_json()))
             .collect();
         format!(
-            "{{\"engine\":\"bt\",\"cache\":{},\"exits\":{},\"callouts\":{},\"interrupts\":{},\
+            "{{\"engine\":\"bt\",\"cache\":{},\"exits\":{},\"callouts\":{},\"inlined\":{},\"interrupts\":{},\
              \"mmu\":{},\"time_s\":{{\"direct\":{},\"translated\":{},\"monitor\":{},\"total\":{}}},\"phases\":[{}]}}",
             self.cache.to_json(),
             Self::map_json(&self.exits),
             Self::map_json(&self.callouts),
+            Self::map_json(&self.inlined),
             self.interrupts,
             self.mmu_json(),
             self.direct.as_secs_f64(),
@@ -130,6 +145,10 @@ impl fmt::Display for BtStats {
             "  {:<24} {:>14}",
             "(interrupts delivered)", self.interrupts
         )?;
+        writeln!(f, "inlined (no callout)")?;
+        for (k, v) in &self.inlined {
+            writeln!(f, "  {k:<24} {v:>14}")?;
+        }
         writeln!(f, "shadow mmu")?;
         for (k, v) in self.mmu.fields() {
             writeln!(f, "  {k:<24} {v:>14}")?;
@@ -148,6 +167,7 @@ mod tests {
         s.exit("callout");
         s.exit("callout");
         s.callout("out");
+        s.set_inlined([3, 0, 1, 0]);
         s.total = Duration::from_millis(10);
         s.translated = Duration::from_millis(4);
         s.direct = Duration::from_millis(1);
@@ -155,6 +175,7 @@ mod tests {
         let j = s.to_json();
         assert!(j.contains("\"exits\":{\"callout\":2}"), "{j}");
         assert!(j.contains("\"callouts\":{\"out\":1}"), "{j}");
+        assert!(j.contains("\"inlined\":{\"cli\":3,\"pushf\":1}"), "{j}");
         assert!(j.contains("\"monitor\":0.005"), "{j}");
         assert!(j.contains("\"phases\":[{\"marker\":2,"), "{j}");
         s.mmu.cr3_switches = 7;
@@ -163,5 +184,6 @@ mod tests {
         let t = s.to_string();
         assert!(t.contains("translated code"), "{t}");
         assert!(t.contains("40.0%"), "{t}");
+        assert!(t.contains("inlined (no callout)\n  cli "), "{t}");
     }
 }

@@ -172,8 +172,37 @@ pub enum DirectExit {
 pub const TRANSLATED_FLAGS: u32 =
     flags::CF | flags::PF | flags::AF | flags::ZF | flags::SF | flags::DF | flags::OF;
 
+/// EFLAGS system bits that translated code keeps in the vCPU area's
+/// `vsys` (IF has a field of its own, `vif`): what inline PUSHF shows and
+/// inline POPF may change. None of them ever reaches the host EFLAGS: host
+/// AC would make misaligned accesses fault (Linux sets CR0.AM), host TF
+/// would single-step the translation, host NT would change IRET.
+pub const VIRTUAL_SYSTEM_FLAGS: u32 =
+    flags::TF | flags::IOPL | flags::NT | flags::AC | flags::VIF | flags::VIP | flags::ID;
+
 fn merge_flags(virt: u32, host: u32, owned: u32) -> u32 {
     (host & owned) | (virt & !owned) | flags::FIXED1
+}
+
+/// The guest's EFLAGS after translated code ran: the arithmetic flags from
+/// the host's `host`, IF and the other system bits from the vCPU area's
+/// `vif` and `vsys` (which inline CLI, STI and POPF may have changed), and
+/// the rest (RF, VM, reserved bits) as they were in `before`.
+fn translated_flags_back(before: u32, host: u32, vsys: u32, vif: u16) -> u32 {
+    let merged = merge_flags(before, host, TRANSLATED_FLAGS);
+    let system = VIRTUAL_SYSTEM_FLAGS | flags::IF;
+    (merged & !system) | (vsys & VIRTUAL_SYSTEM_FLAGS) | (u32::from(vif) & flags::IF)
+}
+
+/// What translated code is entered with for guest EFLAGS `eflags`: the
+/// host EFLAGS (the arithmetic flags, IF set as the host requires, no
+/// system bit of the guest's) and the area's `vsys` and `vif`.
+fn translated_flags_in(eflags: u32) -> (u32, u32, u16) {
+    (
+        (eflags & TRANSLATED_FLAGS) | flags::IF | flags::FIXED1,
+        eflags & VIRTUAL_SYSTEM_FLAGS,
+        (eflags & flags::IF) as u16,
+    )
 }
 
 /// How [`Monitor::enter_guest`] came back.
@@ -592,18 +621,21 @@ impl Monitor {
                 ldt::MONITOR_GS,
             ],
         };
+        let (eflags, vsys, vif) = translated_flags_in(cpu.eflags);
         {
             // SAFETY: as in `enter_guest`; the reference ends before it.
             let area = unsafe { switch::area() };
             area.guest_fs = fs;
             area.guest_gs = gs;
+            area.vsys = vsys;
+            area.vif = vif;
+            area.sti_shadow_at = 0;
         }
-        let eflags = (cpu.eflags & TRANSLATED_FLAGS) | flags::IF | flags::FIXED1;
         let (left, area) = self.enter_guest(cpu, host_eip, eflags, sels)?;
         if left == Left::NotEntered {
             return Ok(TcExit::Interrupted);
         }
-        cpu.eflags = merge_flags(cpu.eflags, area.eflags, TRANSLATED_FLAGS);
+        cpu.eflags = translated_flags_back(cpu.eflags, area.eflags, area.vsys, area.vif);
         match left {
             Left::NotEntered | Left::Signal => {}
             Left::TcExit => {
@@ -637,6 +669,29 @@ impl Monitor {
     pub fn inline_hits(&self) -> u32 {
         // SAFETY: as in `scratch`.
         unsafe { switch::area() }.inline_hits
+    }
+
+    /// How often translated code ran each inline rewrite, in
+    /// [`crate::translate::Inline`] order.
+    pub fn inlined(&self) -> [u32; 4] {
+        // SAFETY: as in `scratch`.
+        unsafe { switch::area() }.inlined
+    }
+
+    /// Host address of the instruction after the last inline STI that
+    /// translated code ran since it was entered (0 if none): a signal that
+    /// stops the guest right there came inside STI's interrupt shadow.
+    pub fn sti_shadow_at(&self) -> u32 {
+        // SAFETY: as in `scratch`.
+        unsafe { switch::area() }.sti_shadow_at
+    }
+
+    /// Tells the next runs of translated code whether an external interrupt
+    /// waits for the guest's IF: then an inline STI or POPF that sets IF
+    /// leaves translated code so that the monitor can deliver it.
+    pub fn set_irq_pending(&mut self, pending: bool) {
+        // SAFETY: as in `scratch`; `&mut self` excludes other users.
+        unsafe { switch::area() }.irq_pending = if pending { flags::IF as u16 } else { 0 };
     }
 
     /// The vCPU area's scratch slots as translated code last left them
@@ -775,6 +830,33 @@ pub fn decode_exit(signal: i32, trapno: u32, err: u32, addr: u64) -> DirectExit 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_system_flags_never_reach_the_host() {
+        let all = !0u32;
+        let (host, vsys, vif) = translated_flags_in(all);
+        assert_eq!(host, TRANSLATED_FLAGS | flags::IF | flags::FIXED1);
+        assert_eq!(vsys, VIRTUAL_SYSTEM_FLAGS);
+        assert_eq!(u32::from(vif), flags::IF);
+        let (host, vsys, vif) = translated_flags_in(flags::FIXED1 | flags::AC | flags::TF);
+        assert_eq!(host, flags::IF | flags::FIXED1, "no AC or TF on the host");
+        assert_eq!((vsys, vif), (flags::AC | flags::TF, 0));
+    }
+
+    #[test]
+    fn flags_come_back_from_host_area_and_the_old_value() {
+        let before = flags::FIXED1 | flags::IF | flags::RF | flags::ZF | (3 << 12);
+        // Translated code ran CLI, set AC through POPF, and left CF set.
+        let host = flags::FIXED1 | flags::IF | flags::CF;
+        let after = translated_flags_back(before, host, flags::AC | (1 << 12), 0);
+        assert_eq!(
+            after,
+            flags::FIXED1 | flags::RF | flags::CF | flags::AC | (1 << 12)
+        );
+        // Nothing changed: the round trip is exact.
+        let (h, v, i) = translated_flags_in(before);
+        assert_eq!(translated_flags_back(before, h, v, i), before);
+    }
 
     #[test]
     fn int_n_decodes_from_the_gp_error_code() {

@@ -86,13 +86,36 @@ pub struct VcpuArea {
     /// Indirect branches translated code resolved through the inline
     /// table probe (wraps at 2^32).
     pub inline_hits: u32,
-    _pad2: u32,
+    /// The guest's EFLAGS system bits other than IF
+    /// ([`super::VIRTUAL_SYSTEM_FLAGS`]: TF, IOPL, NT, AC, VIF, VIP, ID)
+    /// while translated code runs: inline PUSHF reads them, inline POPF
+    /// writes them. They never reach the host EFLAGS.
+    pub vsys: u32,
     /// Address of [`popek_bt_exit_stub`] in the host's text, which the TC
     /// exit stub (copied below 4 GiB) cannot reach with a relative jump.
     pub host_exit: u64,
+    /// The guest's virtual IF while translated code runs, as the EFLAGS
+    /// bit (0 or 0x200): inline CLI, STI and POPF write it.
+    pub vif: u16,
+    /// 0x200 when an external interrupt waits for IF, else 0 (set by the
+    /// monitor at entry). Right after `vif`, so that one 32-bit load reads
+    /// both: inline STI and POPF leave translated code when IF turns on
+    /// with an interrupt waiting.
+    pub irq_pending: u16,
+    /// How often translated code ran each inline rewrite
+    /// ([`crate::translate::Inline`] order; each wraps at 2^32).
+    pub inlined: [u32; 4],
+    /// Host address of the instruction after the last inline STI (0 at
+    /// entry): a signal there stopped the guest inside STI's interrupt
+    /// shadow.
+    pub sti_shadow_at: u32,
     /// The guest's x87/SSE state (FXSAVE image) while the monitor runs.
     pub fx: FxImage,
 }
+
+// Inline STI and POPF read `vif` and `irq_pending` as one aligned dword.
+const _: () = assert!(offset_of!(VcpuArea, irq_pending) == offset_of!(VcpuArea, vif) + 2);
+const _: () = assert!(offset_of!(VcpuArea, vif).is_multiple_of(4));
 
 /// An FXSAVE/FXRSTOR image: 512 bytes, 16-byte aligned.
 #[repr(C, align(16))]

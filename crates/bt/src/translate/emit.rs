@@ -3,15 +3,28 @@
 //!
 //! Every sequence here runs between two guest instructions whose
 //! arithmetic flags live in the host EFLAGS, so none of them may change
-//! the flags: only MOV, MOVZX, LEA, PUSH, JMP, JECXZ and segment loads.
+//! the flags: only MOV, MOVZX, LEA, PUSH, PUSHFD, POP, JMP, JECXZ and
+//! segment loads. The one exception is inline POPF, which defines every
+//! flag itself: it computes with AND/OR first and sets the guest's flags
+//! last (see [`Emitter::popf`]).
 //! Translated code reaches the vCPU area and the indirect-branch table
 //! through GS, a segment based at the monitor region.
+//!
+//! The inline flag instructions work on the virtual CPU's flags in the
+//! vCPU area: `vif` (IF as 0 or 0x200), `vsys` (the other system bits:
+//! TF, IOPL, NT, AC, VIF, VIP, ID) and `irq_pending` (0x200 when an
+//! external interrupt waits for IF). The host EFLAGS only ever hold the
+//! arithmetic flags and DF, with the host's IF=1 and nothing else: that is
+//! what lets PUSHF build the guest's image with LEA alone.
 
 use std::mem::offset_of;
 
 use dynasmrt::x86::X86Relocation;
 use dynasmrt::{dynasm, DynasmApi, VecAssembler};
 
+use x86::state::flags;
+
+use super::Inline;
 use crate::monitor::layout::TABLE_OFFSET;
 use crate::monitor::switch::VcpuArea;
 
@@ -35,6 +48,29 @@ const GUEST_GS: i32 = offset_of!(VcpuArea, guest_gs) as i32;
 const HITS: i32 = offset_of!(VcpuArea, inline_hits) as i32;
 /// GS offset of the indirect-branch table.
 const TABLE: i32 = TABLE_OFFSET as i32;
+/// GS offset of the guest's EFLAGS system bits other than IF.
+const VSYS: i32 = offset_of!(VcpuArea, vsys) as i32;
+/// GS offset of the guest's IF (a word: 0 or 0x200); the word after it is
+/// `irq_pending`, so a dword load here reads IF | pending << 16.
+const VIF: i32 = offset_of!(VcpuArea, vif) as i32;
+/// GS offset of `irq_pending` (a word: 0x200 when an interrupt waits).
+const PENDING: i32 = offset_of!(VcpuArea, irq_pending) as i32;
+/// GS offset of the per-kind counters of inline rewrites.
+const INLINED: i32 = offset_of!(VcpuArea, inlined) as i32;
+/// GS offset where inline STI leaves the host address of the instruction
+/// in its interrupt shadow.
+const STI_SHADOW_AT: i32 = offset_of!(VcpuArea, sti_shadow_at) as i32;
+/// GS offset where inline POPF keeps the value it popped (scratch[2]).
+const POPPED: i32 = TARGET;
+/// The system bits a POPF at CPL 0 loads (IF aside, which has its own
+/// field); VIF and VIP keep their values, RF and VM are not in `vsys`.
+const POPF_SYSTEM: u32 = flags::TF | flags::IOPL | flags::NT | flags::AC | flags::ID;
+/// The bits of `vsys` POPF leaves alone.
+const POPF_KEEPS: u32 = flags::VIF | flags::VIP;
+const _: () = assert!(
+    POPF_SYSTEM | POPF_KEEPS == crate::monitor::VIRTUAL_SYSTEM_FLAGS,
+    "POPF must account for every bit of vsys"
+);
 
 /// Length of the unconditional `jmp rel32` the cache patches to chain.
 pub const JMP_LEN: u32 = 5;
@@ -214,6 +250,164 @@ impl Emitter {
             ; gs mov DWORD [REASON], reason
         );
         self.far_exit();
+    }
+
+    /// Adds one to the vCPU area's counter of `kind` (ECX already saved):
+    /// MOV and LEA, unlike INC, leave the guest's flags alone.
+    fn count(&mut self, kind: Inline) {
+        let at = INLINED + 4 * kind as i32;
+        dynasm!(self.ops
+            ; .arch x86
+            ; gs mov ecx, DWORD [at]
+            ; lea ecx, [ecx + 1]
+            ; gs mov DWORD [at], ecx
+        );
+    }
+
+    /// Leaves translated code with `reason` and argument `arg` (a guest
+    /// EIP) if ECX is zero (`when_zero`) or non-zero (otherwise), guest ECX
+    /// saved in scratch[1] and restored on both paths. JECXZ is the only
+    /// flag-free conditional branch; the exit path is inline, since it has
+    /// no relative addresses and costs no extra jump on the common path.
+    fn exit_on_ecx(&mut self, when_zero: bool, reason: u32, arg: u32) {
+        let mut leave = Emitter::new(0);
+        dynasm!(leave.ops ; .arch x86 ; gs mov ecx, DWORD [SAVED_ECX]);
+        leave.exit(reason, arg);
+        let leave = leave.finish();
+        let restore_len = 7u8;
+        let len = u8::try_from(leave.len()).expect("a short exit");
+        // `jecxz` in bytes: dynasm 5.1 adds a 67 prefix (see `probe`).
+        if when_zero {
+            // jecxz leave; restore; jmp short over; leave: ...
+            self.ops.extend([0xE3, restore_len + 2]);
+            dynasm!(self.ops ; .arch x86 ; gs mov ecx, DWORD [SAVED_ECX]);
+            self.ops.extend([0xEB, len]);
+            self.ops.extend(leave);
+        } else {
+            // jecxz stay; leave: ...; stay: restore
+            self.ops.extend([0xE3, len]);
+            self.ops.extend(leave);
+            dynasm!(self.ops ; .arch x86 ; gs mov ecx, DWORD [SAVED_ECX]);
+        }
+    }
+
+    /// Inline CLI (CPL 0): clears the virtual IF. The first instruction
+    /// does the work; the rest only counts it.
+    pub fn cli(&mut self) {
+        dynasm!(self.ops
+            ; .arch x86
+            ; gs mov WORD [VIF], 0
+            ; gs mov DWORD [SAVED_ECX], ecx
+        );
+        self.count(Inline::Cli);
+        dynasm!(self.ops ; .arch x86 ; gs mov ecx, DWORD [SAVED_ECX]);
+    }
+
+    /// Inline STI (CPL 0): sets the virtual IF, and if that opens the
+    /// window for an interrupt that waits (IF was clear, `irq_pending` set)
+    /// leaves with `reason` and the next instruction's linear EIP `next`,
+    /// so that the monitor delivers it after that instruction (STI's
+    /// shadow). Its last store names the host address of that instruction
+    /// in `sti_shadow_at`, so that a kick landing right there is known to
+    /// be inside the shadow too; the translator keeps that instruction in
+    /// the same block.
+    pub fn sti(&mut self, reason: u32, next: u32) {
+        dynasm!(self.ops ; .arch x86 ; gs mov DWORD [SAVED_ECX], ecx);
+        self.count(Inline::Sti);
+        let window = (flags::IF << 16) as i32;
+        dynasm!(self.ops
+            ; .arch x86
+            // IF | pending << 16: exactly `window` when IF was clear and an
+            // interrupt waits.
+            ; gs mov ecx, DWORD [VIF]
+            ; gs mov WORD [VIF], flags::IF as i16
+            ; lea ecx, [ecx - window]
+        );
+        self.exit_on_ecx(true, reason, next);
+        // `mov dword gs:[sti_shadow_at], imm32` is 11 bytes long.
+        let shadow = self.here().wrapping_add(11) as i32;
+        dynasm!(self.ops ; .arch x86 ; gs mov DWORD [STI_SHADOW_AT], shadow);
+    }
+
+    /// Inline PUSHFD: pushes the guest's EFLAGS image. PUSHFD itself does
+    /// the push (so a fault happens at the guest instruction's first byte,
+    /// with nothing changed) and supplies the arithmetic flags; the host
+    /// image is exactly those | FIXED1 | IF, so LEA can swap the host's IF
+    /// for the virtual system bits without touching the flags:
+    /// `image - IF + vsys + vif`.
+    pub fn pushf(&mut self) {
+        self.ops.push(0x9C); // pushfd
+        dynasm!(self.ops
+            ; .arch x86
+            ; gs mov DWORD [SAVED_EAX], eax
+            ; gs mov DWORD [SAVED_ECX], ecx
+            ; mov eax, [esp]
+            ; gs mov ecx, DWORD [VSYS]
+            ; lea eax, [eax + ecx - flags::IF as i32]
+            ; gs movzx ecx, WORD [VIF]
+            ; lea eax, [eax + ecx]
+            ; mov [esp], eax
+        );
+        self.count(Inline::Pushf);
+        dynasm!(self.ops
+            ; .arch x86
+            ; gs mov eax, DWORD [SAVED_EAX]
+            ; gs mov ecx, DWORD [SAVED_ECX]
+        );
+    }
+
+    /// Inline POPFD (CPL 0). `pop gs:[popped]` is the guest's pop (its only
+    /// access to guest memory, so a fault is at the first byte with nothing
+    /// changed); then the system bits go to `vsys` and `vif`, and the
+    /// arithmetic flags and DF to the host EFLAGS without a POPFD, which
+    /// would let the guest's TF, NT or AC reach the host and needs a stack
+    /// slot: DF through STD/CLD, OF through `add al, 0x78` on the OF bit
+    /// alone (0x80 overflows, 0x78 does not), SF ZF AF PF CF through SAHF.
+    /// POPF defines all of them, so the AND/OR before that may clobber the
+    /// flags. If the popped value sets TF, or sets IF while an interrupt
+    /// waits, it leaves with `reason` and the next instruction's linear
+    /// EIP `next`.
+    pub fn popf(&mut self, reason: u32, next: u32) {
+        dynasm!(self.ops
+            ; .arch x86
+            ; gs pop DWORD [POPPED]
+            ; gs mov DWORD [SAVED_EAX], eax
+            ; gs mov DWORD [SAVED_ECX], ecx
+        );
+        self.count(Inline::Popf);
+        dynasm!(self.ops
+            ; .arch x86
+            // vsys = (popped & POPF_SYSTEM) | (vsys & POPF_KEEPS)
+            ; gs mov eax, DWORD [POPPED]
+            ; and eax, POPF_SYSTEM as i32
+            ; gs mov ecx, DWORD [VSYS]
+            ; and ecx, POPF_KEEPS as i32
+            ; or ecx, eax
+            ; gs mov DWORD [VSYS], ecx
+            // vif = popped & IF
+            ; gs mov eax, DWORD [POPPED]
+            ; and eax, flags::IF as i32
+            ; gs mov WORD [VIF], ax
+            // ECX = popped & (TF | pending): non-zero means leave.
+            ; gs movzx ecx, WORD [PENDING]
+            ; or ecx, flags::TF as i32
+            ; gs and ecx, DWORD [POPPED]
+            // The guest's DF, OF, then SF ZF AF PF CF, from the popped value.
+            ; gs mov eax, DWORD [POPPED]
+            ; test ah, (flags::DF >> 8) as i8
+        );
+        // jz +3; std; jmp +1; cld
+        self.ops.extend([0x74, 0x03, 0xFD, 0xEB, 0x01, 0xFC]);
+        dynasm!(self.ops
+            ; .arch x86
+            ; mov al, ah
+            ; and al, (flags::OF >> 8) as i8
+            ; add al, 0x78
+            ; gs mov ah, BYTE [POPPED]
+            ; sahf
+            ; gs mov eax, DWORD [SAVED_EAX]
+        );
+        self.exit_on_ecx(false, reason, next);
     }
 
     /// Points the `jmp rel32` at offset `at` to the current position.

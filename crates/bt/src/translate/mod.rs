@@ -10,8 +10,13 @@
 //!   address, so the guest's stack never holds a host address.
 //! - RET and indirect JMP/CALL: the target goes through the inline lookup
 //!   table ([`crate::cache::lookup`]); a miss exits to the dispatcher.
-//! - everything privileged or sensitive: a callout, i.e. an exit that makes
-//!   the monitor carry out that one instruction on the virtual CPU
+//! - CLI, STI, POPF (32-bit operand size, CPL 0) and PUSHF (32-bit): a
+//!   few inline instructions on the virtual CPU's flags in the vCPU area
+//!   ([`Inline`]; the sequences are in [`emit`]). STI and POPF leave
+//!   translated code only when they open the window for an interrupt that
+//!   is waiting, or set TF.
+//! - everything else privileged or sensitive: a callout, i.e. an exit that
+//!   makes the monitor carry out that one instruction on the virtual CPU
 //!   (`x86::emulate`) and continue after it.
 //!
 //! A block ends at a control transfer, a callout, the guest page's end,
@@ -23,7 +28,7 @@ use iced_x86::{Code, Decoder, DecoderOptions, Encoder, Instruction, OpKind, Regi
 use x86::classify::{classify, Class, Kind};
 
 use crate::cache::block::GUEST_PAGE_SIZE;
-use crate::cache::{BlockKey, GuestPage, InsnMap, NewBlock};
+use crate::cache::{BlockKey, Context, GuestPage, InsnMap, NewBlock};
 use emit::Emitter;
 
 /// Longest block, in guest instructions: long enough that straight-line
@@ -32,9 +37,11 @@ use emit::Emitter;
 pub const MAX_INSNS: usize = 64;
 
 /// Host code after which a block ends at the next instruction boundary.
-/// With the longest single rewrite (well under 256 bytes) and the exit
-/// stubs on top, a block stays below [`crate::cache::code::MIN_CHUNK`],
-/// so it always fits in one chunk of the code buffer.
+/// With the longest rewrites (well under 256 bytes each; two of them when
+/// the last is the instruction after an STI, which stays in the block) and
+/// the exit stubs on top, a block stays below
+/// [`crate::cache::code::MIN_CHUNK`], so it always fits in one chunk of
+/// the code buffer.
 pub const MAX_BLOCK_BYTES: u32 = 2048;
 
 const _: () = assert!(MAX_BLOCK_BYTES + 1024 <= crate::cache::code::MIN_CHUNK);
@@ -51,6 +58,15 @@ pub enum ExitReason {
     /// An instruction for the monitor to carry out; the argument is its
     /// linear address.
     Callout = 3,
+    /// An inline POPF set IF while an external interrupt was waiting, or
+    /// set TF: the monitor takes over at the next instruction, whose linear
+    /// address is the argument, and delivers the interrupt (or single-steps)
+    /// before it runs.
+    IrqWindow = 4,
+    /// An inline STI set IF while an external interrupt was waiting: the
+    /// interrupt comes after the next instruction (STI's interrupt shadow),
+    /// whose linear address is the argument.
+    StiShadow = 5,
 }
 
 impl ExitReason {
@@ -60,8 +76,55 @@ impl ExitReason {
             1 => ExitReason::Branch,
             2 => ExitReason::IndirectMiss,
             3 => ExitReason::Callout,
+            4 => ExitReason::IrqWindow,
+            5 => ExitReason::StiShadow,
             _ => return None,
         })
+    }
+}
+
+/// The instructions that run as inline code on the virtual CPU instead of
+/// callouts; the discriminant indexes the vCPU area's `inlined` counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Inline {
+    /// CLI at CPL 0.
+    Cli = 0,
+    /// STI at CPL 0.
+    Sti = 1,
+    /// PUSHFD (32-bit operand size), at any CPL translated code runs at.
+    Pushf = 2,
+    /// POPFD (32-bit operand size) at CPL 0.
+    Popf = 3,
+}
+
+impl Inline {
+    /// Every inline kind, in counter order.
+    pub const ALL: [Inline; 4] = [Inline::Cli, Inline::Sti, Inline::Pushf, Inline::Popf];
+
+    /// The kind's name, as the callout statistics spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Inline::Cli => "cli",
+            Inline::Sti => "sti",
+            Inline::Pushf => "pushf",
+            Inline::Popf => "popf",
+        }
+    }
+
+    /// The inline rewrite of `insn` under `ctx`, if it has one. 16-bit
+    /// PUSHF/POPF and CLI/STI/POPF above CPL 0 (where IOPL decides, and
+    /// may raise #GP) stay callouts. So does STI in a one-instruction
+    /// (step) block, whose next instruction is in another block: the
+    /// callout's interrupt shadow covers it there.
+    pub fn of(insn: &Instruction, ctx: Context) -> Option<Inline> {
+        match insn.code() {
+            Code::Pushfd => Some(Inline::Pushf),
+            Code::Cli if ctx.cpl == 0 => Some(Inline::Cli),
+            Code::Sti if ctx.cpl == 0 && !ctx.step => Some(Inline::Sti),
+            Code::Popfd if ctx.cpl == 0 => Some(Inline::Popf),
+            _ => None,
+        }
     }
 }
 
@@ -173,10 +236,15 @@ impl Translator {
         let mut exits: Vec<PendingExit> = Vec::new();
         let mut pos = 0usize;
         let mut spill = None;
+        // The previous instruction was an inline STI: the one in its
+        // interrupt shadow stays in this block (see `Emitter::sti`).
+        let mut after_sti = false;
         loop {
             let linear = key.eip.wrapping_add(pos as u32);
             let cap = if ctx.step { 1 } else { MAX_INSNS };
-            if insns.len() >= cap || pos >= in_page || em.offset() >= MAX_BLOCK_BYTES {
+            let in_shadow = std::mem::take(&mut after_sti);
+            let full = insns.len() >= cap || em.offset() >= MAX_BLOCK_BYTES;
+            if (full && !in_shadow) || pos >= in_page {
                 exits.push(PendingExit {
                     jump_at: em.jmp_placeholder(),
                     target: linear,
@@ -234,6 +302,28 @@ impl Translator {
                     em.with_guest_gs(&copy);
                 } else {
                     em.ident(bytes);
+                }
+                if spill.is_some() {
+                    exits.push(PendingExit {
+                        jump_at: em.jmp_placeholder(),
+                        target: next,
+                    });
+                    break;
+                }
+                continue;
+            }
+            let inline = Inline::of(&insn, ctx).filter(|&i| {
+                // An STI whose next instruction would start another block
+                // (page end) stays a callout.
+                i != Inline::Sti || next_in_page(code, pos, in_page)
+            });
+            if let Some(inline) = inline {
+                after_sti = inline == Inline::Sti;
+                match inline {
+                    Inline::Cli => em.cli(),
+                    Inline::Sti => em.sti(ExitReason::StiShadow as u32, next),
+                    Inline::Pushf => em.pushf(),
+                    Inline::Popf => em.popf(ExitReason::IrqWindow as u32, next),
                 }
                 if spill.is_some() {
                     exits.push(PendingExit {
@@ -330,6 +420,17 @@ impl Translator {
             code: em.finish(),
         })
     }
+}
+
+/// Whether the instruction at `code[pos..]` can be decoded and ends within
+/// the first `in_page` bytes (so that it is translated in the same block).
+fn next_in_page(code: &[u8], pos: usize, in_page: usize) -> bool {
+    if pos >= in_page {
+        return false;
+    }
+    let next = Decoder::new(32, &code[pos..], DecoderOptions::NONE).decode();
+    let truncated = next.code() == Code::INVALID && pos + 15 > code.len();
+    !truncated && pos + next.len() <= in_page
 }
 
 /// Index of the GS override (0x65) among the instruction's legacy

@@ -3,7 +3,7 @@
 //! otherwise.
 
 use super::*;
-use crate::cache::Context;
+use iced_x86::{Decoder, DecoderOptions};
 
 const HOST: u32 = 0x10_0000;
 const MISS: u32 = 0x20_0000;
@@ -81,7 +81,7 @@ fn call_pushes_the_guest_return_address() {
 
 #[test]
 fn privileged_instructions_become_callouts_that_end_the_block() {
-    let code = [0x90, 0xFA, 0x90]; // nop; cli; nop
+    let code = [0x90, 0xF4, 0x90]; // nop; hlt; nop
     let t = translate(0x5000, &code);
     assert_eq!(t.block.insns.len(), 2);
     assert_eq!(t.block.guest_len, 2);
@@ -92,6 +92,279 @@ fn privileged_instructions_become_callouts_that_end_the_block() {
     want.extend(arg.to_le_bytes());
     want.extend(0x5001u32.to_le_bytes());
     assert_eq!(&t.code[1..1 + want.len()], &want[..]);
+}
+
+// ---- CLI, STI, PUSHF and POPF inline on the virtual CPU ------------------
+
+/// The host code of guest instruction `i` of `t` (up to the next one or
+/// the exit stubs), disassembled one instruction a line, with vCPU-area
+/// offsets named and short branches shown as the bytes they skip.
+fn listing(t: &Translation, i: usize) -> Vec<String> {
+    use crate::monitor::switch::VcpuArea;
+    use iced_x86::{Formatter, IntelFormatter};
+    use std::mem::offset_of;
+    let start = t.block.insns[i].host_offset as usize;
+    let end = t
+        .block
+        .insns
+        .get(i + 1)
+        .map(|m| m.host_offset as usize)
+        .or_else(|| t.block.exits.first().map(|e| e.1 as usize))
+        .unwrap_or(t.code.len());
+    let scratch = offset_of!(VcpuArea, scratch);
+    let inlined = offset_of!(VcpuArea, inlined);
+    let names = [
+        (offset_of!(VcpuArea, tc_reason), "tc_reason"),
+        (offset_of!(VcpuArea, tc_arg), "tc_arg"),
+        (offset_of!(VcpuArea, exit_far), "exit_far"),
+        (scratch, "saved_eax"),
+        (scratch + 4, "saved_ecx"),
+        (scratch + 8, "popped"),
+        (offset_of!(VcpuArea, vsys), "vsys"),
+        (offset_of!(VcpuArea, vif), "vif"),
+        (offset_of!(VcpuArea, irq_pending), "irq_pending"),
+        (offset_of!(VcpuArea, sti_shadow_at), "sti_shadow_at"),
+        (inlined, "inlined.cli"),
+        (inlined + 4, "inlined.sti"),
+        (inlined + 8, "inlined.pushf"),
+        (inlined + 12, "inlined.popf"),
+    ];
+    let ip = u64::from(HOST) + start as u64;
+    let mut dec = Decoder::with_ip(32, &t.code[start..end], ip, DecoderOptions::NONE);
+    let mut fmt = IntelFormatter::new();
+    fmt.options_mut().set_hex_prefix("0x");
+    fmt.options_mut().set_hex_suffix("");
+    fmt.options_mut().set_uppercase_hex(false);
+    fmt.options_mut().set_space_after_operand_separator(true);
+    let mut out = Vec::new();
+    for insn in &mut dec {
+        let mut text = String::new();
+        fmt.format(&insn, &mut text);
+        for (off, name) in names {
+            text = text.replace(&format!("gs:[{off:#x}]"), &format!("gs:[{name}]"));
+        }
+        if insn.is_jcc_short_or_near() || insn.is_jmp_short() || insn.code() == Code::Jecxz_rel8_32
+        {
+            // Bytes skipped, as the rel8 says.
+            let rel = insn.near_branch32() - insn.next_ip32();
+            let mnemonic = text.split(' ').next().unwrap().to_string();
+            text = format!("{mnemonic} +{rel:#x}");
+        }
+        out.push(text);
+    }
+    out
+}
+
+/// Where in `code` the bytes `needle` start.
+fn find(code: &[u8], needle: &[u8]) -> Option<usize> {
+    code.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn cli_clears_the_virtual_if_inline_and_the_block_goes_on() {
+    let code = [0x90, 0xFA, 0x90]; // nop; cli; nop
+    let t = translate(0x5000, &code);
+    assert_eq!(t.block.insns.len(), 3, "CLI does not end the block");
+    assert_eq!(t.block.exits, vec![(0x5003, t.block.exits[0].1)]);
+    assert_eq!(
+        listing(&t, 1),
+        [
+            "mov word ptr gs:[vif], 0",
+            "mov gs:[saved_ecx], ecx",
+            "mov ecx, gs:[inlined.cli]",
+            "lea ecx, [ecx+1]",
+            "mov gs:[inlined.cli], ecx",
+            "mov ecx, gs:[saved_ecx]",
+        ]
+    );
+    // The first instruction does the work: 65 66 C7 05 <vif> 00 00.
+    let vif = std::mem::offset_of!(crate::monitor::switch::VcpuArea, vif) as u32;
+    let mut want = vec![0x65, 0x66, 0xC7, 0x05];
+    want.extend(vif.to_le_bytes());
+    want.extend([0, 0]);
+    assert_eq!(&t.code[1..1 + want.len()], &want[..]);
+}
+
+#[test]
+fn pushf_builds_the_guest_image_with_lea_alone() {
+    let t = translate(0x5000, &[0x9C, 0x90]); // pushfd; nop
+    assert_eq!(t.block.insns.len(), 2);
+    assert_eq!(
+        listing(&t, 0),
+        [
+            "pushfd",
+            "mov gs:[saved_eax], eax",
+            "mov gs:[saved_ecx], ecx",
+            "mov eax, [esp]",
+            "mov ecx, gs:[vsys]",
+            "lea eax, [eax+ecx-0x200]",
+            "movzx ecx, word ptr gs:[vif]",
+            "lea eax, [eax+ecx]",
+            "mov [esp], eax",
+            "mov ecx, gs:[inlined.pushf]",
+            "lea ecx, [ecx+1]",
+            "mov gs:[inlined.pushf], ecx",
+            "mov eax, gs:[saved_eax]",
+            "mov ecx, gs:[saved_ecx]",
+        ]
+    );
+    // PUSHFD is the first byte, so a fault of the push is at the boundary.
+    assert_eq!(t.code[0], 0x9C);
+}
+
+#[test]
+fn popf_splits_the_value_between_the_virtual_cpu_and_the_host_flags() {
+    let t = translate(0x5000, &[0x9D, 0x90]); // popfd; nop
+    assert_eq!(t.block.insns.len(), 2, "POPF does not end the block");
+    let next = 0x5001u32;
+    assert_eq!(
+        listing(&t, 0),
+        [
+            "pop dword ptr gs:[popped]",
+            "mov gs:[saved_eax], eax",
+            "mov gs:[saved_ecx], ecx",
+            "mov ecx, gs:[inlined.popf]",
+            "lea ecx, [ecx+1]",
+            "mov gs:[inlined.popf], ecx",
+            "mov eax, gs:[popped]",
+            "and eax, 0x247100",
+            "mov ecx, gs:[vsys]",
+            "and ecx, 0x180000",
+            "or ecx, eax",
+            "mov gs:[vsys], ecx",
+            "mov eax, gs:[popped]",
+            "and eax, 0x200",
+            "mov gs:[vif], ax",
+            "movzx ecx, word ptr gs:[irq_pending]",
+            "or ecx, 0x100",
+            "and ecx, gs:[popped]",
+            "mov eax, gs:[popped]",
+            "test ah, 4",
+            "je +0x3",
+            "std",
+            "jmp +0x1",
+            "cld",
+            "mov al, ah",
+            "and al, 8",
+            "add al, 0x78",
+            "mov ah, gs:[popped]",
+            "sahf",
+            "mov eax, gs:[saved_eax]",
+            "jecxz +0x24",
+            "mov ecx, gs:[saved_ecx]",
+            &format!("mov dword ptr gs:[tc_arg], {next:#x}"),
+            &format!(
+                "mov dword ptr gs:[tc_reason], {}",
+                ExitReason::IrqWindow as u32
+            ),
+            "jmp far fword ptr gs:[exit_far]",
+            "mov ecx, gs:[saved_ecx]",
+        ]
+    );
+    // The guest's value never goes through POPFD: no 9D byte.
+    assert_eq!(find(&t.code, &[0x9D]), None);
+}
+
+#[test]
+fn sti_leaves_only_when_it_lets_a_waiting_interrupt_in() {
+    let t = translate(0x5000, &[0xFB, 0xF4]); // sti; hlt
+    let shadow = HOST + t.block.insns[1].host_offset;
+    assert_eq!(
+        listing(&t, 0),
+        [
+            "mov gs:[saved_ecx], ecx",
+            "mov ecx, gs:[inlined.sti]",
+            "lea ecx, [ecx+1]",
+            "mov gs:[inlined.sti], ecx",
+            "mov ecx, gs:[vif]",
+            "mov word ptr gs:[vif], 0x200",
+            "lea ecx, [ecx-0x2000000]",
+            "jecxz +0x9",
+            "mov ecx, gs:[saved_ecx]",
+            "jmp +0x24",
+            "mov ecx, gs:[saved_ecx]",
+            "mov dword ptr gs:[tc_arg], 0x5001",
+            &format!(
+                "mov dword ptr gs:[tc_reason], {}",
+                ExitReason::StiShadow as u32
+            ),
+            "jmp far fword ptr gs:[exit_far]",
+            &format!("mov dword ptr gs:[sti_shadow_at], {shadow:#x}"),
+        ]
+    );
+    // The HLT in STI's shadow is in the same block, right after.
+    assert_eq!(t.block.insns[1].guest_eip, 0x5001);
+}
+
+#[test]
+fn the_instruction_after_sti_stays_in_its_block() {
+    // 63 NOPs, STI as the 64th instruction, then a NOP in its shadow.
+    let mut code = vec![0x90; MAX_INSNS - 1];
+    code.extend([0xFB, 0x90, 0x90]);
+    let t = translate(0x6000, &code);
+    assert_eq!(t.block.insns.len(), MAX_INSNS + 1);
+    assert_eq!(t.block.exits[0].0, 0x6000 + MAX_INSNS as u32 + 1);
+}
+
+#[test]
+fn sti_stays_a_callout_where_its_shadow_would_start_another_block() {
+    let callout = |t: &Translation| t.block.exits.is_empty();
+    // The last byte of a page.
+    let mut code = vec![0xFB];
+    code.extend([0x90; 15]);
+    assert!(callout(&translate(0x8FFF, &code)));
+    // Before an instruction that straddles the page end.
+    let code = [0xFB, 0xB8, 1, 2, 3, 4];
+    assert!(callout(&translate(0x8FFC, &code)));
+    // In a one-instruction (step) block.
+    let ctx = Context {
+        step: true,
+        ..key(0).ctx
+    };
+    let t = Translator::new(MISS)
+        .translate(
+            BlockKey { eip: 0x5000, ctx },
+            &[0xFB, 0x90],
+            GuestPage(5),
+            HOST,
+        )
+        .unwrap();
+    assert!(callout(&t));
+    // With room after it, it is inline.
+    assert!(!callout(&translate(0x8FFD, &[0xFB, 0x90, 0x90])));
+}
+
+#[test]
+fn only_the_cpl0_32_bit_forms_are_inline() {
+    let callout = |code: &[u8], cpl: u8| {
+        let ctx = Context { cpl, ..key(0).ctx };
+        let t = Translator::new(MISS)
+            .translate(BlockKey { eip: 0x5000, ctx }, code, GuestPage(5), HOST)
+            .unwrap();
+        t.block.exits.is_empty()
+    };
+    assert!(callout(&[0x66, 0x9C, 0x90], 0), "16-bit PUSHF");
+    assert!(callout(&[0x66, 0x9D, 0x90], 0), "16-bit POPF");
+    for op in [0xFA, 0xFB, 0x9D] {
+        assert!(!callout(&[op, 0x90, 0x90], 0), "{op:#x} at CPL 0");
+        assert!(
+            callout(&[op, 0x90, 0x90], 1),
+            "{op:#x} at CPL 1 (IOPL decides)"
+        );
+    }
+    assert!(!callout(&[0x9C, 0x90], 1), "PUSHFD is the same at any CPL");
+}
+
+#[test]
+fn a_block_of_the_longest_rewrites_fits_a_chunk() {
+    let t = translate(0x5000, &[0x9D; 100]);
+    assert!(t.code.len() as u32 <= crate::cache::code::MIN_CHUNK);
+    assert!(t.block.insns.len() < 100, "ended by MAX_BLOCK_BYTES");
+    let mut code = vec![0x9D; 9];
+    code.push(0xFB);
+    code.extend([0x9D; 90]);
+    let t = translate(0x5000, &code);
+    assert!(t.code.len() as u32 <= crate::cache::code::MIN_CHUNK);
 }
 
 #[test]

@@ -1,0 +1,265 @@
+//! Inline CLI, STI, PUSHF and POPF run for real: a block of guest kernel
+//! code is translated, entered through the monitor and must leave the
+//! virtual CPU's flags exactly as the instructions define them, without
+//! letting a guest system bit reach the host EFLAGS. One scenario per child
+//! process, as in `direct_exec.rs`: the monitor is process-wide.
+
+use std::process::Command;
+
+use bt::cache::{
+    BlockId, BlockKey, CodeBuffer, Context, GuestPage, IndirectTable, TranslationCache,
+};
+use bt::monitor::{Monitor, TcExit};
+use bt::translate::{self, ExitReason, Translator};
+use machine::GuestMemory;
+use x86::state::{cr0, flags};
+use x86::{CpuState, Segment};
+
+const CHILD_ENV: &str = "POPEK_BT_CHILD";
+const RAM: u64 = 4 << 20;
+const CODE: u32 = 0x10_0000;
+const STACK_TOP: u32 = 0x3F_F000;
+
+/// Runs `body` in a fresh child process (this test binary, filtered to
+/// `name`) and fails if the child fails.
+fn in_child(name: &str, body: impl FnOnce()) {
+    if std::env::var(CHILD_ENV).as_deref() == Ok(name) {
+        body();
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, name)
+        .output()
+        .expect("spawn the child test process");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "child for {name} failed: {}",
+        out.status
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "the child did not run {name}"
+    );
+}
+
+/// A monitor with a translation cache, and `code` translated as one block
+/// at [`CODE`] (CPL 0, flat, 32-bit).
+struct Rig {
+    monitor: Monitor,
+    cache: TranslationCache,
+    id: BlockId,
+    host: u32,
+    _mem: GuestMemory,
+}
+
+impl Rig {
+    fn new(code: &[u8]) -> Rig {
+        let mut mem = GuestMemory::new(RAM).unwrap();
+        mem.write(u64::from(CODE), code).unwrap();
+        let mut monitor = Monitor::new(&mem).unwrap();
+        let (table, buf) = monitor.translation_regions(64 << 10).unwrap();
+        let miss = monitor
+            .install_stub_code(&translate::miss_handler(0))
+            .unwrap();
+        let mut cache =
+            TranslationCache::new(CodeBuffer::new(buf), IndirectTable::new(table, miss));
+        let key = BlockKey {
+            eip: CODE,
+            ctx: Context {
+                cs_base: 0,
+                cpl: 0,
+                code32: true,
+                paging: false,
+                step: false,
+            },
+        };
+        let t = Translator::new(miss)
+            .translate(key, code, GuestPage(CODE >> 12), cache.next_host_addr())
+            .unwrap();
+        let id = cache.insert(t.block, &t.code).unwrap();
+        let host = cache.host_addr(id).unwrap();
+        Rig {
+            monitor,
+            cache,
+            id,
+            host,
+            _mem: mem,
+        }
+    }
+
+    /// Runs the block from its start with `eflags` and an interrupt waiting
+    /// or not; returns (exit reason, its guest EIP argument, the CPU).
+    fn run(&mut self, eflags: u32, irq_pending: bool) -> (ExitReason, u32, CpuState) {
+        let mut cpu = kernel_state(eflags);
+        self.monitor.set_irq_pending(irq_pending);
+        let exit = self
+            .monitor
+            .run_translated(&mut cpu, self.host, None)
+            .unwrap();
+        let TcExit::Exit { reason, arg } = exit else {
+            panic!("not a TC exit: {exit:?}");
+        };
+        (ExitReason::from_code(reason).unwrap(), arg, cpu)
+    }
+
+    /// Host address of the translation of the guest instruction at `eip`.
+    fn host_of(&self, eip: u32) -> u32 {
+        let b = self.cache.block(self.id).unwrap();
+        let m = b.insns().iter().find(|m| m.guest_eip == eip).unwrap();
+        self.host + m.host_offset
+    }
+}
+
+/// Guest kernel state: CPL 0, flat segments, a stack in RAM.
+fn kernel_state(eflags: u32) -> CpuState {
+    CpuState {
+        eip: CODE,
+        esp: STACK_TOP,
+        eflags: eflags | flags::FIXED1,
+        cs: Segment::flat_code32(0x08),
+        ss: Segment::flat_data32(0x10),
+        ds: Segment::flat_data32(0x10),
+        es: Segment::flat_data32(0x10),
+        cr0: cr0::PE,
+        ..CpuState::default()
+    }
+}
+
+/// `push imm32`.
+fn push(v: u32) -> Vec<u8> {
+    let mut c = vec![0x68];
+    c.extend(v.to_le_bytes());
+    c
+}
+
+const ARITH: u32 = flags::CF | flags::PF | flags::AF | flags::ZF | flags::SF | flags::OF;
+const HLT: u8 = 0xF4;
+
+#[test]
+fn popf_then_pushf_round_trips_every_flag_and_the_host_never_sees_ac() {
+    in_child(
+        "popf_then_pushf_round_trips_every_flag_and_the_host_never_sees_ac",
+        || {
+            // Everything POPF may set at CPL 0 except IF and TF (those leave).
+            let v =
+                flags::FIXED1 | ARITH | flags::DF | flags::IOPL | flags::NT | flags::AC | flags::ID;
+            let mut code = push(v);
+            code.push(0x9D); // popfd
+                             // A misaligned load: it would raise #AC (SIGBUS) if the guest's
+                             // AC had reached the host EFLAGS (Linux sets CR0.AM).
+            code.extend([0x8B, 0x44, 0x24, 0x01]); // mov eax, [esp+1]
+            code.extend([0x9C, 0x5B]); // pushfd; pop ebx
+            code.push(HLT);
+            let hlt = CODE + code.len() as u32 - 1;
+            let mut rig = Rig::new(&code);
+            // The VIF/VIP bits POPF keeps, and an interrupt waiting (IF stays
+            // clear, so no exit for it).
+            let (reason, arg, cpu) = rig.run(flags::VIF | flags::VIP, true);
+            assert_eq!((reason, arg), (ExitReason::Callout, hlt));
+            let want = v | flags::VIF | flags::VIP;
+            assert_eq!(cpu.ebx, want, "PUSHF image {:#x}", cpu.ebx);
+            assert_eq!(cpu.eflags, want, "EFLAGS {:#x}", cpu.eflags);
+            assert_eq!(cpu.esp, STACK_TOP);
+            assert_eq!(rig.monitor.inlined(), [0, 0, 1, 1]);
+        },
+    );
+}
+
+#[test]
+fn popf_of_2_clears_everything_it_may() {
+    in_child("popf_of_2_clears_everything_it_may", || {
+        let mut code = push(2);
+        code.extend([0x9D, 0x9C, 0x5B, HLT]); // popfd; pushfd; pop ebx; hlt
+        let mut rig = Rig::new(&code);
+        let all = ARITH | flags::DF | flags::IF | flags::IOPL | flags::NT | flags::AC | flags::ID;
+        let (reason, _, cpu) = rig.run(all | flags::RF, true);
+        assert_eq!(reason, ExitReason::Callout);
+        assert_eq!(cpu.ebx, 2);
+        // RF is no business of POPF's inline form (the callout path clears
+        // it after every emulated instruction); everything else is clear.
+        assert_eq!(cpu.eflags & !flags::RF, 2);
+    });
+}
+
+#[test]
+fn popf_setting_if_with_an_interrupt_waiting_leaves_before_the_next_instruction() {
+    in_child(
+        "popf_setting_if_with_an_interrupt_waiting_leaves_before_the_next_instruction",
+        || {
+            let mut code = push(flags::FIXED1 | flags::IF | flags::CF | flags::DF);
+            code.extend([0x9D, 0x90, HLT]); // popfd; nop; hlt
+            let nop = CODE + 6;
+            let mut rig = Rig::new(&code);
+            let (reason, arg, cpu) = rig.run(0, true);
+            assert_eq!((reason, arg), (ExitReason::IrqWindow, nop));
+            assert_eq!(
+                cpu.eflags,
+                flags::FIXED1 | flags::IF | flags::CF | flags::DF
+            );
+            assert_eq!(cpu.esp, STACK_TOP);
+            // No interrupt waiting: straight on to the HLT.
+            let (reason, _, cpu) = rig.run(0, false);
+            assert_eq!(reason, ExitReason::Callout);
+            assert_ne!(cpu.eflags & flags::IF, 0);
+            // IF already set and kept: an interrupt waiting (the monitor
+            // could not deliver it yet) is let in right after, too.
+            let (reason, arg, _) = rig.run(flags::IF, true);
+            assert_eq!((reason, arg), (ExitReason::IrqWindow, nop));
+        },
+    );
+}
+
+#[test]
+fn popf_setting_tf_leaves_before_the_next_instruction() {
+    in_child("popf_setting_tf_leaves_before_the_next_instruction", || {
+        let mut code = push(flags::FIXED1 | flags::TF);
+        code.extend([0x9D, 0x90, HLT]); // popfd; nop; hlt
+        let mut rig = Rig::new(&code);
+        let (reason, arg, cpu) = rig.run(0, false);
+        assert_eq!((reason, arg), (ExitReason::IrqWindow, CODE + 6));
+        assert_eq!(cpu.eflags, flags::FIXED1 | flags::TF);
+    });
+}
+
+#[test]
+fn sti_with_an_interrupt_waiting_leaves_inside_its_shadow() {
+    in_child(
+        "sti_with_an_interrupt_waiting_leaves_inside_its_shadow",
+        || {
+            // stc; sti; nop; hlt
+            let code = [0xF9, 0xFB, 0x90, HLT];
+            let mut rig = Rig::new(&code);
+            let (reason, arg, cpu) = rig.run(0, true);
+            assert_eq!((reason, arg), (ExitReason::StiShadow, CODE + 2));
+            assert_eq!(cpu.eflags, flags::FIXED1 | flags::IF | flags::CF);
+            // Nothing waiting: on to the HLT, with the NOP's host address
+            // named as the instruction in STI's shadow.
+            let (reason, _, cpu) = rig.run(0, false);
+            assert_eq!(reason, ExitReason::Callout);
+            assert_eq!(cpu.eflags, flags::FIXED1 | flags::IF | flags::CF);
+            assert_eq!(rig.monitor.sti_shadow_at(), rig.host_of(CODE + 2));
+            // IF already set: STI opens no window (and has no shadow).
+            let (reason, _, _) = rig.run(flags::IF, true);
+            assert_eq!(reason, ExitReason::Callout);
+            assert_eq!(rig.monitor.inlined()[1], 3);
+        },
+    );
+}
+
+#[test]
+fn cli_and_pushf_keep_the_arithmetic_flags() {
+    in_child("cli_and_pushf_keep_the_arithmetic_flags", || {
+        // stc; std; cli; pushfd; pop ebx; hlt
+        let code = [0xF9, 0xFD, 0xFA, 0x9C, 0x5B, HLT];
+        let mut rig = Rig::new(&code);
+        let (reason, _, cpu) = rig.run(flags::IF | flags::AC | flags::ZF, false);
+        assert_eq!(reason, ExitReason::Callout);
+        let want = flags::FIXED1 | flags::CF | flags::DF | flags::ZF | flags::AC;
+        assert_eq!(cpu.ebx, want, "PUSHF image {:#x}", cpu.ebx);
+        assert_eq!(cpu.eflags, want);
+        assert_eq!(rig.monitor.inlined(), [1, 0, 1, 0]);
+    });
+}
