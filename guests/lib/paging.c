@@ -1,5 +1,6 @@
 /*
- * The page-fault catcher behind the probes in paging.h (see there).
+ * The page-fault catcher behind the probes in paging.h (see there), and
+ * the checks MMU guests make with it.
  */
 #include "paging.h"
 
@@ -77,4 +78,31 @@ u32 probe_exec(u32 addr)
 	u32 v = probe_call(addr);
 	pf_arm_exec(0, 0);
 	return v;
+}
+
+static u32 faults_before;
+
+void pf_begin(void) { faults_before = pf_count; }
+
+u32 pf_since_begin(void) { return pf_count - faults_before; }
+
+void pf_check_none(const char *what)
+{
+	check_eq(what, pf_since_begin(), 0);
+}
+
+void pf_check(const char *what, u32 error, u32 cr2, u32 eip)
+{
+	char line[160];
+
+	ksnprintf(line, sizeof(line), "%s: one #PF", what);
+	check_eq(line, pf_since_begin(), 1);
+	ksnprintf(line, sizeof(line), "%s: error code 0x%x", what, error);
+	check_eq(line, pf_last.error, error);
+	ksnprintf(line, sizeof(line), "%s: CR2 = 0x%08x", what, cr2);
+	check_eq(line, pf_last.cr2, cr2);
+	if (eip) {
+		ksnprintf(line, sizeof(line), "%s: saved EIP is the faulting instruction", what);
+		check_eq(line, pf_last.eip, eip);
+	}
 }

@@ -137,4 +137,16 @@ u32 probe_exec(u32 addr);
 /* The probes' faulting instructions: the saved EIP of their #PF. */
 extern char probe_read_fault[], probe_write_fault[];
 
+/* ---- checking faults --------------------------------------------------- */
+
+/* Starts counting page faults for the next check. */
+void pf_begin(void);
+/* Page faults since pf_begin(). */
+u32 pf_since_begin(void);
+/* Checks that no #PF came since pf_begin(). */
+void pf_check_none(const char *what);
+/* Checks that exactly one #PF came since pf_begin(), with this error code
+ * and CR2 (and saved EIP, unless eip is 0). */
+void pf_check(const char *what, u32 error, u32 cr2, u32 eip);
+
 #endif

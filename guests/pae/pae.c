@@ -66,32 +66,6 @@ static volatile u32 frames[NFRAMES][1024] PAGE_ALIGNED;
 
 static u32 phys(const volatile void *p) { return (u32)p; } /* identity-mapped */
 
-static u32 faults_before;
-
-static void begin(void) { faults_before = pf_count; }
-
-static void check_no_fault(const char *what)
-{
-	check_eq(what, pf_count - faults_before, 0);
-}
-
-/* Checks that exactly one #PF came since begin(), with this error code and
- * CR2 (and saved EIP, unless eip is 0). */
-static void check_fault(const char *what, u32 error, u32 cr2, u32 eip)
-{
-	char line[160];
-
-	ksnprintf(line, sizeof(line), "%s: one #PF", what);
-	check_eq(line, pf_count - faults_before, 1);
-	ksnprintf(line, sizeof(line), "%s: error code 0x%x", what, error);
-	check_eq(line, pf_last.error, error);
-	ksnprintf(line, sizeof(line), "%s: CR2 = 0x%08x", what, cr2);
-	check_eq(line, pf_last.cr2, cr2);
-	if (eip) {
-		ksnprintf(line, sizeof(line), "%s: saved EIP is the faulting instruction", what);
-		check_eq(line, pf_last.eip, eip);
-	}
-}
 
 static void build_tables(void)
 {
@@ -161,46 +135,46 @@ static void test_faults(void)
 {
 	u32 v;
 
-	begin();
+	pf_begin();
 	v = probe_read(WIN(W_NP) + 0x10);
-	check_fault("read of a not-present PTE", 0, WIN(W_NP) + 0x10, (u32)probe_read_fault);
+	pf_check("read of a not-present PTE", 0, WIN(W_NP) + 0x10, (u32)probe_read_fault);
 	check_eq("the faulting read gave no data", v, PF_POISON);
 
-	begin();
+	pf_begin();
 	probe_write(WIN(W_NP) + 0x20, 1);
-	check_fault("write to a not-present PTE", PF_W, WIN(W_NP) + 0x20, (u32)probe_write_fault);
+	pf_check("write to a not-present PTE", PF_W, WIN(W_NP) + 0x20, (u32)probe_write_fault);
 
-	begin();
+	pf_begin();
 	probe_read(LIN_NP_PDE + 0x1234);
-	check_fault("read under a not-present PDE", 0, LIN_NP_PDE + 0x1234, 0);
+	pf_check("read under a not-present PDE", 0, LIN_NP_PDE + 0x1234, 0);
 
-	begin();
+	pf_begin();
 	probe_read(LIN_GIB1 + 0x5678);
-	check_fault("read under a not-present PDPTE (1 GiB)", 0, LIN_GIB1 + 0x5678, 0);
-	begin();
+	pf_check("read under a not-present PDPTE (1 GiB)", 0, LIN_GIB1 + 0x5678, 0);
+	pf_begin();
 	probe_write(0xFFFFF000, 1);
-	check_fault("write under a not-present PDPTE (4 GiB - 4 KiB)", PF_W, 0xFFFFF000, 0);
+	pf_check("write under a not-present PDPTE (4 GiB - 4 KiB)", PF_W, 0xFFFFF000, 0);
 
 	frames[FC][1] = 0x0123;
-	begin();
+	pf_begin();
 	probe_write(WIN(W_RO) + 4, 0x4567);
-	check_fault("write to a read-only PTE with CR0.WP=1", PF_P | PF_W, WIN(W_RO) + 4, (u32)probe_write_fault);
+	pf_check("write to a read-only PTE with CR0.WP=1", PF_P | PF_W, WIN(W_RO) + 4, (u32)probe_write_fault);
 	check_eq("the refused write left the page unchanged", frames[FC][1], 0x0123);
 
 	write_cr0(read_cr0() & ~CR0_WP);
-	begin();
+	pf_begin();
 	probe_write(WIN(W_RO) + 4, 0x4567);
-	check_no_fault("write to a read-only PTE with CR0.WP=0 does not fault");
+	pf_check_none("write to a read-only PTE with CR0.WP=0 does not fault");
 	check_eq("... and the write reached the page", frames[FC][1], 0x4567);
 	write_cr0(read_cr0() | CR0_WP);
 
-	begin();
+	pf_begin();
 	probe_write(LIN_LARGE_RO + 0x30, 1);
-	check_fault("write to a read-only 2 MiB page with CR0.WP=1", PF_P | PF_W, LIN_LARGE_RO + 0x30, 0);
+	pf_check("write to a read-only 2 MiB page with CR0.WP=1", PF_P | PF_W, LIN_LARGE_RO + 0x30, 0);
 
-	begin();
+	pf_begin();
 	probe_exec(WIN(W_NP) + 0x100);
-	check_fault("fetch from a not-present page (EFER.NXE=0: I/D bit 0)", 0, WIN(W_NP) + 0x100,
+	pf_check("fetch from a not-present page (EFER.NXE=0: I/D bit 0)", 0, WIN(W_NP) + 0x100,
 		    WIN(W_NP) + 0x100);
 
 	/* Reserved bits. The SDM (vol. 3 section 4.7) has P=1 with RSVD=1,
@@ -212,17 +186,17 @@ static void test_faults(void)
 	check_eq("WIN(rsvd) maps frame E", probe_read(WIN(W_RSVD)), MARK(FE));
 	*rpte |= PTE_RSVD62;
 	invlpg(WIN(W_RSVD));
-	begin();
+	pf_begin();
 	probe_read(WIN(W_RSVD) + 8);
-	check_eq("read through a PTE with bit 62 set (reserved): one #PF", pf_count - faults_before, 1);
+	check_eq("read through a PTE with bit 62 set (reserved): one #PF", pf_since_begin(), 1);
 	check_eq("... error code RSVD, read, CPL 0 (P not compared)", pf_last.error & ~PF_P, PF_RSVD);
 	check_eq("... CR2", pf_last.cr2, WIN(W_RSVD) + 8);
 	*rpte = (*rpte & ~PTE_RSVD62) | PTE_XD63;
 	invlpg(WIN(W_RSVD));
-	begin();
+	pf_begin();
 	probe_write(WIN(W_RSVD) + 12, 1);
 	check_eq("write through a PTE with bit 63 set and EFER.NXE=0 (reserved): one #PF",
-		 pf_count - faults_before, 1);
+		 pf_since_begin(), 1);
 	check_eq("... error code RSVD, write, CPL 0 (P not compared)", pf_last.error & ~PF_P,
 		 PF_RSVD | PF_W);
 	check_eq("... CR2", pf_last.cr2, WIN(W_RSVD) + 12);
@@ -268,9 +242,9 @@ static void test_invlpg(void)
 	check_eq("PTE pointed at frame B + INVLPG: frame B", probe_read(WIN(W_DATA)), MARK(FB));
 	*pte = 0;
 	invlpg(WIN(W_DATA));
-	begin();
+	pf_begin();
 	probe_read(WIN(W_DATA) + 0x40);
-	check_fault("PTE cleared + INVLPG: the read faults", 0, WIN(W_DATA) + 0x40, 0);
+	pf_check("PTE cleared + INVLPG: the read faults", 0, WIN(W_DATA) + 0x40, 0);
 	*pte = phys(frames[FA]) | PTE_P | PTE_W;
 	invlpg(WIN(W_DATA));
 	check_eq("PTE back + INVLPG: frame A", probe_read(WIN(W_DATA)), MARK(FA));
@@ -303,15 +277,15 @@ static void test_cr3(void)
 	 * next CR3 load on. */
 	pdpt0[PDPTX(LIN_GIB1)] = phys(pd_hi) | PTE_P;
 	write_cr3(phys(pdpt0));
-	begin();
+	pf_begin();
 	check_eq("PDPTE 1 set + CR3 reloaded: 1 GiB maps physical 2 MiB",
 		 probe_read(LIN_GIB1 + 0x12340), 0x2A100001);
-	check_no_fault("... without a fault");
+	pf_check_none("... without a fault");
 	pdpt0[PDPTX(LIN_GIB1)] = 0;
 	write_cr3(phys(pdpt0));
-	begin();
+	pf_begin();
 	probe_read(LIN_GIB1 + 0x12340);
-	check_fault("PDPTE 1 cleared + CR3 reloaded: the read faults", 0, LIN_GIB1 + 0x12340, 0);
+	pf_check("PDPTE 1 cleared + CR3 reloaded: the read faults", 0, LIN_GIB1 + 0x12340, 0);
 
 	/* A CR3 write drops non-global translations. */
 	pt_win[W_CR3] = phys(frames[FC]) | PTE_P | PTE_W;

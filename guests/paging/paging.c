@@ -125,32 +125,6 @@ static u32 phys(const volatile void *p) { return (u32)p; } /* identity-mapped */
 
 static void set_pte(volatile u32 *pt, u32 lin, u32 value) { pt[PTX(lin)] = value; }
 
-static u32 faults_before;
-
-static void begin(void) { faults_before = pf_count; }
-
-static void check_no_fault(const char *what)
-{
-	check_eq(what, pf_count - faults_before, 0);
-}
-
-/* Checks that exactly one #PF came since begin(), with this error code and
- * CR2 (and saved EIP, unless eip is 0). */
-static void check_fault(const char *what, u32 error, u32 cr2, u32 eip)
-{
-	char line[160];
-
-	ksnprintf(line, sizeof(line), "%s: one #PF", what);
-	check_eq(line, pf_count - faults_before, 1);
-	ksnprintf(line, sizeof(line), "%s: error code 0x%x", what, error);
-	check_eq(line, pf_last.error, error);
-	ksnprintf(line, sizeof(line), "%s: CR2 = 0x%08x", what, cr2);
-	check_eq(line, pf_last.cr2, cr2);
-	if (eip) {
-		ksnprintf(line, sizeof(line), "%s: saved EIP is the faulting instruction", what);
-		check_eq(line, pf_last.eip, eip);
-	}
-}
 
 /* One operation at CPL 3 (user.S); returns what it read, wrote or got. */
 static u32 user_op(u32 op, u32 addr, u32 value)
@@ -298,69 +272,69 @@ static void test_kernel_faults(void)
 {
 	u32 v;
 
-	begin();
+	pf_begin();
 	v = probe_read(WIN(W_NP) + 0x10);
-	check_fault("read of a not-present PTE at CPL 0", 0, WIN(W_NP) + 0x10, (u32)probe_read_fault);
+	pf_check("read of a not-present PTE at CPL 0", 0, WIN(W_NP) + 0x10, (u32)probe_read_fault);
 	check_eq("the faulting read gave no data", v, PF_POISON);
 
-	begin();
+	pf_begin();
 	probe_write(WIN(W_NP) + 0x20, 1);
-	check_fault("write to a not-present PTE at CPL 0", PF_W, WIN(W_NP) + 0x20, (u32)probe_write_fault);
+	pf_check("write to a not-present PTE at CPL 0", PF_W, WIN(W_NP) + 0x20, (u32)probe_write_fault);
 
-	begin();
+	pf_begin();
 	probe_read(LIN_NEW + 0x2468);
-	check_fault("read under a not-present PDE at CPL 0", 0, LIN_NEW + 0x2468, (u32)probe_read_fault);
+	pf_check("read under a not-present PDE at CPL 0", 0, LIN_NEW + 0x2468, (u32)probe_read_fault);
 
-	begin();
+	pf_begin();
 	probe_write(LIN_NEW + 0x3FFFFC, 1);
-	check_fault("write under a not-present PDE at CPL 0", PF_W, LIN_NEW + 0x3FFFFC, 0);
+	pf_check("write under a not-present PDE at CPL 0", PF_W, LIN_NEW + 0x3FFFFC, 0);
 
 	frames[FC][1] = 0x0123;
-	begin();
+	pf_begin();
 	probe_write(WIN(W_RO) + 4, 0x4567);
-	check_fault("write to a read-only PTE at CPL 0 with CR0.WP=1", PF_P | PF_W, WIN(W_RO) + 4,
+	pf_check("write to a read-only PTE at CPL 0 with CR0.WP=1", PF_P | PF_W, WIN(W_RO) + 4,
 		    (u32)probe_write_fault);
 	check_eq("the refused write left the page unchanged", frames[FC][1], 0x0123);
 
 	write_cr0(read_cr0() & ~CR0_WP);
-	begin();
+	pf_begin();
 	probe_write(WIN(W_RO) + 4, 0x4567);
-	check_no_fault("write to a read-only PTE at CPL 0 with CR0.WP=0 does not fault");
+	pf_check_none("write to a read-only PTE at CPL 0 with CR0.WP=0 does not fault");
 	check_eq("... and the write reached the page", frames[FC][1], 0x4567);
-	begin();
+	pf_begin();
 	probe_write(LIN_PSE_RO + 0x200000, 0x45E00003);
-	check_no_fault("write to a read-only 4 MiB page at CPL 0 with CR0.WP=0 does not fault");
+	pf_check_none("write to a read-only 4 MiB page at CPL 0 with CR0.WP=0 does not fault");
 	check_eq("... and the write reached the 4 MiB frame", probe_read(LIN_PSE + 0x200000), 0x45E00003);
 	write_cr0(read_cr0() | CR0_WP);
 
-	begin();
+	pf_begin();
 	probe_write(LIN_RO_PDE + 8, 1);
-	check_fault("write through a read-only PDE (writable PTE) at CPL 0 with WP=1", PF_P | PF_W,
+	pf_check("write through a read-only PDE (writable PTE) at CPL 0 with WP=1", PF_P | PF_W,
 		    LIN_RO_PDE + 8, 0);
 
-	begin();
+	pf_begin();
 	probe_write(LIN_PSE_RO + 0x10, 1);
-	check_fault("write to a read-only 4 MiB page at CPL 0 with WP=1", PF_P | PF_W, LIN_PSE_RO + 0x10, 0);
+	pf_check("write to a read-only 4 MiB page at CPL 0 with WP=1", PF_P | PF_W, LIN_PSE_RO + 0x10, 0);
 
 	/* Instruction fetches. Without NX or SMEP the I/D bit stays 0. */
-	begin();
+	pf_begin();
 	v = probe_exec(WIN(W_NP) + 0x100);
-	check_fault("fetch from a not-present page at CPL 0 (I/D bit 0)", 0, WIN(W_NP) + 0x100,
+	pf_check("fetch from a not-present page at CPL 0 (I/D bit 0)", 0, WIN(W_NP) + 0x100,
 		    WIN(W_NP) + 0x100);
 
 	u32 start = WIN(W_STRADDLE) + 4094;
-	begin();
+	pf_begin();
 	v = probe_exec(start);
-	check_eq("fetch of an instruction running into a not-present page: one #PF", pf_count - faults_before, 1);
+	check_eq("fetch of an instruction running into a not-present page: one #PF", pf_since_begin(), 1);
 	check_eq("... error code 0 (not present, read, CPL 0)", pf_last.error, 0);
 	check_eq("... saved EIP is the instruction's first byte", pf_last.eip, start);
 	check("... CR2 is one of the instruction's 3 bytes on the not-present page",
 	      pf_last.cr2 >= WIN(W_STRADDLE2) && pf_last.cr2 < WIN(W_STRADDLE2) + 3);
 	set_pte(pt_win, WIN(W_STRADDLE2), phys(code_straddle[1]) | PTE_P | PTE_W);
 	invlpg(WIN(W_STRADDLE2));
-	begin();
+	pf_begin();
 	v = probe_exec(start);
-	check_no_fault("with both pages present, the straddling instruction runs");
+	pf_check_none("with both pages present, the straddling instruction runs");
 	check_eq("... and gives its result", v, STRADDLE_RESULT);
 }
 
@@ -370,67 +344,67 @@ static void test_user_faults(void)
 	const u32 ucs = SEL_UCODE_RPL3;
 
 	/* What ring 3 may do. */
-	begin();
+	pf_begin();
 	v = user_op(OP_READ, WIN(W_USER_RO) + 0, 0);
-	check_no_fault("CPL 3 reads a read-only user page without a fault");
+	pf_check_none("CPL 3 reads a read-only user page without a fault");
 	check_eq("... and sees its data", v, MARK(FD));
-	begin();
+	pf_begin();
 	user_op(OP_WRITE, WIN(W_USER_RW) + 0x80, 0x05E2D00D);
-	check_no_fault("CPL 3 writes a writable user page without a fault");
+	pf_check_none("CPL 3 writes a writable user page without a fault");
 	check_eq("... and the kernel reads what it wrote", frames[FE][0x80 / 4], 0x05E2D00D);
 
 	/* What it may not. */
-	begin();
+	pf_begin();
 	v = user_op(OP_READ, (u32)&secret[3], 0);
-	check_fault("CPL 3 read of a supervisor page (DS = flat DPL-3 selector 0x23)", PF_P | PF_U,
+	pf_check("CPL 3 read of a supervisor page (DS = flat DPL-3 selector 0x23)", PF_P | PF_U,
 		    (u32)&secret[3], (u32)user_read_fault);
 	check_eq("... the fault came from CS 0x1B", pf_last.cs, ucs);
 	check("... and ring 3 got no data", v == PF_POISON);
 
-	begin();
+	pf_begin();
 	user_op(OP_WRITE, (u32)&secret[0], 0xBAD);
-	check_fault("CPL 3 write to a supervisor page", PF_P | PF_W | PF_U, (u32)&secret[0],
+	pf_check("CPL 3 write to a supervisor page", PF_P | PF_W | PF_U, (u32)&secret[0],
 		    (u32)user_write_fault);
 	check_eq("... and the supervisor page is unchanged", secret[0], SECRET);
 
 	frames[FD][2] = 0xD0D0;
-	begin();
+	pf_begin();
 	user_op(OP_WRITE, WIN(W_USER_RO) + 8, 0xBAD);
-	check_fault("CPL 3 write to a read-only user page", PF_P | PF_W | PF_U, WIN(W_USER_RO) + 8, 0);
+	pf_check("CPL 3 write to a read-only user page", PF_P | PF_W | PF_U, WIN(W_USER_RO) + 8, 0);
 	check_eq("... and the page is unchanged", frames[FD][2], 0xD0D0);
 
-	begin();
+	pf_begin();
 	user_op(OP_READ, WIN(W_NP) + 0xC, 0);
-	check_fault("CPL 3 read of a not-present page", PF_U, WIN(W_NP) + 0xC, (u32)user_read_fault);
+	pf_check("CPL 3 read of a not-present page", PF_U, WIN(W_NP) + 0xC, (u32)user_read_fault);
 
-	begin();
+	pf_begin();
 	user_op(OP_WRITE, LIN_NEW + 0x1000, 1);
-	check_fault("CPL 3 write under a not-present PDE", PF_W | PF_U, LIN_NEW + 0x1000, 0);
+	pf_check("CPL 3 write under a not-present PDE", PF_W | PF_U, LIN_NEW + 0x1000, 0);
 
-	begin();
+	pf_begin();
 	user_op(OP_READ, LIN_PSE + 0x10, 0);
-	check_fault("CPL 3 read of a supervisor 4 MiB page", PF_P | PF_U, LIN_PSE + 0x10, 0);
+	pf_check("CPL 3 read of a supervisor 4 MiB page", PF_P | PF_U, LIN_PSE + 0x10, 0);
 
-	begin();
+	pf_begin();
 	user_op(OP_READ, LIN_SUP_PDE + 0x20, 0);
-	check_fault("CPL 3 read of a U=1 PTE under a U=0 PDE", PF_P | PF_U, LIN_SUP_PDE + 0x20, 0);
+	pf_check("CPL 3 read of a U=1 PTE under a U=0 PDE", PF_P | PF_U, LIN_SUP_PDE + 0x20, 0);
 
-	begin();
+	pf_begin();
 	v = user_op(OP_READ, LIN_RO_PDE + 0, 0);
-	check_no_fault("CPL 3 reads a user page under a read-only user PDE");
+	pf_check_none("CPL 3 reads a user page under a read-only user PDE");
 	check_eq("... and sees its data", v, MARK(FE));
-	begin();
+	pf_begin();
 	user_op(OP_WRITE, LIN_RO_PDE + 0x24, 1);
-	check_fault("CPL 3 write to a writable PTE under a read-only PDE", PF_P | PF_W | PF_U,
+	pf_check("CPL 3 write to a writable PTE under a read-only PDE", PF_P | PF_W | PF_U,
 		    LIN_RO_PDE + 0x24, 0);
 
-	begin();
+	pf_begin();
 	user_op(OP_CALL, (u32)probe_read, 0);
-	check_fault("CPL 3 call into supervisor code (fetch, I/D bit 0)", PF_P | PF_U, (u32)probe_read,
+	pf_check("CPL 3 call into supervisor code (fetch, I/D bit 0)", PF_P | PF_U, (u32)probe_read,
 		    (u32)probe_read);
-	begin();
+	pf_begin();
 	user_op(OP_CALL, WIN(W_NP) + 0x30, 0);
-	check_fault("CPL 3 call into a not-present page", PF_U, WIN(W_NP) + 0x30, WIN(W_NP) + 0x30);
+	pf_check("CPL 3 call into a not-present page", PF_U, WIN(W_NP) + 0x30, WIN(W_NP) + 0x30);
 }
 
 static void test_accessed_dirty(void)
@@ -497,15 +471,15 @@ static void test_invlpg(void)
 
 	*pte = 0;
 	invlpg(WIN(W_DATA) + 0x800); /* any address in the page will do */
-	begin();
+	pf_begin();
 	probe_read(WIN(W_DATA) + 0x40);
-	check_fault("PTE cleared + INVLPG: the read faults", 0, WIN(W_DATA) + 0x40, 0);
+	pf_check("PTE cleared + INVLPG: the read faults", 0, WIN(W_DATA) + 0x40, 0);
 
 	*pte = phys(frames[FA]) | PTE_P | PTE_W;
 	invlpg(WIN(W_DATA));
-	begin();
+	pf_begin();
 	check_eq("PTE present again + INVLPG: frame A", probe_read(WIN(W_DATA)), MARK(FA));
-	check_no_fault("... without a fault");
+	pf_check_none("... without a fault");
 
 	/* Code through a remapped page. */
 	volatile u32 *code_pte = &pt_win[PTX(WIN(W_CODE))];
@@ -577,9 +551,9 @@ static void test_global(void)
 
 	*gpte = 0;
 	invlpg(WIN(W_GLOBAL));
-	begin();
+	pf_begin();
 	probe_read(WIN(W_GLOBAL));
-	check_fault("global PTE cleared + INVLPG: the read faults", 0, WIN(W_GLOBAL), 0);
+	pf_check("global PTE cleared + INVLPG: the read faults", 0, WIN(W_GLOBAL), 0);
 	*gpte = phys(frames[FA]) | PTE_P | PTE_W | PTE_G;
 	invlpg(WIN(W_GLOBAL));
 
@@ -628,26 +602,26 @@ static void test_self_map(void)
 	invlpg(new_pt_view);
 	check_eq("PDE 5 written through the self-map is in the directory", pd0[PDX(LIN_NEW)],
 		 phys(pt_new) | PTE_P | PTE_W);
-	begin();
+	pf_begin();
 	probe_write(new_pt_view + 4 * PTX(target), phys(frames[FD]) | PTE_P | PTE_W);
-	check_no_fault("the new page table is reachable through the self-map");
+	pf_check_none("the new page table is reachable through the self-map");
 	check_eq("... and the PTE written there is in it", pt_new[PTX(target)],
 		 phys(frames[FD]) | PTE_P | PTE_W);
 	invlpg(target);
-	begin();
+	pf_begin();
 	check_eq("the page mapped through the new table shows frame D", probe_read(target & PAGE_MASK),
 		 MARK(FD));
-	check_no_fault("... without a fault");
+	pf_check_none("... without a fault");
 
 	pd_view[PDX(LIN_NEW)] = 0;
 	invlpg(target);
 	invlpg(new_pt_view);
-	begin();
+	pf_begin();
 	probe_read(target);
-	check_fault("PDE 5 removed through the self-map + INVLPG: the read faults", 0, target, 0);
-	begin();
+	pf_check("PDE 5 removed through the self-map + INVLPG: the read faults", 0, target, 0);
+	pf_begin();
 	probe_read(new_pt_view);
-	check_fault("... and its page table left the self-map", 0, new_pt_view, 0);
+	pf_check("... and its page table left the self-map", 0, new_pt_view, 0);
 
 	pt_win[PTX(lin)] = phys(frames[FA]) | PTE_P | PTE_W;
 	invlpg(lin);
@@ -673,9 +647,9 @@ static void test_pse_off(void)
 	check("CR4.PSE reads back clear", !(read_cr4() & CR4_PSE));
 	check_eq("CR4.PSE cleared + CR3 write: PDE 3 is a page-table pointer, page 5 is frame E",
 		 probe_read(LIN_PSE_ALIAS + 5 * PAGE_SIZE), MARK(FE));
-	begin();
+	pf_begin();
 	probe_read(LIN_PSE_ALIAS + 6 * PAGE_SIZE);
-	check_fault("CR4.PSE=0: page 6 of that table is not present", 0, LIN_PSE_ALIAS + 6 * PAGE_SIZE, 0);
+	pf_check("CR4.PSE=0: page 6 of that table is not present", 0, LIN_PSE_ALIAS + 6 * PAGE_SIZE, 0);
 	write_cr4(read_cr4() | CR4_PSE);
 	flush_tlb();
 	check_eq("CR4.PSE set again + CR3 write: the 4 MiB page is back",
