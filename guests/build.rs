@@ -110,7 +110,7 @@ const GUESTS: &[GuestSpec] = &[
 struct UserPrograms {
     /// The guest that embeds them.
     guest: &'static str,
-    /// Sources in `<guest>/user/` linked into every program.
+    /// Sources (relative to `<guest>/user/`) linked into every program.
     runtime: &'static [&'static str],
     /// Each program: its name (what exec asks for) and its own sources in
     /// `<guest>/user/`.
@@ -120,7 +120,8 @@ struct UserPrograms {
 /// Guests with user programs.
 const USER_PROGRAMS: &[UserPrograms] = &[UserPrograms {
     guest: "demo",
-    runtime: &["ulib.c"],
+    // The string functions are the kernel runtime's: pure code, no I/O.
+    runtime: &["ulib.c", "../../lib/string.c"],
     programs: &[
         ("init", &["init.c"]),
         ("compute", &["compute.c", "compute_kernel.c"]),

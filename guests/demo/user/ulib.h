@@ -46,6 +46,8 @@ static inline u64 rdtsc(void)
 /* v / d, remainder in *rem (no libgcc in freestanding code). */
 u64 divmod64(u64 v, u32 d, u32 *rem);
 
+/* strlen, strcmp, memset, memcpy and memcmp are guests/lib/string.c's,
+ * linked into every program. */
 u32 strlen(const char *s);
 int strcmp(const char *a, const char *b);
 int strncmp(const char *a, const char *b, u32 n);
