@@ -539,11 +539,10 @@ impl Vm {
         error_code: Option<u32>,
         cr2: Option<u32>,
     ) -> Result<Next, EngineError> {
+        if let Some(at) = self.monitor_region_access(machine, vector, error_code) {
+            return self.monitor_region(machine, at);
+        }
         match vector {
-            13 if error_code == Some(0) && self.monitor_region_access(machine).is_some() => {
-                let at = self.monitor_region_access(machine).expect("just seen");
-                self.monitor_region(machine, at)
-            }
             // A privileged or IOPL-sensitive instruction (the emulator
             // applies the guest's own CPL and IOPL rules: IN/OUT may be
             // allowed by IOPL 3, otherwise it raises the same #GP), or a
@@ -600,15 +599,7 @@ impl Vm {
                 return Ok(Next::Continue);
             }
             Fill::GuestFault(code) => {
-                self.stats.exit("guest page fault");
-                self.cpu.cr2 = addr;
-                return self.exception(
-                    machine,
-                    Exception {
-                        vector: interrupt::vector::PF,
-                        error_code: Some(code),
-                    },
-                );
+                return self.page_fault(machine, addr, code, "guest page fault");
             }
             Fill::CodeWrite(phys) => {
                 self.stats.exit("smc write");
@@ -795,14 +786,27 @@ impl Vm {
         addr: u32,
         code: u32,
     ) -> Result<Fetched, EngineError> {
-        self.stats.exit("guest page fault (fetch)");
+        self.page_fault(machine, addr, code, "guest page fault (fetch)")
+            .map(Fetched::Delivered)
+    }
+
+    /// Delivers #PF with error `code` and CR2 = `addr` at the current
+    /// instruction, counted as an exit of `reason`.
+    fn page_fault(
+        &mut self,
+        machine: &mut Machine,
+        addr: u32,
+        code: u32,
+        reason: &'static str,
+    ) -> Result<Next, EngineError> {
+        self.stats.exit(reason);
         self.mmu.count_guest_fault();
         self.cpu.cr2 = addr;
         let e = Exception {
             vector: interrupt::vector::PF,
             error_code: Some(code),
         };
-        self.exception(machine, e).map(Fetched::Delivered)
+        self.exception(machine, e)
     }
 
     /// Physical pages whose last translation was evicted need no write
@@ -971,13 +975,22 @@ impl Vm {
             .is_some_and(|i| !matches!(kind_of(&i).class(), Class::Innocuous | Class::ControlFlow))
     }
 
-    /// Whether a #GP(0) at CS:EIP came from the shadow segments' limits,
+    /// Whether exception `vector` with `error_code`, a #GP(0) at CS:EIP,
+    /// came from the shadow segments' limits,
     /// which stop below the monitor region, rather than from the guest's
     /// own limits: the instruction is innocuous (nothing else raises #GP(0)
     /// for it) and one of its memory accesses lands in the monitor region.
     /// Gives the first address in the region it touches and whether it
     /// writes there.
-    fn monitor_region_access(&self, machine: &mut Machine) -> Option<(u32, bool)> {
+    fn monitor_region_access(
+        &self,
+        machine: &mut Machine,
+        vector: u8,
+        error_code: Option<u32>,
+    ) -> Option<(u32, bool)> {
+        if (vector, error_code) != (interrupt::vector::GP, Some(0)) {
+            return None;
+        }
         let insn = self.insn_at_eip(machine)?;
         if kind_of(&insn).class() != Class::Innocuous {
             return None;
@@ -1025,14 +1038,7 @@ impl Vm {
             };
             let regs = PagingRegs::of(&self.cpu);
             if let Err(code) = x86::paging::walk(&mut machine.memory, &regs, linear, access, true) {
-                self.stats.exit("guest page fault");
-                self.mmu.count_guest_fault();
-                self.cpu.cr2 = linear;
-                let e = Exception {
-                    vector: interrupt::vector::PF,
-                    error_code: Some(code),
-                };
-                return self.exception(machine, e);
+                return self.page_fault(machine, linear, code, "guest page fault");
             }
         }
         Err(self.monitor_region_error(machine))
@@ -1108,21 +1114,11 @@ impl Vm {
                     self.cpu.eax = s[0];
                     self.cpu.ecx = s[1];
                 }
+                if let Some(at) = self.monitor_region_access(machine, vector, error_code) {
+                    return self.monitor_region(machine, at);
+                }
                 match vector {
-                    13 if error_code == Some(0)
-                        && self.monitor_region_access(machine).is_some() =>
-                    {
-                        let at = self.monitor_region_access(machine).expect("just seen");
-                        self.monitor_region(machine, at)
-                    }
-                    14 => {
-                        let n = self.host_page_fault(
-                            machine,
-                            cr2.unwrap_or(0),
-                            error_code.unwrap_or(0),
-                        )?;
-                        Ok(n)
-                    }
+                    14 => self.host_page_fault(machine, cr2.unwrap_or(0), error_code.unwrap_or(0)),
                     _ => self.exception(machine, Exception { vector, error_code }),
                 }
             }

@@ -146,7 +146,7 @@ impl Shadow {
         self.regs
     }
 
-    /// Counts a #PF delivered for an instruction fetch the engine made.
+    /// Counts a #PF delivered to the guest (the engine delivers them all).
     pub fn count_guest_fault(&mut self) {
         self.stats.guest_faults += 1;
     }
@@ -154,11 +154,6 @@ impl Shadow {
     /// Whether the guest has paging on (as last told).
     pub fn paging(&self) -> bool {
         self.regs.enabled()
-    }
-
-    /// Top of the RAM identity-mapped while paging is off.
-    fn identity_top(&self) -> u32 {
-        self.ram_size.min(u64::from(MONITOR_BASE)) as u32
     }
 
     fn wp(&self) -> bool {
@@ -238,7 +233,6 @@ impl Shadow {
             Err(code) => {
                 // A #PF drops the TLB entry for the address.
                 self.invlpg(monitor, linear)?;
-                self.stats.guest_faults += 1;
                 return Ok(Fill::GuestFault(code));
             }
         };
@@ -398,28 +392,18 @@ impl Shadow {
         cr3_written: bool,
     ) -> Result<(), MonitorError> {
         let old = std::mem::replace(&mut self.regs, new);
-        let top = self.identity_top();
         match (old.enabled(), new.enabled()) {
             (false, false) => {}
             (false, true) => {
-                if top > PAGE_SIZE {
-                    monitor.unmap(PAGE_SIZE, top - PAGE_SIZE)?;
-                }
+                monitor.unmap_identity()?;
                 self.stats.full_flushes += 1;
             }
             (true, false) => {
                 self.flush(monitor, true)?;
-                if top > PAGE_SIZE {
-                    monitor.map(
-                        PAGE_SIZE,
-                        u64::from(PAGE_SIZE),
-                        top - PAGE_SIZE,
-                        Prot::RWX,
-                        false,
-                    )?;
-                }
+                monitor.map_identity()?;
+                let top = monitor.identity_top() / PAGE_SIZE;
                 for &p in &self.code {
-                    if p != 0 && p < top / PAGE_SIZE {
+                    if p != 0 && p < top {
                         monitor.protect(p * PAGE_SIZE, PAGE_SIZE, Prot::RX)?;
                     }
                 }
@@ -501,7 +485,7 @@ impl Shadow {
 
     fn reprotect_phys(&mut self, monitor: &mut Monitor, phys: u32) -> Result<(), MonitorError> {
         if !self.paging() {
-            let top = self.identity_top() / PAGE_SIZE;
+            let top = monitor.identity_top() / PAGE_SIZE;
             if phys != 0 && phys < top {
                 let prot = if self.code.contains(&phys) {
                     Prot::RX

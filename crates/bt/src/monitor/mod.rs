@@ -401,16 +401,7 @@ impl Monitor {
             deferred: None,
             _not_send: std::marker::PhantomData,
         };
-        let top = mem.size().min(u64::from(MONITOR_BASE)) as u32;
-        if top > PAGE_SIZE {
-            monitor.map(
-                PAGE_SIZE,
-                u64::from(PAGE_SIZE),
-                top - PAGE_SIZE,
-                Prot::RWX,
-                false,
-            )?;
-        }
+        monitor.map_identity()?;
         install_altstack()?;
         install_handlers()?;
         seccomp::install()?;
@@ -435,6 +426,37 @@ impl Monitor {
             prot,
             populate,
         )
+    }
+
+    /// One past the last page of RAM that paging-off guests see at linear
+    /// = physical (RAM stops there, or the monitor region starts).
+    pub fn identity_top(&self) -> u32 {
+        self.ram_size.min(u64::from(MONITOR_BASE)) as u32
+    }
+
+    /// Maps all of RAM at linear = physical, read-write-execute, as a
+    /// guest with paging off sees it (page 0 stays unmapped: mmap_min_addr).
+    pub fn map_identity(&mut self) -> Result<(), MonitorError> {
+        let top = self.identity_top();
+        if top > PAGE_SIZE {
+            self.map(
+                PAGE_SIZE,
+                u64::from(PAGE_SIZE),
+                top - PAGE_SIZE,
+                Prot::RWX,
+                false,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Drops the mapping [`Monitor::map_identity`] made.
+    pub fn unmap_identity(&mut self) -> Result<(), MonitorError> {
+        let top = self.identity_top();
+        if top > PAGE_SIZE {
+            self.unmap(PAGE_SIZE, top - PAGE_SIZE)?;
+        }
+        Ok(())
     }
 
     /// Unmaps a guest linear range (accesses then fault with #PF).
