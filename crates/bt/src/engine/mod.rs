@@ -262,10 +262,20 @@ impl Vm {
         }
         let vector = machine.acknowledge_interrupt();
         self.stats.interrupts += 1;
+        self.deliver(machine, vector, Event::External)
+    }
+
+    /// Delivers an external interrupt or a software interrupt (INT3, INTO)
+    /// through the guest's IDT.
+    fn deliver(
+        &mut self,
+        machine: &mut Machine,
+        vector: u8,
+        event: Event,
+    ) -> Result<Next, EngineError> {
         let mut mem = GuestLinear::new(&mut machine.memory, &self.cpu);
-        let r = interrupt::deliver_event(&mut self.cpu, &mut mem, vector, Event::External);
-        let written = std::mem::take(&mut mem.written);
-        self.after_writes(&written)?;
+        let r = interrupt::deliver_event(&mut self.cpu, &mut mem, vector, event);
+        self.after_writes(&mem.written)?;
         self.settle(machine, r)
     }
 
@@ -293,8 +303,7 @@ impl Vm {
     fn exception(&mut self, machine: &mut Machine, e: Exception) -> Result<Next, EngineError> {
         let mut mem = GuestLinear::new(&mut machine.memory, &self.cpu);
         let r = emulate::deliver_fault(&mut self.cpu, &mut mem, e);
-        let written = std::mem::take(&mut mem.written);
-        self.after_writes(&written)?;
+        self.after_writes(&mem.written)?;
         self.settle(machine, r)
     }
 
@@ -363,8 +372,7 @@ impl Vm {
             did_io: false,
         };
         let r = emulate::execute_and_deliver(&mut self.cpu, &mut mem, &mut plat, &insn);
-        let written = std::mem::take(&mut mem.written);
-        self.after_writes(&written)?;
+        self.after_writes(&mem.written)?;
         if let Ok(eff) = &r {
             if eff.cr_written
                 || eff.paging_changed
@@ -553,11 +561,7 @@ impl Vm {
             14 => self.host_page_fault(machine, cr2.unwrap_or(0), error_code.unwrap_or(0)),
             // INT3 and INTO trap after the instruction and go through the
             // IDT as software interrupts (gate DPL checked).
-            3 | 4 => {
-                let mut mem = GuestLinear::new(&mut machine.memory, &self.cpu);
-                let r = interrupt::deliver_event(&mut self.cpu, &mut mem, vector, Event::Software);
-                self.settle(machine, r)
-            }
+            3 | 4 => self.deliver(machine, vector, Event::Software),
             _ => self.exception(machine, Exception { vector, error_code }),
         }
     }
