@@ -1,4 +1,5 @@
-//! Inline CLI, STI, PUSHF and POPF run for real: a block of guest kernel
+//! Inline CLI, STI, PUSHF, POPF and the reads of selectors and control
+//! registers run for real: a block of guest kernel
 //! code is translated, entered through the monitor and must leave the
 //! virtual CPU's flags exactly as the instructions define them, without
 //! letting a guest system bit reach the host EFLAGS. One scenario per child
@@ -93,7 +94,11 @@ impl Rig {
     /// Runs the block from its start with `eflags` and an interrupt waiting
     /// or not; returns (exit reason, its guest EIP argument, the CPU).
     fn run(&mut self, eflags: u32, irq_pending: bool) -> (ExitReason, u32, CpuState) {
-        let mut cpu = kernel_state(eflags);
+        self.run_from(kernel_state(eflags), irq_pending)
+    }
+
+    /// Runs the block from its start with the guest state `cpu`.
+    fn run_from(&mut self, mut cpu: CpuState, irq_pending: bool) -> (ExitReason, u32, CpuState) {
         self.monitor.set_irq_pending(irq_pending);
         let exit = self
             .monitor
@@ -163,7 +168,7 @@ fn popf_then_pushf_round_trips_every_flag_and_the_host_never_sees_ac() {
             assert_eq!(cpu.ebx, want, "PUSHF image {:#x}", cpu.ebx);
             assert_eq!(cpu.eflags, want, "EFLAGS {:#x}", cpu.eflags);
             assert_eq!(cpu.esp, STACK_TOP);
-            assert_eq!(rig.monitor.inlined(), [0, 0, 1, 1]);
+            assert_eq!(rig.monitor.inlined(), [0, 0, 1, 1, 0, 0, 0]);
         },
     );
 }
@@ -260,6 +265,46 @@ fn cli_and_pushf_keep_the_arithmetic_flags() {
         let want = flags::FIXED1 | flags::CF | flags::DF | flags::ZF | flags::AC;
         assert_eq!(cpu.ebx, want, "PUSHF image {:#x}", cpu.ebx);
         assert_eq!(cpu.eflags, want);
-        assert_eq!(rig.monitor.inlined(), [1, 0, 1, 0]);
+        assert_eq!(rig.monitor.inlined(), [1, 0, 1, 0, 0, 0, 0]);
     });
+}
+
+#[test]
+fn selector_and_control_register_reads_see_the_guest_values() {
+    in_child(
+        "selector_and_control_register_reads_see_the_guest_values",
+        || {
+            let mut code = vec![0xB8, 0x11, 0x11, 0x11, 0x11]; // mov eax, 0x11111111
+            code.extend([0xBA, 0x00, 0x00, 0x22, 0x22]); // mov edx, 0x22220000
+            code.extend([0x66, 0x8C, 0xD0]); // mov ax, ss
+            code.extend([0x8C, 0xCB]); // mov ebx, cs
+            code.extend([0x1E, 0x59]); // push ds; pop ecx
+            code.extend([0x66, 0x06, 0x66, 0x5A]); // o16 push es; o16 pop dx
+            code.extend([0x0F, 0x20, 0xD6]); // mov esi, cr2
+            code.extend([0x0F, 0x20, 0xDF]); // mov edi, cr3
+            code.extend([0x0F, 0x20, 0xE5]); // mov ebp, cr4
+            code.push(HLT);
+            let hlt = CODE + code.len() as u32 - 1;
+            let mut rig = Rig::new(&code);
+            let mut cpu = kernel_state(0);
+            cpu.es = Segment::flat_data32(0x18);
+            cpu.cr2 = 0xDEAD_B000;
+            cpu.cr3 = 0x0012_3000;
+            cpu.cr4 = 0x10;
+            let (reason, arg, cpu) = rig.run_from(cpu, false);
+            assert_eq!((reason, arg), (ExitReason::Callout, hlt));
+            // The guest's selectors, never the host's shadows; a 16-bit
+            // destination keeps its upper half.
+            assert_eq!(cpu.eax, 0x1111_0010, "mov ax, ss");
+            assert_eq!(cpu.ebx, 0x08, "mov ebx, cs");
+            assert_eq!(cpu.ecx, 0x10, "push ds");
+            assert_eq!(cpu.edx, 0x2222_0018, "o16 push es");
+            assert_eq!(cpu.esp, STACK_TOP, "every push was popped");
+            assert_eq!(
+                (cpu.esi, cpu.edi, cpu.ebp),
+                (0xDEAD_B000, 0x0012_3000, 0x10)
+            );
+            assert_eq!(rig.monitor.inlined(), [0, 0, 0, 0, 2, 2, 3]);
+        },
+    );
 }

@@ -49,7 +49,7 @@ impl BtStats {
     /// Records the vCPU area's inline counters (in
     /// [`crate::translate::Inline`] order); kinds that never ran are left
     /// out, as callouts are.
-    pub fn set_inlined(&mut self, counts: [u32; 4]) {
+    pub fn set_inlined(&mut self, counts: [u32; crate::translate::Inline::ALL.len()]) {
         for (kind, n) in crate::translate::Inline::ALL.iter().zip(counts) {
             if n != 0 {
                 self.inlined.insert(kind.name(), u64::from(n));
@@ -167,7 +167,7 @@ mod tests {
         s.exit("callout");
         s.exit("callout");
         s.callout("out");
-        s.set_inlined([3, 0, 1, 0]);
+        s.set_inlined([3, 0, 1, 0, 0, 0, 0]);
         s.total = Duration::from_millis(10);
         s.translated = Duration::from_millis(4);
         s.direct = Duration::from_millis(1);

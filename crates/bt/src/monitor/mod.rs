@@ -652,6 +652,11 @@ impl Monitor {
             area.vsys = vsys;
             area.vif = vif;
             area.sti_shadow_at = 0;
+            // Translated code changes neither: every segment load and CR
+            // write is a callout, which comes back through here.
+            area.guest_sel = [&cpu.cs, &cpu.ss, &cpu.ds, &cpu.es, &cpu.fs, &cpu.gs]
+                .map(|s| u32::from(s.selector));
+            area.guest_cr = [cpu.cr0, 0, cpu.cr2, cpu.cr3, cpu.cr4];
         }
         let (left, area) = self.enter_guest(cpu, host_eip, eflags, sels)?;
         if left == Left::NotEntered {
@@ -695,7 +700,7 @@ impl Monitor {
 
     /// How often translated code ran each inline rewrite, in
     /// [`crate::translate::Inline`] order.
-    pub fn inlined(&self) -> [u32; 4] {
+    pub fn inlined(&self) -> [u32; crate::translate::Inline::ALL.len()] {
         // SAFETY: as in `scratch`.
         unsafe { switch::area() }.inlined
     }

@@ -104,11 +104,18 @@ pub struct VcpuArea {
     pub irq_pending: u16,
     /// How often translated code ran each inline rewrite
     /// ([`crate::translate::Inline`] order; each wraps at 2^32).
-    pub inlined: [u32; 4],
+    pub inlined: [u32; crate::translate::Inline::ALL.len()],
     /// Host address of the instruction after the last inline STI (0 at
     /// entry): a signal there stopped the guest inside STI's interrupt
     /// shadow.
     pub sti_shadow_at: u32,
+    /// The guest's CS, SS, DS, ES, FS and GS selectors, zero-extended,
+    /// while translated code runs: inline PUSH Sreg and MOV r, Sreg read
+    /// them (the host's segment registers hold shadows, never these).
+    pub guest_sel: [u32; 6],
+    /// The guest's CR0, CR1 (always 0), CR2, CR3 and CR4 while translated
+    /// code runs: inline MOV r32, CRn reads them.
+    pub guest_cr: [u32; 5],
     /// The guest's x87/SSE state (FXSAVE image) while the monitor runs.
     pub fx: FxImage,
 }

@@ -21,6 +21,7 @@ use std::mem::offset_of;
 
 use dynasmrt::x86::X86Relocation;
 use dynasmrt::{dynasm, DynasmApi, VecAssembler};
+use iced_x86::Register;
 
 use x86::state::flags;
 
@@ -60,6 +61,10 @@ const INLINED: i32 = offset_of!(VcpuArea, inlined) as i32;
 /// GS offset where inline STI leaves the host address of the instruction
 /// in its interrupt shadow.
 const STI_SHADOW_AT: i32 = offset_of!(VcpuArea, sti_shadow_at) as i32;
+/// GS offset of the guest's selectors (CS, SS, DS, ES, FS, GS, dwords).
+const GUEST_SEL: i32 = offset_of!(VcpuArea, guest_sel) as i32;
+/// GS offset of the guest's control registers (CR0 to CR4, dwords).
+const GUEST_CR: i32 = offset_of!(VcpuArea, guest_cr) as i32;
 /// GS offset where inline POPF keeps the value it popped (scratch[2]).
 const POPPED: i32 = TARGET;
 /// The system bits a POPF at CPL 0 loads (IF aside, which has its own
@@ -291,16 +296,53 @@ impl Emitter {
         }
     }
 
+    /// Counts `kind` with guest ECX saved around the count.
+    fn count_saving_ecx(&mut self, kind: Inline) {
+        dynasm!(self.ops ; .arch x86 ; gs mov DWORD [SAVED_ECX], ecx);
+        self.count(kind);
+        dynasm!(self.ops ; .arch x86 ; gs mov ecx, DWORD [SAVED_ECX]);
+    }
+
     /// Inline CLI (CPL 0): clears the virtual IF. The first instruction
     /// does the work; the rest only counts it.
     pub fn cli(&mut self) {
-        dynasm!(self.ops
-            ; .arch x86
-            ; gs mov WORD [VIF], 0
-            ; gs mov DWORD [SAVED_ECX], ecx
-        );
-        self.count(Inline::Cli);
-        dynasm!(self.ops ; .arch x86 ; gs mov ecx, DWORD [SAVED_ECX]);
+        dynasm!(self.ops ; .arch x86 ; gs mov WORD [VIF], 0);
+        self.count_saving_ecx(Inline::Cli);
+    }
+
+    /// Inline PUSH Sreg: pushes the guest's selector (`guest_sel[sreg]`)
+    /// as a dword, zero-extended, or as a word. The push is the first
+    /// instruction and the only access to guest memory, so a fault is at
+    /// the guest instruction's first byte with nothing changed.
+    pub fn push_sreg(&mut self, sreg: usize, word: bool) {
+        let at = GUEST_SEL + 4 * sreg as i32;
+        if word {
+            dynasm!(self.ops ; .arch x86 ; gs push WORD [at]);
+        } else {
+            dynasm!(self.ops ; .arch x86 ; gs push DWORD [at]);
+        }
+        self.count_saving_ecx(Inline::PushSreg);
+    }
+
+    /// Inline MOV r, Sreg with a register destination: a 32-bit register
+    /// gets the zero-extended selector, a 16-bit one only its low word.
+    pub fn mov_from_sreg(&mut self, dest: Register, sreg: usize) {
+        self.count_saving_ecx(Inline::MovFromSreg);
+        let at = GUEST_SEL + 4 * sreg as i32;
+        let n = dest.number() as u8;
+        if dest.is_gpr16() {
+            dynasm!(self.ops ; .arch x86 ; gs mov Rw(n), WORD [at]);
+        } else {
+            dynasm!(self.ops ; .arch x86 ; gs mov Rd(n), DWORD [at]);
+        }
+    }
+
+    /// Inline MOV r32, CRn (CPL 0; n is 0, 2, 3 or 4).
+    pub fn mov_from_cr(&mut self, dest: Register, cr: usize) {
+        self.count_saving_ecx(Inline::MovFromCr);
+        let at = GUEST_CR + 4 * cr as i32;
+        let n = dest.number() as u8;
+        dynasm!(self.ops ; .arch x86 ; gs mov Rd(n), DWORD [at]);
     }
 
     /// Inline STI (CPL 0): sets the virtual IF, and if that opens the

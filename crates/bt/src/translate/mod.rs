@@ -96,11 +96,26 @@ pub enum Inline {
     Pushf = 2,
     /// POPFD (32-bit operand size) at CPL 0.
     Popf = 3,
+    /// PUSH CS/SS/DS/ES/FS/GS, either operand size.
+    PushSreg = 4,
+    /// MOV r16/r32, Sreg (a register destination; a memory one stays a
+    /// callout, since the store would need a scratch register).
+    MovFromSreg = 5,
+    /// MOV r32, CR0/CR2/CR3/CR4 at CPL 0.
+    MovFromCr = 6,
 }
 
 impl Inline {
     /// Every inline kind, in counter order.
-    pub const ALL: [Inline; 4] = [Inline::Cli, Inline::Sti, Inline::Pushf, Inline::Popf];
+    pub const ALL: [Inline; 7] = [
+        Inline::Cli,
+        Inline::Sti,
+        Inline::Pushf,
+        Inline::Popf,
+        Inline::PushSreg,
+        Inline::MovFromSreg,
+        Inline::MovFromCr,
+    ];
 
     /// The kind's name, as the callout statistics spell it.
     pub fn name(self) -> &'static str {
@@ -109,6 +124,9 @@ impl Inline {
             Inline::Sti => "sti",
             Inline::Pushf => "pushf",
             Inline::Popf => "popf",
+            Inline::PushSreg => "push-sreg",
+            Inline::MovFromSreg => "mov-from-sreg",
+            Inline::MovFromCr => "mov-from-cr",
         }
     }
 
@@ -116,15 +134,75 @@ impl Inline {
     /// PUSHF/POPF and CLI/STI/POPF above CPL 0 (where IOPL decides, and
     /// may raise #GP) stay callouts. So does STI in a one-instruction
     /// (step) block, whose next instruction is in another block: the
-    /// callout's interrupt shadow covers it there.
+    /// callout's interrupt shadow covers it there. Reads of a selector
+    /// need no checks at any CPL; reads of a control register are #GP
+    /// above CPL 0, and CR1, CR5 and up are #UD, both left to the
+    /// emulator.
     pub fn of(insn: &Instruction, ctx: Context) -> Option<Inline> {
         match insn.code() {
             Code::Pushfd => Some(Inline::Pushf),
             Code::Cli if ctx.cpl == 0 => Some(Inline::Cli),
             Code::Sti if ctx.cpl == 0 && !ctx.step => Some(Inline::Sti),
             Code::Popfd if ctx.cpl == 0 => Some(Inline::Popf),
+            _ if push_sreg(insn).is_some() => Some(Inline::PushSreg),
+            Code::Mov_r32m16_Sreg | Code::Mov_rm16_Sreg
+                if insn.op0_kind() == OpKind::Register
+                    && sreg_index(insn.op1_register()).is_some() =>
+            {
+                Some(Inline::MovFromSreg)
+            }
+            Code::Mov_r32_cr if ctx.cpl == 0 && cr_index(insn.op1_register()).is_some() => {
+                Some(Inline::MovFromCr)
+            }
             _ => None,
         }
+    }
+}
+
+/// For PUSH Sreg: the segment register's index in the vCPU area's
+/// `guest_sel` and whether the push is a word (16-bit operand size).
+fn push_sreg(insn: &Instruction) -> Option<(usize, bool)> {
+    let word = match insn.code() {
+        Code::Pushd_CS
+        | Code::Pushd_SS
+        | Code::Pushd_DS
+        | Code::Pushd_ES
+        | Code::Pushd_FS
+        | Code::Pushd_GS => false,
+        Code::Pushw_CS
+        | Code::Pushw_SS
+        | Code::Pushw_DS
+        | Code::Pushw_ES
+        | Code::Pushw_FS
+        | Code::Pushw_GS => true,
+        _ => return None,
+    };
+    Some((sreg_index(insn.op0_register())?, word))
+}
+
+/// Index of a segment register in the vCPU area's `guest_sel`.
+fn sreg_index(reg: Register) -> Option<usize> {
+    [
+        Register::CS,
+        Register::SS,
+        Register::DS,
+        Register::ES,
+        Register::FS,
+        Register::GS,
+    ]
+    .iter()
+    .position(|&r| r == reg)
+}
+
+/// Index of a control register in the vCPU area's `guest_cr`, for the ones
+/// that exist in 32-bit mode.
+fn cr_index(reg: Register) -> Option<usize> {
+    match reg {
+        Register::CR0 => Some(0),
+        Register::CR2 => Some(2),
+        Register::CR3 => Some(3),
+        Register::CR4 => Some(4),
+        _ => None,
     }
 }
 
@@ -324,6 +402,18 @@ impl Translator {
                     Inline::Sti => em.sti(ExitReason::StiShadow as u32, next),
                     Inline::Pushf => em.pushf(),
                     Inline::Popf => em.popf(ExitReason::IrqWindow as u32, next),
+                    Inline::PushSreg => {
+                        let (sreg, word) = push_sreg(&insn).expect("classified as PUSH Sreg");
+                        em.push_sreg(sreg, word);
+                    }
+                    Inline::MovFromSreg => {
+                        let sreg = sreg_index(insn.op1_register()).expect("classified");
+                        em.mov_from_sreg(insn.op0_register(), sreg);
+                    }
+                    Inline::MovFromCr => {
+                        let cr = cr_index(insn.op1_register()).expect("classified");
+                        em.mov_from_cr(insn.op0_register(), cr);
+                    }
                 }
                 if spill.is_some() {
                     exits.push(PendingExit {

@@ -113,6 +113,8 @@ fn listing(t: &Translation, i: usize) -> Vec<String> {
         .unwrap_or(t.code.len());
     let scratch = offset_of!(VcpuArea, scratch);
     let inlined = offset_of!(VcpuArea, inlined);
+    let guest_sel = offset_of!(VcpuArea, guest_sel);
+    let guest_cr = offset_of!(VcpuArea, guest_cr);
     let names = [
         (offset_of!(VcpuArea, tc_reason), "tc_reason"),
         (offset_of!(VcpuArea, tc_arg), "tc_arg"),
@@ -128,6 +130,19 @@ fn listing(t: &Translation, i: usize) -> Vec<String> {
         (inlined + 4, "inlined.sti"),
         (inlined + 8, "inlined.pushf"),
         (inlined + 12, "inlined.popf"),
+        (inlined + 16, "inlined.push_sreg"),
+        (inlined + 20, "inlined.mov_from_sreg"),
+        (inlined + 24, "inlined.mov_from_cr"),
+        (guest_sel, "sel.cs"),
+        (guest_sel + 4, "sel.ss"),
+        (guest_sel + 8, "sel.ds"),
+        (guest_sel + 12, "sel.es"),
+        (guest_sel + 16, "sel.fs"),
+        (guest_sel + 20, "sel.gs"),
+        (guest_cr, "cr0"),
+        (guest_cr + 8, "cr2"),
+        (guest_cr + 12, "cr3"),
+        (guest_cr + 16, "cr4"),
     ];
     let ip = u64::from(HOST) + start as u64;
     let mut dec = Decoder::with_ip(32, &t.code[start..end], ip, DecoderOptions::NONE);
@@ -183,6 +198,78 @@ fn cli_clears_the_virtual_if_inline_and_the_block_goes_on() {
     want.extend(vif.to_le_bytes());
     want.extend([0, 0]);
     assert_eq!(&t.code[1..1 + want.len()], &want[..]);
+}
+
+/// The counting tail every selector or CR read ends or starts with.
+fn counted(kind: &str) -> Vec<String> {
+    [
+        "mov gs:[saved_ecx], ecx".to_string(),
+        format!("mov ecx, gs:[inlined.{kind}]"),
+        "lea ecx, [ecx+1]".to_string(),
+        format!("mov gs:[inlined.{kind}], ecx"),
+        "mov ecx, gs:[saved_ecx]".to_string(),
+    ]
+    .to_vec()
+}
+
+#[test]
+fn push_sreg_pushes_the_guest_selector_from_the_vcpu_area() {
+    // push ds; push cs; o16 push es; nop
+    let t = translate(0x5000, &[0x1E, 0x0E, 0x66, 0x06, 0x90]);
+    assert_eq!(t.block.insns.len(), 4, "PUSH Sreg does not end the block");
+    let mut want = vec!["push dword ptr gs:[sel.ds]".to_string()];
+    want.extend(counted("push_sreg"));
+    assert_eq!(listing(&t, 0), want);
+    assert_eq!(listing(&t, 1)[0], "push dword ptr gs:[sel.cs]");
+    assert_eq!(listing(&t, 2)[0], "push word ptr gs:[sel.es]");
+    // The push comes first, so a stack fault is at the boundary.
+    assert_eq!(&t.code[..3], &[0x65, 0xFF, 0x35]);
+}
+
+#[test]
+fn mov_from_sreg_to_a_register_reads_the_vcpu_area() {
+    // mov eax, ds; mov cx, ss; mov esi, gs; mov [eax], ds
+    let t = translate(
+        0x5000,
+        &[0x8C, 0xD8, 0x66, 0x8C, 0xD1, 0x8C, 0xEE, 0x8C, 0x18],
+    );
+    assert_eq!(t.block.insns.len(), 4);
+    let mut want = counted("mov_from_sreg");
+    want.push("mov eax, gs:[sel.ds]".to_string());
+    assert_eq!(listing(&t, 0), want);
+    // ECX is the count's scratch: the read comes after it is restored,
+    // and a 16-bit destination keeps its upper half.
+    assert_eq!(listing(&t, 1).last().unwrap(), "mov cx, gs:[sel.ss]");
+    assert_eq!(listing(&t, 2).last().unwrap(), "mov esi, gs:[sel.gs]");
+    // A memory destination stays a callout: it ends the block.
+    assert_eq!(
+        listing(&t, 3)[0],
+        format!("mov dword ptr gs:[tc_arg], {:#x}", 0x5007)
+    );
+}
+
+#[test]
+fn mov_from_cr_reads_the_vcpu_area_at_cpl0_only() {
+    // mov ebx, cr3; mov edx, cr0; mov eax, cr2; mov edi, cr4
+    let code = [
+        0x0F, 0x20, 0xDB, 0x0F, 0x20, 0xC2, 0x0F, 0x20, 0xD0, 0x0F, 0x20, 0xE7,
+    ];
+    let t = translate(0x5000, &code);
+    assert_eq!(t.block.insns.len(), 4);
+    let mut want = counted("mov_from_cr");
+    want.push("mov ebx, gs:[cr3]".to_string());
+    assert_eq!(listing(&t, 0), want);
+    assert_eq!(listing(&t, 1).last().unwrap(), "mov edx, gs:[cr0]");
+    assert_eq!(listing(&t, 2).last().unwrap(), "mov eax, gs:[cr2]");
+    assert_eq!(listing(&t, 3).last().unwrap(), "mov edi, gs:[cr4]");
+    // CR1 does not exist: #UD is the emulator's business.
+    let mut cr1 = vec![0x0F, 0x20, 0xC8];
+    cr1.extend([0x90; 16]);
+    let t = translate(0x5000, &cr1);
+    assert_eq!(
+        listing(&t, 0)[0],
+        format!("mov dword ptr gs:[tc_arg], {:#x}", 0x5000)
+    );
 }
 
 #[test]
@@ -353,6 +440,16 @@ fn only_the_cpl0_32_bit_forms_are_inline() {
         );
     }
     assert!(!callout(&[0x9C, 0x90], 1), "PUSHFD is the same at any CPL");
+    assert!(!callout(&[0x1E, 0x90], 1), "PUSH DS is the same at any CPL");
+    assert!(!callout(&[0x8C, 0xD8, 0x90], 2), "so is MOV EAX, DS");
+    assert!(
+        !callout(&[0x0F, 0x20, 0xC0, 0x90], 0),
+        "MOV EAX, CR0 at CPL 0"
+    );
+    assert!(
+        callout(&[0x0F, 0x20, 0xC0, 0x90], 1),
+        "MOV EAX, CR0 at CPL 1 (#GP)"
+    );
 }
 
 #[test]
