@@ -253,6 +253,23 @@ static void test_segments(void)
 	check_eq("GS = 0x38 (base = probe[]): GS:0x10 reads probe[0x10..0x11]", b, 0xA55A);
 	WRITE_SEG(gs, SEL_KDATA);
 	WRITE_SEG(fs, SEL_KDATA);
+
+	/* The operand-size forms: a 16-bit destination keeps its upper half, a
+	 * 32-bit one gets the selector zero-extended, a 16-bit push moves ESP
+	 * by 2, and a store to memory writes 16 bits only. */
+	u32 r = 0xAAAA5555;
+	__asm__ volatile("movw %%ss, %w0" : "+r"(r));
+	check_eq("MOV AX, SS keeps EAX's upper half", r, 0xAAAA0010);
+	r = 0xAAAA5555;
+	__asm__ volatile("movl %%cs, %0" : "+r"(r));
+	check_eq("MOV EAX, CS zero-extends", r, SEL_KCODE);
+	u32 moved = 0;
+	__asm__ volatile("movl %%esp, %0; pushw %%cs; subl %%esp, %0; popw %%ax"
+			 : "+r"(moved) : : "eax", "memory");
+	check_eq("PUSH CS with a 16-bit operand moves ESP by 2", moved, 2);
+	static volatile u32 stored = 0xBBBBBBBB;
+	__asm__ volatile("movw %%ds, %0" : "=m"(stored));
+	check_eq("MOV [m16], DS writes 16 bits", stored, 0xBBBB0010);
 }
 
 /* ---- far CALL/JMP/RET --------------------------------------------------- */
