@@ -52,6 +52,12 @@ fn paging_statistics_count_hidden_and_delivered_faults() {
         mmu_field(&json, "pages_mapped") >= mmu_field(&json, "mapping_calls"),
         "{json}"
     );
+    // Code protection and the user view's switches cover at least a page
+    // each.
+    assert!(
+        mmu_field(&json, "pages_protected") >= mmu_field(&json, "protection_calls"),
+        "{json}"
+    );
     // It switches between two page directories and toggles PG and PSE.
     assert!(mmu_field(&json, "cr3_switches") >= 1, "{json}");
     assert!(mmu_field(&json, "full_flushes") >= 2, "{json}");

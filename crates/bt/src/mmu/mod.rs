@@ -440,6 +440,7 @@ impl Shadow {
         for (first, n, prot) in runs(targets) {
             monitor.protect(first * PAGE_SIZE, n * PAGE_SIZE, prot)?;
             self.stats.protects += 1;
+            self.stats.pages_protected += u64::from(n);
         }
         Ok(())
     }
@@ -506,6 +507,7 @@ impl Shadow {
             self.record(lp, m);
             monitor.protect(lp * PAGE_SIZE, PAGE_SIZE, self.applied(&m))?;
             self.stats.protects += 1;
+            self.stats.pages_protected += 1;
         }
         Ok(())
     }

@@ -15,6 +15,9 @@ pub struct MmuStats {
     pub unmaps: u64,
     /// Host protection changes (view switches, code protection).
     pub protects: u64,
+    /// Pages those protection changes covered (what their cost grows with:
+    /// the host kernel rewrites one page-table entry per present page).
+    pub pages_protected: u64,
     /// CR3 writes that dropped the non-global shadows.
     pub cr3_switches: u64,
     /// Paging-mode changes that dropped every shadow.
@@ -27,7 +30,7 @@ pub struct MmuStats {
 
 impl MmuStats {
     /// Name and value of every counter, in display order.
-    pub fn fields(&self) -> [(&'static str, u64); 10] {
+    pub fn fields(&self) -> [(&'static str, u64); 11] {
         [
             ("shadow faults hidden", self.hidden_faults),
             ("page faults delivered", self.guest_faults),
@@ -35,6 +38,7 @@ impl MmuStats {
             ("pages mapped", self.pages_mapped),
             ("unmapping calls", self.unmaps),
             ("protection calls", self.protects),
+            ("pages protected", self.pages_protected),
             ("cr3 switches", self.cr3_switches),
             ("full flushes", self.full_flushes),
             ("invlpg drops", self.invlpgs),
