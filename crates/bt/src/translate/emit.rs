@@ -19,7 +19,7 @@
 
 use std::mem::offset_of;
 
-use dynasmrt::x86::X86Relocation;
+use dynasmrt::x86::{Rd, X86Relocation};
 use dynasmrt::{dynasm, DynasmApi, VecAssembler};
 use iced_x86::Register;
 
@@ -76,6 +76,21 @@ const _: () = assert!(
     POPF_SYSTEM | POPF_KEEPS == crate::monitor::VIRTUAL_SYSTEM_FLAGS,
     "POPF must account for every bit of vsys"
 );
+
+/// The dynasm register for a 16- or 32-bit general register of iced's.
+fn gpr(reg: Register) -> Rd {
+    const ALL: [Rd; 8] = [
+        Rd::EAX,
+        Rd::ECX,
+        Rd::EDX,
+        Rd::EBX,
+        Rd::ESP,
+        Rd::EBP,
+        Rd::ESI,
+        Rd::EDI,
+    ];
+    ALL[reg.number()]
+}
 
 /// Length of the unconditional `jmp rel32` the cache patches to chain.
 pub const JMP_LEN: u32 = 5;
@@ -329,7 +344,7 @@ impl Emitter {
     pub fn mov_from_sreg(&mut self, dest: Register, sreg: usize) {
         self.count_saving_ecx(Inline::MovFromSreg);
         let at = GUEST_SEL + 4 * sreg as i32;
-        let n = dest.number() as u8;
+        let n = gpr(dest);
         if dest.is_gpr16() {
             dynasm!(self.ops ; .arch x86 ; gs mov Rw(n), WORD [at]);
         } else {
@@ -341,7 +356,7 @@ impl Emitter {
     pub fn mov_from_cr(&mut self, dest: Register, cr: usize) {
         self.count_saving_ecx(Inline::MovFromCr);
         let at = GUEST_CR + 4 * cr as i32;
-        let n = dest.number() as u8;
+        let n = gpr(dest);
         dynasm!(self.ops ; .arch x86 ; gs mov Rd(n), DWORD [at]);
     }
 
