@@ -26,11 +26,14 @@ pub struct MmuStats {
     pub invlpgs: u64,
     /// Switches between the kernel and the user view that changed pages.
     pub view_switches: u64,
+    /// Supervisor pages mapped ahead by a fill and unmapped unfaulted at a
+    /// switch to the user view.
+    pub prefetch_drops: u64,
 }
 
 impl MmuStats {
     /// Name and value of every counter, in display order.
-    pub fn fields(&self) -> [(&'static str, u64); 11] {
+    pub fn fields(&self) -> [(&'static str, u64); 12] {
         [
             ("shadow faults hidden", self.hidden_faults),
             ("page faults delivered", self.guest_faults),
@@ -43,6 +46,7 @@ impl MmuStats {
             ("full flushes", self.full_flushes),
             ("invlpg drops", self.invlpgs),
             ("view switches", self.view_switches),
+            ("unused prefetches dropped", self.prefetch_drops),
         ]
     }
 }
