@@ -359,6 +359,41 @@ fn the_monitor_region_stays_one_mapping_on_huge_pages() {
 }
 
 #[test]
+fn the_monitor_region_is_closed_without_huge_pages_too() {
+    in_child(
+        "the_monitor_region_is_closed_without_huge_pages_too",
+        || {
+            // SAFETY: prctl with integer arguments; it only changes this
+            // process's THP policy.
+            assert_eq!(
+                unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) },
+                0
+            );
+            let mut code = load_host_ds(0x10_0000);
+            let read = CODE + code.len() as u32;
+            code.extend([0x8B, 0x06]); // mov eax, [esi]
+            let (_mem, mut m) = setup(&code);
+            assert_eq!(m.region_stats().huge_kb, 0, "THP is off for this process");
+            for _ in 0..2 {
+                let mut cpu = user_state(CODE);
+                assert!(matches!(
+                    m.run_user(&mut cpu).unwrap(),
+                    DirectExit::ForeignSelectors { .. }
+                ));
+                assert_eq!(cpu.eip, read);
+                assert_eq!(
+                    m.take_deferred_exit(),
+                    Some(fault(14, Some(0b100), Some(MONITOR_BASE + 0x10_0000)))
+                );
+                assert_eq!(m.scratch(), [0; 4]);
+            }
+            let s = m.region_stats();
+            assert_eq!((s.opens, s.closes), (2, 2));
+        },
+    );
+}
+
+#[test]
 fn popf_cannot_touch_if() {
     in_child("popf_cannot_touch_if", || {
         let code = [
