@@ -135,6 +135,15 @@ fn a_small_translation_cache_evicts_and_is_still_correct() {
 
 // Hostile guests (guests/hostile): ring-3 code attacking the monitor.
 
+/// Ring 3 loads the host's flat selector 0x2b into DS and reads, then
+/// writes, 0xFFC00000 through it. The host CPU accepts the load (it is the
+/// host's GDT that answers), so only page protection keeps the code out of
+/// the monitor region: the region is inaccessible while guest user code
+/// runs, the read faults, and that exit finds the foreign selector and
+/// stops the VM. The register dump must show the VM stopped at the read
+/// (`mov eax, [esi]`, 8B 06) with its destination unchanged (EAX still
+/// holds the selector): the monitor's data was neither read nor written
+/// (the write, C7 06, comes right after).
 #[test]
 fn hostile_host_selector_ends_the_vm() {
     let run = run_bt("hostile", &["--append", "attack=a"]);
@@ -145,6 +154,16 @@ fn hostile_host_selector_ends_the_vm() {
         run.show()
     );
     assert!(run.stderr.contains("EIP="), "register dump\n{}", run.show());
+    assert!(
+        run.stderr.contains("bytes at CS:EIP: 8b 06 c7 06"),
+        "the VM must stop at the first touch of the monitor region\n{}",
+        run.show()
+    );
+    assert!(
+        run.stderr.contains("EAX=0000002b") && run.stderr.contains("ESI=ffc00000"),
+        "the read of 0xFFC00000 must not have completed\n{}",
+        run.show()
+    );
 }
 
 #[test]

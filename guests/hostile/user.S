@@ -48,7 +48,11 @@ user_done:
  * a: load the host Linux's flat user selectors (under the BT engine this
  * code runs on the host CPU, where 0x2b is a flat 4 GiB data segment that
  * reaches the monitor at 0xFFC00000), then touch the monitor's region
- * through whatever DS and ES are afterwards.
+ * through whatever DS and ES are afterwards. popek's BT engine keeps that
+ * region inaccessible while ring 3 runs, so the read (SITE_A_READ) faults
+ * on the host before it returns anything, the engine finds the host
+ * selector in DS and stops the VM there: the write after it never runs
+ * (tests/bt.rs, hostile_host_selector_ends_the_vm).
  */
 	.globl user_a
 user_a:

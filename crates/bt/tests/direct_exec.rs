@@ -240,6 +240,159 @@ fn monitor_region_is_beyond_the_segment_limit() {
     });
 }
 
+/// `mov ax, 0x2b; mov ds, ax; mov esi, MONITOR_BASE + at`: DS is the
+/// host's flat data segment afterwards, which reaches the monitor region.
+fn load_host_ds(at: u32) -> Vec<u8> {
+    let mut code = vec![0x66, 0xB8, 0x2B, 0x00, 0x8E, 0xD8, 0xBE];
+    code.extend((MONITOR_BASE + at).to_le_bytes());
+    code
+}
+
+/// The dword at `addr` in the monitor region, read by the test (the
+/// region must be open).
+fn region_dword(addr: u32) -> u32 {
+    // SAFETY: the monitor region is mapped for the life of the process and
+    // the caller opened it; a volatile read of one aligned dword.
+    unsafe { std::ptr::read_volatile(addr as usize as *const u32) }
+}
+
+#[test]
+fn the_monitor_region_is_closed_while_user_code_runs() {
+    in_child("the_monitor_region_is_closed_while_user_code_runs", || {
+        const MARK: u32 = 0x5453_4F48;
+        let mut code = load_host_ds(0);
+        let read = CODE + code.len() as u32;
+        code.extend([0x8B, 0x06]); // mov eax, [esi]
+        code.extend([0xC7, 0x06]); // mov dword [esi], MARK
+        code.extend(MARK.to_le_bytes());
+        code.push(0xF4); // hlt
+                         // A write first, at the TC exit stub's page, and a read of the
+                         // region's last dword.
+        let write_at = CODE + 0x100;
+        let mut w = load_host_ds(bt::monitor::layout::STUB_OFFSET);
+        let write = write_at + w.len() as u32;
+        w.extend([0xC7, 0x06]);
+        w.extend(MARK.to_le_bytes());
+        let top_at = CODE + 0x200;
+        let mut t = load_host_ds(0x3F_FFFC);
+        let top = top_at + t.len() as u32;
+        t.extend([0x8B, 0x06]);
+        let (mut mem, mut m) = setup(&code);
+        mem.write(u64::from(write_at), &w).unwrap();
+        mem.write(u64::from(top_at), &t).unwrap();
+        let before = m.region_stats();
+        assert_eq!((before.opens, before.closes), (0, 0));
+        let stub_word = region_dword(bt::monitor::layout::STUB_ADDR);
+        for (start, at, addr) in [
+            (CODE, read, MONITOR_BASE),
+            (write_at, write, bt::monitor::layout::STUB_ADDR),
+            (top_at, top, 0xFFFF_FFFC),
+        ] {
+            let mut cpu = user_state(start);
+            cpu.eax = 0x1234;
+            let exit = m.run_user(&mut cpu).unwrap();
+            assert_eq!(
+                exit,
+                DirectExit::ForeignSelectors {
+                    sels: [Some(0x2B), None, None, None]
+                }
+            );
+            assert_eq!(cpu.eip, at, "stopped at the first touch");
+            let Some(DirectExit::Fault {
+                vector: 14,
+                error_code: Some(err),
+                cr2: Some(cr2),
+            }) = m.take_deferred_exit()
+            else {
+                panic!("not a page fault");
+            };
+            assert_eq!(cr2, addr);
+            assert_eq!(err & 4, 4, "a user-mode access");
+            if start == CODE {
+                assert_eq!(cpu.eax, 0x2B, "the read never completed");
+            }
+        }
+        // Three user runs in a row closed the region once.
+        let after = m.region_stats();
+        assert_eq!((after.opens, after.closes), (0, 1));
+        // The monitor opens it when it needs it, and nothing was written.
+        assert_eq!(m.scratch(), [0; 4]);
+        assert_eq!(m.region_stats().opens, 1);
+        assert_eq!(region_dword(MONITOR_BASE), 0);
+        assert_eq!(region_dword(bt::monitor::layout::STUB_ADDR), stub_word);
+    });
+}
+
+#[test]
+fn the_monitor_region_stays_one_mapping_on_huge_pages() {
+    in_child("the_monitor_region_stays_one_mapping_on_huge_pages", || {
+        let (_mem, mut m) = setup(&[0xF4]);
+        let huge = m.region_stats().huge_kb;
+        println!("monitor region: {huge} KiB on huge pages");
+        for _ in 0..3 {
+            let mut cpu = user_state(CODE);
+            assert_eq!(m.run_user(&mut cpu).unwrap(), fault(13, Some(0), None));
+            m.scratch();
+        }
+        assert_eq!((m.region_stats().opens, m.region_stats().closes), (3, 3));
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let region: Vec<&str> = maps
+            .lines()
+            .filter(|l| {
+                let start = l.split('-').next().unwrap();
+                u64::from_str_radix(start, 16)
+                    .is_ok_and(|a| (u64::from(MONITOR_BASE)..1 << 32).contains(&a))
+            })
+            .collect();
+        assert_eq!(region.len(), 1, "one mapping:\n{}", region.join("\n"));
+        assert!(
+            region[0].starts_with("ffc00000-100000000 rwxp"),
+            "{}",
+            region[0]
+        );
+        // Changing the protection of the whole mapping keeps its huge pages.
+        assert_eq!(
+            bt::monitor::address_space::monitor_region_huge_kb(),
+            Some(huge)
+        );
+    });
+}
+
+#[test]
+fn the_monitor_region_is_closed_without_huge_pages_too() {
+    in_child(
+        "the_monitor_region_is_closed_without_huge_pages_too",
+        || {
+            // SAFETY: prctl with integer arguments; it only changes this
+            // process's THP policy.
+            assert_eq!(
+                unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) },
+                0
+            );
+            let mut code = load_host_ds(0x10_0000);
+            let read = CODE + code.len() as u32;
+            code.extend([0x8B, 0x06]); // mov eax, [esi]
+            let (_mem, mut m) = setup(&code);
+            assert_eq!(m.region_stats().huge_kb, 0, "THP is off for this process");
+            for _ in 0..2 {
+                let mut cpu = user_state(CODE);
+                assert!(matches!(
+                    m.run_user(&mut cpu).unwrap(),
+                    DirectExit::ForeignSelectors { .. }
+                ));
+                assert_eq!(cpu.eip, read);
+                assert_eq!(
+                    m.take_deferred_exit(),
+                    Some(fault(14, Some(0b100), Some(MONITOR_BASE + 0x10_0000)))
+                );
+                assert_eq!(m.scratch(), [0; 4]);
+            }
+            let s = m.region_stats();
+            assert_eq!((s.opens, s.closes), (2, 2));
+        },
+    );
+}
+
 #[test]
 fn popf_cannot_touch_if() {
     in_child("popf_cannot_touch_if", || {

@@ -53,7 +53,7 @@ struct Rig {
     cache: TranslationCache,
     id: BlockId,
     host: u32,
-    _mem: GuestMemory,
+    mem: GuestMemory,
 }
 
 impl Rig {
@@ -87,7 +87,7 @@ impl Rig {
             cache,
             id,
             host,
-            _mem: mem,
+            mem,
         }
     }
 
@@ -305,6 +305,87 @@ fn selector_and_control_register_reads_see_the_guest_values() {
                 (0xDEAD_B000, 0x0012_3000, 0x10)
             );
             assert_eq!(rig.monitor.inlined(), [0, 0, 0, 0, 2, 2, 3]);
+        },
+    );
+}
+
+#[test]
+fn translated_code_runs_after_user_code_closed_the_monitor_region() {
+    in_child(
+        "translated_code_runs_after_user_code_closed_the_monitor_region",
+        || {
+            // stc; sti; nop; hlt
+            let code = [0xF9, 0xFB, 0x90, HLT];
+            let mut rig = Rig::new(&code);
+            // Guest user code (flat, DPL 3): one HLT, a #GP exit.
+            const USER: u32 = 0x20_0000;
+            rig.mem.write(u64::from(USER), &[HLT]).unwrap();
+            let user = |seg: fn(u16) -> Segment, sel: u16| Segment { dpl: 3, ..seg(sel) };
+            let mut ucpu = CpuState {
+                eip: USER,
+                esp: STACK_TOP,
+                eflags: flags::FIXED1 | flags::IF,
+                cs: user(Segment::flat_code32, 0x1B),
+                ss: user(Segment::flat_data32, 0x23),
+                ds: user(Segment::flat_data32, 0x23),
+                es: user(Segment::flat_data32, 0x23),
+                cr0: cr0::PE,
+                ..CpuState::default()
+            };
+            for round in 1..=2u64 {
+                ucpu.eip = USER;
+                let exit = rig.monitor.run_user(&mut ucpu).unwrap();
+                assert!(
+                    matches!(exit, bt::monitor::DirectExit::Fault { vector: 13, .. }),
+                    "{exit:?}"
+                );
+                let s = rig.monitor.region_stats();
+                assert_eq!((s.opens, s.closes), (round - 1, round));
+                // Set while the region is closed: kept for the next run,
+                // which opens the region.
+                rig.monitor.set_irq_pending(true);
+                assert_eq!(rig.monitor.region_stats().opens, round - 1);
+                let (reason, arg, _) = rig.run(0, true);
+                assert_eq!((reason, arg), (ExitReason::StiShadow, CODE + 2));
+                assert_eq!(rig.monitor.region_stats().opens, round);
+            }
+            // The cache reopens the region itself: a block translated and
+            // stored while it is closed runs.
+            ucpu.eip = USER;
+            rig.monitor.run_user(&mut ucpu).unwrap();
+            let next = CODE + 2;
+            let key = BlockKey {
+                eip: next,
+                ctx: Context {
+                    cs_base: 0,
+                    cpl: 0,
+                    code32: true,
+                    paging: false,
+                    step: false,
+                },
+            };
+            let miss = rig.cache.table().miss_addr();
+            let t = Translator::new(miss)
+                .translate(
+                    key,
+                    &code[2..],
+                    GuestPage(CODE >> 12),
+                    rig.cache.next_host_addr(),
+                )
+                .unwrap();
+            let id = rig.cache.insert(t.block, &t.code).unwrap();
+            assert_eq!(rig.monitor.region_stats().opens, 3);
+            let host = rig.cache.host_addr(id).unwrap();
+            let mut cpu = kernel_state(flags::IF);
+            let exit = rig.monitor.run_translated(&mut cpu, host, None).unwrap();
+            let TcExit::Exit { reason, arg } = exit else {
+                panic!("not a TC exit: {exit:?}");
+            };
+            assert_eq!(
+                (ExitReason::from_code(reason), arg),
+                (Some(ExitReason::Callout), CODE + 3)
+            );
+            assert_eq!(rig.monitor.inlined()[1], 2);
         },
     );
 }

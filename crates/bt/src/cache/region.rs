@@ -2,16 +2,25 @@
 //! mapped by the monitor inside its region, or owned (for tests and tools).
 
 use std::io;
+use std::sync::Arc;
+
+use crate::monitor::gate::Gate;
 
 /// Host memory at a 32-bit address, borrowed from the monitor or owned.
 ///
 /// Translated code runs in 32-bit compatibility mode and emitted code probes
 /// tables with 32-bit addresses, so every region the cache hands out lives
 /// below 4 GiB, whoever mapped it.
+///
+/// A region inside the monitor region carries the monitor's [`Gate`]:
+/// the monitor region is inaccessible while guest user code runs, and every
+/// access through [`Region::bytes`] or [`Region::bytes_mut`] opens it
+/// first.
 pub struct Region {
     base: u32,
     len: u32,
     owned: bool,
+    gate: Option<Arc<Gate>>,
 }
 
 impl Region {
@@ -29,6 +38,29 @@ impl Region {
             base,
             len,
             owned: false,
+            gate: None,
+        }
+    }
+
+    /// Wraps memory the caller mapped at `base..base+len`, inside the
+    /// range of `gate`, which is opened before every access.
+    ///
+    /// # Safety
+    /// As for [`Region::from_raw`], and `base..base+len` must lie inside
+    /// the gate's range, which is readable and writable while open. The
+    /// gate must not be closed while a slice returned by this region is
+    /// alive.
+    pub unsafe fn gated(base: u32, len: u32, gate: Arc<Gate>) -> Region {
+        let start = base as usize;
+        assert!(
+            start >= gate.base() && start + len as usize <= gate.base() + gate.len(),
+            "region outside its gate"
+        );
+        // SAFETY: the caller's guarantees are from_raw's.
+        let r = unsafe { Region::from_raw(base, len) };
+        Region {
+            gate: Some(gate),
+            ..r
         }
     }
 
@@ -70,6 +102,7 @@ impl Region {
             base: base as u32,
             len,
             owned: true,
+            gate: None,
         })
     }
 
@@ -90,13 +123,21 @@ impl Region {
 
     /// The whole region as bytes.
     pub fn bytes(&self) -> &[u8] {
+        if let Some(g) = &self.gate {
+            g.open();
+        }
         // SAFETY: construction guarantees base..base+len is mapped and
-        // readable for our lifetime, and `&self` excludes writers through us.
+        // readable for our lifetime (a gated region's gate was just opened
+        // and stays open while the slice lives), and `&self` excludes
+        // writers through us.
         unsafe { std::slice::from_raw_parts(self.base as usize as *const u8, self.len as usize) }
     }
 
     /// The whole region as mutable bytes.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
+        if let Some(g) = &self.gate {
+            g.open();
+        }
         // SAFETY: as in `bytes`, and `&mut self` makes this the only view.
         unsafe { std::slice::from_raw_parts_mut(self.base as usize as *mut u8, self.len as usize) }
     }
@@ -116,10 +157,11 @@ impl std::fmt::Debug for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Region({:#x}..{:#x}{})",
+            "Region({:#x}..{:#x}{}{})",
             self.base,
             u64::from(self.base) + u64::from(self.len),
-            if self.owned { ", owned" } else { "" }
+            if self.owned { ", owned" } else { "" },
+            if self.gate.is_some() { ", gated" } else { "" }
         )
     }
 }

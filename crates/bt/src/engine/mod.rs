@@ -98,6 +98,7 @@ impl Engine for BtEngine {
         vm.stats.cache = vm.cache_stats();
         vm.stats.mmu = *vm.mmu.stats();
         vm.stats.set_inlined(vm.monitor.inlined());
+        vm.stats.region = vm.monitor.region_stats();
         vm.stats.total = start.elapsed();
         self.stats = vm.stats;
         result

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::cache::Stats;
 use crate::mmu::MmuStats;
+use crate::monitor::RegionStats;
 
 /// Counters of one run of the BT engine.
 #[derive(Clone, Debug, Default)]
@@ -24,6 +25,9 @@ pub struct BtStats {
     pub interrupts: u64,
     /// The shadow MMU's counters.
     pub mmu: MmuStats,
+    /// How often the monitor region was closed for guest user code and
+    /// opened again, and whether huge pages back it.
+    pub region: RegionStats,
     /// Wall time spent running guest user code directly.
     pub direct: Duration,
     /// Wall time spent in translated code.
@@ -67,14 +71,20 @@ impl BtStats {
         format!("{{{}}}", items.join(","))
     }
 
-    fn mmu_json(&self) -> String {
-        let items: Vec<String> = self
-            .mmu
-            .fields()
+    fn fields_json(fields: &[(&'static str, u64)]) -> String {
+        let items: Vec<String> = fields
             .iter()
             .map(|(k, v)| format!("\"{}\":{v}", k.replace(' ', "_")))
             .collect();
         format!("{{{}}}", items.join(","))
+    }
+
+    fn region_json(&self) -> String {
+        let r = &self.region;
+        format!(
+            "{{\"opens\":{},\"closes\":{},\"huge_kb\":{}}}",
+            r.opens, r.closes, r.huge_kb
+        )
     }
 
     /// Every counter as one JSON object, for `--stats-json`.
@@ -86,13 +96,14 @@ impl BtStats {
             .collect();
         format!(
             "{{\"engine\":\"bt\",\"cache\":{},\"exits\":{},\"callouts\":{},\"inlined\":{},\"interrupts\":{},\
-             \"mmu\":{},\"time_s\":{{\"direct\":{},\"translated\":{},\"monitor\":{},\"total\":{}}},\"phases\":[{}]}}",
+             \"mmu\":{},\"monitor_region\":{},\"time_s\":{{\"direct\":{},\"translated\":{},\"monitor\":{},\"total\":{}}},\"phases\":[{}]}}",
             self.cache.to_json(),
             Self::map_json(&self.exits),
             Self::map_json(&self.callouts),
             Self::map_json(&self.inlined),
             self.interrupts,
-            self.mmu_json(),
+            Self::fields_json(&self.mmu.fields()),
+            self.region_json(),
             self.direct.as_secs_f64(),
             self.translated.as_secs_f64(),
             self.monitor().as_secs_f64(),
@@ -153,6 +164,10 @@ impl fmt::Display for BtStats {
         for (k, v) in self.mmu.fields() {
             writeln!(f, "  {k:<24} {v:>14}")?;
         }
+        writeln!(f, "monitor region (closed while guest user code runs)")?;
+        for (k, v) in self.region.fields() {
+            writeln!(f, "  {k:<24} {v:>14}")?;
+        }
         Ok(())
     }
 }
@@ -181,6 +196,20 @@ mod tests {
         s.mmu.cr3_switches = 7;
         assert!(s.to_json().contains("\"cr3_switches\":7"));
         assert!(s.to_string().contains("cr3 switches"));
+        s.region = RegionStats {
+            opens: 5,
+            closes: 6,
+            huge_kb: 4096,
+        };
+        let j = s.to_json();
+        assert!(
+            j.contains("\"monitor_region\":{\"opens\":5,\"closes\":6,\"huge_kb\":4096}"),
+            "{j}"
+        );
+        let t = s.to_string();
+        assert!(t.contains("monitor region"), "{t}");
+        assert!(t.contains("\n  closes "), "{t}");
+        assert!(t.contains("huge pages (KiB)"), "{t}");
         let t = s.to_string();
         assert!(t.contains("translated code"), "{t}");
         assert!(t.contains("40.0%"), "{t}");

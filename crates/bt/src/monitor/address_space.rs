@@ -239,29 +239,20 @@ impl AddressSpace {
         unsafe { mprotect(linear, len, prot, "mprotect") }
     }
 
-    /// Maps anonymous zeroed read-write memory inside the monitor region and
-    /// returns its address.
-    pub(crate) fn map_monitor(&mut self, offset: u32, len: u32) -> Result<*mut u8, MonitorError> {
-        self.map_monitor_prot(offset, len, Prot::RW)
-    }
-
-    /// Maps anonymous zeroed memory with `prot` inside the monitor region
-    /// and returns its address.
-    pub(crate) fn map_monitor_prot(
-        &mut self,
-        offset: u32,
-        len: u32,
-        prot: Prot,
-    ) -> Result<*mut u8, MonitorError> {
-        let linear = MONITOR_BASE + offset;
-        Self::check_range(linear, len)?;
-        // SAFETY: the range lies inside the monitor region of our own
-        // reservation, which nothing else maps.
+    /// Maps the whole monitor region, [`MONITOR_BASE`] to 4 GiB, as one
+    /// anonymous zeroed read-write-execute mapping, advised MADV_HUGEPAGE
+    /// and touched once in every 2 MiB so that the host backs it with huge
+    /// pages where it can (then changing its protection is cheap, see
+    /// [`super::gate`]). Returns its address.
+    pub(crate) fn map_monitor_region(&mut self) -> Result<*mut u8, MonitorError> {
+        let len = super::layout::REGION_SIZE as usize;
+        // SAFETY: the range is the monitor region of our own reservation,
+        // which nothing else maps.
         let p = unsafe {
             libc::mmap(
-                linear as usize as *mut libc::c_void,
-                len as usize,
-                prot.bits(),
+                MONITOR_BASE as usize as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                 -1,
                 0,
@@ -270,22 +261,39 @@ impl AddressSpace {
         if p == libc::MAP_FAILED {
             return Err(last_os_error("mmap of the monitor region"));
         }
+        // Advice only: without transparent huge pages (or with THP off) the
+        // region works the same, its protection changes just cost more.
+        // SAFETY: madvise on our own fresh mapping.
+        unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
+        const HUGE: usize = 2 << 20;
+        for at in (0..len).step_by(HUGE) {
+            // A write, not a read: a read fault may map the shared huge
+            // zero page, and the first real write would then fault again.
+            // SAFETY: inside the fresh read-write mapping.
+            unsafe { p.cast::<u8>().add(at).write_volatile(0) };
+        }
         Ok(p.cast())
     }
+}
 
-    /// Changes the protections of part of the monitor region.
-    pub(crate) fn protect_monitor(
-        &mut self,
-        offset: u32,
-        len: u32,
-        prot: Prot,
-    ) -> Result<(), MonitorError> {
-        let linear = MONITOR_BASE + offset;
-        Self::check_range(linear, len)?;
-        // SAFETY: the range is inside the monitor region, which holds no
-        // Rust references (the monitor reaches it through raw pointers).
-        unsafe { mprotect(linear, len, prot, "mprotect of the monitor region") }
-    }
+/// KiB of the monitor region that the host backs with transparent huge
+/// pages (`AnonHugePages` of its mapping in /proc/self/smaps), or `None`
+/// if smaps cannot be read or shows no such mapping.
+pub fn monitor_region_huge_kb() -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let header = format!("{MONITOR_BASE:x}-");
+    let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&header));
+    lines.next()?;
+    lines
+        // Field lines start with a capitalised name; the next mapping's
+        // header starts with a hexadecimal address.
+        .take_while(|l| {
+            l.split(':')
+                .next()
+                .is_some_and(|k| k.contains(char::is_uppercase))
+        })
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Sets the protections of [linear, linear+len); `what` names the call in

@@ -6,9 +6,16 @@
 //! most one [`Monitor`], created and used on the vCPU thread.
 //!
 //! The exit stub lives in the host's text, not in the monitor region: an
-//! exit goes through sigreturn, which restores a full 64-bit RIP. Only a
-//! future signal-free exit (a far jump from 32-bit translated code back to
-//! the host's 64-bit CS) needs a stub below 4 GiB.
+//! exit goes through sigreturn, which restores a full 64-bit RIP. Only the
+//! signal-free exit of translated code (a far jump from 32-bit code back to
+//! the host's 64-bit CS) goes through a stub below 4 GiB, in the monitor
+//! region.
+//!
+//! Isolation from guest user code: the state the world switch needs lives
+//! above 4 GiB ([`switch::HostArea`]), and the monitor region below 4 GiB
+//! is PROT_NONE whenever guest user code runs ([`gate`]), so user code
+//! that loads the host's flat selector 0x2b faults at the region's first
+//! byte it touches.
 //!
 //! Host facts found while building this (they extend design.md section 3):
 //! - the host page-fault error code's P bit reflects the host PTE, which is
@@ -25,12 +32,14 @@
 //!   data selectors from the CPU, where the kernel left them.
 
 pub mod address_space;
+pub mod gate;
 pub mod layout;
 pub mod ldt;
 pub mod seccomp;
 pub mod switch;
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 
 use crate::cache::region::Region;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +49,8 @@ use x86::state::flags;
 use x86::{CpuState, Segment};
 
 pub use address_space::{AddressSpace, Prot, MONITOR_BASE, PAGE_SIZE};
+use gate::Gate;
+pub use gate::RegionStats;
 use ldt::{Slot, UserDesc};
 
 /// Errors setting up or entering direct execution.
@@ -290,7 +301,14 @@ pub struct Monitor {
     tc_mapped: bool,
     /// The exit behind a `ForeignSelectors` report.
     deferred: Option<DirectExit>,
-    // The area, signal state and LDT belong to the creating thread.
+    /// Opens and closes the monitor region; shared with the translation
+    /// cache's regions.
+    gate: Arc<Gate>,
+    /// KiB of the monitor region backed by huge pages at set-up.
+    huge_kb: u64,
+    /// `irq_pending` for the vCPU area at the next run of translated code.
+    irq_pending: u16,
+    // The areas, signal state and LDT belong to the creating thread.
     _not_send: std::marker::PhantomData<*mut ()>,
 }
 
@@ -363,7 +381,8 @@ fn install_handlers() -> Result<(), MonitorError> {
 
 impl Monitor {
     /// Sets up direct execution for this process on the calling thread:
-    /// reserves the low 4 GiB, maps the vCPU area, maps guest RAM 1:1 at
+    /// reserves the low 4 GiB, maps the monitor region and the host area,
+    /// maps guest RAM 1:1 at
     /// [4 KiB, RAM size) read-write-execute (the non-paged case: linear ==
     /// physical; page 0 stays unmapped because of mmap_min_addr), installs
     /// the signal handlers, the sigaltstack and the seccomp filter.
@@ -376,19 +395,30 @@ impl Monitor {
             .try_clone_to_owned()
             .map_err(|e| MonitorError::Host(format!("dup of the guest RAM memfd: {e}")))?;
         let mut space = AddressSpace::reserve()?;
-        let area = space.map_monitor(layout::AREA_OFFSET, layout::AREA_SIZE)?;
-        debug_assert_eq!(area as u32, switch::VCPU_AREA);
-        let stub = switch::tc_exit_stub();
-        let page = space.map_monitor(layout::STUB_OFFSET, layout::STUB_SIZE)?;
-        // SAFETY: the stub page was just mapped read-write, is STUB_SIZE
-        // bytes long and the stub is far shorter.
-        unsafe { std::ptr::copy_nonoverlapping(stub.as_ptr(), page, stub.len()) };
-        space.protect_monitor(layout::STUB_OFFSET, layout::STUB_SIZE, Prot::RX)?;
+        let region = space.map_monitor_region()?;
+        debug_assert_eq!(region as u32, MONITOR_BASE);
         ldt::install_monitor_segments()?;
         let tid = gettid();
-        // SAFETY: the area page was just mapped read-write in the monitor
-        // region and nothing else uses it.
-        unsafe { switch::init_area(tid) };
+        // SAFETY: the monitor region was just mapped read-write, this is
+        // the process's only Monitor, and nothing else uses the region.
+        let host_area = unsafe { switch::init_area(tid)? };
+        let stub = switch::patched_tc_exit_stub(host_area);
+        assert!(stub.len() as u32 <= layout::STUB_SIZE);
+        // SAFETY: the stub page lies in the region mapped read-write above;
+        // the stub is far shorter than the page.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                stub.as_ptr(),
+                layout::STUB_ADDR as usize as *mut u8,
+                stub.len(),
+            )
+        };
+        let huge_kb = address_space::monitor_region_huge_kb().unwrap_or(0);
+        // SAFETY: the region is mapped for the life of the process; Rust
+        // code reaches it only through raw pointers (the vCPU area, between
+        // runs, with the gate opened first) and gated regions.
+        let gate =
+            Arc::new(unsafe { Gate::new(MONITOR_BASE as usize, layout::REGION_SIZE as usize) });
         let mut monitor = Monitor {
             space,
             ram,
@@ -399,6 +429,9 @@ impl Monitor {
             stub_used: stub.len() as u32,
             tc_mapped: false,
             deferred: None,
+            gate,
+            huge_kb,
+            irq_pending: 0,
             _not_send: std::marker::PhantomData,
         };
         monitor.map_identity()?;
@@ -503,23 +536,22 @@ impl Monitor {
         if at + code.len() as u32 > layout::STUB_SIZE {
             return Err(MonitorError::Host("the stub page is full".into()));
         }
-        self.space
-            .protect_monitor(layout::STUB_OFFSET, layout::STUB_SIZE, Prot::RW)?;
+        self.open_region()?;
         let addr = layout::STUB_ADDR + at;
-        // SAFETY: the page is mapped read-write now and [at, at+len) lies
-        // inside it (checked above); no Rust reference points into it.
+        // SAFETY: the region is open (read-write) and [at, at+len) lies
+        // inside the stub page (checked above); no Rust reference points
+        // into it.
         unsafe {
             std::ptr::copy_nonoverlapping(code.as_ptr(), addr as usize as *mut u8, code.len())
         };
-        self.space
-            .protect_monitor(layout::STUB_OFFSET, layout::STUB_SIZE, Prot::RX)?;
         self.stub_used = at + code.len() as u32;
         Ok(addr)
     }
 
-    /// Maps the indirect-branch table and a code buffer of `tc_size` bytes
-    /// in the monitor region and hands them to the translation cache. Only
-    /// once per process.
+    /// Hands the indirect-branch table and a code buffer of `tc_size` bytes
+    /// in the monitor region to the translation cache (as regions that open
+    /// the monitor region when the cache touches them). Only once per
+    /// process.
     pub fn translation_regions(&mut self, tc_size: u32) -> Result<(Region, Region), MonitorError> {
         if self.tc_mapped {
             return Err(MonitorError::Host(
@@ -533,18 +565,44 @@ impl Monitor {
             )));
         }
         let table_len = crate::cache::lookup::TABLE_SIZE;
-        self.space.map_monitor(layout::TABLE_OFFSET, table_len)?;
-        self.space
-            .map_monitor_prot(layout::TC_OFFSET, tc_size, Prot::RWX)?;
         self.tc_mapped = true;
-        // SAFETY: both ranges were just mapped read-write for the life of
-        // the process (the reservation is never unmapped) and nothing else
-        // refers to them.
+        // SAFETY: both ranges lie in the monitor region, mapped for the life
+        // of the process, inside the gate's range; nothing else refers to
+        // them; the gate is closed only by `run_user`, never while the
+        // cache holds a slice.
         unsafe {
             Ok((
-                Region::from_raw(layout::TABLE_ADDR, table_len),
-                Region::from_raw(layout::TC_ADDR, tc_size),
+                Region::gated(layout::TABLE_ADDR, table_len, self.gate.clone()),
+                Region::gated(layout::TC_ADDR, tc_size, self.gate.clone()),
             ))
+        }
+    }
+
+    /// Makes the monitor region accessible if `run_user` closed it.
+    fn open_region(&self) -> Result<(), MonitorError> {
+        self.gate
+            .try_open()
+            .map_err(|e| MonitorError::Host(format!("mprotect opening the monitor region: {e}")))
+    }
+
+    /// The vCPU area (translated code's fields), with the monitor region
+    /// opened first.
+    fn vcpu(&self) -> &switch::VcpuArea {
+        self.gate.open();
+        // SAFETY: the area is initialised, the region is open and the
+        // guest is not running (we hold &self on the vCPU thread between
+        // runs); the reference ends before the region can close again
+        // (only `run_user`, which needs &mut self, closes it).
+        unsafe { switch::vcpu() }
+    }
+
+    /// What the monitor region's gate did, and whether huge pages back it.
+    pub fn region_stats(&self) -> RegionStats {
+        let (opens, closes) = self.gate.counts();
+        RegionStats {
+            opens,
+            closes,
+            huge_kb: self.huge_kb,
         }
     }
 
@@ -559,11 +617,11 @@ impl Monitor {
         eip: u32,
         eflags: u32,
         sels: [u16; 6],
-    ) -> Result<(Left, &'static mut switch::VcpuArea), MonitorError> {
+    ) -> Result<(Left, &'static mut switch::HostArea), MonitorError> {
         {
-            // SAFETY: Monitor::new initialised the area; this Monitor is the
-            // only one and we are on its thread; the reference ends before
-            // `enter`.
+            // SAFETY: Monitor::new initialised the host area; this Monitor
+            // is the only one and we are on its thread; the reference ends
+            // before `enter`.
             let area = unsafe { switch::area() };
             area.gpr = [
                 cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi,
@@ -644,31 +702,37 @@ impl Monitor {
             ],
         };
         let (eflags, vsys, vif) = translated_flags_in(cpu.eflags);
+        self.open_region()?;
         {
-            // SAFETY: as in `enter_guest`; the reference ends before it.
-            let area = unsafe { switch::area() };
-            area.guest_fs = fs;
-            area.guest_gs = gs;
-            area.vsys = vsys;
-            area.vif = vif;
-            area.sti_shadow_at = 0;
+            // SAFETY: as in `enter_guest`, and the region is open; the
+            // reference ends before `enter_guest`.
+            let v = unsafe { switch::vcpu() };
+            v.guest_fs = fs;
+            v.guest_gs = gs;
+            v.vsys = vsys;
+            v.vif = vif;
+            v.irq_pending = self.irq_pending;
+            v.sti_shadow_at = 0;
             // Translated code changes neither: every segment load and CR
             // write is a callout, which comes back through here.
-            area.guest_sel = [&cpu.cs, &cpu.ss, &cpu.ds, &cpu.es, &cpu.fs, &cpu.gs]
+            v.guest_sel = [&cpu.cs, &cpu.ss, &cpu.ds, &cpu.es, &cpu.fs, &cpu.gs]
                 .map(|s| u32::from(s.selector));
-            area.guest_cr = [cpu.cr0, 0, cpu.cr2, cpu.cr3, cpu.cr4];
+            v.guest_cr = [cpu.cr0, 0, cpu.cr2, cpu.cr3, cpu.cr4];
         }
         let (left, area) = self.enter_guest(cpu, host_eip, eflags, sels)?;
         if left == Left::NotEntered {
             return Ok(TcExit::Interrupted);
         }
-        cpu.eflags = translated_flags_back(cpu.eflags, area.eflags, area.vsys, area.vif);
+        // SAFETY: translated code left and the region is still open (only
+        // `run_user` closes it).
+        let v = unsafe { switch::vcpu() };
+        cpu.eflags = translated_flags_back(cpu.eflags, area.eflags, v.vsys, v.vif);
         match left {
             Left::NotEntered | Left::Signal => {}
             Left::TcExit => {
                 return Ok(TcExit::Exit {
-                    reason: area.tc_reason,
-                    arg: area.tc_arg,
+                    reason: v.tc_reason,
+                    arg: v.tc_arg,
                 })
             }
         }
@@ -694,39 +758,34 @@ impl Monitor {
 
     /// How many indirect branches translated code resolved inline.
     pub fn inline_hits(&self) -> u32 {
-        // SAFETY: as in `scratch`.
-        unsafe { switch::area() }.inline_hits
+        self.vcpu().inline_hits
     }
 
     /// How often translated code ran each inline rewrite, in
     /// [`crate::translate::Inline`] order.
     pub fn inlined(&self) -> [u32; crate::translate::Inline::ALL.len()] {
-        // SAFETY: as in `scratch`.
-        unsafe { switch::area() }.inlined
+        self.vcpu().inlined
     }
 
     /// Host address of the instruction after the last inline STI that
     /// translated code ran since it was entered (0 if none): a signal that
     /// stops the guest right there came inside STI's interrupt shadow.
     pub fn sti_shadow_at(&self) -> u32 {
-        // SAFETY: as in `scratch`.
-        unsafe { switch::area() }.sti_shadow_at
+        self.vcpu().sti_shadow_at
     }
 
     /// Tells the next runs of translated code whether an external interrupt
     /// waits for the guest's IF: then an inline STI or POPF that sets IF
     /// leaves translated code so that the monitor can deliver it.
     pub fn set_irq_pending(&mut self, pending: bool) {
-        // SAFETY: as in `scratch`; `&mut self` excludes other users.
-        unsafe { switch::area() }.irq_pending = if pending { flags::IF as u16 } else { 0 };
+        // Kept here and written at the next run: the region may be closed.
+        self.irq_pending = if pending { flags::IF as u16 } else { 0 };
     }
 
     /// The vCPU area's scratch slots as translated code last left them
     /// (saved guest EAX and ECX, jump target, exit source).
     pub fn scratch(&self) -> [u32; 4] {
-        // SAFETY: the area is initialised and the guest is not running
-        // (we hold &self on the vCPU thread between runs).
-        unsafe { switch::area() }.scratch
+        self.vcpu().scratch
     }
 
     /// The exit that followed a [`DirectExit::ForeignSelectors`], once.
@@ -739,6 +798,11 @@ impl Monitor {
     ///
     /// The virtual IF and IOPL in `cpu.eflags` are kept as they were: the
     /// hardware IF is always set while guest user code runs.
+    ///
+    /// The monitor region is closed (PROT_NONE) first and stays closed
+    /// after the exit, until something needs it again: guest user code that
+    /// loads a host selector reaching the region faults at its first access
+    /// there (a #PF exit) instead of reading or writing the monitor's data.
     pub fn run_user(&mut self, cpu: &mut CpuState) -> Result<DirectExit, MonitorError> {
         if std::thread::current().id() != self.thread {
             return Err(MonitorError::WrongThread);
@@ -762,6 +826,9 @@ impl Monitor {
             self.load_shadow(Slot::Gs, &cpu.gs)?,
         ];
         let eflags = (cpu.eflags & USER_FLAGS) | flags::IF | flags::FIXED1;
+        self.gate
+            .close()
+            .map_err(|e| MonitorError::Host(format!("mprotect closing the monitor region: {e}")))?;
         let (left, area) = self.enter_guest(cpu, cpu.eip, eflags, sels)?;
         if left == Left::NotEntered {
             return Ok(DirectExit::Interrupted);

@@ -2,29 +2,39 @@
 //! code running directly in compatibility mode.
 //!
 //! Entry: [`enter`] saves the host's callee-saved registers, stack pointer,
-//! FS/GS bases and selectors, MXCSR and x87 control word in the vCPU area,
+//! FS/GS bases and selectors, MXCSR and x87 control word in the host area,
 //! loads the guest's shadow data segments and registers and `iretq`s into
 //! the guest's shadow CS.
 //!
 //! Exit: every way out of guest code is a host signal. The handler (on the
 //! sigaltstack, because the guest's stack is no host stack) copies the guest
-//! state from the ucontext into the vCPU area and rewrites the ucontext so
+//! state from the ucontext into the host area and rewrites the ucontext so
 //! that sigreturn "returns" into [`popek_bt_exit_stub`] in 64-bit mode on the
 //! host stack saved at entry; the stub restores the host state and returns
 //! from `enter` as if it were an ordinary call.
+//!
+//! The state is split in two. The [`HostArea`] holds everything the entry,
+//! the exits and the signal handler need; it lives above 4 GiB, where
+//! 32-bit code cannot form an address at all, so guest user code cannot
+//! reach it whatever segment it loads. The [`VcpuArea`] holds what
+//! translated code reads and writes through GS; it lives at the start of
+//! the monitor region, below 4 GiB, which is inaccessible while guest user
+//! code runs (see [`super::gate`]): nothing on the way in or out of guest
+//! user code may touch it.
 
 use core::arch::{asm, global_asm};
 use core::mem::offset_of;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use super::address_space::MONITOR_BASE;
 
-/// The per-vCPU area: guest registers in and out, the saved host state and
-/// the exit information. It lives at [`VCPU_AREA`], below 4 GiB, so that
-/// 32-bit-reachable code and the signal handler find it at a fixed address.
+/// The host side of the vCPU: guest registers in and out, the saved host
+/// state and the exit information. One page-aligned mapping above 4 GiB,
+/// found by the signal trampoline through a static and by the TC exit stub
+/// through an address patched into its copy.
 #[repr(C)]
 #[derive(Debug, Default)]
-pub struct VcpuArea {
+pub struct HostArea {
     /// EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI.
     pub gpr: [u32; 8],
     /// Guest EIP.
@@ -65,6 +75,28 @@ pub struct VcpuArea {
     pub vcpu_tid: i32,
     /// Set by a kick that arrived while the monitor ran.
     pub pending_kick: u32,
+    /// Set by the TC exit stub: the exit was a far jump, not a signal.
+    pub tc_exit: u32,
+    _pad2: u32,
+    /// Address of [`popek_bt_exit_stub`] in the host's text, which the TC
+    /// exit stub (copied below 4 GiB) cannot reach with a relative jump.
+    pub host_exit: u64,
+    /// The guest's x87/SSE state (FXSAVE image) while the monitor runs.
+    pub fx: FxImage,
+}
+
+/// The vCPU fields translated code uses, at the start of the monitor
+/// region (translated code addresses them as `gs:offset`). Only translated
+/// code and the monitor between runs touch them; the region is closed
+/// while guest user code runs.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct VcpuArea {
+    /// Unused. Keeps every field at a `gs:` displacement of 16 or more:
+    /// iced's Intel formatter prints displacements below 10 in decimal, and
+    /// the translator's tests name the fields in their listings by the hex
+    /// displacement.
+    _head: [u32; 4],
     /// Far pointer (offset, then selector) that translated code jumps
     /// through to leave: the 64-bit TC exit stub below 4 GiB.
     pub exit_far: [u32; 2],
@@ -76,8 +108,6 @@ pub struct VcpuArea {
     /// Scratch slots for inline sequences in translated code (saved guest
     /// registers, a computed jump target).
     pub scratch: [u32; 4],
-    /// Set by the TC exit stub: the exit was a far jump, not a signal.
-    pub tc_exit: u32,
     /// Host selector of the guest's FS shadow (translated code reloads FS
     /// from it after borrowing FS for a GS-override instruction).
     pub guest_fs: u16,
@@ -91,9 +121,6 @@ pub struct VcpuArea {
     /// while translated code runs: inline PUSHF reads them, inline POPF
     /// writes them. They never reach the host EFLAGS.
     pub vsys: u32,
-    /// Address of [`popek_bt_exit_stub`] in the host's text, which the TC
-    /// exit stub (copied below 4 GiB) cannot reach with a relative jump.
-    pub host_exit: u64,
     /// The guest's virtual IF while translated code runs, as the EFLAGS
     /// bit (0 or 0x200): inline CLI, STI and POPF write it.
     pub vif: u16,
@@ -116,13 +143,12 @@ pub struct VcpuArea {
     /// The guest's CR0, CR1 (always 0), CR2, CR3 and CR4 while translated
     /// code runs: inline MOV r32, CRn reads them.
     pub guest_cr: [u32; 5],
-    /// The guest's x87/SSE state (FXSAVE image) while the monitor runs.
-    pub fx: FxImage,
 }
 
 // Inline STI and POPF read `vif` and `irq_pending` as one aligned dword.
 const _: () = assert!(offset_of!(VcpuArea, irq_pending) == offset_of!(VcpuArea, vif) + 2);
 const _: () = assert!(offset_of!(VcpuArea, vif).is_multiple_of(4));
+const _: () = assert!(offset_of!(VcpuArea, exit_far) >= 16);
 
 /// An FXSAVE/FXRSTOR image: 512 bytes, 16-byte aligned.
 #[repr(C, align(16))]
@@ -142,7 +168,7 @@ impl Default for FxImage {
 }
 
 /// Address of the vCPU area: the first page of the monitor region.
-pub const VCPU_AREA: u32 = MONITOR_BASE;
+pub const VCPU_AREA: u32 = MONITOR_BASE + super::layout::AREA_OFFSET;
 
 /// The signal that kicks the vCPU out of guest code (timers aim it at the
 /// vCPU thread; a copy that lands on another thread is forwarded).
@@ -159,8 +185,17 @@ pub const HANDLED_SIGNALS: [libc::c_int; 7] = [
     KICK_SIGNAL,
 ];
 
-/// Set once the vCPU area is mapped and initialised.
+/// Set once the host area is mapped and initialised.
 static READY: AtomicBool = AtomicBool::new(false);
+
+/// The host area, set once by [`init_area`] before any handler is
+/// installed. The signal trampoline reads it RIP-relative (no thread
+/// pointer needed: FS may hold the guest's base when it runs).
+static HOST_AREA: AtomicPtr<HostArea> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Placeholder for the host area's address in the TC exit stub's
+/// `movabs`, replaced in the copy below 4 GiB.
+const STUB_AREA_PLACEHOLDER: u64 = 0x5A5A_A5A5_5A5A_A5A5;
 
 const UC_GREGS: usize =
     offset_of!(libc::ucontext_t, uc_mcontext) + offset_of!(libc::mcontext_t, gregs);
@@ -179,7 +214,7 @@ global_asm!(
     ".globl popek_bt_signal_trampoline",
     ".hidden popek_bt_signal_trampoline",
     ".p2align 4",
-    // extern "C" fn popek_bt_enter(area: *mut VcpuArea)
+    // extern "C" fn popek_bt_enter(area: *mut HostArea)
     "popek_bt_enter:",
     "push rbx",
     "push rbp",
@@ -249,7 +284,7 @@ global_asm!(
     "xor r15d, r15d",
     "popek_bt_enter_critical_end:",
     "iretq",
-    // Reached by sigreturn with RDI = the area and RSP = host_rsp, or from
+    // Reached by sigreturn with RDI = the host area and RSP = host_rsp, or from
     // the pending-kick check above.
     ".p2align 4",
     "popek_bt_exit_stub:",
@@ -289,8 +324,9 @@ global_asm!(
     // RDI, RSI, RDX. If guest code (any CS but the host's, or any RIP below
     // 4 GiB) or the end of `enter` was interrupted, FS/GS bases may be the
     // guest's: restore the host's before Rust code runs, then tail-call
-    // the Rust handler. Handlers are installed only after the area is, so
-    // reading it here is safe.
+    // the Rust handler. Handlers are installed only after the host area
+    // is, so reading it here is safe; it lives above 4 GiB, so it is
+    // readable even while the monitor region is closed.
     ".p2align 4",
     "popek_bt_signal_trampoline:",
     // The kernel enters handlers with the interrupted EFLAGS.AC: after a
@@ -299,7 +335,7 @@ global_asm!(
     "pushfq",
     "and dword ptr [rsp], {not_ac}",
     "popfq",
-    "mov eax, {area}",
+    "mov rax, qword ptr [rip + {host_area}]",
     "movzx ecx, word ptr [rdx + {uc_csgsfs}]",
     "cmp cx, word ptr [rax + {host_cs}]",
     "jne 2f",
@@ -314,29 +350,29 @@ global_asm!(
     "cmp rax, rcx",
     "ja 3f",
     "2:",
-    "mov eax, {area}",
+    "mov rax, qword ptr [rip + {host_area}]",
     "mov rcx, [rax + {host_fsbase}]",
     "wrfsbase rcx",
     "mov rcx, [rax + {host_gsbase}]",
     "wrgsbase rcx",
     "3:",
     "jmp {handler}",
-    fx = const offset_of!(VcpuArea, fx),
-    host_rsp = const offset_of!(VcpuArea, host_rsp),
-    host_fsbase = const offset_of!(VcpuArea, host_fsbase),
-    host_gsbase = const offset_of!(VcpuArea, host_gsbase),
-    host_sel = const offset_of!(VcpuArea, host_sel),
-    host_mxcsr = const offset_of!(VcpuArea, host_mxcsr),
-    host_fcw = const offset_of!(VcpuArea, host_fcw),
-    host_cs = const offset_of!(VcpuArea, host_cs),
-    pending = const offset_of!(VcpuArea, pending_kick),
-    sel = const offset_of!(VcpuArea, sel),
-    gpr = const offset_of!(VcpuArea, gpr),
-    eflags = const offset_of!(VcpuArea, eflags),
-    eip = const offset_of!(VcpuArea, eip),
+    fx = const offset_of!(HostArea, fx),
+    host_rsp = const offset_of!(HostArea, host_rsp),
+    host_fsbase = const offset_of!(HostArea, host_fsbase),
+    host_gsbase = const offset_of!(HostArea, host_gsbase),
+    host_sel = const offset_of!(HostArea, host_sel),
+    host_mxcsr = const offset_of!(HostArea, host_mxcsr),
+    host_fcw = const offset_of!(HostArea, host_fcw),
+    host_cs = const offset_of!(HostArea, host_cs),
+    pending = const offset_of!(HostArea, pending_kick),
+    sel = const offset_of!(HostArea, sel),
+    gpr = const offset_of!(HostArea, gpr),
+    eflags = const offset_of!(HostArea, eflags),
+    eip = const offset_of!(HostArea, eip),
     uc_csgsfs = const UC_CSGSFS,
     uc_rip = const UC_RIP,
-    area = const VCPU_AREA,
+    host_area = sym HOST_AREA,
     not_ac = const !(1u32 << 18) as i32,
     handler = sym signal_handler,
 );
@@ -345,17 +381,22 @@ global_asm!(
 // landing here in 64-bit mode with the host's CS. The bytes are copied into
 // the monitor region (a 32-bit far pointer cannot reach the host's text),
 // so they must be position independent: absolute addresses only, through
-// R8, which entry zeroed and 32-bit code cannot touch. It saves the guest
-// registers, switches to the host stack saved at entry and jumps on to
-// `popek_bt_exit_stub`, as a signal exit would.
+// R8, which entry zeroed and 32-bit code cannot touch. The host area's
+// address (above 4 GiB) is patched into the copy's `movabs`, right before
+// `popek_bt_tc_exit_area`. It saves the guest registers, switches to the
+// host stack saved at entry and jumps on to `popek_bt_exit_stub`, as a
+// signal exit would.
 global_asm!(
     ".globl popek_bt_tc_exit",
     ".hidden popek_bt_tc_exit",
     ".globl popek_bt_tc_exit_end",
     ".hidden popek_bt_tc_exit_end",
+    ".globl popek_bt_tc_exit_area",
+    ".hidden popek_bt_tc_exit_area",
     ".p2align 4",
     "popek_bt_tc_exit:",
-    "mov r8d, {area}",
+    "movabs r8, {placeholder}",
+    "popek_bt_tc_exit_area:",
     "mov [r8 + {gpr}], eax",
     "mov [r8 + {gpr} + 4], ecx",
     "mov [r8 + {gpr} + 8], edx",
@@ -373,23 +414,24 @@ global_asm!(
     "mov rdi, r8",
     "jmp qword ptr [r8 + {host_exit}]",
     "popek_bt_tc_exit_end:",
-    area = const VCPU_AREA,
-    gpr = const offset_of!(VcpuArea, gpr),
-    host_rsp = const offset_of!(VcpuArea, host_rsp),
-    eflags = const offset_of!(VcpuArea, eflags),
-    exit_signal = const offset_of!(VcpuArea, exit_signal),
-    tc_exit = const offset_of!(VcpuArea, tc_exit),
-    host_exit = const offset_of!(VcpuArea, host_exit),
+    placeholder = const STUB_AREA_PLACEHOLDER as i64,
+    gpr = const offset_of!(HostArea, gpr),
+    host_rsp = const offset_of!(HostArea, host_rsp),
+    eflags = const offset_of!(HostArea, eflags),
+    exit_signal = const offset_of!(HostArea, exit_signal),
+    tc_exit = const offset_of!(HostArea, tc_exit),
+    host_exit = const offset_of!(HostArea, host_exit),
 );
 
 extern "C" {
-    fn popek_bt_enter(area: *mut VcpuArea);
+    fn popek_bt_enter(area: *mut HostArea);
     fn popek_bt_exit_stub();
     fn popek_bt_enter_critical();
     fn popek_bt_enter_critical_end();
     fn popek_bt_signal_trampoline();
     fn popek_bt_tc_exit();
     fn popek_bt_tc_exit_end();
+    fn popek_bt_tc_exit_area();
 }
 
 /// The position-independent bytes of the TC exit stub, to copy below 4 GiB.
@@ -401,50 +443,117 @@ pub fn tc_exit_stub() -> &'static [u8] {
     unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }
 }
 
-/// The vCPU area at its fixed address.
-fn area_ptr() -> *mut VcpuArea {
+/// The TC exit stub for a copy below 4 GiB: [`tc_exit_stub`] with the
+/// address of the host area at `host_area` in its `movabs`.
+pub fn patched_tc_exit_stub(host_area: u64) -> Vec<u8> {
+    let mut stub = tc_exit_stub().to_vec();
+    let at = popek_bt_tc_exit_area as *const () as usize - popek_bt_tc_exit as *const () as usize;
+    let imm = at - 8..at;
+    assert_eq!(
+        stub[imm.clone()],
+        STUB_AREA_PLACEHOLDER.to_le_bytes(),
+        "the TC exit stub does not start with movabs r8, imm64"
+    );
+    stub[imm].copy_from_slice(&host_area.to_le_bytes());
+    stub
+}
+
+/// The host area (null before [`init_area`]).
+fn area_ptr() -> *mut HostArea {
+    HOST_AREA.load(Ordering::Acquire)
+}
+
+/// The vCPU area at its fixed address in the monitor region.
+fn vcpu_ptr() -> *mut VcpuArea {
     VCPU_AREA as usize as *mut VcpuArea
 }
 
-/// Marks the vCPU area (already mapped and zeroed by the caller) as ready
-/// and records the host selectors and the vCPU thread.
+/// Maps and initialises the host area, records the host selectors and the
+/// vCPU thread, initialises the vCPU area, and returns the host area's
+/// address (above 4 GiB).
 ///
 /// # Safety
-/// The page at [`VCPU_AREA`] must be mapped read-write for the life of the
-/// process and used by nothing else.
-pub unsafe fn init_area(vcpu_tid: i32) {
+/// Once per process. The page at [`VCPU_AREA`] must be mapped read-write
+/// (the monitor region, open) for the life of the process and used by
+/// nothing else.
+pub unsafe fn init_area(vcpu_tid: i32) -> Result<u64, super::MonitorError> {
     let (cs, ss): (u16, u16);
     // SAFETY: reading segment registers has no side effects.
     unsafe {
         asm!("mov {0:x}, cs", "mov {1:x}, ss", out(reg) cs, out(reg) ss, options(nomem, nostack));
     }
-    // SAFETY: the caller guarantees the area is mapped and ours.
-    let area = unsafe { &mut *area_ptr() };
-    *area = VcpuArea {
-        host_cs: cs,
-        host_ss: ss,
-        vcpu_tid,
-        exit_far: [super::layout::STUB_ADDR, u32::from(cs)],
-        host_exit: popek_bt_exit_stub as *const () as usize as u64,
-        ..VcpuArea::default()
+    let len = std::mem::size_of::<HostArea>().next_multiple_of(4096);
+    // SAFETY: a fresh anonymous mapping wherever the kernel likes: the low
+    // 4 GiB are reserved, so that is above them.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
+    if p == libc::MAP_FAILED {
+        return Err(super::MonitorError::Host(format!(
+            "mmap of the host area: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    if (p as u64) < 1 << 32 {
+        return Err(super::MonitorError::Host(format!(
+            "the host area landed at {p:p}, within reach of 32-bit code"
+        )));
+    }
+    let area = p.cast::<HostArea>();
+    // SAFETY: the mapping is fresh, page-aligned (enough for FxImage) and
+    // large enough; it is never unmapped.
+    unsafe {
+        area.write(HostArea {
+            host_cs: cs,
+            host_ss: ss,
+            vcpu_tid,
+            host_exit: popek_bt_exit_stub as *const () as usize as u64,
+            ..HostArea::default()
+        });
+    }
+    // SAFETY: the caller guarantees the vCPU area is mapped and ours.
+    unsafe {
+        vcpu_ptr().write(VcpuArea {
+            exit_far: [super::layout::STUB_ADDR, u32::from(cs)],
+            ..VcpuArea::default()
+        });
+    }
+    HOST_AREA.store(area, Ordering::Release);
     READY.store(true, Ordering::Release);
+    Ok(area as u64)
+}
+
+/// Exclusive access to the host area while the guest is not running.
+///
+/// # Safety
+/// [`init_area`] must have run, and the caller must be the only user (the
+/// single Monitor of the process, on the vCPU thread).
+pub unsafe fn area<'a>() -> &'a mut HostArea {
+    // SAFETY: the caller guarantees initialisation and exclusivity.
+    unsafe { &mut *area_ptr() }
 }
 
 /// Exclusive access to the vCPU area while the guest is not running.
 ///
 /// # Safety
-/// [`init_area`] must have run, and the caller must be the only user (the
-/// single Monitor of the process, on the vCPU thread).
-pub unsafe fn area<'a>() -> &'a mut VcpuArea {
-    // SAFETY: the caller guarantees initialisation and exclusivity.
-    unsafe { &mut *area_ptr() }
+/// As for [`area`], and the monitor region must be open (the vCPU area is
+/// inaccessible while it is closed).
+pub unsafe fn vcpu<'a>() -> &'a mut VcpuArea {
+    // SAFETY: the caller guarantees initialisation, access and exclusivity.
+    unsafe { &mut *vcpu_ptr() }
 }
 
-/// Runs the guest from the state in the vCPU area until the next exit.
+/// Runs the guest from the state in the host area until the next exit.
 ///
 /// # Safety
-/// The area must hold valid shadow selectors (CS/SS loadable LDT code and
+/// The host area must hold valid shadow selectors (CS/SS loadable LDT code and
 /// stack selectors, DS..GS loadable or null), the signal handlers and the
 /// sigaltstack of this thread must be installed, and no reference into the
 /// area may be live.
@@ -507,7 +616,7 @@ extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
     let cs = gregs[libc::REG_CSGSFS as usize] as u16;
     let rip = gregs[libc::REG_RIP as usize] as u64;
     let ready = READY.load(Ordering::Acquire);
-    // SAFETY: READY guarantees the area is mapped; host_cs never changes.
+    // SAFETY: READY guarantees the host area is mapped; host_cs never changes.
     let host_cs = if ready {
         unsafe { (*area_ptr()).host_cs }
     } else {
@@ -524,7 +633,7 @@ extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
     let entry = ready && !guest && in_critical(rip);
     if !guest && !entry {
         if ready && sig == KICK_SIGNAL {
-            // SAFETY: the area is mapped once READY is set; the fields are
+            // SAFETY: the host area is mapped once READY is set; the fields are
             // plain integers, racing only with this thread's own accesses
             // done with volatile reads in the monitor.
             let area = area_ptr();
