@@ -67,16 +67,7 @@ impl Rig {
             .unwrap();
         let mut cache =
             TranslationCache::new(CodeBuffer::new(buf), IndirectTable::new(table, miss));
-        let key = BlockKey {
-            eip: CODE,
-            ctx: Context {
-                cs_base: 0,
-                cpl: 0,
-                code32: true,
-                paging: false,
-                step: false,
-            },
-        };
+        let key = kernel_key(CODE);
         let t = Translator::new(miss)
             .translate(key, code, GuestPage(CODE >> 12), cache.next_host_addr())
             .unwrap();
@@ -115,6 +106,20 @@ impl Rig {
         let b = self.cache.block(self.id).unwrap();
         let m = b.insns().iter().find(|m| m.guest_eip == eip).unwrap();
         self.host + m.host_offset
+    }
+}
+
+/// The key of a block at `eip` in flat 32-bit CPL 0 code, paging off.
+fn kernel_key(eip: u32) -> BlockKey {
+    BlockKey {
+        eip,
+        ctx: Context {
+            cs_base: 0,
+            cpl: 0,
+            code32: true,
+            paging: false,
+            step: false,
+        },
     }
 }
 
@@ -353,17 +358,7 @@ fn translated_code_runs_after_user_code_closed_the_monitor_region() {
             // stored while it is closed runs.
             ucpu.eip = USER;
             rig.monitor.run_user(&mut ucpu).unwrap();
-            let next = CODE + 2;
-            let key = BlockKey {
-                eip: next,
-                ctx: Context {
-                    cs_base: 0,
-                    cpl: 0,
-                    code32: true,
-                    paging: false,
-                    step: false,
-                },
-            };
+            let key = kernel_key(CODE + 2);
             let miss = rig.cache.table().miss_addr();
             let t = Translator::new(miss)
                 .translate(
