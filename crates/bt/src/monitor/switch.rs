@@ -24,7 +24,7 @@
 
 use core::arch::{asm, global_asm};
 use core::mem::offset_of;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use super::address_space::MONITOR_BASE;
 
@@ -185,11 +185,8 @@ pub const HANDLED_SIGNALS: [libc::c_int; 7] = [
     KICK_SIGNAL,
 ];
 
-/// Set once the host area is mapped and initialised.
-static READY: AtomicBool = AtomicBool::new(false);
-
-/// The host area, set once by [`init_area`] before any handler is
-/// installed. The signal trampoline reads it RIP-relative (no thread
+/// The host area, set once by [`init_area`] (after it is mapped and
+/// initialised, before any handler is installed; null means not ready). The signal trampoline reads it RIP-relative (no thread
 /// pointer needed: FS may hold the guest's base when it runs).
 static HOST_AREA: AtomicPtr<HostArea> = AtomicPtr::new(std::ptr::null_mut());
 
@@ -526,7 +523,6 @@ pub unsafe fn init_area(vcpu_tid: i32) -> Result<u64, super::MonitorError> {
         });
     }
     HOST_AREA.store(area, Ordering::Release);
-    READY.store(true, Ordering::Release);
     Ok(area as u64)
 }
 
@@ -615,8 +611,9 @@ extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
     let gregs = &mut uc.uc_mcontext.gregs;
     let cs = gregs[libc::REG_CSGSFS as usize] as u16;
     let rip = gregs[libc::REG_RIP as usize] as u64;
-    let ready = READY.load(Ordering::Acquire);
-    // SAFETY: READY guarantees the host area is mapped; host_cs never changes.
+    let ready = !area_ptr().is_null();
+    // SAFETY: a non-null host area is mapped and initialised; host_cs never
+    // changes.
     let host_cs = if ready {
         unsafe { (*area_ptr()).host_cs }
     } else {
@@ -633,7 +630,7 @@ extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
     let entry = ready && !guest && in_critical(rip);
     if !guest && !entry {
         if ready && sig == KICK_SIGNAL {
-            // SAFETY: the host area is mapped once READY is set; the fields are
+            // SAFETY: the host area is mapped once it is set; the fields are
             // plain integers, racing only with this thread's own accesses
             // done with volatile reads in the monitor.
             let area = area_ptr();
@@ -652,7 +649,7 @@ extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
         host_signal(sig);
         return;
     }
-    // SAFETY: READY guarantees the mapping; the interrupted code is guest
+    // SAFETY: `ready` guarantees the mapping; the interrupted code is guest
     // code or the tail of `enter`, neither of which holds a reference to it.
     let area = unsafe { &mut *area_ptr() };
     if guest {
