@@ -300,9 +300,14 @@ pub fn monitor_region_huge_kb() -> Option<u64> {
 /// errors.
 ///
 /// # Safety
-/// The range must lie inside our reservation and hold no memory that Rust
-/// code references.
-unsafe fn mprotect(linear: u32, len: u32, prot: Prot, what: &str) -> Result<(), MonitorError> {
+/// The range must be a mapping of ours (our reservation, the monitor
+/// region) and hold no memory that Rust code references.
+pub(super) unsafe fn mprotect(
+    linear: u32,
+    len: u32,
+    prot: Prot,
+    what: &str,
+) -> Result<(), MonitorError> {
     // SAFETY: the caller guarantees the range is ours and unreferenced.
     let r = unsafe {
         libc::mprotect(

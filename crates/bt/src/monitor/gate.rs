@@ -23,8 +23,10 @@
 //! touched (1024 touched pages: about 140 µs a pair). Without huge pages
 //! it works the same, only slower.
 
-use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::address_space::{mprotect, Prot};
+use super::MonitorError;
 
 /// A range of host memory that is either open (read-write-execute) or
 /// closed (PROT_NONE), with counters of the changes.
@@ -74,6 +76,7 @@ impl Gate {
     /// closed (Rust code reaches it only through raw pointers and the
     /// short-lived slices of a gated `Region`).
     pub unsafe fn new(base: usize, len: usize) -> Gate {
+        assert!(base + len <= 1 << 32, "a gate's range lies below 4 GiB");
         Gate {
             base,
             len,
@@ -103,22 +106,19 @@ impl Gate {
         self.open.load(Ordering::Relaxed)
     }
 
-    fn protect(&self, prot: libc::c_int) -> io::Result<()> {
+    fn protect(&self, prot: Prot, what: &str) -> Result<(), MonitorError> {
         // SAFETY: `new`'s caller guarantees the range is a mapping of ours
-        // that no Rust reference points into while it is closed.
-        let r = unsafe { libc::mprotect(self.base as *mut libc::c_void, self.len, prot) };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        // that no Rust reference points into while it is closed; `new`
+        // checked that it lies below 4 GiB.
+        unsafe { mprotect(self.base as u32, self.len as u32, prot, what) }
     }
 
     /// Makes the range accessible (read-write-execute) if it is closed.
-    pub fn try_open(&self) -> io::Result<()> {
+    pub fn try_open(&self) -> Result<(), MonitorError> {
         if self.is_open() {
             return Ok(());
         }
-        self.protect(libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC)?;
+        self.protect(Prot::RWX, "mprotect opening the monitor region")?;
         self.open.store(true, Ordering::Relaxed);
         self.opens.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -138,11 +138,11 @@ impl Gate {
     }
 
     /// Makes the range inaccessible (PROT_NONE) if it is open.
-    pub fn close(&self) -> io::Result<()> {
+    pub fn close(&self) -> Result<(), MonitorError> {
         if !self.is_open() {
             return Ok(());
         }
-        self.protect(libc::PROT_NONE)?;
+        self.protect(Prot::NONE, "mprotect closing the monitor region")?;
         self.open.store(false, Ordering::Relaxed);
         self.closes.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -231,7 +231,7 @@ mod tests {
         // only the read and _exit.
         // SAFETY: fork in a test process; the child only reads and exits.
         let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
         if pid == 0 {
             // SAFETY: deliberately reads the closed range; _exit is
             // async-signal-safe and needs nothing of the parent's state.

@@ -580,9 +580,7 @@ impl Monitor {
 
     /// Makes the monitor region accessible if `run_user` closed it.
     fn open_region(&self) -> Result<(), MonitorError> {
-        self.gate
-            .try_open()
-            .map_err(|e| MonitorError::Host(format!("mprotect opening the monitor region: {e}")))
+        self.gate.try_open()
     }
 
     /// The vCPU area (translated code's fields), with the monitor region
@@ -826,9 +824,7 @@ impl Monitor {
             self.load_shadow(Slot::Gs, &cpu.gs)?,
         ];
         let eflags = (cpu.eflags & USER_FLAGS) | flags::IF | flags::FIXED1;
-        self.gate
-            .close()
-            .map_err(|e| MonitorError::Host(format!("mprotect closing the monitor region: {e}")))?;
+        self.gate.close()?;
         let (left, area) = self.enter_guest(cpu, cpu.eip, eflags, sels)?;
         if left == Left::NotEntered {
             return Ok(DirectExit::Interrupted);
