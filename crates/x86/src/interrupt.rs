@@ -589,6 +589,23 @@ pub fn iret(cpu: &mut CpuState, mem: &mut impl LinearMemory, size: u32) -> Outco
 #[cfg(test)]
 pub(crate) mod testing {
     use super::{vector, Exception, LinearMemory};
+    use crate::descriptor::Descriptor;
+
+    /// A flat 4 GiB, 32-bit, not-yet-accessed descriptor.
+    pub fn flat(typ: u8, dpl: u8) -> Descriptor {
+        Descriptor {
+            base: 0,
+            limit: 0xFFFFF,
+            typ,
+            s: true,
+            dpl,
+            present: true,
+            avl: false,
+            l: false,
+            db: true,
+            g: true,
+        }
+    }
 
     /// Flat memory from linear 0; accesses past the end raise #PF.
     pub struct Flat(pub Vec<u8>);
@@ -618,7 +635,7 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::Flat;
+    use super::testing::{flat, Flat};
     use super::*;
     use crate::descriptor::tss32;
     use crate::state::cr0;
@@ -631,21 +648,6 @@ mod tests {
     const KDATA: u16 = 0x10;
     const UCODE: u16 = 0x1B;
     const UDATA: u16 = 0x23;
-
-    fn flat(typ: u8, dpl: u8) -> Descriptor {
-        Descriptor {
-            base: 0,
-            limit: 0xFFFFF,
-            typ,
-            s: true,
-            dpl,
-            present: true,
-            avl: false,
-            l: false,
-            db: true,
-            g: true,
-        }
-    }
 
     /// A machine with kernel and user segments, an IDT whose vector 0x80 is
     /// a DPL-3 trap gate and whose other vectors are DPL-0 interrupt gates.

@@ -48,21 +48,7 @@ pub const LDATA3: u16 = 0x0F;
 /// Offset of the I/O bitmap inside the current TSS.
 pub const IOMAP: u32 = 0x68;
 
-/// A flat 4 GiB, 32-bit, not-yet-accessed descriptor.
-pub fn flat(typ: u8, dpl: u8) -> Descriptor {
-    Descriptor {
-        base: 0,
-        limit: 0xFFFFF,
-        typ,
-        s: true,
-        dpl,
-        present: true,
-        avl: false,
-        l: false,
-        db: true,
-        g: true,
-    }
-}
+pub use crate::interrupt::testing::flat;
 
 /// A byte-granular system descriptor.
 pub fn system(typ: u8, base: u32, limit: u32) -> Descriptor {
