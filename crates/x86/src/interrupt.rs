@@ -141,18 +141,7 @@ impl From<Exception> for Failure {
     }
 }
 
-const FLAGS_IRET_ANY_CPL: u32 = flags::CF
-    | flags::PF
-    | flags::AF
-    | flags::ZF
-    | flags::SF
-    | flags::TF
-    | flags::DF
-    | flags::OF
-    | flags::NT
-    | flags::RF
-    | flags::AC
-    | flags::ID;
+const FLAGS_IRET_ANY_CPL: u32 = flags::UNPRIVILEGED | flags::RF;
 
 /// Reads a TSS field (an implicit supervisor access).
 fn read_tss_u32(mem: &mut impl LinearMemory, at: u32) -> Result<u32, Exception> {

@@ -40,6 +40,11 @@ pub mod flags {
     pub const VIP: u32 = 1 << 20;
     /// CPUID-availability flag.
     pub const ID: u32 = 1 << 21;
+    /// The flags code at any privilege level may change itself (POPF at
+    /// CPL 3 with IOPL 0 changes these and silently keeps the rest): the
+    /// arithmetic flags, TF, DF, NT, AC and ID. IF, IOPL, VM, VIF and VIP
+    /// are the privileged ones; RF only IRET and task switches load.
+    pub const UNPRIVILEGED: u32 = CF | PF | AF | ZF | SF | TF | DF | OF | NT | AC | ID;
 }
 
 /// CR0 bits.

@@ -254,17 +254,7 @@ pub enum TcExit {
 
 /// EFLAGS bits guest user code really owns on the host CPU; the others (IF,
 /// IOPL, VM, VIF, VIP) are virtual and kept by the monitor.
-pub const USER_FLAGS: u32 = flags::CF
-    | flags::PF
-    | flags::AF
-    | flags::ZF
-    | flags::SF
-    | flags::TF
-    | flags::DF
-    | flags::OF
-    | flags::NT
-    | flags::AC
-    | flags::ID;
+pub const USER_FLAGS: u32 = flags::UNPRIVILEGED;
 
 static CREATED: AtomicBool = AtomicBool::new(false);
 

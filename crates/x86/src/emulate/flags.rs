@@ -11,17 +11,7 @@ use crate::interrupt::{Exception, LinearMemory};
 use crate::state::{flags, CpuState};
 
 /// Flags POPF may change at any privilege level.
-const POPF_ANY_CPL: u32 = flags::CF
-    | flags::PF
-    | flags::AF
-    | flags::ZF
-    | flags::SF
-    | flags::TF
-    | flags::DF
-    | flags::OF
-    | flags::NT
-    | flags::AC
-    | flags::ID;
+const POPF_ANY_CPL: u32 = flags::UNPRIVILEGED;
 
 /// EFLAGS.IOPL as a number.
 fn iopl(cpu: &CpuState) -> u8 {
