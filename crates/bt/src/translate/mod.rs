@@ -24,7 +24,7 @@
 
 pub mod emit;
 
-use iced_x86::{Code, Decoder, DecoderOptions, Encoder, Instruction, OpKind, Register};
+use iced_x86::{Code, Decoder, DecoderOptions, Encoder, Instruction, Mnemonic, OpKind, Register};
 use x86::classify::{classify, Class, Kind};
 
 use crate::cache::block::GUEST_PAGE_SIZE;
@@ -162,22 +162,11 @@ impl Inline {
 /// For PUSH Sreg: the segment register's index in the vCPU area's
 /// `guest_sel` and whether the push is a word (16-bit operand size).
 fn push_sreg(insn: &Instruction) -> Option<(usize, bool)> {
-    let word = match insn.code() {
-        Code::Pushd_CS
-        | Code::Pushd_SS
-        | Code::Pushd_DS
-        | Code::Pushd_ES
-        | Code::Pushd_FS
-        | Code::Pushd_GS => false,
-        Code::Pushw_CS
-        | Code::Pushw_SS
-        | Code::Pushw_DS
-        | Code::Pushw_ES
-        | Code::Pushw_FS
-        | Code::Pushw_GS => true,
-        _ => return None,
-    };
-    Some((sreg_index(insn.op0_register())?, word))
+    if insn.mnemonic() != Mnemonic::Push || insn.op0_kind() != OpKind::Register {
+        return None;
+    }
+    let sreg = sreg_index(insn.op0_register())?;
+    Some((sreg, insn.stack_pointer_increment() == -2))
 }
 
 /// Index of a segment register in the vCPU area's `guest_sel`.

@@ -1,7 +1,7 @@
 //! Segment register loads and stores: MOV Sreg, MOV r/m from Sreg, PUSH and
 //! POP Sreg, LDS/LES/LFS/LGS/LSS, with the protected-mode descriptor checks.
 
-use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 use super::operand::{linear, offset, pop, push, read_mem, read_op, sreg, sreg_mut, write_op};
 use super::operand::{write_reg, Access};
@@ -105,7 +105,7 @@ pub(super) fn execute(
         }
         Kind::PushSreg => {
             let sel = u32::from(sreg(cpu, insn.op0_register()).selector);
-            let size = if is_dword_push_pop(insn.code()) { 4 } else { 2 };
+            let size = insn.stack_pointer_increment().unsigned_abs();
             push(cpu, mem, size, sel)?;
         }
         Kind::PopSreg => {
@@ -113,7 +113,7 @@ pub(super) fn execute(
             if reg == Register::CS {
                 return Err(ud());
             }
-            let size = if is_dword_push_pop(insn.code()) { 4 } else { 2 };
+            let size = insn.stack_pointer_increment().unsigned_abs();
             let sel = pop(cpu, mem, size)? as u16;
             load(cpu, mem, reg, sel, eff)?;
             eff.interrupt_shadow = reg == Register::SS;
@@ -121,24 +121,6 @@ pub(super) fn execute(
         _ => load_far_pointer(cpu, mem, insn, eff)?,
     }
     Ok(())
-}
-
-/// True for the 32-bit forms of PUSH/POP Sreg.
-fn is_dword_push_pop(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Pushd_CS
-            | Code::Pushd_SS
-            | Code::Pushd_DS
-            | Code::Pushd_ES
-            | Code::Pushd_FS
-            | Code::Pushd_GS
-            | Code::Popd_SS
-            | Code::Popd_DS
-            | Code::Popd_ES
-            | Code::Popd_FS
-            | Code::Popd_GS
-    )
 }
 
 /// LDS/LES/LFS/LGS/LSS r, m16:16 or m16:32: offset first, selector after.
