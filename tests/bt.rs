@@ -147,7 +147,7 @@ fn a_small_translation_cache_evicts_and_is_still_correct() {
 #[test]
 fn hostile_host_selector_ends_the_vm() {
     let run = run_bt("hostile", &["--append", "attack=a"]);
-    assert_eq!(run.status, 6, "{}", run.show());
+    assert_eq!(run.status, 8, "a security stop\n{}", run.show());
     assert!(
         run.stderr.contains("host's selector 0x002b"),
         "{}",
@@ -183,7 +183,7 @@ fn hostile_breach_is_stopped(attack: &str) {
     let marker = std::path::Path::new("/tmp/popek-hostile-c");
     std::fs::remove_file(marker).ok();
     let run = run_bt("hostile", &["--append", attack]);
-    assert_eq!(run.status, 6, "{}", run.show());
+    assert_eq!(run.status, 8, "a security stop\n{}", run.show());
     assert!(
         run.stderr.contains("left its code segment"),
         "{}",

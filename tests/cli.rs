@@ -102,3 +102,75 @@ fn bad_memory_size_is_refused() {
     assert_eq!(run.status, 2, "{}", run.show());
     assert!(run.stderr.contains("guest RAM size"), "{}", run.show());
 }
+
+/// Every `--tc-size` the translation cache cannot have is refused by the
+/// command line (status 2, one sentence), before any engine starts.
+#[test]
+fn bad_translation_cache_sizes_are_refused() {
+    for size in ["0", "1K", "4097", "3148K", "4G", "lots"] {
+        let run = popek(&["run", "--guest", "hello", "--tc-size", size]);
+        assert_eq!(run.status, 2, "--tc-size {size}\n{}", run.show());
+        assert!(
+            run.stderr.contains(&format!("invalid value '{size}'")),
+            "--tc-size {size}\n{}",
+            run.show()
+        );
+        assert!(!run.stderr.contains("host error"), "{}", run.show());
+        assert!(run.stdout.is_empty(), "no guest ran\n{}", run.show());
+    }
+    // The bounds themselves are sizes the cache can have.
+    for size in ["4K", "3M"] {
+        let run = popek(&["run", "--guest", "hello", "--tc-size", size]);
+        assert_eq!(run.status, 1, "--tc-size {size}\n{}", run.show());
+    }
+}
+
+/// A kernel or initrd that is not a regular file is refused before it is
+/// read: a device would be read until memory runs out, a FIFO would block.
+#[test]
+fn kernel_and_initrd_must_be_regular_files() {
+    let fifo = std::env::temp_dir().join(format!("popek-cli-{}-fifo", std::process::id()));
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let fifo = fifo.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--kernel", "/dev/zero"],
+            "the kernel /dev/zero is a device",
+        ),
+        (&["--kernel", fifo], "is a FIFO"),
+        (&["--kernel", "/tmp"], "the kernel /tmp is a directory"),
+        (
+            &["--guest", "hello", "--initrd", "/dev/zero"],
+            "the initrd /dev/zero is a device",
+        ),
+    ];
+    for (args, says) in cases {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        let run = popek(&all);
+        assert_eq!(run.status, 2, "{args:?}\n{}", run.show());
+        assert!(run.stderr.contains(says), "{args:?}\n{}", run.show());
+    }
+    std::fs::remove_file(fifo).ok();
+}
+
+/// A file larger than guest RAM is refused from its size alone: a sparse
+/// 1 GiB file costs nothing to check.
+#[test]
+fn a_kernel_larger_than_guest_ram_is_refused_unread() {
+    let p = std::env::temp_dir().join(format!("popek-cli-{}-sparse", std::process::id()));
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(1 << 30).unwrap();
+    drop(f);
+    let run = popek(&["run", "--kernel", p.to_str().unwrap(), "--memory", "64"]);
+    std::fs::remove_file(&p).ok();
+    assert_eq!(run.status, 2, "{}", run.show());
+    assert!(
+        run.stderr
+            .contains("is 1073741824 bytes, more than the guest's 64 MiB of RAM can hold"),
+        "{}",
+        run.show()
+    );
+}

@@ -8,6 +8,12 @@ use x86::CpuState;
 
 use crate::machine::Machine;
 
+/// Exit status of a run whose guest triple-faulted.
+pub const STATUS_SHUTDOWN: i32 = 6;
+/// Exit status of a run stopped because guest code tried to get out of
+/// the VM ([`Exit::Escape`]).
+pub const STATUS_ESCAPE: i32 = 8;
+
 /// Why a run ended normally (the guest, a device or the user stopped it).
 #[derive(Debug)]
 pub enum Exit {
@@ -20,6 +26,10 @@ pub enum Exit {
     Halted(Box<CpuState>),
     /// The guest triple-faulted (or the CPU shut down for another reason).
     Shutdown(Box<GuestFault>),
+    /// Guest code stepped outside what the monitor virtualizes (it ran on,
+    /// or loaded, a segment of the host's instead of its own) and the VM
+    /// was stopped before that could reach the host.
+    Escape(Box<GuestFault>),
     /// The user asked to quit (Ctrl-A x on the console).
     UserQuit,
 }
@@ -30,8 +40,9 @@ impl Exit {
         match self {
             Exit::DebugExit(v) => crate::StopReason::DebugExit(*v).exit_status(),
             Exit::Reset | Exit::Halted(_) | Exit::UserQuit => 0,
-            // Even, so it can never be mistaken for a debug-port exit.
-            Exit::Shutdown(_) => 6,
+            // Even, so they can never be mistaken for a debug-port exit.
+            Exit::Shutdown(_) => STATUS_SHUTDOWN,
+            Exit::Escape(_) => STATUS_ESCAPE,
         }
     }
 }

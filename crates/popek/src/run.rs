@@ -1,6 +1,6 @@
 //! `popek run`: build the machine, pick the engine, run, report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
@@ -36,7 +36,16 @@ fn parse_size(s: &str) -> Result<u32, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a size (try 2M, 512K or a byte count)"))?;
-    u32::try_from(n * mult).map_err(|_| format!("{s} is too large"))
+    n.checked_mul(mult)
+        .and_then(|b| u32::try_from(b).ok())
+        .ok_or_else(|| format!("{s} is too large"))
+}
+
+/// Parses `--tc-size`: a size the BT engine's translation cache can have.
+fn parse_tc_size(s: &str) -> Result<u32, String> {
+    let size = parse_size(s)?;
+    bt::engine::BtOptions::check_tc_size(size)?;
+    Ok(size)
 }
 
 /// Options of `popek run`.
@@ -67,19 +76,76 @@ pub struct RunArgs {
     /// Write the engine's statistics as JSON to this file at exit.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
-    /// Translation-cache size for the bt engine (e.g. 2M, 512K; at most 3M,
-    /// a multiple of 4K).
-    #[arg(long, value_parser = parse_size, default_value = "2M")]
+    /// Translation-cache size for the bt engine (e.g. 2M, 512K; a multiple
+    /// of 4K from 4K to 3M).
+    #[arg(long, value_parser = parse_tc_size, default_value = "2M")]
     tc_size: u32,
 }
 
-fn read_file(what: &str, path: &PathBuf) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+/// Reads the file a user named as `what` (kernel, initrd): only a regular
+/// file, and only if it fits in `limit` bytes (the guest's RAM), so that
+/// a device, a FIFO or a huge file is refused before anything is read.
+fn read_file(what: &str, path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+
+    let cannot = |e: std::io::Error| format!("cannot read {what} {}: {e}", path.display());
+    // O_NONBLOCK: opening a FIFO would otherwise wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let is = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!(
+            "the {what} {} is {is}; give a regular file",
+            path.display()
+        ));
+    }
+    if meta.len() > limit {
+        return Err(format!(
+            "the {what} {} is {} bytes, more than the guest's {} MiB of RAM can hold",
+            path.display(),
+            meta.len(),
+            limit >> 20
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The file may grow after the check: never read past the limit.
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "the {what} {} grew past the guest's {} MiB of RAM while it was read",
+            path.display(),
+            limit >> 20
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The most bytes a kernel or initrd can have: all of guest RAM.
+fn ram_limit(args: &RunArgs) -> u64 {
+    args.memory.saturating_mul(1 << 20)
 }
 
 fn kernel_image(args: &RunArgs) -> Result<Vec<u8>, String> {
     if let Some(path) = &args.kernel {
-        return read_file("kernel", path);
+        return read_file("kernel", path, ram_limit(args));
     }
     let name = args.guest.as_deref().unwrap_or(popek_guests::DEFAULT);
     match popek_guests::find(name) {
@@ -111,7 +177,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         .kernel(kernel)
         .cmdline(args.append.clone());
     if let Some(path) = &args.initrd {
-        match read_file("initrd", path) {
+        match read_file("initrd", path, ram_limit(args)) {
             Ok(i) => builder = builder.initrd(i),
             Err(e) => return fail(STATUS_POPEK_ERROR, e),
         }
@@ -188,6 +254,7 @@ fn report(exit: &Exit) {
             state.eip
         ),
         Exit::Shutdown(fault) => eprintln!("popek: {fault}"),
+        Exit::Escape(fault) => eprintln!("popek: security stop: {fault}"),
         Exit::UserQuit => eprintln!("popek: quit"),
     }
 }

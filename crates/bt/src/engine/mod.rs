@@ -47,6 +47,25 @@ pub struct BtOptions {
     pub tc_size: u32,
 }
 
+/// Smallest `tc_size`: one chunk that holds the largest block.
+pub const TC_MIN: u32 = crate::cache::code::MIN_CHUNK;
+/// Largest `tc_size`: what the monitor region has room for.
+pub const TC_MAX: u32 = crate::monitor::layout::TC_MAX;
+
+impl BtOptions {
+    /// Why `tc_size` cannot be a translation-cache size, if it cannot.
+    pub fn check_tc_size(tc_size: u32) -> Result<(), String> {
+        if !(TC_MIN..=TC_MAX).contains(&tc_size) || !tc_size.is_multiple_of(4096) {
+            return Err(format!(
+                "the translation cache must be a multiple of 4K from {}K to {}K",
+                TC_MIN >> 10,
+                TC_MAX >> 10
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for BtOptions {
     fn default() -> Self {
         BtOptions {
@@ -454,8 +473,10 @@ impl Vm {
     /// host's GDT answered, against the guest's tables (design.md's lazy
     /// fix-up). Only a load the guest's CPU would also have accepted, of a
     /// segment based at 0 like the host's, is fixed up: then every access
-    /// made through the host's segment meant what it would have meant. Any
-    /// other case stops the VM.
+    /// made through the host's segment meant what it would have meant. A
+    /// load the guest's CPU would have refused is an escape attempt and
+    /// stops the VM; a segment of the guest's with another base cannot be
+    /// repaired yet and ends the run as unsupported.
     fn fix_up_selectors(
         &mut self,
         machine: &mut Machine,
@@ -474,13 +495,25 @@ impl Vm {
                         &mut self.cpu.gs,
                     ][i] = seg;
                 }
-                _ => {
-                    return Ok(Next::End(Exit::Shutdown(self.fault(
+                Ok(seg) => {
+                    return Err(self.unsupported(
+                        machine,
+                        format!(
+                            "guest user code loaded selector {sel:#06x}, a segment of its own \
+                             based at {:#x}; the host answered the load with its own flat \
+                             segment, and popek can only repair such loads for segments based \
+                             at 0",
+                            seg.base
+                        ),
+                    ))
+                }
+                Err(_) => {
+                    return Ok(Next::End(Exit::Escape(self.fault(
                         machine,
                         format!(
                             "guest user code loaded the host's selector {sel:#06x} into a segment \
-                             register, where its own CPU would have loaded a different segment \
-                             from the guest's tables; the VM was stopped"
+                             register, where its own CPU would have refused the load; the VM was \
+                             stopped"
                         ),
                     ))))
                 }
@@ -525,7 +558,7 @@ impl Vm {
                 machine,
                 format!("guest RAM behind {addr:#x} is missing (host SIGBUS)"),
             )),
-            DirectExit::ForeignCode { selector, signal } => Ok(Next::End(Exit::Shutdown(self.fault(
+            DirectExit::ForeignCode { selector, signal } => Ok(Next::End(Exit::Escape(self.fault(
                 machine,
                 format!(
                     "guest user code left its code segment for the host's selector {selector:#06x} \

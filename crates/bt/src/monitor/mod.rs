@@ -97,7 +97,8 @@ impl std::fmt::Display for MonitorError {
                 f,
                 "the host process already has mappings below 4 GiB, which the guest needs:\n{maps}"
             ),
-            MonitorError::Host(s) => write!(f, "host error: {s}"),
+            // Engines wrap this in their own "host error:".
+            MonitorError::Host(s) => write!(f, "{s}"),
             MonitorError::BadRange { linear, len } => {
                 write!(f, "bad guest linear range {linear:#x}+{len:#x}")
             }
