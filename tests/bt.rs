@@ -211,6 +211,86 @@ fn hostile_iret_to_host_code_is_stopped() {
     hostile_breach_is_stopped("attack=e");
 }
 
+/// What the host has for 64-bit code to read (scenario f's command line),
+/// printing what cannot be checked here.
+fn host_features() -> String {
+    let mut words = Vec::new();
+    // SAFETY: getauxval only reads the auxiliary vector.
+    if unsafe { libc::getauxval(libc::AT_HWCAP2) } & 2 != 0 {
+        words.push("host-fsgsbase");
+    } else {
+        eprintln!("skipped: FS/GS base checks (the host gives user code no RDFSBASE)");
+    }
+    if std::arch::is_x86_feature_detected!("avx") {
+        words.push("host-avx");
+    } else {
+        eprintln!("skipped: YMM checks (the host has no AVX)");
+    }
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        words.push("host-avx512");
+    } else {
+        eprintln!("skipped: k0-k7 and ZMM checks (the host has no AVX-512 F and BW)");
+    }
+    words.join(" ")
+}
+
+/// Ring 3 far-jumps to the host's 64-bit code segment and back. The
+/// monitor cannot refuse the jump (the host's GDT answers it) nor see a
+/// trip that neither faults nor lasts until a kick: what it must ensure
+/// is that 64-bit code finds no host value anywhere it can read. FS and GS
+/// are null, re-entered after a trip through the guest kernel: where a
+/// null load keeps the old base, the host's thread pointer would show.
+#[test]
+fn hostile_64bit_code_finds_no_host_value() {
+    let append = format!("attack=f {}", host_features());
+    let run = run_bt("hostile", &["--append", &append]);
+    assert!(
+        run.stdout
+            .contains("reached the host's 64-bit code segment and came back"),
+        "bt lets the jump through; the checks below must have run\n{}",
+        run.show()
+    );
+    for line in [
+        "ok   the upper halves of RAX..RDI (RSP included) held 0",
+        "ok   R8-R15 held 0",
+        "ok   XMM8-XMM15 (64-bit mode only) held 0",
+        "ok   the guest's stack below ESP held only its kernel's fill pattern",
+    ] {
+        assert!(run.stdout.contains(line), "{line}\n{}", run.show());
+    }
+    assert_pass(&run);
+}
+
+/// 64-bit guest code that touches host memory above 4 GiB, calls the
+/// host's vsyscall page (the one host address it can know) or spins
+/// without faulting: the VM is stopped with a security stop (status 8) at
+/// the read, the call, or the next kick, and nothing runs after it.
+#[test]
+fn hostile_64bit_code_is_stopped() {
+    for (attack, signal) in [("attack=g", 11), ("attack=h", 31), ("attack=i", 14)] {
+        let run = run_bt("hostile", &["--append", attack]);
+        assert_eq!(run.status, 8, "{attack}\n{}", run.show());
+        assert!(
+            run.stderr.contains(&format!(
+                "left its code segment for the host's selector 0x0033 (host signal {signal})"
+            )),
+            "{attack}\n{}",
+            run.show()
+        );
+        assert!(!run.stdout.contains("PASS"), "{attack}\n{}", run.show());
+    }
+    // g stopped at the read of 0x1_0000_0000 (mov rax, [rsi]): the write
+    // after it never ran.
+    let run = run_bt("hostile", &["--append", "attack=g"]);
+    assert!(
+        run.stderr.contains("bytes at CS:EIP: 48 8b 06 48 c7 06"),
+        "{}",
+        run.show()
+    );
+}
+
 #[test]
 fn hostile_int80_is_an_ordinary_guest_system_call() {
     assert_pass(&run_bt("hostile", &["--append", "attack=d"]));

@@ -20,6 +20,17 @@
  *     exit), which must reach the guest's own kernel;
  *  e  IRET to 0x33 and a far JMP to 0x23 (host 32-bit code): apart from c
  *     because KVM's emulator cannot do them at ring 3 (kvm-pvm: #UD).
+ *  f  far JMP to 0x33 and back: if the host lets 64-bit code run, it must
+ *     find no host value in any register or on the guest's stack;
+ *  g  64-bit code reads and writes memory above 4 GiB;
+ *  h  64-bit code calls the host's vsyscall page;
+ *  i  64-bit code spins without faulting.
+ *
+ * For f-i a CPU that honours the guest's GDT raises #GP(0x30) at the far
+ * JMP. popek's BT engine cannot refuse it (the host's GDT answers), so
+ * under bt f checks what 64-bit code could see, and g, h and i must end
+ * the VM (tests/bt.rs). host-fsgsbase, host-avx and host-avx512 on the
+ * command line say which registers the host has for f to read.
  *
  * The kernel prints what it expects, then one line per attempt as it
  * happens. The GDT has five entries (hostile.h), so host selectors of
@@ -33,6 +44,11 @@
 /* user.S */
 void enter_user(void (*eip)(void), u32 esp) __attribute__((noreturn));
 void user_a(void), user_b(void), user_c(void), user_d(void), user_e(void);
+void user_f(void), user_g(void), user_h(void), user_i(void);
+extern u64 f64_seen[F_SLOTS];
+extern u32 f64_reached, f64_stack_dirty;
+/* Read by f64 (user.S): HOST_* bits. */
+u32 host_features;
 extern char user_done[];
 extern const char hostile_path_d[], breach_message[];
 extern const u32 breach_message_length;
@@ -69,6 +85,11 @@ static const struct {
 	[SITE_C_LRET_33] = { 'c', 13, 0x30, "far ret to host selector 0x33 raised #GP(0x30)" },
 	[SITE_E_IRET_33] = { 'e', 13, 0x30, "iret to host selector 0x33 raised #GP(0x30)" },
 	[SITE_E_LJMP_23] = { 'e', 13, 0x20, "far jmp to host selector 0x23 (32-bit code) raised #GP(0x20)" },
+	[SITE_F_HLT] = { 'f', 13, 0, "hlt at ring 3 (with FS and GS null) raised #GP(0)" },
+	[SITE_F_LJMP_33] = { 'f', 13, 0x30, "far jmp to host selector 0x33 raised #GP(0x30)" },
+	[SITE_G_LJMP_33] = { 'g', 13, 0x30, "far jmp to host selector 0x33 raised #GP(0x30)" },
+	[SITE_H_LJMP_33] = { 'h', 13, 0x30, "far jmp to host selector 0x33 raised #GP(0x30)" },
+	[SITE_I_LJMP_33] = { 'i', 13, 0x30, "far jmp to host selector 0x33 raised #GP(0x30)" },
 };
 
 static const struct {
@@ -92,6 +113,15 @@ static const struct {
 	{ 'e', user_e,
 	  "ring 3 IRETs to 0x33 and far-jumps to 0x23 (host 32-bit code), at host system calls",
 	  "#GP(0x30) for the IRET, #GP(0x20) for 0x23 (an LDT descriptor); no host system call runs" },
+	{ 'f', user_f,
+	  "ring 3 far-jumps to 0x33 with null FS and GS, reads every register 64-bit code can, and jumps back",
+	  "#GP(0x30); where the host's GDT answers instead, 64-bit code finds no host value" },
+	{ 'g', user_g, "ring 3 far-jumps to 0x33 and reads, then writes, memory above 4 GiB",
+	  "#GP(0x30); where the host's GDT answers instead, the VM is stopped at the read" },
+	{ 'h', user_h, "ring 3 far-jumps to 0x33 and calls the host's vsyscall page (gettimeofday)",
+	  "#GP(0x30); where the host's GDT answers instead, the VM is stopped at the call" },
+	{ 'i', user_i, "ring 3 far-jumps to 0x33 and spins there without faulting",
+	  "#GP(0x30); where the host's GDT answers instead, the VM is stopped at the next kick" },
 };
 
 static char scenario;
@@ -100,7 +130,8 @@ static u32 site_hits[SITE_COUNT];
 static u64 hostile_gdt[HOSTILE_GDT_ENTRIES] __attribute__((aligned(8)));
 static u64 ldt[HOSTILE_LDT_ENTRIES] __attribute__((aligned(8)));
 static u8 kernel_stack[8192] __attribute__((aligned(16)));
-static u8 user_stack[8192] __attribute__((aligned(16)));
+/* Not static: f64 (user.S) checks what lies below its stack pointer. */
+u8 user_stack[8192] __attribute__((aligned(16)));
 
 /* What the guest kernel's int 0x80 returns: recognisably not a host result. */
 #define GUEST_RETURN(nr) (0x4B000000u | (nr))
@@ -147,6 +178,7 @@ static const struct site *find_site(u32 eip)
 }
 
 static void report_and_finish(struct frame *f);
+static void report_f64(void);
 
 static const char *vector_name(u32 v)
 {
@@ -234,13 +266,64 @@ static void on_syscall(struct frame *f)
 	f->eax = GUEST_RETURN(nr);
 }
 
+static int all_zero(const u64 *v, u32 n)
+{
+	u64 any = 0;
+	for (u32 i = 0; i < n; i++)
+		any |= v[i];
+	return any == 0;
+}
+
+/* Scenario f came back from 64-bit code: what did it see? Every value
+ * must be the guest's own (zero where the guest never wrote). */
+static void report_f64(void)
+{
+	const u64 *v = f64_seen;
+	u64 upper = 0;
+
+	kprintf("far jmp to 0x33 reached the host's 64-bit code segment and came back unnoticed; what 64-bit code "
+		"could read:\n");
+	for (u32 i = 0; i < 8; i++)
+		upper |= v[F_GPR + i] >> 32;
+	check("the upper halves of RAX..RDI (RSP included) held 0", upper == 0);
+	check("R8-R15 held 0", all_zero(&v[F_GPR + 8], 8));
+	check("RFLAGS held no bit above 31", (v[F_RFLAGS] >> 32) == 0);
+	if (host_features & HOST_FSGSBASE) {
+		check_eq("the FS base (FS null) was 0, not the host's thread pointer", (u32)(v[F_FSBASE] >> 32),
+			 0);
+		check_eq("the FS base's low half was 0 too", (u32)v[F_FSBASE], 0);
+		check("the GS base (GS null) was 0", v[F_GSBASE] == 0);
+	} else {
+		kprintf("(the host has no RDFSBASE for user code: FS and GS bases not read)\n");
+	}
+	check("XMM8-XMM15 (64-bit mode only) held 0", all_zero(&v[F_XMM8], 16));
+	if (host_features & HOST_AVX)
+		check("the upper halves of YMM0-YMM15 held 0", all_zero(&v[F_YMM_HI], 32));
+	else
+		kprintf("(no AVX on the host: YMM not read)\n");
+	if (host_features & HOST_AVX512) {
+		check("k0-k7 held 0", all_zero(&v[F_K], 8));
+		check("bits 256-511 of ZMM0-ZMM15 held 0", all_zero(&v[F_ZMM_HI], 64));
+		check("ZMM16-ZMM31 held 0", all_zero(&v[F_ZMM16], 128));
+	} else {
+		kprintf("(no AVX-512 on the host: k0-k7 and ZMM not read)\n");
+	}
+	check_eq("the guest's stack below ESP held only its kernel's fill pattern (dwords changed)", f64_stack_dirty,
+		 0);
+}
+
 /* The user code is done (UD2 at user_done, or exit in scenario d). */
 static void report_and_finish(struct frame *f)
 {
 	char what[128];
 
+	if (scenario == 'f' && f64_reached)
+		report_f64();
 	for (u32 id = 0; id < SITE_COUNT; id++) {
 		if (expect[id].scenario != scenario || site_hits[id] == 1)
+			continue;
+		/* The host's GDT answered the far JMP: report_f64 said so. */
+		if (id == SITE_F_LJMP_33 && f64_reached && site_hits[id] == 0)
 			continue;
 		ksnprintf(what, sizeof(what), "%s: expected once, happened %u times", expect[id].what, site_hits[id]);
 		check(what, 0);
@@ -277,23 +360,41 @@ static char chosen_attack(struct multiboot_info *mbi)
 	return (end == 0 || end == ' ') ? c : 0;
 }
 
+/* Whether `word` stands on the command line as a word of its own. */
+static int has_word(struct multiboot_info *mbi, const char *word)
+{
+	if (!(mbi->flags & MBI_FLAG_CMDLINE) || !mbi->cmdline)
+		return 0;
+	const char *cmdline = (const char *)mbi->cmdline;
+	u32 n = strlen(word);
+	for (const char *at = strstr(cmdline, word); at; at = strstr(at + 1, word))
+		if ((at == cmdline || at[-1] == ' ') && (at[n] == 0 || at[n] == ' '))
+			return 1;
+	return 0;
+}
+
 void kmain(u32 magic, struct multiboot_info *mbi)
 {
 	(void)magic;
 
 	scenario = chosen_attack(mbi);
+	host_features = (has_word(mbi, "host-fsgsbase") ? HOST_FSGSBASE : 0) | (has_word(mbi, "host-avx") ? HOST_AVX : 0) |
+			(has_word(mbi, "host-avx512") ? HOST_AVX512 : 0);
 	for (u32 i = 0; i < ARRAY_SIZE(scenarios); i++) {
 		if (scenarios[i].name != scenario)
 			continue;
 		kprintf("hostile %c: %s\n", scenario, scenarios[i].does);
 		kprintf("expect: %s\n", scenarios[i].expects);
 		load_tables();
+		if (scenario == 'f')
+			for (u32 i = 0; i < sizeof(user_stack) / 4; i++)
+				((u32 *)user_stack)[i] = STACK_FILL;
 		for (int v = 0; v < 32; v++)
 			set_handler(v, on_exception);
 		idt_set_attr(0x80, 0xEE); /* interrupt gate, DPL 3: the guest's system call */
 		set_handler(0x80, on_syscall);
 		enter_user(scenarios[i].entry, (u32)user_stack + sizeof(user_stack));
 	}
-	kprintf("hostile: choose a scenario with attack=a, b, c, d or e on the command line\n");
+	kprintf("hostile: choose a scenario with attack=a to attack=i on the command line\n");
 	check("the command line names a scenario", 0);
 }

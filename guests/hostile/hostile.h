@@ -47,7 +47,12 @@
 #define SITE_C_LRET_33 14
 #define SITE_E_IRET_33 15
 #define SITE_E_LJMP_23 16
-#define SITE_COUNT 17
+#define SITE_F_LJMP_33 17
+#define SITE_G_LJMP_33 18
+#define SITE_H_LJMP_33 19
+#define SITE_I_LJMP_33 20
+#define SITE_F_HLT 21
+#define SITE_COUNT 22
 
 /* user_results[] slots the user code fills. */
 #define R_B_READ 0      /* first read of MONITOR_ADDR through SEL_UFLAT */
@@ -59,6 +64,26 @@
 #define R_COUNT 6
 
 #define HOSTILE_MARK 0x54534F48 /* "HOST" */
+
+/* Scenario f: what 64-bit code read (f64_seen[] qword slots). */
+#define F_GPR 0         /* RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15 */
+#define F_RFLAGS 16
+#define F_FSBASE 17
+#define F_GSBASE 18
+#define F_XMM8 19       /* XMM8..XMM15: 16 qwords */
+#define F_YMM_HI 35     /* YMM0..15 upper halves: 32 qwords */
+#define F_K 67          /* k0..k7: 8 qwords */
+#define F_ZMM_HI 75     /* ZMM0..15 bits 256-511: 64 qwords */
+#define F_ZMM16 139     /* ZMM16..31: 128 qwords */
+#define F_SLOTS 267
+
+/* host_features bits, from the command line (the test harness probes the host). */
+#define HOST_FSGSBASE 1
+#define HOST_AVX 2
+#define HOST_AVX512 4   /* AVX-512 F and BW */
+
+/* What the guest kernel fills its user stack with (scenario f). */
+#define STACK_FILL 0x5A5A5A5A
 
 /* Linux i386 system call numbers the user code issues in scenario d. */
 #define I386_EXIT 1

@@ -174,6 +174,138 @@ user_d:
 	jmp user_done			/* not reached: the guest kernel ends the VM */
 
 /*
+ * f: go to the host's 64-bit code segment and come back. On a CPU that
+ * honours the guest's GDT the far JMP is #GP(0x30). Under popek's BT
+ * engine the host's GDT answers it, and nothing notices a trip that
+ * neither faults nor lasts until the next kick: what matters is what
+ * 64-bit code can see there. FS and GS are null first, and a trip through
+ * the guest kernel makes the monitor enter ring 3 again with them null (loading a null
+ * selector leaves the old base on some CPUs: it must not be the host's
+ * thread pointer). A HLT (#GP at ring 3) makes the trip: KVM's emulator
+ * here cannot deliver a ring-3 int 0x80 (docs/kvm.md). f64 records every register 64-bit code can read, and
+ * checks that the guest's stack below ESP still holds the kernel's fill
+ * pattern, then jumps back to the guest's own code segment.
+ */
+	.globl user_f
+user_f:
+	xorl %eax, %eax
+	movw %ax, %fs
+	movw %ax, %gs
+	FAULT(SITE_F_HLT, hlt)		/* #GP: a trip through the guest kernel */
+	movw %cs, %ax			/* the selector the CPU really runs on */
+	movw %ax, f_back + 4
+	FAULT(SITE_F_LJMP_33, ljmp $HOST_USER_CS, $f64)
+	jmp f_done			/* a CPU that refused the jump */
+f_back32:
+	movl $1, f64_reached
+f_done:
+	movl $UDATA_SEL, %eax
+	movw %ax, %fs
+	movw %ax, %gs
+	jmp user_done
+
+/* g: 64-bit code reads, then writes, host memory above 4 GiB. */
+	.globl user_g
+user_g:
+	FAULT(SITE_G_LJMP_33, ljmp $HOST_USER_CS, $g64)
+	jmp user_done
+
+/* h: 64-bit code calls the one host address it can know without a leak:
+ * the vsyscall page's gettimeofday. */
+	.globl user_h
+user_h:
+	FAULT(SITE_H_LJMP_33, ljmp $HOST_USER_CS, $h64)
+	jmp user_done
+
+/* i: 64-bit code that neither faults nor comes back. */
+	.globl user_i
+user_i:
+	FAULT(SITE_I_LJMP_33, ljmp $HOST_USER_CS, $i64)
+	jmp user_done
+
+	.code64
+#define SEEN(slot) (f64_seen + 8 * (slot))(%rip)
+f64:
+	movq %rax, SEEN(F_GPR + 0)
+	movq %rcx, SEEN(F_GPR + 1)
+	movq %rdx, SEEN(F_GPR + 2)
+	movq %rbx, SEEN(F_GPR + 3)
+	movq %rsp, SEEN(F_GPR + 4)
+	movq %rbp, SEEN(F_GPR + 5)
+	movq %rsi, SEEN(F_GPR + 6)
+	movq %rdi, SEEN(F_GPR + 7)
+	movq %r8, SEEN(F_GPR + 8)
+	movq %r9, SEEN(F_GPR + 9)
+	movq %r10, SEEN(F_GPR + 10)
+	movq %r11, SEEN(F_GPR + 11)
+	movq %r12, SEEN(F_GPR + 12)
+	movq %r13, SEEN(F_GPR + 13)
+	movq %r14, SEEN(F_GPR + 14)
+	movq %r15, SEEN(F_GPR + 15)
+	pushfq
+	popq %rax
+	movq %rax, SEEN(F_RFLAGS)
+	testl $HOST_FSGSBASE, host_features(%rip)
+	jz 1f
+	rdfsbase %rax
+	movq %rax, SEEN(F_FSBASE)
+	rdgsbase %rax
+	movq %rax, SEEN(F_GSBASE)
+1:
+	.irp n, 8, 9, 10, 11, 12, 13, 14, 15
+	movups %xmm\n, SEEN(F_XMM8 + 2 * (\n - 8))
+	.endr
+	testl $HOST_AVX, host_features(%rip)
+	jz 2f
+	.irp n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+	vextractf128 $1, %ymm\n, SEEN(F_YMM_HI + 2 * \n)
+	.endr
+2:
+	testl $HOST_AVX512, host_features(%rip)
+	jz 3f
+	.irp n, 0, 1, 2, 3, 4, 5, 6, 7
+	kmovq %k\n, SEEN(F_K + \n)
+	.endr
+	.irp n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+	vextracti64x4 $1, %zmm\n, SEEN(F_ZMM_HI + 4 * \n)
+	.endr
+	.irp n, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
+	vmovdqu64 %zmm\n, SEEN(F_ZMM16 + 8 * (\n - 16))
+	.endr
+3:
+	/* Every dword of the stack from its base up to 16 bytes below RSP
+	 * (the pushfq above used 8) must still be the fill pattern. */
+	leaq user_stack(%rip), %rsi
+	leaq -16(%rsp), %rcx
+	xorl %edx, %edx
+4:	cmpq %rcx, %rsi
+	jae 6f
+	cmpl $STACK_FILL, (%rsi)
+	je 5f
+	incl %edx
+5:	addq $4, %rsi
+	jmp 4b
+6:	movl %edx, f64_stack_dirty(%rip)
+	ljmpl *f_back(%rip)
+
+g64:
+	movabsq $0x100000000, %rsi	/* just above 4 GiB */
+	movq (%rsi), %rax
+	movq $HOSTILE_MARK, (%rsi)
+	hlt
+
+h64:
+	leaq h64_timeval(%rip), %rdi
+	xorl %esi, %esi
+	movabsq $0xffffffffff600000, %rax	/* vsyscall gettimeofday */
+	call *%rax
+	hlt
+
+i64:
+	jmp i64
+	.code32
+
+/*
  * What the host would run after a far transfer to 0x33: x86-64 Linux
  * system calls. Never reached on a CPU that honours the guest's GDT; if it
  * ever runs, it leaves a file in /tmp, says so on stderr and ends the
@@ -247,7 +379,22 @@ host_far_pointer:
 	.long MONITOR_ADDR
 	.word HOST_USER_DS
 
+/* Scenario f's way back: offset, then the selector user_f saw in CS. */
+f_back:
+	.long f_back32
+	.word 0
+
 	.bss
+	.align 8
+	.globl f64_seen, f64_reached, f64_stack_dirty
+f64_seen:
+	.space 8 * F_SLOTS
+f64_reached:
+	.space 4
+f64_stack_dirty:
+	.space 4
+h64_timeval:
+	.space 16
 	.align 64
 xsave_area:				/* XRSTOR needs 64-byte alignment */
 	.space 1024

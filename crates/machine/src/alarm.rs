@@ -7,10 +7,23 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-#[derive(Default)]
 struct Shared {
     deadline: Option<Instant>,
+    /// Ring at least this often, deadline or not.
+    watchdog: Option<Duration>,
+    last_ring: Instant,
     quit: bool,
+}
+
+impl Shared {
+    /// When the thread must ring next, if ever.
+    fn due(&self) -> Option<Instant> {
+        let watchdog = self.watchdog.map(|w| self.last_ring + w);
+        match (self.deadline, watchdog) {
+            (Some(d), Some(w)) => Some(d.min(w)),
+            (d, w) => d.or(w),
+        }
+    }
 }
 
 /// A thread that runs a callback at the deadline it is armed with.
@@ -24,7 +37,15 @@ impl Alarm {
     /// once the thread runs, so that the caller may then restrict the
     /// process (the thread's start-up system calls are behind it).
     pub fn start(name: &str, ring: impl Fn() + Send + 'static) -> std::io::Result<Alarm> {
-        let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
+        let shared = Arc::new((
+            Mutex::new(Shared {
+                deadline: None,
+                watchdog: None,
+                last_ring: Instant::now(),
+                quit: false,
+            }),
+            Condvar::new(),
+        ));
         let s = shared.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -46,6 +67,17 @@ impl Alarm {
         m.lock().unwrap().deadline = after.map(|d| Instant::now() + d);
         cv.notify_one();
     }
+
+    /// Also rings whenever `every` has passed since the last ring (None:
+    /// only at deadlines), so that a vCPU that never exits on its own is
+    /// still interrupted now and then.
+    pub fn set_watchdog(&self, every: Option<Duration>) {
+        let (m, cv) = &*self.shared;
+        let mut s = m.lock().unwrap();
+        s.watchdog = every;
+        s.last_ring = Instant::now();
+        cv.notify_one();
+    }
 }
 
 fn alarm_loop(shared: &(Mutex<Shared>, Condvar), ring: impl Fn()) {
@@ -55,15 +87,18 @@ fn alarm_loop(shared: &(Mutex<Shared>, Condvar), ring: impl Fn()) {
         if s.quit {
             return;
         }
-        match s.deadline {
+        match s.due() {
             None => s = cv.wait(s).unwrap(),
-            Some(d) => {
+            Some(due) => {
                 let now = Instant::now();
-                if now >= d {
-                    s.deadline = None;
+                if now >= due {
+                    if s.deadline.is_some_and(|d| d <= now) {
+                        s.deadline = None;
+                    }
+                    s.last_ring = now;
                     ring();
                 } else {
-                    s = cv.wait_timeout(s, d - now).unwrap().0;
+                    s = cv.wait_timeout(s, due - now).unwrap().0;
                 }
             }
         }
@@ -103,5 +138,24 @@ mod tests {
         alarm.arm(None);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(rings.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_watchdog_rings_without_a_deadline_until_it_is_cleared() {
+        let rings = Arc::new(AtomicU32::new(0));
+        let r = rings.clone();
+        let alarm = Alarm::start("test-watchdog", move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        alarm.set_watchdog(Some(Duration::from_millis(5)));
+        std::thread::sleep(Duration::from_millis(100));
+        let rung = rings.load(Ordering::SeqCst);
+        // 20 periods; a loaded host may delay some rings, never add any.
+        assert!((3..=21).contains(&rung), "{rung} rings in 100 ms");
+        alarm.set_watchdog(None);
+        let after = rings.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(rings.load(Ordering::SeqCst) <= after + 1);
     }
 }

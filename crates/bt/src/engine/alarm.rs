@@ -6,6 +6,12 @@ use std::time::{Duration, Instant};
 
 use crate::monitor::Kicker;
 
+/// The longest guest code runs without an exit. Guest user code that
+/// far-jumped to the host's 64-bit code segment and neither faults nor
+/// returns is stopped at the next kick (security.md); a kick also lets the
+/// run loop see Ctrl-A x. 100 kicks a second cost ~0.05% of the CPU.
+pub const WATCHDOG: Duration = Duration::from_millis(10);
+
 /// Kicks the vCPU out of guest code at the deadline it is armed with.
 pub struct Alarm {
     alarm: machine::alarm::Alarm,
@@ -14,12 +20,12 @@ pub struct Alarm {
 }
 
 impl Alarm {
-    /// Starts the alarm thread; it kicks through `kicker`.
+    /// Starts the alarm thread; it kicks through `kicker` at each deadline
+    /// and at least every [`WATCHDOG`].
     pub fn start(kicker: Kicker) -> std::io::Result<Alarm> {
-        Ok(Alarm {
-            alarm: machine::alarm::Alarm::start("popek-bt-alarm", move || kicker.kick())?,
-            armed: None,
-        })
+        let alarm = machine::alarm::Alarm::start("popek-bt-alarm", move || kicker.kick())?;
+        alarm.set_watchdog(Some(WATCHDOG));
+        Ok(Alarm { alarm, armed: None })
     }
 
     /// Asks for a kick `after` from now (None: no kick).
