@@ -3,6 +3,9 @@
 //! `build.rs` compiles each guest with gcc -m32 and ld -m elf_i386 and
 //! generates the `GUESTS` table included below.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 /// One embedded guest.
 pub struct Guest {
     /// Name given to `--guest`.

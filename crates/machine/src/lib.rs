@@ -2,6 +2,8 @@
 //! device, the boot loaders, and the [`Engine`] trait with the exits every
 //! engine returns.
 
+#![warn(missing_docs)]
+
 pub mod alarm;
 pub mod bus;
 pub mod clock;

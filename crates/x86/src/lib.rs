@@ -2,6 +2,9 @@
 //! everything here is a pure function of the architecture manuals, so both
 //! engines (binary translation and KVM) and the loaders share one model.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod classify;
 pub mod cpuid;
 pub mod descriptor;
