@@ -9,6 +9,7 @@ pub mod bus;
 pub mod clock;
 pub mod devices;
 pub mod engine;
+pub mod firmware;
 pub mod irq;
 pub mod loader;
 pub mod machine;

@@ -15,7 +15,8 @@
 //!
 //! | range             | contents                                          |
 //! |-------------------|---------------------------------------------------|
-//! | 0x00000..0x01000  | real-mode IVT and BIOS data area, left zero        |
+//! | 0x00000..0x00400  | real-mode IVT, left zero                          |
+//! | 0x00400..0x00500  | BIOS data area ([`crate::firmware`])              |
 //! | 0x01000..0x01020  | boot GDT (null, null, 0x10 code, 0x18 data)        |
 //! | 0x02000..0x02080  | multiboot information structure                   |
 //! | 0x02080..0x02090  | multiboot module list (the initrd)                |
@@ -24,6 +25,7 @@
 //! | 0x07000..0x08000  | Linux boot_params ("zero page")                    |
 //! | 0x10000..0x20000  | boot stack (ESP = 0x20000 at entry)               |
 //! | 0x20000..0x30000  | kernel command line (NUL-terminated)              |
+//! | 0x9FC00..0xA0000  | extended BIOS data area ([`crate::firmware`])     |
 //!
 //! Only one of the multiboot block and boot_params is used for a given
 //! kernel, but they are kept apart so the layout needs no per-protocol cases.
@@ -318,6 +320,7 @@ pub fn load(
         }
         multiboot::Probe::Absent => return Err(LoadError::UnknownFormat),
     };
+    crate::firmware::install(mem)?;
     for line in &loaded.summary {
         tracing::debug!("loader: {line}");
     }
