@@ -83,6 +83,12 @@ const GUESTS: &[GuestSpec] = &[
         format: Format::Multiboot,
     },
     GuestSpec {
+        name: "vector",
+        summary: "bt only: xmm/ymm/zmm0-7, k0-k7 and MXCSR (avx=1, avx512=1) keep the guest's values \
+                  across every kind of exit, in ring 3 and ring 0, and start zeroed",
+        format: Format::Multiboot,
+    },
+    GuestSpec {
         name: "paging",
         summary: "32-bit paging: 4 KiB/4 MiB pages, #PF codes and CR2, ring 3, A/D, INVLPG, CR3, PGE",
         format: Format::Multiboot,

@@ -16,6 +16,8 @@ const KNOWN: &[&str] = &[
     "pae",
     "demo",
     "bzhello",
+    // BT only: tests/vector.rs.
+    "vector",
 ];
 
 fn run_kvm(guest: &str, extra: &[&str]) -> Option<common::Run> {

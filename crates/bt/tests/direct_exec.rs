@@ -2,6 +2,7 @@
 //! monitor owns process-wide state (low 4 GiB, LDT, signal handlers,
 //! seccomp), so each test re-executes this binary filtered to itself.
 
+use std::arch::asm;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 use std::time::Instant;
@@ -715,4 +716,394 @@ fn fs_and_gs_shadows_work_and_host_tls_survives() {
                 == 7
         );
     });
+}
+
+// What guest code finds in the registers, seen from 64-bit mode: 32-bit
+// code can far-jump to the host's 64-bit code segment (0x33), and there it
+// can read every register the host has (R8-R15, xmm8-15, the upper halves
+// of ymm0-15, zmm16-31, k0-k7, the FS and GS bases). Such a jump ends the
+// VM at its next exit (`ForeignCode`), but until then the code runs.
+
+/// Where the 64-bit code dumps what it finds, in guest RAM.
+const DUMP: u32 = 0x20_0000;
+/// Where it loads its own vector values from.
+const PATTERN: u32 = 0x21_0000;
+/// Dump layout: RAX, RBX, RCX, RDX, RSI, RDI, RBP, RSP, R8-R15 (8 bytes
+/// each); then the FS base, GS base and RFLAGS; the vector registers, 64
+/// bytes a slot; k0-k7; an FXSAVE64 image (x87, MXCSR, xmm0-15).
+const D_BASES: u32 = 0x80;
+const D_VEC: u32 = 0x100;
+const D_K: u32 = 0x900;
+const D_FX: u32 = 0xA00;
+/// The guest's x87 control word and MXCSR in the pattern (round down,
+/// 53-bit precision, all exceptions masked; MXCSR round down).
+const GUEST_FCW: u16 = 0x067F;
+const GUEST_MXCSR: u32 = 0x3F80;
+
+/// The vector registers this host has, as the 64-bit code moves them.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Vec64 {
+    /// xmm0-15 (MOVDQU).
+    Sse,
+    /// ymm0-15 (VMOVDQU).
+    Avx,
+    /// zmm0-31 and k0-k7 (VMOVDQU64, KMOVQ).
+    Avx512,
+}
+
+impl Vec64 {
+    fn of_host() -> Vec64 {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            Vec64::Avx512
+        } else if std::arch::is_x86_feature_detected!("avx") {
+            Vec64::Avx
+        } else {
+            Vec64::Sse
+        }
+    }
+
+    /// Vector registers and the bytes of each.
+    fn shape(self) -> (u32, u32) {
+        match self {
+            Vec64::Sse => (16, 16),
+            Vec64::Avx => (16, 32),
+            Vec64::Avx512 => (32, 64),
+        }
+    }
+}
+
+/// 64-bit code: dumps the registers at [`DUMP`], loads the vector
+/// registers, k0-k7, FCW and MXCSR from [`PATTERN`], then UD2.
+fn dump_and_load_code(at: u32, v: Vec64) -> Vec<u8> {
+    use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
+    let mem = |base: Register, off: u32| MemoryOperand::with_base_displ(base, i64::from(off));
+    let mut insns = vec![
+        Instruction::with1(Code::Push_r64, Register::RAX).unwrap(),
+        Instruction::with2(Code::Mov_r32_imm32, Register::EAX, DUMP).unwrap(),
+        Instruction::with1(Code::Pop_rm64, mem(Register::RAX, 0)).unwrap(),
+    ];
+    let gprs = [
+        Register::RBX,
+        Register::RCX,
+        Register::RDX,
+        Register::RSI,
+        Register::RDI,
+        Register::RBP,
+        Register::RSP,
+    ];
+    let high = (0..8).map(|i| Register::R8 + i);
+    for (i, r) in gprs.into_iter().chain(high).enumerate() {
+        let off = 8 * (i as u32 + 1);
+        insns.push(Instruction::with2(Code::Mov_rm64_r64, mem(Register::RAX, off), r).unwrap());
+    }
+    for (i, code) in [Code::Rdfsbase_r64, Code::Rdgsbase_r64]
+        .into_iter()
+        .enumerate()
+    {
+        insns.push(Instruction::with1(code, Register::RCX).unwrap());
+        let off = D_BASES + 8 * i as u32;
+        insns.push(
+            Instruction::with2(Code::Mov_rm64_r64, mem(Register::RAX, off), Register::RCX).unwrap(),
+        );
+    }
+    insns.push(Instruction::with(Code::Pushfq));
+    insns.push(Instruction::with1(Code::Pop_r64, Register::RCX).unwrap());
+    insns.push(
+        Instruction::with2(
+            Code::Mov_rm64_r64,
+            mem(Register::RAX, D_BASES + 16),
+            Register::RCX,
+        )
+        .unwrap(),
+    );
+    insns.push(Instruction::with1(Code::Fxsave64_m512byte, mem(Register::RAX, D_FX)).unwrap());
+    let (count, _) = v.shape();
+    let (store, load, first) = match v {
+        Vec64::Sse => (
+            Code::Movdqu_xmmm128_xmm,
+            Code::Movdqu_xmm_xmmm128,
+            Register::XMM0,
+        ),
+        Vec64::Avx => (
+            Code::VEX_Vmovdqu_ymmm256_ymm,
+            Code::VEX_Vmovdqu_ymm_ymmm256,
+            Register::YMM0,
+        ),
+        Vec64::Avx512 => (
+            Code::EVEX_Vmovdqu64_zmmm512_k1z_zmm,
+            Code::EVEX_Vmovdqu64_zmm_k1z_zmmm512,
+            Register::ZMM0,
+        ),
+    };
+    for i in 0..count {
+        let off = D_VEC + 64 * i;
+        insns.push(Instruction::with2(store, mem(Register::RAX, off), first + i).unwrap());
+    }
+    if v == Vec64::Avx512 {
+        for i in 0..8 {
+            let off = D_K + 8 * i;
+            insns.push(
+                Instruction::with2(
+                    Code::VEX_Kmovq_m64_kr,
+                    mem(Register::RAX, off),
+                    Register::K0 + i,
+                )
+                .unwrap(),
+            );
+        }
+    }
+    // Now the guest's own values.
+    insns.push(Instruction::with2(Code::Mov_r32_imm32, Register::ECX, PATTERN).unwrap());
+    for i in 0..count {
+        let off = D_VEC + 64 * i;
+        insns.push(Instruction::with2(load, first + i, mem(Register::RCX, off)).unwrap());
+    }
+    if v == Vec64::Avx512 {
+        for i in 0..8 {
+            let off = D_K + 8 * i;
+            insns.push(
+                Instruction::with2(
+                    Code::VEX_Kmovq_kr_km64,
+                    Register::K0 + i,
+                    mem(Register::RCX, off),
+                )
+                .unwrap(),
+            );
+        }
+    }
+    insns.push(Instruction::with1(Code::Fldcw_m2byte, mem(Register::RCX, D_FX)).unwrap());
+    insns.push(Instruction::with1(Code::Ldmxcsr_m32, mem(Register::RCX, D_FX + 24)).unwrap());
+    insns.push(Instruction::with(Code::Ud2));
+    let mut enc = Encoder::new(64);
+    let mut ip = u64::from(at);
+    for i in &insns {
+        ip += enc.encode(i, ip).unwrap() as u64;
+    }
+    enc.take_buffer()
+}
+
+/// Fills every vector register the host has with ones (zmm0-31 and k1-k7
+/// too on AVX-512 hosts) and leaves a host address in the x87 FIP, as the
+/// monitor's own code might: what guest code must never see.
+fn dirty_host_registers(v: Vec64) {
+    #[target_feature(enable = "avx2")]
+    unsafe fn ymm_ones() {
+        // SAFETY: writes only the registers it names as clobbered.
+        unsafe {
+            asm!(
+                "vpcmpeqb ymm0, ymm0, ymm0", "vpcmpeqb ymm1, ymm1, ymm1",
+                "vpcmpeqb ymm2, ymm2, ymm2", "vpcmpeqb ymm3, ymm3, ymm3",
+                "vpcmpeqb ymm4, ymm4, ymm4", "vpcmpeqb ymm5, ymm5, ymm5",
+                "vpcmpeqb ymm6, ymm6, ymm6", "vpcmpeqb ymm7, ymm7, ymm7",
+                "vpcmpeqb ymm8, ymm8, ymm8", "vpcmpeqb ymm9, ymm9, ymm9",
+                "vpcmpeqb ymm10, ymm10, ymm10", "vpcmpeqb ymm11, ymm11, ymm11",
+                "vpcmpeqb ymm12, ymm12, ymm12", "vpcmpeqb ymm13, ymm13, ymm13",
+                "vpcmpeqb ymm14, ymm14, ymm14", "vpcmpeqb ymm15, ymm15, ymm15",
+                out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+                out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+                out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+                out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+                options(nomem, nostack),
+            );
+        }
+    }
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn zmm_ones() {
+        // SAFETY: writes only the registers it names as clobbered.
+        unsafe {
+            asm!(
+                ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+                "vpternlogd zmm\\n, zmm\\n, zmm\\n, 0xff",
+                ".endr",
+                ".irp n, 1,2,3,4,5,6,7",
+                "kxnorq k\\n, k\\n, k\\n",
+                ".endr",
+                out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
+                out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
+                out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
+                out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _,
+                out("zmm16") _, out("zmm17") _, out("zmm18") _, out("zmm19") _,
+                out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _,
+                out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _,
+                out("zmm28") _, out("zmm29") _, out("zmm30") _, out("zmm31") _,
+                out("k1") _, out("k2") _, out("k3") _, out("k4") _,
+                out("k5") _, out("k6") _, out("k7") _,
+                options(nomem, nostack),
+            );
+        }
+    }
+    let one = 1.0f64;
+    // SAFETY: an x87 load and pop of a local leaves the x87 stack as it
+    // was; FIP/FDP then point into this function and at its frame.
+    unsafe {
+        asm!("fld qword ptr [{0}]", "fstp st(0)", in(reg) &one, options(nostack));
+    }
+    match v {
+        Vec64::Sse => {}
+        // SAFETY: the host has the features (Vec64::of_host).
+        Vec64::Avx => unsafe { ymm_ones() },
+        // SAFETY: as above.
+        Vec64::Avx512 => unsafe { zmm_ones() },
+    }
+}
+
+fn dump_u64(mem: &GuestMemory, off: u32) -> u64 {
+    let mut b = [0u8; 8];
+    mem.read(u64::from(DUMP + off), &mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+fn dump_bytes(mem: &GuestMemory, off: u32, len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    mem.read(u64::from(DUMP + off), &mut b).unwrap();
+    b
+}
+
+/// Asserts that the dump's `what` registers at `off` (slots of `slot`
+/// bytes) hold `want`, naming the first register that does not.
+fn assert_dump(mem: &GuestMemory, off: u32, want: &[u8], slot: usize, what: &str) {
+    let got = dump_bytes(mem, off, want.len());
+    for (i, (g, w)) in got.chunks(slot).zip(want.chunks(slot)).enumerate() {
+        assert!(
+            g == w,
+            "{what}: register {i} holds {g:02x?}\n  the guest's value is {w:02x?}"
+        );
+    }
+}
+
+/// The guest's values: distinct, none zero.
+fn vector_pattern(v: Vec64) -> (Vec<u8>, Vec<u8>) {
+    let (count, bytes) = v.shape();
+    let vecs = (0..count * 64)
+        .map(|i| {
+            if i % 64 < bytes {
+                (i % 251) as u8 + 1
+            } else {
+                0
+            }
+        })
+        .collect();
+    let k = if v == Vec64::Avx512 {
+        (0..64).map(|i| 0x80 | i as u8).collect()
+    } else {
+        vec![0; 64]
+    };
+    (vecs, k)
+}
+
+#[test]
+fn registers_at_entry_are_the_guests_and_survive_an_exit() {
+    in_child(
+        "registers_at_entry_are_the_guests_and_survive_an_exit",
+        || {
+            let v = Vec64::of_host();
+            let (count, bytes) = v.shape();
+            println!("vector registers checked: {count} of {bytes} bytes ({v:?})");
+            const CODE64: u32 = CODE + 0x100;
+            let mut code = vec![0xEA]; // jmp far 0x33:CODE64
+            code.extend(CODE64.to_le_bytes());
+            code.extend(0x33u16.to_le_bytes());
+            let (mut mem, mut m) = setup(&code);
+            mem.write(u64::from(CODE64), &dump_and_load_code(CODE64, v))
+                .unwrap();
+            let (vecs, k) = vector_pattern(v);
+            mem.write(u64::from(PATTERN + D_VEC), &vecs).unwrap();
+            mem.write(u64::from(PATTERN + D_K), &k).unwrap();
+            mem.write(u64::from(PATTERN + D_FX), &GUEST_FCW.to_le_bytes())
+                .unwrap();
+            mem.write(u64::from(PATTERN + D_FX + 24), &GUEST_MXCSR.to_le_bytes())
+                .unwrap();
+            let ud2 = |m: &mut Monitor, cpu: &mut CpuState| {
+                cpu.eip = CODE;
+                dirty_host_registers(v);
+                assert_eq!(
+                    m.run_user(cpu).unwrap(),
+                    DirectExit::ForeignCode {
+                        selector: 0x33,
+                        signal: libc::SIGILL
+                    }
+                );
+            };
+
+            let mut cpu = user_state(CODE);
+            cpu.eflags |= flags::CF | flags::DF;
+            [
+                cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.ebp, cpu.esi, cpu.edi,
+            ] = [0xA1, 0xC1, 0xD1, 0xB1, 0xB9, 0x51, 0xD9];
+            ud2(&mut m, &mut cpu);
+            // Only the guest's registers, zero-extended, and zeros.
+            let gprs: Vec<u64> = (0..16).map(|i| dump_u64(&mem, 8 * i)).collect();
+            assert_eq!(
+                gprs,
+                [
+                    0xA1,
+                    0xB1,
+                    0xC1,
+                    0xD1,
+                    0x51,
+                    0xD9,
+                    0xB9,
+                    u64::from(STACK_TOP),
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0
+                ],
+                "RAX RBX RCX RDX RSI RDI RBP RSP R8-R15"
+            );
+            assert_eq!(
+                (dump_u64(&mem, D_BASES), dump_u64(&mem, D_BASES + 8)),
+                (0, 0),
+                "FS and GS bases (the guest's FS and GS are null)"
+            );
+            assert_eq!(
+                dump_u64(&mem, D_BASES + 16),
+                u64::from(flags::FIXED1 | flags::IF | flags::CF | flags::DF),
+                "RFLAGS"
+            );
+            // The architectural init state: FCW 0x37F, MXCSR 0x1F80,
+            // everything else zero, FIP and FDP included.
+            let fx = dump_bytes(&mem, D_FX, 416);
+            let mut init = vec![0u8; 416];
+            init[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+            init[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+            let mask = u32::from_le_bytes(fx[28..32].try_into().unwrap());
+            init[28..32].copy_from_slice(&mask.to_le_bytes());
+            assert_eq!(fx, init, "FXSAVE64 image at the first entry");
+            let zero_vecs = vec![0u8; (count * 64) as usize];
+            assert_dump(
+                &mem,
+                D_VEC,
+                &zero_vecs,
+                64,
+                "vector registers at the first entry",
+            );
+            assert_dump(&mem, D_K, &[0; 64], 8, "k0-k7 at the first entry");
+
+            // The guest's values are its own after the exit, whatever
+            // the monitor did with the registers meanwhile.
+            ud2(&mut m, &mut cpu);
+            assert_dump(&mem, D_VEC, &vecs, 64, "vector registers after an exit");
+            assert_dump(&mem, D_K, &k, 8, "k0-k7 after an exit");
+            let fx = dump_bytes(&mem, D_FX, 32);
+            assert_eq!(fx[0..2], GUEST_FCW.to_le_bytes(), "FCW");
+            assert_eq!(fx[24..28], GUEST_MXCSR.to_le_bytes(), "MXCSR");
+            assert_eq!(
+                (8..16).map(|i| dump_u64(&mem, 8 * i)).collect::<Vec<_>>(),
+                [0; 8],
+                "R8-R15"
+            );
+            assert_eq!(
+                (dump_u64(&mem, D_BASES), dump_u64(&mem, D_BASES + 8)),
+                (0, 0),
+                "FS and GS bases"
+            );
+        },
+    );
 }

@@ -2,8 +2,9 @@
 //! registers run for real: a block of guest kernel
 //! code is translated, entered through the monitor and must leave the
 //! virtual CPU's flags exactly as the instructions define them, without
-//! letting a guest system bit reach the host EFLAGS. One scenario per child
-//! process, as in `direct_exec.rs`: the monitor is process-wide.
+//! letting a guest system bit reach the host EFLAGS. `tc_round_trip_cost`
+//! measures one world switch into translated code and back. One scenario
+//! per child process, as in `direct_exec.rs`: the monitor is process-wide.
 
 use std::process::Command;
 
@@ -383,4 +384,44 @@ fn translated_code_runs_after_user_code_closed_the_monitor_region() {
             assert_eq!(rig.monitor.inlined()[1], 2);
         },
     );
+}
+
+/// The cost of one world switch without a signal: enter translated code
+/// (`iretq`), run one block that leaves at once (a HLT callout, through
+/// the TC exit stub) and come back to the monitor. Measured, never
+/// asserted on; docs/bt.md quotes it (`cargo test --release -p popek-bt
+/// --test inline_flags -- --nocapture tc_round_trip_cost`).
+#[test]
+fn tc_round_trip_cost() {
+    in_child("tc_round_trip_cost", || {
+        let mut rig = Rig::new(&[HLT]);
+        const N: u32 = 100_000;
+        let mut cpu = kernel_state(0);
+        // Warm up the shadows, the region and the caches.
+        for _ in 0..1000 {
+            rig.monitor
+                .run_translated(&mut cpu, rig.host, None)
+                .unwrap();
+        }
+        // Five batches: the host is shared, so the fastest batch says most
+        // about the code and the median about what a run sees.
+        let mut batches: Vec<u128> = (0..5)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                for _ in 0..N {
+                    let exit = rig
+                        .monitor
+                        .run_translated(&mut cpu, rig.host, None)
+                        .unwrap();
+                    assert!(matches!(exit, TcExit::Exit { .. }), "{exit:?}");
+                }
+                start.elapsed().as_nanos() / u128::from(N)
+            })
+            .collect();
+        batches.sort_unstable();
+        println!(
+            "translated-code round trip (TC exit stub, no signal): {} ns fastest batch, {} ns median",
+            batches[0], batches[2]
+        );
+    });
 }

@@ -2,16 +2,29 @@
 //! code running directly in compatibility mode.
 //!
 //! Entry: [`enter`] saves the host's callee-saved registers, stack pointer,
-//! FS/GS bases and selectors, MXCSR and x87 control word in the host area,
-//! loads the guest's shadow data segments and registers and `iretq`s into
+//! FS/GS bases and selectors, MXCSR, x87 control word and (with protection
+//! keys) PKRU in the host area, loads the guest's vector state (XRSTOR of
+//! its image), PKRU, shadow data segments and registers, and `iretq`s into
 //! the guest's shadow CS.
 //!
-//! Exit: every way out of guest code is a host signal. The handler (on the
-//! sigaltstack, because the guest's stack is no host stack) copies the guest
-//! state from the ucontext into the host area and rewrites the ucontext so
-//! that sigreturn "returns" into [`popek_bt_exit_stub`] in 64-bit mode on the
-//! host stack saved at entry; the stub restores the host state and returns
-//! from `enter` as if it were an ordinary call.
+//! Exit: every way out of guest code is a host signal or, from translated
+//! code, a far jump to the TC exit stub. The handler (on the sigaltstack,
+//! because the guest's stack is no host stack) copies the guest state from
+//! the ucontext into the host area and rewrites the ucontext so that
+//! sigreturn "returns" into the exit stub (`popek_bt_exit_stub`, or
+//! `popek_bt_exit_stub_pkru` on hosts with protection keys) in 64-bit mode
+//! on the host stack saved at entry; the stub saves the guest's vector
+//! state and PKRU, restores the host state and returns from `enter` as if
+//! it were an ordinary call.
+//!
+//! Register state: guest code, which can reach 64-bit mode with a far jump
+//! to the host's code segment, must find only its own values or zeros in
+//! every register, and keeps its values across exits. The guest's vector
+//! state is an XSAVE image of every user component the host enables in
+//! XCR0 (see [`Xstate`]), and the exit stub loads the init state into
+//! those registers before host code runs, so neither side sees the other's
+//! data. General registers the guest does not own are zeroed at entry, and
+//! so are the FS and GS bases before the guest's selectors are loaded.
 //!
 //! The state is split in two. The [`HostArea`] holds everything the entry,
 //! the exits and the signal handler need; it lives above 4 GiB, where
@@ -78,11 +91,115 @@ pub struct HostArea {
     /// Set by the TC exit stub: the exit was a far jump, not a signal.
     pub tc_exit: u32,
     _pad2: u32,
-    /// Address of [`popek_bt_exit_stub`] in the host's text, which the TC
-    /// exit stub (copied below 4 GiB) cannot reach with a relative jump.
+    /// Address of the exit stub in the host's text (`popek_bt_exit_stub`,
+    /// or `popek_bt_exit_stub_pkru` with protection keys): where the signal
+    /// handler, the kick check at entry and the TC exit stub (copied below
+    /// 4 GiB, out of reach of a relative jump) send every exit.
     pub host_exit: u64,
-    /// The guest's x87/SSE state (FXSAVE image) while the monitor runs.
-    pub fx: FxImage,
+    /// The XSAVE components of the guest's image (the requested-feature
+    /// bitmap of every XSAVE and XRSTOR of it, EDX:EAX).
+    pub xsave_mask: u64,
+    /// Address of the init-state image (XSTATE_BV 0) that the exit stub
+    /// loads so that no guest vector data stays in the host's registers.
+    pub init_image: u64,
+    /// Non-zero when the exit stub saves with XSAVEOPT rather than XSAVE.
+    pub xsaveopt: u32,
+    /// Host PKRU, saved at entry (hosts with protection keys only).
+    pub host_pkru: u32,
+    /// The guest's PKRU (hosts with protection keys only; 0, all keys
+    /// allowed, at reset). AD and WD of key 0, the key of every page of
+    /// the process, are dropped at each exit: the entry and the exit stub
+    /// must reach the host area and the host stack under it.
+    pub guest_pkru: u32,
+    /// Non-zero when the host has protection keys enabled: RDPKRU and
+    /// WRPKRU raise #UD without CR4.PKE, so the entry switches PKRU only
+    /// then (and `host_exit` is the exit stub that switches it back).
+    pub pkru: u32,
+}
+
+/// Offset of the guest's XSAVE image from the host area: right after the
+/// [`HostArea`], 64-byte aligned as XSAVE wants (the mapping is page
+/// aligned). The image is [`Xstate::size`] bytes; the init-state image
+/// follows it.
+pub const GUEST_IMAGE_OFFSET: usize = std::mem::size_of::<HostArea>().next_multiple_of(64);
+
+/// The XSAVE components the world switch saves and restores, found from
+/// the host's XCR0 and CPUID leaf 0xD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Xstate {
+    /// The user components the host enables in XCR0, except PKRU (saved
+    /// apart, see [`HostArea::guest_pkru`]) and those XFD governs (AMX
+    /// tiles, bits 17-18: an XRSTOR of them would raise #NM until the
+    /// process asked the kernel for them).
+    pub mask: u64,
+    /// Bytes of a standard-format image of those components.
+    pub size: u32,
+    /// XSAVEOPT is available.
+    pub xsaveopt: bool,
+    /// The host has protection keys enabled (CR4.PKE, seen as CPUID
+    /// OSPKE): RDPKRU and WRPKRU work, and PKRU must be switched.
+    pub pkru: bool,
+}
+
+/// XCR0 bit of PKRU.
+const XFEATURE_PKRU: u64 = 1 << 9;
+
+impl Xstate {
+    /// Reads XCR0 and CPUID leaf 0xD; an error if the host has no XSAVE
+    /// enabled (CPUID.1:ECX.OSXSAVE).
+    pub fn of_host() -> Result<Xstate, super::MonitorError> {
+        use core::arch::x86_64::__cpuid_count;
+        let leaf1 = __cpuid_count(1, 0);
+        if leaf1.ecx & (1 << 27) == 0 {
+            return Err(super::MonitorError::Host(
+                "the host has no XSAVE enabled (CPUID.1:ECX.OSXSAVE is clear): the world switch \
+                 needs it to save the guest's vector registers"
+                    .into(),
+            ));
+        }
+        let (lo, hi): (u32, u32);
+        // SAFETY: XGETBV with ECX = 0 reads XCR0; it works at any CPL once
+        // OSXSAVE is set (checked above) and has no side effects.
+        unsafe {
+            asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack));
+        }
+        let xcr0 = u64::from(hi) << 32 | u64::from(lo);
+        let mut mask = xcr0 & !XFEATURE_PKRU;
+        let mut size = 512 + 64;
+        for i in 2..64 {
+            if mask & (1 << i) == 0 {
+                continue;
+            }
+            let c = __cpuid_count(0xD, i);
+            // ECX bit 2: XFD may govern the component (AMX tile data and
+            // config on current CPUs). Without a grant from the kernel an
+            // XRSTOR of it raises #NM, and the guest cannot name it.
+            if c.ecx & (1 << 2) != 0 {
+                mask &= !(1 << i);
+                continue;
+            }
+            size = size.max(c.ebx + c.eax);
+        }
+        let sub1 = __cpuid_count(0xD, 1);
+        let leaf7 = __cpuid_count(7, 0);
+        Ok(Xstate {
+            mask,
+            size,
+            xsaveopt: sub1.eax & 1 != 0,
+            pkru: leaf7.ecx & (1 << 4) != 0,
+        })
+    }
+
+    /// An image in the architectural init state: XSTATE_BV 0, so that an
+    /// XRSTOR of it initialises every component, with the legacy fields
+    /// that XRSTOR reads anyway (MXCSR) or that the guest may be shown at
+    /// their reset values (FCW 0x37F, MXCSR 0x1F80).
+    pub fn init_image(&self) -> Vec<u8> {
+        let mut b = vec![0u8; self.size as usize];
+        b[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+        b[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+        b
+    }
 }
 
 /// The vCPU fields translated code uses, at the start of the monitor
@@ -150,23 +267,6 @@ const _: () = assert!(offset_of!(VcpuArea, irq_pending) == offset_of!(VcpuArea, 
 const _: () = assert!(offset_of!(VcpuArea, vif).is_multiple_of(4));
 const _: () = assert!(offset_of!(VcpuArea, exit_far) >= 16);
 
-/// An FXSAVE/FXRSTOR image: 512 bytes, 16-byte aligned.
-#[repr(C, align(16))]
-#[derive(Debug, Clone, Copy)]
-pub struct FxImage(pub [u8; 512]);
-
-impl Default for FxImage {
-    /// The state FNINIT leaves, with MXCSR at its reset value: what a CPU
-    /// has before the guest's first FPU instruction.
-    fn default() -> FxImage {
-        let mut b = [0u8; 512];
-        b[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-        b[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-        b[28..32].copy_from_slice(&0xFFFFu32.to_le_bytes());
-        FxImage(b)
-    }
-}
-
 /// Address of the vCPU area: the first page of the monitor region.
 pub const VCPU_AREA: u32 = MONITOR_BASE + super::layout::AREA_OFFSET;
 
@@ -204,6 +304,8 @@ global_asm!(
     ".hidden popek_bt_enter",
     ".globl popek_bt_exit_stub",
     ".hidden popek_bt_exit_stub",
+    ".globl popek_bt_exit_stub_pkru",
+    ".hidden popek_bt_exit_stub_pkru",
     ".globl popek_bt_enter_critical",
     ".hidden popek_bt_enter_critical",
     ".globl popek_bt_enter_critical_end",
@@ -235,14 +337,40 @@ global_asm!(
     "mov [rdi + {host_sel} + 6], ax",
     "stmxcsr [rdi + {host_mxcsr}]",
     "fnstcw [rdi + {host_fcw}]",
-    // The guest's x87/SSE registers, saved at its last exit.
-    "fxrstor64 [rdi + {fx}]",
+    // With protection keys: keep the host's PKRU for the exit stub and load
+    // the guest's, whose key-0 bits are clear (see guest_pkru), so the rest
+    // of the entry still reaches the host area and the stack.
+    "cmp dword ptr [rdi + {pkru}], 0",
+    "je 1f",
+    "xor ecx, ecx",
+    "rdpkru",
+    "mov [rdi + {host_pkru}], eax",
+    "mov eax, [rdi + {guest_pkru}]",
+    "xor edx, edx",
+    "wrpkru",
+    "1:",
+    // The guest's vector registers, as its last exit saved them (or the
+    // init state): every component in the mask, so nothing of the host's
+    // stays in them.
+    "mov eax, [rdi + {xsave_mask}]",
+    "mov edx, [rdi + {xsave_mask} + 4]",
+    "xrstor64 [rdi + {image}]",
     // From here to the iretq a signal sends the run to the exit stub (the
-    // handler knows this range): a kick is never lost, a fault of the iretq
-    // itself becomes an exit at entry.
+    // handler knows this range, and restores the host's FS and GS bases in
+    // it): a kick is never lost, a fault of the iretq itself becomes an
+    // exit at entry.
     "popek_bt_enter_critical:",
     "cmp dword ptr [rdi + {pending}], 0",
-    "jne popek_bt_exit_stub",
+    "je 2f",
+    "jmp qword ptr [rdi + {host_exit}]",
+    "2:",
+    // Loading a null selector into FS or GS in 64-bit mode leaves the old
+    // base on Intel and on some AMD parts (this one): without this, guest
+    // code that reaches 64-bit mode would read the host's thread pointer
+    // with RDFSBASE.
+    "xor eax, eax",
+    "wrfsbase rax",
+    "wrgsbase rax",
     "movzx eax, word ptr [rdi + {sel} + 2]",
     "push rax",
     "mov eax, [rdi + {gpr} + 16]",
@@ -281,14 +409,42 @@ global_asm!(
     "xor r15d, r15d",
     "popek_bt_enter_critical_end:",
     "iretq",
-    // Reached by sigreturn with RDI = the host area and RSP = host_rsp, or from
-    // the pending-kick check above.
+    // Reached by sigreturn with RDI = the host area and RSP = host_rsp, from
+    // the pending-kick check above, or from the TC exit stub, always through
+    // host_exit. With protection keys the guest's PKRU is live and may deny
+    // key 0, the key of every page here: until PKRU allows it again, no
+    // memory access, the stack included.
     ".p2align 4",
+    "popek_bt_exit_stub_pkru:",
+    "xor ecx, ecx",
+    "rdpkru",
+    "mov esi, eax",
+    // RDPKRU cleared EDX; ECX is still 0, as WRPKRU wants.
+    "xor eax, eax",
+    "wrpkru",
+    "and esi, -4",
+    "mov [rdi + {guest_pkru}], esi",
+    "mov eax, [rdi + {host_pkru}]",
+    "wrpkru",
     "popek_bt_exit_stub:",
-    // The guest's x87/SSE state is live (sigreturn restored the one the
+    // The guest's vector state is live (sigreturn restored the one the
     // signal interrupted; a TC exit never touched it): keep it for the next
-    // entry before the host's control words go back.
-    "fxsave64 [rdi + {fx}]",
+    // entry. XSAVEOPT skips what the entry's XRSTOR loaded and the guest
+    // left alone (and what is in its init state).
+    "mov eax, [rdi + {xsave_mask}]",
+    "mov edx, [rdi + {xsave_mask} + 4]",
+    "cmp dword ptr [rdi + {xsaveopt}], 0",
+    "je 3f",
+    "xsaveopt64 [rdi + {image}]",
+    "jmp 4f",
+    "3:",
+    "xsave64 [rdi + {image}]",
+    "4:",
+    // Leave the host no guest data in its vector registers: their init
+    // state (zero, empty x87 stack, the default control words; the host's
+    // own control words go back below).
+    "mov rsi, [rdi + {init_image}]",
+    "xrstor64 [rsi]",
     "mov ax, [rdi + {host_sel}]",
     "mov ds, ax",
     "mov ax, [rdi + {host_sel} + 2]",
@@ -303,8 +459,8 @@ global_asm!(
     "wrfsbase rax",
     "mov rax, [rdi + {host_gsbase}]",
     "wrgsbase rax",
-    // The ABI wants an empty x87 stack and the host's control words.
-    "fninit",
+    // The ABI wants an empty x87 stack (the XRSTOR above) and the host's
+    // control words.
     "fldcw [rdi + {host_fcw}]",
     "ldmxcsr [rdi + {host_mxcsr}]",
     "cld",
@@ -320,7 +476,7 @@ global_asm!(
     // The sa_sigaction of every handled signal: (sig, info, uc) in
     // RDI, RSI, RDX. If guest code (any CS but the host's, or any RIP below
     // 4 GiB) or the end of `enter` was interrupted, FS/GS bases may be the
-    // guest's: restore the host's before Rust code runs, then tail-call
+    // guest's (or zero): restore the host's before Rust code runs, then tail-call
     // the Rust handler. Handlers are installed only after the host area
     // is, so reading it here is safe; it lives above 4 GiB, so it is
     // readable even while the monitor region is closed.
@@ -354,7 +510,14 @@ global_asm!(
     "wrgsbase rcx",
     "3:",
     "jmp {handler}",
-    fx = const offset_of!(HostArea, fx),
+    image = const GUEST_IMAGE_OFFSET,
+    xsave_mask = const offset_of!(HostArea, xsave_mask),
+    xsaveopt = const offset_of!(HostArea, xsaveopt),
+    init_image = const offset_of!(HostArea, init_image),
+    host_exit = const offset_of!(HostArea, host_exit),
+    host_pkru = const offset_of!(HostArea, host_pkru),
+    guest_pkru = const offset_of!(HostArea, guest_pkru),
+    pkru = const offset_of!(HostArea, pkru),
     host_rsp = const offset_of!(HostArea, host_rsp),
     host_fsbase = const offset_of!(HostArea, host_fsbase),
     host_gsbase = const offset_of!(HostArea, host_gsbase),
@@ -423,6 +586,7 @@ global_asm!(
 extern "C" {
     fn popek_bt_enter(area: *mut HostArea);
     fn popek_bt_exit_stub();
+    fn popek_bt_exit_stub_pkru();
     fn popek_bt_enter_critical();
     fn popek_bt_enter_critical_end();
     fn popek_bt_signal_trampoline();
@@ -479,7 +643,10 @@ pub unsafe fn init_area(vcpu_tid: i32) -> Result<u64, super::MonitorError> {
     unsafe {
         asm!("mov {0:x}, cs", "mov {1:x}, ss", out(reg) cs, out(reg) ss, options(nomem, nostack));
     }
-    let len = std::mem::size_of::<HostArea>().next_multiple_of(4096);
+    let xstate = Xstate::of_host()?;
+    // Each image 64-byte aligned, as XSAVE and XRSTOR want.
+    let image_len = (xstate.size as usize).next_multiple_of(64);
+    let len = (GUEST_IMAGE_OFFSET + 2 * image_len).next_multiple_of(4096);
     // SAFETY: a fresh anonymous mapping wherever the kernel likes: the low
     // 4 GiB are reserved, so that is above them.
     let p = unsafe {
@@ -504,16 +671,34 @@ pub unsafe fn init_area(vcpu_tid: i32) -> Result<u64, super::MonitorError> {
         )));
     }
     let area = p.cast::<HostArea>();
-    // SAFETY: the mapping is fresh, page-aligned (enough for FxImage) and
-    // large enough; it is never unmapped.
+    let guest_image = p as usize + GUEST_IMAGE_OFFSET;
+    let init_image = guest_image + image_len;
+    let exit = if xstate.pkru {
+        popek_bt_exit_stub_pkru as *const () as usize
+    } else {
+        popek_bt_exit_stub as *const () as usize
+    };
+    // SAFETY: the mapping is fresh, page-aligned (so both images are
+    // 64-byte aligned) and large enough for the area and both images; it
+    // is never unmapped.
     unsafe {
         area.write(HostArea {
             host_cs: cs,
             host_ss: ss,
             vcpu_tid,
-            host_exit: popek_bt_exit_stub as *const () as usize as u64,
+            host_exit: exit as u64,
+            xsave_mask: xstate.mask,
+            init_image: init_image as u64,
+            xsaveopt: u32::from(xstate.xsaveopt),
+            pkru: u32::from(xstate.pkru),
             ..HostArea::default()
         });
+        // The guest starts from the init state, as a CPU after reset: its
+        // first entry finds zeros (and MXCSR 0x1F80), never host data.
+        let init = xstate.init_image();
+        for at in [guest_image, init_image] {
+            std::ptr::copy_nonoverlapping(init.as_ptr(), at as *mut u8, init.len());
+        }
     }
     // SAFETY: the caller guarantees the vCPU area is mapped and ours.
     unsafe {
@@ -693,10 +878,42 @@ extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
     // SAFETY: `info` is the kernel's siginfo for this signal.
     area.exit_addr = unsafe { (*info).si_addr() } as u64;
 
-    gregs[libc::REG_RIP as usize] = popek_bt_exit_stub as *const () as usize as i64;
+    gregs[libc::REG_RIP as usize] = area.host_exit as i64;
     gregs[libc::REG_RSP as usize] = area.host_rsp as i64;
     gregs[libc::REG_RDI as usize] = area_ptr() as i64;
     gregs[libc::REG_EFL as usize] = 0x202;
     gregs[libc::REG_CSGSFS as usize] =
         (u64::from(area.host_cs) | (u64::from(area.host_ss) << 48)) as i64;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xstate_covers_what_the_host_has_and_leaves_out_pkru_and_amx() {
+        let x = Xstate::of_host().unwrap();
+        assert_eq!(x.mask & 3, 3, "x87 and SSE: {:#x}", x.mask);
+        assert_eq!(x.mask & XFEATURE_PKRU, 0, "{:#x}", x.mask);
+        assert_eq!(x.mask & (3 << 17), 0, "AMX tiles: {:#x}", x.mask);
+        assert!(x.size >= 576, "{}", x.size);
+        if std::arch::is_x86_feature_detected!("avx") {
+            assert_ne!(x.mask & 4, 0, "{:#x}", x.mask);
+            assert!(x.size >= 576 + 256, "{}", x.size);
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            assert_eq!(
+                x.mask & 0xE0,
+                0xE0,
+                "opmask, ZMM_Hi256, Hi16_ZMM: {:#x}",
+                x.mask
+            );
+            assert!(x.size >= 2688, "{}", x.size);
+        }
+        // The init image: XSTATE_BV (and XCOMP_BV) 0, MXCSR at reset.
+        let init = x.init_image();
+        assert_eq!(init.len(), x.size as usize);
+        assert!(init[512..576].iter().all(|&b| b == 0));
+        assert_eq!(init[24..28], 0x1F80u32.to_le_bytes());
+    }
 }
