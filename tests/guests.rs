@@ -217,6 +217,24 @@ fn hostile_far_transfer_to_host_code_under_kvm() {
     );
 }
 
+/// Scenarios f-i far-jump to the host's 64-bit code segment; a CPU that
+/// honours the guest's GDT refuses each jump with #GP(0x30), and f's trip
+/// through the guest kernel with null FS and GS is an ordinary #GP.
+#[test]
+fn hostile_64bit_scenarios_under_kvm() {
+    let mut want = vec![
+        "ok   hlt at ring 3 (with FS and GS null) raised #GP(0)",
+        "ok   far jmp to host selector 0x33 raised #GP(0x30)",
+    ];
+    want.extend(HOSTILE_END);
+    hostile_under_kvm("f", &want);
+    for scenario in ["g", "h", "i"] {
+        let mut want = vec!["ok   far jmp to host selector 0x33 raised #GP(0x30)"];
+        want.extend(HOSTILE_END);
+        hostile_under_kvm(scenario, &want);
+    }
+}
+
 #[test]
 fn hostile_int80_and_iret_under_kvm() {
     // kvm-pvm delivers a ring-3 INT n as #UD (see usermode_under_kvm), and
@@ -255,7 +273,7 @@ fn hostile_without_a_scenario_says_how_to_choose() {
     };
     assert!(
         run.stdout
-            .contains("choose a scenario with attack=a, b, c, d or e"),
+            .contains("choose a scenario with attack=a to attack=i"),
         "{}",
         run.show()
     );
