@@ -7,7 +7,7 @@
 //! the callout emulator the BT engine uses (`x86::emulate`), delivers any
 //! exception it raises through the guest IDT, and resumes the guest.
 
-use machine::{IoBus, Machine};
+use machine::{Bus, Machine};
 use x86::classify::{kind_of, Kind};
 use x86::cpuid::CpuidModel;
 use x86::emulate::{self, Platform, Unsupported};
@@ -22,7 +22,7 @@ use machine::memory::GuestLinear;
 /// MSRs; the port I/O is still the machine's bus so that widening the set
 /// cannot silently lose a device access.
 struct FallbackPlatform<'a> {
-    bus: &'a mut IoBus,
+    bus: &'a Bus,
     model: CpuidModel,
     msrs: MsrFile,
 }
@@ -30,13 +30,13 @@ struct FallbackPlatform<'a> {
 impl Platform for FallbackPlatform<'_> {
     fn io_in(&mut self, port: u16, size: u8) -> u32 {
         let mut b = [0u8; 4];
-        self.bus.read(port, &mut b[..usize::from(size)]);
+        self.bus.read(u64::from(port), &mut b[..usize::from(size)]);
         u32::from_le_bytes(b)
     }
 
     fn io_out(&mut self, port: u16, size: u8, value: u32) {
         self.bus
-            .write(port, &value.to_le_bytes()[..usize::from(size)]);
+            .write(u64::from(port), &value.to_le_bytes()[..usize::from(size)]);
     }
 
     /// Not consulted (see the type's comment): KVM owns the guest TSC.
@@ -100,7 +100,7 @@ pub fn emulate(cpu: &mut CpuState, machine: &mut Machine) -> Emulated {
         return Emulated::NotMine;
     };
     let mut plat = FallbackPlatform {
-        bus: &mut machine.bus,
+        bus: &machine.bus.pio,
         model: CpuidModel::default(),
         msrs: MsrFile::default(),
     };

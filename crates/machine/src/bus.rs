@@ -1,137 +1,230 @@
-//! The port-I/O bus: routes an IN or OUT from any engine to the device that
-//! claims the port, the way Firecracker's `Bus` routes MMIO and PIO exits.
+//! The machine's buses. Port I/O and memory-mapped I/O are two instances of
+//! one [`Bus`], in the shape of Firecracker's: a device is registered on a
+//! range and sees every access as the base of that range and the offset
+//! into it, so one device may sit on several ranges (the PIC's two chips
+//! tell themselves apart by base) and an MMIO device can be placed anywhere
+//! without knowing its address.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A device on the port-I/O bus. `data.len()` is the access size (1, 2 or 4);
-/// `port` is the absolute port number, so one device may claim several ranges.
-pub trait PortDevice: Send {
-    /// Handles an IN: fills `data` (little-endian) with the value read.
-    fn read(&mut self, port: u16, data: &mut [u8]);
-    /// Handles an OUT of `data` (little-endian).
-    fn write(&mut self, port: u16, data: &[u8]);
+/// A device on a bus. `data.len()` is the access size (1, 2 or 4 for
+/// ports; up to 8 for MMIO); `base` is where the range the access fell in
+/// starts and `offset` how far into it the access starts. An access may
+/// run past the end of the range: the device decides what those bytes are.
+pub trait BusDevice: Send {
+    /// Handles a read: fills `data` (little-endian).
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8]);
+    /// Handles a write of `data` (little-endian).
+    fn write(&mut self, base: u64, offset: u64, data: &[u8]);
 }
 
 /// A shared device handle: the bus holds one clone, the machine another
 /// (to tick timers, feed input, query the interrupt controller).
-pub type SharedDevice = Arc<Mutex<dyn PortDevice>>;
+pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
 
 struct Range {
-    first: u16,
-    last: u16,
+    base: u64,
+    /// The range's last address (so a range may end at `u64::MAX`).
+    last: u64,
     device: SharedDevice,
 }
 
-/// Port-I/O dispatch table.
+/// One address space's dispatch table: port numbers or guest-physical
+/// addresses, whichever the machine registers it for.
 #[derive(Default)]
-pub struct IoBus {
+pub struct Bus {
+    /// Sorted by `base`, never overlapping.
     ranges: Vec<Range>,
-    /// Ports read or written that no device claims, counted for `--stats`.
-    pub unclaimed: u64,
+    /// Accesses no device claimed. Atomic so that reads and writes need only
+    /// `&self`: guest memory and the emulator's platform borrow the two
+    /// buses side by side.
+    unclaimed: AtomicU64,
 }
 
-/// Error when two devices claim overlapping ports.
-#[derive(Debug, thiserror::Error)]
-#[error("port range {first:#x}..={last:#x} overlaps a device already on the bus")]
-pub struct Overlap {
-    /// First port of the refused range.
-    pub first: u16,
-    /// Last port of the refused range.
-    pub last: u16,
+/// Why a range could not be registered.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BusError {
+    /// The range overlaps one already registered.
+    #[error("range {base:#x}+{len:#x} overlaps a device already on the bus")]
+    Overlap {
+        /// Start of the refused range.
+        base: u64,
+        /// Length of the refused range.
+        len: u64,
+    },
+    /// The range is empty or wraps past the end of the address space.
+    #[error("range {base:#x}+{len:#x} is empty or wraps around the address space")]
+    BadRange {
+        /// Start of the refused range.
+        base: u64,
+        /// Length of the refused range.
+        len: u64,
+    },
 }
 
-impl IoBus {
+impl Bus {
     /// An empty bus.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Attaches `device` to ports `first..=last`.
-    pub fn insert(&mut self, first: u16, last: u16, device: SharedDevice) -> Result<(), Overlap> {
-        if self
-            .ranges
-            .iter()
-            .any(|r| first <= r.last && r.first <= last)
-        {
-            return Err(Overlap { first, last });
+    /// Registers `device` on `len` addresses from `base`.
+    pub fn insert(&mut self, device: SharedDevice, base: u64, len: u64) -> Result<(), BusError> {
+        let last = len
+            .checked_sub(1)
+            .and_then(|l| base.checked_add(l))
+            .ok_or(BusError::BadRange { base, len })?;
+        if self.ranges.iter().any(|r| base <= r.last && r.base <= last) {
+            return Err(BusError::Overlap { base, len });
         }
-        self.ranges.push(Range {
-            first,
-            last,
-            device,
-        });
-        self.ranges.sort_by_key(|r| r.first);
+        let at = self.ranges.partition_point(|r| r.base < base);
+        self.ranges.insert(at, Range { base, last, device });
         Ok(())
     }
 
-    fn find(&self, port: u16) -> Option<&SharedDevice> {
-        let i = self.ranges.partition_point(|r| r.last < port);
-        self.ranges
-            .get(i)
-            .filter(|r| r.first <= port)
-            .map(|r| &r.device)
+    fn find(&self, addr: u64) -> Option<&Range> {
+        let i = self.ranges.partition_point(|r| r.last < addr);
+        self.ranges.get(i).filter(|r| r.base <= addr)
     }
 
-    /// An IN from `port`; an unclaimed port reads as all ones, as on a PC.
-    pub fn read(&mut self, port: u16, data: &mut [u8]) {
-        match self.find(port) {
-            Some(d) => d.lock().unwrap().read(port, data),
+    /// A read at `addr`. Where no device claims it, `data` reads as all
+    /// ones (a floating bus, as on a PC) and `false` is returned.
+    pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
+        match self.find(addr) {
+            Some(r) => {
+                r.device.lock().unwrap().read(r.base, addr - r.base, data);
+                true
+            }
             None => {
-                self.unclaimed += 1;
+                self.unclaimed.fetch_add(1, Ordering::Relaxed);
                 data.fill(0xFF);
+                false
             }
         }
     }
 
-    /// An OUT to `port`; writes to unclaimed ports are dropped, as on a PC.
-    pub fn write(&mut self, port: u16, data: &[u8]) {
-        match self.find(port) {
-            Some(d) => d.lock().unwrap().write(port, data),
-            None => self.unclaimed += 1,
+    /// A write at `addr`. Where no device claims it the write is dropped,
+    /// as on a PC, and `false` is returned.
+    pub fn write(&self, addr: u64, data: &[u8]) -> bool {
+        match self.find(addr) {
+            Some(r) => {
+                r.device.lock().unwrap().write(r.base, addr - r.base, data);
+                true
+            }
+            None => {
+                self.unclaimed.fetch_add(1, Ordering::Relaxed);
+                false
+            }
         }
     }
+
+    /// How many accesses no device claimed.
+    pub fn unclaimed(&self) -> u64 {
+        self.unclaimed.load(Ordering::Relaxed)
+    }
+}
+
+/// The machine's two buses.
+#[derive(Default)]
+pub struct Buses {
+    /// Port I/O: addresses are port numbers (0..=0xFFFF).
+    pub pio: Bus,
+    /// Memory-mapped I/O: addresses are guest-physical, outside RAM.
+    pub mmio: Bus,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    struct Latch(u8);
-    impl PortDevice for Latch {
-        fn read(&mut self, port: u16, data: &mut [u8]) {
-            data.fill(self.0.wrapping_add(port as u8));
+    /// Remembers the last write and answers reads with base, offset and
+    /// that value, so a test sees exactly what the bus passed.
+    #[derive(Default)]
+    struct Probe {
+        last: u8,
+    }
+    impl BusDevice for Probe {
+        fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
+            data[0] = base as u8;
+            data[1] = offset as u8;
+            data[2] = self.last;
         }
-        fn write(&mut self, _port: u16, data: &[u8]) {
-            self.0 = data[0];
+        fn write(&mut self, _base: u64, _offset: u64, data: &[u8]) {
+            self.last = data[0];
         }
     }
 
-    #[test]
-    fn routes_to_the_claiming_device_and_floats_elsewhere() {
-        let mut bus = IoBus::new();
-        let dev: SharedDevice = Arc::new(Mutex::new(Latch(0)));
-        bus.insert(0x60, 0x64, dev).unwrap();
-        bus.write(0x60, &[7]);
-        let mut b = [0u8; 1];
-        bus.read(0x61, &mut b);
-        assert_eq!(b[0], 7 + 0x61);
-        bus.read(0x65, &mut b);
-        assert_eq!(b[0], 0xFF);
-        assert_eq!(bus.unclaimed, 1);
+    fn probe() -> SharedDevice {
+        Arc::new(Mutex::new(Probe::default()))
     }
 
     #[test]
-    fn overlapping_ranges_are_refused() {
-        let mut bus = IoBus::new();
-        bus.insert(0x40, 0x43, Arc::new(Mutex::new(Latch(0))))
-            .unwrap();
-        assert!(bus
-            .insert(0x43, 0x44, Arc::new(Mutex::new(Latch(0))))
-            .is_err());
-        assert!(bus
-            .insert(0x3F, 0x40, Arc::new(Mutex::new(Latch(0))))
-            .is_err());
-        bus.insert(0x44, 0x44, Arc::new(Mutex::new(Latch(0))))
-            .unwrap();
+    fn a_device_sees_the_base_of_its_range_and_the_offset_into_it() {
+        let mut bus = Bus::new();
+        let dev = probe();
+        bus.insert(dev.clone(), 0x20, 2).unwrap();
+        bus.insert(dev, 0xA0, 2).unwrap();
+        assert!(bus.write(0xA1, &[7]));
+        let mut b = [0u8; 3];
+        assert!(bus.read(0x21, &mut b));
+        assert_eq!(b, [0x20, 1, 7]);
+        assert!(bus.read(0xA0, &mut b));
+        assert_eq!(b, [0xA0, 0, 7]);
+        assert_eq!(bus.unclaimed(), 0);
+    }
+
+    #[test]
+    fn unclaimed_addresses_float_high_and_are_counted() {
+        let mut bus = Bus::new();
+        bus.insert(probe(), 0xFEB0_0000, 0x1000).unwrap();
+        let mut b = [0u8; 4];
+        assert!(!bus.read(0xFEB0_1000, &mut b));
+        assert_eq!(b, [0xFF; 4]);
+        assert!(!bus.read(0xFEAF_FFFF, &mut b));
+        assert!(!bus.write(0x1234, &[1]));
+        assert_eq!(bus.unclaimed(), 3);
+        assert!(bus.read(0xFEB0_0FFF, &mut b[..3]));
+        assert_eq!(b[1], 0xFF, "offset 0xFFF seen by the device");
+    }
+
+    #[test]
+    fn overlapping_and_empty_ranges_are_refused() {
+        let mut bus = Bus::new();
+        bus.insert(probe(), 0x40, 4).unwrap();
+        assert_eq!(
+            bus.insert(probe(), 0x43, 2),
+            Err(BusError::Overlap { base: 0x43, len: 2 })
+        );
+        assert_eq!(
+            bus.insert(probe(), 0x3F, 2),
+            Err(BusError::Overlap { base: 0x3F, len: 2 })
+        );
+        assert_eq!(
+            bus.insert(probe(), 0x50, 0),
+            Err(BusError::BadRange { base: 0x50, len: 0 })
+        );
+        assert!(matches!(
+            bus.insert(probe(), u64::MAX, 2),
+            Err(BusError::BadRange { .. })
+        ));
+        bus.insert(probe(), 0x44, 1).unwrap();
+        bus.insert(probe(), u64::MAX, 1).unwrap();
+        let mut b = [0u8; 3];
+        assert!(bus.read(u64::MAX, &mut b));
+    }
+
+    #[test]
+    fn ranges_registered_out_of_order_are_all_found() {
+        let mut bus = Bus::new();
+        for base in [0x330, 0x110, 0x220] {
+            bus.insert(probe(), base, 0x10).unwrap();
+        }
+        let mut b = [0u8; 3];
+        for (addr, base, offset) in [(0x115, 0x10, 5), (0x22F, 0x20, 0xF), (0x330, 0x30, 0)] {
+            assert!(bus.read(addr, &mut b));
+            assert_eq!((b[0], b[1]), (base, offset), "{addr:#x}");
+        }
+        assert!(!bus.read(0x120, &mut b));
     }
 }

@@ -1,5 +1,5 @@
-//! The guest PC that every engine runs: RAM, the port-I/O bus, one file per
-//! device, the boot loaders, and the [`Engine`] trait with the exits every
+//! The guest PC that every engine runs: RAM, the port-I/O and MMIO buses,
+//! one file per device, the boot loaders, and the [`Engine`] trait with the exits every
 //! engine returns.
 
 #![warn(missing_docs)]
@@ -16,7 +16,7 @@ pub mod machine;
 pub mod memory;
 pub mod stop;
 
-pub use bus::{IoBus, PortDevice};
+pub use bus::{Bus, BusDevice, Buses};
 pub use engine::{Engine, EngineError, Exit};
 pub use machine::{Machine, MachineBuilder, MachineError};
 pub use memory::{GuestMemory, MemoryError};

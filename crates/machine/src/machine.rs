@@ -10,7 +10,7 @@ use x86::CpuState;
 
 use crate::engine::GuestFault;
 
-use crate::bus::{IoBus, SharedDevice};
+use crate::bus::{Bus, Buses, SharedDevice};
 use crate::clock::{Clock, HostClock};
 use crate::devices::{cmos, debug_exit, i8042, pci, pic, pit, port80, uart};
 use crate::irq::PicLine;
@@ -149,36 +149,42 @@ impl MachineBuilder {
             Box::new(PicLine::new(pic.clone(), 4)),
         )));
 
-        let mut bus = IoBus::new();
-        let attach = |bus: &mut IoBus, first: u16, last: u16, dev: SharedDevice| {
-            bus.insert(first, last, dev)
+        let mut bus = Buses::default();
+        let attach = |bus: &mut Bus, first: u16, last: u16, dev: SharedDevice| {
+            let len = u64::from(last - first) + 1;
+            bus.insert(dev, u64::from(first), len)
                 .expect("the PC's fixed port map has no overlaps");
         };
-        attach(&mut bus, pic::MASTER_CMD, pic::MASTER_DATA, pic.clone());
-        attach(&mut bus, pic::SLAVE_CMD, pic::SLAVE_DATA, pic.clone());
-        attach(&mut bus, pit::CHANNEL0, pit::COMMAND, pit.clone());
-        attach(&mut bus, pit::PORT_B, pit::PORT_B, pit.clone());
-        attach(&mut bus, uart::COM1, uart::COM1 + 7, uart.clone());
+        attach(&mut bus.pio, pic::MASTER_CMD, pic::MASTER_DATA, pic.clone());
+        attach(&mut bus.pio, pic::SLAVE_CMD, pic::SLAVE_DATA, pic.clone());
+        attach(&mut bus.pio, pit::CHANNEL0, pit::COMMAND, pit.clone());
+        attach(&mut bus.pio, pit::PORT_B, pit::PORT_B, pit.clone());
+        attach(&mut bus.pio, uart::COM1, uart::COM1 + 7, uart.clone());
         let i8042 = Arc::new(Mutex::new(i8042::I8042::new(stop.clone())));
-        attach(&mut bus, i8042::DATA, i8042::DATA, i8042.clone());
-        attach(&mut bus, i8042::COMMAND, i8042::COMMAND, i8042);
+        attach(&mut bus.pio, i8042::DATA, i8042::DATA, i8042.clone());
+        attach(&mut bus.pio, i8042::COMMAND, i8042::COMMAND, i8042);
         let rtc = cmos::Cmos::new(ram_bytes, Box::new(cmos::Cmos::host_time));
-        attach(&mut bus, cmos::INDEX, cmos::DATA, Arc::new(Mutex::new(rtc)));
         attach(
-            &mut bus,
+            &mut bus.pio,
+            cmos::INDEX,
+            cmos::DATA,
+            Arc::new(Mutex::new(rtc)),
+        );
+        attach(
+            &mut bus.pio,
             port80::PORT,
             port80::PORT,
             Arc::new(Mutex::new(port80::PostCode::new())),
         );
         attach(
-            &mut bus,
+            &mut bus.pio,
             pci::CONFIG_ADDRESS,
             pci::CONFIG_DATA + 3,
             Arc::new(Mutex::new(pci::PciConfig::new())),
         );
         let exit = debug_exit::DebugExit::new(stop.clone());
         attach(
-            &mut bus,
+            &mut bus.pio,
             debug_exit::PORT,
             debug_exit::PORT + 3,
             Arc::new(Mutex::new(exit)),
@@ -204,8 +210,8 @@ impl MachineBuilder {
 pub struct Machine {
     /// Guest physical RAM.
     pub memory: GuestMemory,
-    /// The port-I/O bus.
-    pub bus: IoBus,
+    /// The port-I/O and MMIO buses.
+    pub bus: Buses,
     pic: Arc<Mutex<pic::PicPair>>,
     pit: Arc<Mutex<pit::Pit>>,
     uart: Arc<Mutex<uart::Uart>>,
@@ -232,13 +238,23 @@ pub enum Poll {
 
 impl Machine {
     /// An IN from the guest.
-    pub fn io_in(&mut self, port: u16, data: &mut [u8]) {
-        self.bus.read(port, data);
+    pub fn io_in(&self, port: u16, data: &mut [u8]) {
+        self.bus.pio.read(u64::from(port), data);
     }
 
     /// An OUT from the guest.
-    pub fn io_out(&mut self, port: u16, data: &[u8]) {
-        self.bus.write(port, data);
+    pub fn io_out(&self, port: u16, data: &[u8]) {
+        self.bus.pio.write(u64::from(port), data);
+    }
+
+    /// A guest read of guest-physical `addr`, which is not RAM.
+    pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        self.bus.mmio.read(addr, data);
+    }
+
+    /// A guest write to guest-physical `addr`, which is not RAM.
+    pub fn mmio_write(&self, addr: u64, data: &[u8]) {
+        self.bus.mmio.write(addr, data);
     }
 
     /// A device's stop request, if one is pending (checked after I/O exits).

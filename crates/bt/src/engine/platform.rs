@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use machine::IoBus;
+use machine::Buses;
 use x86::cpuid::CpuidModel;
 use x86::emulate::Platform;
 use x86::msr::MsrFile;
@@ -44,8 +44,8 @@ impl Default for CpuExtras {
 
 /// The emulator's [`Platform`] for one callout.
 pub struct Surroundings<'a> {
-    /// The port bus.
-    pub bus: &'a mut IoBus,
+    /// The machine's buses (the emulator reaches only the port bus).
+    pub bus: &'a Buses,
     /// CPU model, MSRs, TSC.
     pub extras: &'a mut CpuExtras,
     /// Port I/O happened (a device may have asked to stop).
@@ -62,7 +62,9 @@ impl Platform for Surroundings<'_> {
     fn io_in(&mut self, port: u16, size: u8) -> u32 {
         self.did_io = true;
         let mut b = [0u8; 4];
-        self.bus.read(port, &mut b[..usize::from(size)]);
+        self.bus
+            .pio
+            .read(u64::from(port), &mut b[..usize::from(size)]);
         u32::from_le_bytes(b)
     }
 
@@ -72,7 +74,8 @@ impl Platform for Surroundings<'_> {
             self.extras.port80.push(value as u8);
         }
         self.bus
-            .write(port, &value.to_le_bytes()[..usize::from(size)]);
+            .pio
+            .write(u64::from(port), &value.to_le_bytes()[..usize::from(size)]);
     }
 
     fn tsc(&mut self) -> u64 {

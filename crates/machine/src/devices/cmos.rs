@@ -5,7 +5,7 @@
 //! registers are accepted and forgotten: the host clock stays authoritative.
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::PortDevice;
+use crate::bus::BusDevice;
 
 /// Index port (bit 7 is the NMI mask).
 pub const INDEX: u16 = 0x70;
@@ -247,10 +247,10 @@ impl Cmos {
     }
 }
 
-impl PortDevice for Cmos {
-    fn read(&mut self, port: u16, data: &mut [u8]) {
+impl BusDevice for Cmos {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
         // A wide access is a run of byte cycles on consecutive ports.
-        for (p, byte) in (port..).zip(data.iter_mut()) {
+        for (p, byte) in (super::port(base, offset)..).zip(data.iter_mut()) {
             *byte = match p {
                 INDEX => self.index | if self.nmi_disabled { NMI_DISABLE } else { 0 },
                 DATA => self.read_register(self.index),
@@ -259,8 +259,8 @@ impl PortDevice for Cmos {
         }
     }
 
-    fn write(&mut self, port: u16, data: &[u8]) {
-        for (p, &byte) in (port..).zip(data) {
+    fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
+        for (p, &byte) in (super::port(base, offset)..).zip(data) {
             match p {
                 INDEX => {
                     self.index = byte & INDEX_MASK;
@@ -285,15 +285,15 @@ mod tests {
     }
 
     fn get(c: &mut Cmos, index: u8) -> u8 {
-        c.write(INDEX, &[index]);
+        c.write(INDEX.into(), 0, &[index]);
         let mut b = [0u8; 1];
-        c.read(DATA, &mut b);
+        c.read(INDEX.into(), 1, &mut b);
         b[0]
     }
 
     fn set(c: &mut Cmos, index: u8, value: u8) {
-        c.write(INDEX, &[index]);
-        c.write(DATA, &[value]);
+        c.write(INDEX.into(), 0, &[index]);
+        c.write(INDEX.into(), 1, &[value]);
     }
 
     fn get16(c: &mut Cmos, lo: u8) -> u16 {
@@ -426,19 +426,19 @@ mod tests {
     #[test]
     fn nmi_disable_bit_is_not_part_of_the_index() {
         let mut c = cmos_at(SATURDAY_EVENING);
-        c.write(INDEX, &[NMI_DISABLE | RTC_MINUTES]);
+        c.write(INDEX.into(), 0, &[NMI_DISABLE | RTC_MINUTES]);
         assert!(c.nmi_disabled());
         let mut b = [0u8; 1];
-        c.read(DATA, &mut b);
+        c.read(INDEX.into(), 1, &mut b);
         assert_eq!(b[0], 0x30);
-        c.write(INDEX, &[RTC_SECONDS]);
+        c.write(INDEX.into(), 0, &[RTC_SECONDS]);
         assert!(!c.nmi_disabled());
     }
 
     #[test]
     fn a_word_write_sets_index_then_data() {
         let mut c = cmos_at(0);
-        c.write(INDEX, &[0x50, 0x77]);
+        c.write(INDEX.into(), 0, &[0x50, 0x77]);
         assert_eq!(get(&mut c, 0x50), 0x77);
     }
 

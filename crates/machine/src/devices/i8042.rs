@@ -2,7 +2,8 @@
 //!
 //! No keyboard or mouse is attached: the controller answers its own commands
 //! (command byte, self tests, output port) and drops bytes meant for devices.
-use crate::{PortDevice, StopHandle, StopReason};
+use crate::bus::BusDevice;
+use crate::{StopHandle, StopReason};
 
 /// Data port.
 pub const DATA: u16 = 0x60;
@@ -162,9 +163,9 @@ impl I8042 {
     }
 }
 
-impl PortDevice for I8042 {
-    fn read(&mut self, port: u16, data: &mut [u8]) {
-        let value = if port == COMMAND {
+impl BusDevice for I8042 {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
+        let value = if super::port(base, offset) == COMMAND {
             self.status()
         } else if let Some(byte) = self.out.take() {
             self.last_out = byte;
@@ -177,7 +178,8 @@ impl PortDevice for I8042 {
         data[0] = value;
     }
 
-    fn write(&mut self, port: u16, data: &[u8]) {
+    fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
+        let port = super::port(base, offset);
         let byte = data[0];
         self.last_was_command = port == COMMAND;
         if port == COMMAND {
@@ -194,7 +196,7 @@ mod tests {
 
     fn read(k: &mut I8042, port: u16) -> u8 {
         let mut b = [0u8; 1];
-        k.read(port, &mut b);
+        k.read(port.into(), 0, &mut b);
         b[0]
     }
 
@@ -206,15 +208,15 @@ mod tests {
     #[test]
     fn command_fe_requests_reset() {
         let (mut k, stop) = controller();
-        k.write(COMMAND, &[CMD_RESET]);
+        k.write(COMMAND.into(), 0, &[CMD_RESET]);
         assert_eq!(stop.take(), Some(StopReason::Reset));
     }
 
     #[test]
     fn pulse_commands_without_bit0_clear_do_not_reset() {
         let (mut k, stop) = controller();
-        k.write(COMMAND, &[0xFF]);
-        k.write(COMMAND, &[0xFD]);
+        k.write(COMMAND.into(), 0, &[0xFF]);
+        k.write(COMMAND.into(), 0, &[0xFD]);
         assert!(!stop.is_requested());
     }
 
@@ -222,7 +224,7 @@ mod tests {
     fn self_test_answers_55_through_the_output_buffer() {
         let (mut k, _) = controller();
         assert_eq!(read(&mut k, COMMAND) & STATUS_OBF, 0);
-        k.write(COMMAND, &[CMD_SELF_TEST]);
+        k.write(COMMAND.into(), 0, &[CMD_SELF_TEST]);
         let status = read(&mut k, COMMAND);
         assert_ne!(status & STATUS_OBF, 0);
         assert_ne!(status & STATUS_SYS, 0);
@@ -234,47 +236,47 @@ mod tests {
     #[test]
     fn interface_test_answers_zero() {
         let (mut k, _) = controller();
-        k.write(COMMAND, &[CMD_KBD_TEST]);
+        k.write(COMMAND.into(), 0, &[CMD_KBD_TEST]);
         assert_eq!(read(&mut k, DATA), 0);
     }
 
     #[test]
     fn command_byte_round_trips() {
         let (mut k, _) = controller();
-        k.write(COMMAND, &[CMD_WRITE_CTR]);
-        k.write(DATA, &[0x65]);
+        k.write(COMMAND.into(), 0, &[CMD_WRITE_CTR]);
+        k.write(DATA.into(), 0, &[0x65]);
         assert_eq!(k.command_byte(), 0x65);
-        k.write(COMMAND, &[CMD_READ_CTR]);
+        k.write(COMMAND.into(), 0, &[CMD_READ_CTR]);
         assert_eq!(read(&mut k, DATA), 0x65);
     }
 
     #[test]
     fn the_system_flag_follows_the_command_byte() {
         let (mut k, _) = controller();
-        k.write(COMMAND, &[CMD_WRITE_CTR]);
-        k.write(DATA, &[0]);
+        k.write(COMMAND.into(), 0, &[CMD_WRITE_CTR]);
+        k.write(DATA.into(), 0, &[0]);
         assert_eq!(read(&mut k, COMMAND) & STATUS_SYS, 0);
     }
 
     #[test]
     fn keyboard_disable_and_enable_toggle_the_command_byte() {
         let (mut k, _) = controller();
-        k.write(COMMAND, &[CMD_KBD_DISABLE]);
+        k.write(COMMAND.into(), 0, &[CMD_KBD_DISABLE]);
         assert_ne!(k.command_byte() & CTR_KBD_DISABLE, 0);
-        k.write(COMMAND, &[CMD_KBD_ENABLE]);
+        k.write(COMMAND.into(), 0, &[CMD_KBD_ENABLE]);
         assert_eq!(k.command_byte() & CTR_KBD_DISABLE, 0);
     }
 
     #[test]
     fn writing_the_output_port_with_bit0_clear_resets() {
         let (mut k, stop) = controller();
-        k.write(COMMAND, &[CMD_WRITE_OUTPUT]);
-        k.write(DATA, &[OUTPUT_RESET | OUTPUT_A20]);
+        k.write(COMMAND.into(), 0, &[CMD_WRITE_OUTPUT]);
+        k.write(DATA.into(), 0, &[OUTPUT_RESET | OUTPUT_A20]);
         assert!(!stop.is_requested());
-        k.write(COMMAND, &[CMD_READ_OUTPUT]);
+        k.write(COMMAND.into(), 0, &[CMD_READ_OUTPUT]);
         assert_eq!(read(&mut k, DATA), OUTPUT_RESET | OUTPUT_A20);
-        k.write(COMMAND, &[CMD_WRITE_OUTPUT]);
-        k.write(DATA, &[OUTPUT_A20]);
+        k.write(COMMAND.into(), 0, &[CMD_WRITE_OUTPUT]);
+        k.write(DATA.into(), 0, &[OUTPUT_A20]);
         assert_eq!(stop.take(), Some(StopReason::Reset));
     }
 
@@ -282,7 +284,7 @@ mod tests {
     fn an_empty_data_port_reads_the_last_byte() {
         let (mut k, _) = controller();
         assert_eq!(read(&mut k, DATA), 0);
-        k.write(COMMAND, &[CMD_SELF_TEST]);
+        k.write(COMMAND.into(), 0, &[CMD_SELF_TEST]);
         assert_eq!(read(&mut k, DATA), SELF_TEST_OK);
         assert_eq!(read(&mut k, DATA), SELF_TEST_OK);
     }
@@ -290,9 +292,9 @@ mod tests {
     #[test]
     fn the_status_register_tracks_the_last_port_written() {
         let (mut k, _) = controller();
-        k.write(COMMAND, &[CMD_KBD_ENABLE]);
+        k.write(COMMAND.into(), 0, &[CMD_KBD_ENABLE]);
         assert_ne!(read(&mut k, COMMAND) & STATUS_CMD, 0);
-        k.write(DATA, &[0xF4]);
+        k.write(DATA.into(), 0, &[0xF4]);
         assert_eq!(read(&mut k, COMMAND) & STATUS_CMD, 0);
     }
 }

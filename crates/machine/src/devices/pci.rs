@@ -1,5 +1,5 @@
 //! PCI configuration mechanism #1 (0xCF8 address, 0xCFC-0xCFF data) with no devices.
-use crate::PortDevice;
+use crate::bus::BusDevice;
 
 /// CONFIG_ADDRESS port.
 pub const CONFIG_ADDRESS: u16 = 0xCF8;
@@ -29,9 +29,9 @@ impl PciConfig {
     }
 }
 
-impl PortDevice for PciConfig {
-    fn read(&mut self, port: u16, data: &mut [u8]) {
-        if port == CONFIG_ADDRESS && data.len() == 4 {
+impl BusDevice for PciConfig {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
+        if super::port(base, offset) == CONFIG_ADDRESS && data.len() == 4 {
             data.copy_from_slice(&self.address.to_le_bytes());
         } else {
             // Either a data read (no function answers, so the bus master
@@ -41,10 +41,10 @@ impl PortDevice for PciConfig {
         }
     }
 
-    fn write(&mut self, port: u16, data: &[u8]) {
+    fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
         // Only dword writes latch: byte writes to 0xCF8/0xCF9 are the old
         // mechanism #2 and 0xCF9 is the reset control register on chipsets.
-        if port == CONFIG_ADDRESS {
+        if super::port(base, offset) == CONFIG_ADDRESS {
             if let Ok(bytes) = <[u8; 4]>::try_from(data) {
                 self.address = u32::from_le_bytes(bytes) & ADDRESS_MASK;
             }
@@ -62,7 +62,11 @@ mod tests {
 
     fn read(p: &mut PciConfig, port: u16, size: usize) -> u32 {
         let mut b = [0u8; 4];
-        p.read(port, &mut b[..size]);
+        p.read(
+            CONFIG_ADDRESS.into(),
+            u64::from(port - CONFIG_ADDRESS),
+            &mut b[..size],
+        );
         u32::from_le_bytes(b)
     }
 
@@ -70,7 +74,7 @@ mod tests {
     fn the_address_latch_reads_back() {
         let mut p = PciConfig::new();
         let a = address(0, 3, 1, 0x10);
-        p.write(CONFIG_ADDRESS, &a.to_le_bytes());
+        p.write(CONFIG_ADDRESS.into(), 0, &a.to_le_bytes());
         assert_eq!(read(&mut p, CONFIG_ADDRESS, 4), a);
         assert_eq!(p.address(), a);
     }
@@ -78,7 +82,7 @@ mod tests {
     #[test]
     fn reserved_address_bits_read_as_zero() {
         let mut p = PciConfig::new();
-        p.write(CONFIG_ADDRESS, &0xFFFF_FFFFu32.to_le_bytes());
+        p.write(CONFIG_ADDRESS.into(), 0, &0xFFFF_FFFFu32.to_le_bytes());
         assert_eq!(read(&mut p, CONFIG_ADDRESS, 4), 0x80FF_FFFC);
     }
 
@@ -86,9 +90,9 @@ mod tests {
     fn narrow_writes_do_not_latch() {
         let mut p = PciConfig::new();
         let a = address(0, 0, 0, 0);
-        p.write(CONFIG_ADDRESS, &a.to_le_bytes());
-        p.write(CONFIG_ADDRESS, &[0x12]);
-        p.write(CONFIG_ADDRESS, &0x3456u16.to_le_bytes());
+        p.write(CONFIG_ADDRESS.into(), 0, &a.to_le_bytes());
+        p.write(CONFIG_ADDRESS.into(), 0, &[0x12]);
+        p.write(CONFIG_ADDRESS.into(), 0, &0x3456u16.to_le_bytes());
         assert_eq!(read(&mut p, CONFIG_ADDRESS, 4), a);
     }
 
@@ -96,7 +100,11 @@ mod tests {
     fn every_function_reads_vendor_ffff() {
         let mut p = PciConfig::new();
         for (bus, dev, func) in [(0, 0, 0), (0, 31, 7), (255, 5, 2)] {
-            p.write(CONFIG_ADDRESS, &address(bus, dev, func, 0).to_le_bytes());
+            p.write(
+                CONFIG_ADDRESS.into(),
+                0,
+                &address(bus, dev, func, 0).to_le_bytes(),
+            );
             assert_eq!(read(&mut p, CONFIG_DATA, 4), 0xFFFF_FFFF);
             assert_eq!(read(&mut p, CONFIG_DATA, 2), 0xFFFF);
         }
@@ -105,7 +113,7 @@ mod tests {
     #[test]
     fn byte_and_word_data_reads_are_all_ones() {
         let mut p = PciConfig::new();
-        p.write(CONFIG_ADDRESS, &address(0, 0, 0, 0).to_le_bytes());
+        p.write(CONFIG_ADDRESS.into(), 0, &address(0, 0, 0, 0).to_le_bytes());
         for port in CONFIG_DATA..CONFIG_DATA + 4 {
             assert_eq!(read(&mut p, port, 1), 0xFF);
         }
@@ -116,8 +124,8 @@ mod tests {
     fn data_writes_are_ignored() {
         let mut p = PciConfig::new();
         let a = address(0, 1, 0, 4);
-        p.write(CONFIG_ADDRESS, &a.to_le_bytes());
-        p.write(CONFIG_DATA, &0u32.to_le_bytes());
+        p.write(CONFIG_ADDRESS.into(), 0, &a.to_le_bytes());
+        p.write(CONFIG_ADDRESS.into(), 4, &0u32.to_le_bytes());
         assert_eq!(read(&mut p, CONFIG_DATA, 4), 0xFFFF_FFFF);
         assert_eq!(read(&mut p, CONFIG_ADDRESS, 4), a);
     }

@@ -3,7 +3,7 @@
 //! Each chip is a plain state machine (IRR, ISR, IMR, the initialisation
 //! sequence, priority rotation); the pair wires the slave's INT output to the
 //! master's input 2 and runs the INTA cycle through the cascade.
-use crate::PortDevice;
+use crate::bus::BusDevice;
 
 /// Master PIC command port.
 pub const MASTER_CMD: u16 = 0x20;
@@ -389,16 +389,16 @@ impl PicPair {
     }
 }
 
-impl PortDevice for PicPair {
-    fn read(&mut self, port: u16, data: &mut [u8]) {
+impl BusDevice for PicPair {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
         // A wide access is a run of byte cycles on consecutive ports.
-        for (p, byte) in (port..).zip(data.iter_mut()) {
+        for (p, byte) in (super::port(base, offset)..).zip(data.iter_mut()) {
             *byte = self.read_port(p);
         }
     }
 
-    fn write(&mut self, port: u16, data: &[u8]) {
-        for (p, &byte) in (port..).zip(data) {
+    fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
+        for (p, &byte) in (super::port(base, offset)..).zip(data) {
             self.write_port(p, byte);
         }
     }
@@ -408,13 +408,20 @@ impl PortDevice for PicPair {
 mod tests {
     use super::*;
 
+    /// `port` as the bus passes it: the chip's base and the offset into it.
+    fn at(port: u16) -> (u64, u64) {
+        (u64::from(port & !1), u64::from(port & 1))
+    }
+
     fn out(p: &mut PicPair, port: u16, v: u8) {
-        p.write(port, &[v]);
+        let (base, offset) = at(port);
+        p.write(base, offset, &[v]);
     }
 
     fn inb(p: &mut PicPair, port: u16) -> u8 {
+        let (base, offset) = at(port);
         let mut b = [0u8; 1];
-        p.read(port, &mut b);
+        p.read(base, offset, &mut b);
         b[0]
     }
 

@@ -5,9 +5,9 @@
 //! OUT level from the clock on demand, so no rounding error accumulates.
 use std::sync::Arc;
 
+use crate::bus::BusDevice;
 use crate::clock::Clock;
 use crate::irq::IrqLine;
-use crate::PortDevice;
 
 /// Channel 0 data port.
 pub const CHANNEL0: u16 = 0x40;
@@ -491,18 +491,18 @@ impl Pit {
     }
 }
 
-impl PortDevice for Pit {
-    fn read(&mut self, port: u16, data: &mut [u8]) {
+impl BusDevice for Pit {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
         let now = self.clock.now_ns();
         // A wide access is a run of byte cycles on consecutive ports.
-        for (p, byte) in (port..).zip(data.iter_mut()) {
+        for (p, byte) in (super::port(base, offset)..).zip(data.iter_mut()) {
             *byte = self.read_port(p, now);
         }
     }
 
-    fn write(&mut self, port: u16, data: &[u8]) {
+    fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
         let now = self.clock.now_ns();
-        for (p, &byte) in (port..).zip(data) {
+        for (p, &byte) in (super::port(base, offset)..).zip(data) {
             self.write_port(p, byte, now);
         }
     }
@@ -528,13 +528,21 @@ mod tests {
         (p, clock, line)
     }
 
+    /// `port` as the bus passes it: the base of its range and the offset.
+    fn at(port: u16) -> (u64, u64) {
+        let base = if port == PORT_B { PORT_B } else { CHANNEL0 };
+        (u64::from(base), u64::from(port - base))
+    }
+
     fn out(p: &mut Pit, port: u16, v: u8) {
-        p.write(port, &[v]);
+        let (base, offset) = at(port);
+        p.write(base, offset, &[v]);
     }
 
     fn inb(p: &mut Pit, port: u16) -> u8 {
+        let (base, offset) = at(port);
         let mut b = [0u8; 1];
-        p.read(port, &mut b);
+        p.read(base, offset, &mut b);
         b[0]
     }
 

@@ -1,5 +1,5 @@
 //! POST diagnostic port 0x80: kernels write progress codes and use it as an I/O delay.
-use crate::PortDevice;
+use crate::BusDevice;
 
 /// The POST code port.
 pub const PORT: u16 = 0x80;
@@ -25,13 +25,13 @@ impl PostCode {
     }
 }
 
-impl PortDevice for PostCode {
-    fn read(&mut self, _port: u16, data: &mut [u8]) {
+impl BusDevice for PostCode {
+    fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
         // POST cards latch only the low byte; wider reads see it in every lane.
         data.fill(self.last.unwrap_or(NO_CODE));
     }
 
-    fn write(&mut self, _port: u16, data: &[u8]) {
+    fn write(&mut self, _base: u64, _offset: u64, data: &[u8]) {
         if let Some(&code) = data.first() {
             self.last = Some(code);
         }
@@ -47,25 +47,25 @@ mod tests {
         let mut p = PostCode::new();
         assert_eq!(p.last(), None);
         let mut b = [0u8; 1];
-        p.read(PORT, &mut b);
+        p.read(PORT.into(), 0, &mut b);
         assert_eq!(b[0], 0xFF);
     }
 
     #[test]
     fn the_last_code_written_is_kept_and_read_back() {
         let mut p = PostCode::new();
-        p.write(PORT, &[0x12]);
-        p.write(PORT, &[0x34]);
+        p.write(PORT.into(), 0, &[0x12]);
+        p.write(PORT.into(), 0, &[0x34]);
         assert_eq!(p.last(), Some(0x34));
         let mut b = [0u8; 1];
-        p.read(PORT, &mut b);
+        p.read(PORT.into(), 0, &mut b);
         assert_eq!(b[0], 0x34);
     }
 
     #[test]
     fn a_wide_write_records_its_low_byte() {
         let mut p = PostCode::new();
-        p.write(PORT, &0xBEEFu16.to_le_bytes());
+        p.write(PORT.into(), 0, &0xBEEFu16.to_le_bytes());
         assert_eq!(p.last(), Some(0xEF));
     }
 }

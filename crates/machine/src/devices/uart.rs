@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 
 use crate::irq::IrqLine;
-use crate::PortDevice;
+use crate::BusDevice;
 
 /// COM1 base port.
 pub const COM1: u16 = 0x3F8;
@@ -331,22 +331,24 @@ impl Uart {
     }
 }
 
-impl PortDevice for Uart {
-    fn read(&mut self, port: u16, data: &mut [u8]) {
+/// The register at `offset` into the UART's eight ports, if there is one.
+fn register(offset: u64) -> Option<u16> {
+    u16::try_from(offset).ok().filter(|&r| r <= SCR)
+}
+
+impl BusDevice for Uart {
+    fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         // A wide access is a run of byte cycles on consecutive registers.
-        for (p, byte) in (port..).zip(data.iter_mut()) {
-            *byte = match p.checked_sub(COM1) {
-                Some(offset) if offset <= SCR => self.read_reg(offset),
-                _ => 0xFF,
-            };
+        for (o, byte) in (offset..).zip(data.iter_mut()) {
+            *byte = register(o).map_or(0xFF, |r| self.read_reg(r));
         }
         self.update_irq();
     }
 
-    fn write(&mut self, port: u16, data: &[u8]) {
-        for (p, &byte) in (port..).zip(data) {
-            if let Some(offset) = p.checked_sub(COM1).filter(|&o| o <= SCR) {
-                self.write_reg(offset, byte);
+    fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
+        for (o, &byte) in (offset..).zip(data) {
+            if let Some(r) = register(o) {
+                self.write_reg(r, byte);
             }
         }
         self.update_irq();
@@ -386,12 +388,12 @@ mod tests {
     }
 
     fn out(u: &mut Uart, offset: u16, v: u8) {
-        u.write(COM1 + offset, &[v]);
+        u.write(u64::from(COM1), u64::from(offset), &[v]);
     }
 
     fn inb(u: &mut Uart, offset: u16) -> u8 {
         let mut b = [0u8; 1];
-        u.read(COM1 + offset, &mut b);
+        u.read(u64::from(COM1), u64::from(offset), &mut b);
         b[0]
     }
 
