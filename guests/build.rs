@@ -99,6 +99,13 @@ const GUESTS: &[GuestSpec] = &[
         format: Format::Multiboot,
     },
     GuestSpec {
+        name: "mmio",
+        summary: "loads and stores, paging off, to the MMIO scratch device at 0xFEB00000 \
+                  (ID, scratch register, access counters) in every width, and to an \
+                  unclaimed page",
+        format: Format::Multiboot,
+    },
+    GuestSpec {
         name: "bzhello",
         summary: "Linux boot protocol entry state, boot_params, e820 map, command line and initrd",
         format: Format::BzImage,

@@ -16,6 +16,7 @@ const KNOWN: &[&str] = &[
     "pae",
     "demo",
     "bzhello",
+    "mmio",
     // BT only: tests/vector.rs.
     "vector",
 ];
@@ -98,6 +99,22 @@ fn tc_under_kvm() {
         return;
     };
     assert_pass(&run);
+}
+
+#[test]
+fn mmio_reaches_the_scratch_device_under_kvm() {
+    let Some(run) = run_kvm("mmio", &["--stats"]) else {
+        return;
+    };
+    assert_eq!(assert_pass(&run), 19);
+    // One KVM exit, hence one bus access, per load or store the guest
+    // makes (its OR to memory is two), the unclaimed page's three included.
+    let exits = run
+        .stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("mmio"))
+        .map(str::trim);
+    assert_eq!(exits, Some("38"), "{}", run.show());
 }
 
 #[test]

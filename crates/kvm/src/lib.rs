@@ -274,14 +274,14 @@ impl KvmEngine {
                 Ok(VcpuExit::IrqWindowOpen) => Step::IrqWindow,
                 Ok(VcpuExit::Intr) => Step::Kicked,
                 Ok(VcpuExit::Shutdown) => Step::Shutdown,
+                // KVM_RUN completes a read with what `data` holds when it
+                // next enters the guest.
                 Ok(VcpuExit::MmioRead(addr, data)) => {
-                    // No MMIO devices yet: reads float high, as on a PC bus.
-                    tracing::debug!(addr, "MMIO read of unbacked memory");
-                    data.fill(0xFF);
+                    machine.mmio_read(addr, data);
                     Step::Mmio
                 }
-                Ok(VcpuExit::MmioWrite(addr, _)) => {
-                    tracing::debug!(addr, "MMIO write to unbacked memory dropped");
+                Ok(VcpuExit::MmioWrite(addr, data)) => {
+                    machine.mmio_write(addr, data);
                     Step::Mmio
                 }
                 Ok(VcpuExit::FailEntry(reason, _)) => Step::Fail(format!(

@@ -14,7 +14,8 @@ pub struct KvmStats {
     pub irq_window: u64,
     /// Runs interrupted by the timer kick (EINTR).
     pub kicks: u64,
-    /// Accesses to guest-physical addresses with no RAM.
+    /// Accesses to guest-physical addresses with no RAM, handed to the
+    /// MMIO bus.
     pub mmio: u64,
     /// Interrupts injected with KVM_INTERRUPT.
     pub interrupts_injected: u64,
@@ -30,7 +31,7 @@ impl fmt::Display for KvmStats {
             ("hlt", self.hlt),
             ("interrupt window", self.irq_window),
             ("timer kick", self.kicks),
-            ("unbacked memory", self.mmio),
+            ("mmio", self.mmio),
         ] {
             writeln!(f, "  {name:<18}{n:>12}")?;
         }

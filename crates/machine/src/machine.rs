@@ -12,7 +12,7 @@ use crate::engine::GuestFault;
 
 use crate::bus::{Bus, Buses, SharedDevice};
 use crate::clock::{Clock, HostClock};
-use crate::devices::{cmos, debug_exit, i8042, pci, pic, pit, port80, uart};
+use crate::devices::{cmos, debug_exit, i8042, pci, pic, pit, port80, scratch, uart};
 use crate::irq::PicLine;
 use crate::loader::{self, KernelFormat, LoadError};
 use crate::memory::{GuestMemory, MemoryError};
@@ -189,6 +189,13 @@ impl MachineBuilder {
             debug_exit::PORT + 3,
             Arc::new(Mutex::new(exit)),
         );
+        bus.mmio
+            .insert(
+                Arc::new(Mutex::new(scratch::Scratch::new())),
+                scratch::BASE,
+                scratch::SIZE,
+            )
+            .expect("the MMIO map has one device");
 
         Ok(Machine {
             memory,
@@ -344,5 +351,46 @@ impl Machine {
     /// Flushes the console; call on every exit path.
     pub fn flush_console(&self) {
         self.uart.lock().unwrap().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine() -> Machine {
+        MachineBuilder::new()
+            .memory_mib(1)
+            .raw_image(0x1000, vec![0xF4], CpuState::default())
+            .console(Box::new(std::io::sink()))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_scratch_device_answers_on_the_mmio_bus() {
+        let m = machine();
+        let mut b = [0u8; 4];
+        m.mmio_read(scratch::BASE + scratch::ID, &mut b);
+        assert_eq!(&b, b"popk");
+        m.mmio_write(scratch::BASE + scratch::SCRATCH, &0xC0FFEEu32.to_le_bytes());
+        m.mmio_read(scratch::BASE + scratch::SCRATCH, &mut b);
+        assert_eq!(u32::from_le_bytes(b), 0xC0FFEE);
+        m.mmio_read(scratch::BASE + scratch::SIZE, &mut b);
+        assert_eq!(b, [0xFF; 4], "past the device the bus floats");
+        assert_eq!(m.bus.mmio.unclaimed(), 1);
+    }
+
+    #[test]
+    fn ports_and_mmio_are_separate_address_spaces() {
+        let m = machine();
+        let mut b = [0u8; 1];
+        // COM1's scratch register on the port bus, nothing at 0x3FF on MMIO.
+        m.io_out(uart::COM1 + 7, &[0x5A]);
+        m.io_in(uart::COM1 + 7, &mut b);
+        assert_eq!(b[0], 0x5A);
+        m.mmio_read(u64::from(uart::COM1 + 7), &mut b);
+        assert_eq!(b[0], 0xFF);
+        assert_eq!(m.bus.pio.unclaimed(), 0);
     }
 }

@@ -11,6 +11,8 @@ use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use x86::interrupt::{vector, Exception};
 use x86::paging::{self, Access, PagingRegs, PAGE_4K};
 
+use crate::bus::Bus;
+
 /// Errors from guest memory creation or access.
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
@@ -148,9 +150,11 @@ impl x86::paging::PhysMemory for GuestMemory {
 /// Guest linear memory as the guest's CPU sees it: through the guest's page
 /// tables when paging is on (setting accessed and dirty bits, raising #PF
 /// with the CPU's error code), identity otherwise. Physical addresses past
-/// RAM read as all ones and drop writes, as on a PC bus.
+/// RAM go to the MMIO bus if the view has one ([`GuestLinear::with_mmio`]);
+/// without one they read as all ones and drop writes.
 pub struct GuestLinear<'a> {
     mem: &'a mut GuestMemory,
+    mmio: Option<&'a Bus>,
     regs: PagingRegs,
     /// Explicit accesses are user accesses (the CPU is at CPL 3).
     user: bool,
@@ -173,6 +177,7 @@ impl<'a> GuestLinear<'a> {
     pub fn new(mem: &'a mut GuestMemory, cpu: &x86::CpuState) -> GuestLinear<'a> {
         GuestLinear {
             mem,
+            mmio: None,
             regs: PagingRegs::of(cpu),
             user: cpu.cpl() == 3,
             fault: None,
@@ -184,6 +189,7 @@ impl<'a> GuestLinear<'a> {
     pub fn physical(mem: &'a mut GuestMemory) -> GuestLinear<'a> {
         GuestLinear {
             mem,
+            mmio: None,
             regs: PagingRegs {
                 cr0: 0,
                 cr3: 0,
@@ -193,6 +199,14 @@ impl<'a> GuestLinear<'a> {
             user: false,
             fault: None,
             written: Vec::new(),
+        }
+    }
+
+    /// The same view with physical addresses outside RAM routed to `mmio`.
+    pub fn with_mmio(self, mmio: &'a Bus) -> GuestLinear<'a> {
+        GuestLinear {
+            mmio: Some(mmio),
+            ..self
         }
     }
 
@@ -235,8 +249,15 @@ impl<'a> GuestLinear<'a> {
         };
         for p in self.pieces(linear, buf.len(), access)? {
             let dst = &mut buf[p.offset..p.offset + p.len];
+            // RAM is whole pages and a piece never crosses a page, so a
+            // piece is either all RAM or all outside it.
             if self.mem.read(p.phys, dst).is_err() {
-                dst.fill(0xFF);
+                match self.mmio {
+                    Some(bus) => {
+                        bus.read(p.phys, dst);
+                    }
+                    None => dst.fill(0xFF),
+                }
             }
         }
         Ok(())
@@ -249,15 +270,14 @@ impl<'a> GuestLinear<'a> {
             fetch: false,
         };
         for p in self.pieces(linear, data.len(), access)? {
-            if self
-                .mem
-                .write(p.phys, &data[p.offset..p.offset + p.len])
-                .is_ok()
-            {
+            let src = &data[p.offset..p.offset + p.len];
+            if self.mem.write(p.phys, src).is_ok() {
                 let page = (p.phys >> 12) as u32;
                 if self.written.last() != Some(&page) {
                     self.written.push(page);
                 }
+            } else if let Some(bus) = self.mmio {
+                bus.write(p.phys, src);
             }
         }
         Ok(())
@@ -323,5 +343,36 @@ mod tests {
             GuestMemory::new(4 << 30),
             Err(MemoryError::BadSize(_))
         ));
+    }
+
+    #[test]
+    fn a_view_with_mmio_sends_what_is_past_ram_to_the_bus() {
+        use crate::devices::scratch;
+        use std::sync::{Arc, Mutex};
+        use x86::interrupt::LinearMemory;
+
+        let mut mem = GuestMemory::new(1 << 20).unwrap();
+        let mut bus = Bus::new();
+        let dev = Arc::new(Mutex::new(scratch::Scratch::new()));
+        bus.insert(dev, scratch::BASE, scratch::SIZE).unwrap();
+        let id = (scratch::BASE + scratch::ID) as u32;
+        let reg = (scratch::BASE + scratch::SCRATCH) as u32;
+        let mut b = [0u8; 4];
+
+        let mut plain = GuestLinear::physical(&mut mem);
+        plain.read(id, &mut b).unwrap();
+        assert_eq!(b, [0xFF; 4], "no bus: past RAM floats");
+
+        let mut view = GuestLinear::physical(&mut mem).with_mmio(&bus);
+        view.read(id, &mut b).unwrap();
+        assert_eq!(&b, b"popk");
+        view.write(reg, &[1, 2, 3, 4]).unwrap();
+        assert!(view.written.is_empty(), "MMIO writes are not RAM pages");
+        view.read(reg, &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3, 4]);
+        // RAM is still RAM.
+        view.write(0x2000, &[9]).unwrap();
+        assert_eq!(view.written, vec![2]);
+        assert_eq!(bus.unclaimed(), 0);
     }
 }

@@ -8,6 +8,7 @@ pub mod pci;
 pub mod pic;
 pub mod pit;
 pub mod port80;
+pub mod scratch;
 pub mod uart;
 
 /// The port an access at `offset` into a port range at `base` addresses,
