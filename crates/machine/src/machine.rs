@@ -170,12 +170,8 @@ impl MachineBuilder {
             cmos::DATA,
             Arc::new(Mutex::new(rtc)),
         );
-        attach(
-            &mut bus.pio,
-            port80::PORT,
-            port80::PORT,
-            Arc::new(Mutex::new(port80::PostCode::new())),
-        );
+        let post = Arc::new(Mutex::new(port80::PostCode::new()));
+        attach(&mut bus.pio, port80::PORT, port80::PORT, post.clone());
         attach(
             &mut bus.pio,
             pci::CONFIG_ADDRESS,
@@ -203,6 +199,7 @@ impl MachineBuilder {
             pic,
             pit,
             uart,
+            post,
             stop,
             input: self.input,
             format,
@@ -222,6 +219,7 @@ pub struct Machine {
     pic: Arc<Mutex<pic::PicPair>>,
     pit: Arc<Mutex<pit::Pit>>,
     uart: Arc<Mutex<uart::Uart>>,
+    post: Arc<Mutex<port80::PostCode>>,
     stop: StopHandle,
     input: Option<Receiver<ConsoleInput>>,
     /// The boot protocol the kernel was loaded with (None for a raw image).
@@ -262,6 +260,14 @@ impl Machine {
     /// A guest write to guest-physical `addr`, which is not RAM.
     pub fn mmio_write(&self, addr: u64, data: &[u8]) {
         self.bus.mmio.write(addr, data);
+    }
+
+    /// The POST codes (phase markers) the guest wrote to port 0x80 after
+    /// the first `seen`, oldest first, and how many it wrote in all (the
+    /// next call's `seen`). See [`port80::PostCode::since`].
+    pub fn post_codes_since(&self, seen: u64) -> (Vec<u8>, u64) {
+        let post = self.post.lock().unwrap();
+        (post.since(seen), post.writes())
     }
 
     /// A device's stop request, if one is pending (checked after I/O exits).
@@ -379,6 +385,17 @@ mod tests {
         m.mmio_read(scratch::BASE + scratch::SIZE, &mut b);
         assert_eq!(b, [0xFF; 4], "past the device the bus floats");
         assert_eq!(m.bus.mmio.unclaimed(), 1);
+    }
+
+    #[test]
+    fn post_codes_are_read_back_through_the_machine() {
+        let m = machine();
+        m.io_out(port80::PORT, &[1]);
+        m.io_out(port80::PORT, &[2]);
+        let (codes, seen) = m.post_codes_since(0);
+        assert_eq!((codes, seen), (vec![1, 2], 2));
+        m.io_out(port80::PORT, &[3]);
+        assert_eq!(m.post_codes_since(seen), (vec![3], 3));
     }
 
     #[test]
