@@ -7,54 +7,12 @@
 //! the callout emulator the BT engine uses (`x86::emulate`), delivers any
 //! exception it raises through the guest IDT, and resumes the guest.
 
-use machine::{Bus, Machine};
+use machine::platform::CpuExtras;
+use machine::Machine;
 use x86::classify::{kind_of, Kind};
-use x86::cpuid::CpuidModel;
-use x86::emulate::{self, Platform, Unsupported};
-use x86::msr::MsrFile;
+use x86::emulate::{self, Unsupported};
 use x86::state::cr0;
 use x86::CpuState;
-
-use machine::memory::GuestLinear;
-
-/// The machine as the emulator sees it. Only the instructions [`name`]
-/// accepts reach the emulator, and none of them touches ports, the TSC or
-/// MSRs; the port I/O is still the machine's bus so that widening the set
-/// cannot silently lose a device access.
-struct FallbackPlatform<'a> {
-    bus: &'a Bus,
-    model: CpuidModel,
-    msrs: MsrFile,
-}
-
-impl Platform for FallbackPlatform<'_> {
-    fn io_in(&mut self, port: u16, size: u8) -> u32 {
-        let mut b = [0u8; 4];
-        self.bus.read(u64::from(port), &mut b[..usize::from(size)]);
-        u32::from_le_bytes(b)
-    }
-
-    fn io_out(&mut self, port: u16, size: u8, value: u32) {
-        self.bus
-            .write(u64::from(port), &value.to_le_bytes()[..usize::from(size)]);
-    }
-
-    /// Not consulted (see the type's comment): KVM owns the guest TSC.
-    fn tsc(&mut self) -> u64 {
-        0
-    }
-
-    /// Not consulted (see the type's comment): KVM owns the guest TSC.
-    fn set_tsc(&mut self, _value: u64) {}
-
-    fn cpuid(&self) -> &CpuidModel {
-        &self.model
-    }
-
-    fn msrs(&mut self) -> &mut MsrFile {
-        &mut self.msrs
-    }
-}
 
 /// What the fallback did.
 pub enum Emulated {
@@ -63,10 +21,9 @@ pub enum Emulated {
     Done(&'static str),
     /// Not an instruction the fallback knows.
     NotMine,
-    /// The instruction shut the CPU down (a fault while delivering #DF).
-    TripleFault,
-    /// The guest needs something popek does not model.
-    Unsupported(&'static str),
+    /// The x86 model could not complete it: a triple fault, or something
+    /// popek does not model.
+    Failed(Unsupported),
 }
 
 /// The statistics name of an instruction kvm-pvm cannot emulate, or `None`
@@ -90,7 +47,12 @@ pub fn emulate(cpu: &mut CpuState, machine: &mut Machine) -> Emulated {
     if cpu.cr0 & cr0::PG != 0 || cpu.cr0 & cr0::PE == 0 {
         return Emulated::NotMine;
     }
-    let mut mem = GuestLinear::physical(&mut machine.memory);
+    // The CPU model, MSRs and TSC stay KVM's: none of the instructions
+    // [`name`] accepts reads them, so fresh extras stand in. Ports and
+    // memory are the machine's own, so that widening the set cannot
+    // silently lose a device access.
+    let mut extras = CpuExtras::new();
+    let (mut mem, mut plat) = machine.emulation(cpu, &mut extras);
     // iced applies CS.D and any prefixes, so IRET's operand size and every
     // instruction length come from one decode.
     let Ok(insn) = emulate::fetch(cpu, &mut mem) else {
@@ -99,14 +61,8 @@ pub fn emulate(cpu: &mut CpuState, machine: &mut Machine) -> Emulated {
     let Some(name) = name(kind_of(&insn)) else {
         return Emulated::NotMine;
     };
-    let mut plat = FallbackPlatform {
-        bus: &machine.bus.pio,
-        model: CpuidModel::default(),
-        msrs: MsrFile::default(),
-    };
     match emulate::execute_and_deliver(cpu, &mut mem, &mut plat, &insn) {
         Ok(_) => Emulated::Done(name),
-        Err(Unsupported::TripleFault) => Emulated::TripleFault,
-        Err(Unsupported::Feature(f)) => Emulated::Unsupported(f),
+        Err(failure) => Emulated::Failed(failure),
     }
 }

@@ -47,6 +47,16 @@ impl Exit {
     }
 }
 
+/// A device's stop request ends the run as that request's exit.
+impl From<crate::StopReason> for Exit {
+    fn from(stop: crate::StopReason) -> Exit {
+        match stop {
+            crate::StopReason::DebugExit(v) => Exit::DebugExit(v),
+            crate::StopReason::Reset => Exit::Reset,
+        }
+    }
+}
+
 /// A guest-caused failure with the state needed to debug it.
 #[derive(Debug)]
 pub struct GuestFault {

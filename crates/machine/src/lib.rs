@@ -14,7 +14,9 @@ pub mod irq;
 pub mod loader;
 pub mod machine;
 pub mod memory;
+pub mod platform;
 pub mod stop;
+pub mod vcpu;
 
 pub use bus::{Bus, BusDevice, Buses};
 pub use engine::{Engine, EngineError, Exit};

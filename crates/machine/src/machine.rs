@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use x86::CpuState;
 
-use crate::engine::GuestFault;
-
 use crate::bus::{Bus, Buses, SharedDevice};
 use crate::clock::{Clock, HostClock};
 use crate::devices::{cmos, debug_exit, i8042, pci, pic, pit, port80, scratch, uart};
@@ -335,23 +333,6 @@ impl Machine {
     /// The INTA cycle: the vector to deliver now.
     pub fn acknowledge_interrupt(&self) -> u8 {
         self.pic.lock().unwrap().acknowledge()
-    }
-
-    /// A guest fault report: `what`, the CPU state, and the instruction
-    /// bytes at CS:EIP when they can be read (paging off: CS:EIP is
-    /// physical; with paging a dump without bytes is still useful).
-    pub fn fault(&self, what: String, state: CpuState) -> Box<GuestFault> {
-        let bytes = if state.cr0 & x86::state::cr0::PG == 0 {
-            let at = u64::from(state.linear_ip());
-            let len = self.memory.size().saturating_sub(at).min(16) as usize;
-            self.memory
-                .slice(at, len)
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        Box::new(GuestFault { what, state, bytes })
     }
 
     /// Flushes the console; call on every exit path.
