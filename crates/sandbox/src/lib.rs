@@ -33,12 +33,13 @@ use std::os::fd::RawFd;
 use std::sync::Mutex;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    TargetArch,
 };
 
 pub use names::name as syscall_name;
-pub use report::{install_reporter, report_if_refused, STATUS_REFUSED};
+pub use report::{install_reporter, keep_terminal_modes, report_if_refused, STATUS_REFUSED};
+pub use seccompiler::{sock_filter, BpfProgram};
 
 /// One condition on a system call argument.
 pub type Condition = SeccompCondition;
@@ -97,6 +98,11 @@ static OUTPUTS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
 /// Lets the process write to `fd` once confined; call before confining.
 pub fn allow_writes_to(fd: RawFd) {
     OUTPUTS.lock().unwrap_or_else(|e| e.into_inner()).push(fd);
+}
+
+/// The descriptors given to [`allow_writes_to`].
+pub fn outputs() -> Vec<RawFd> {
+    OUTPUTS.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// The terminal requests the console makes on stdin: reading and setting
@@ -164,7 +170,9 @@ impl Allowlist {
     ///   `getrandom` (std's HashMap keys, per thread);
     /// - the console: `read` only from fd 0; `write` only to 1, 2 and
     ///   `outputs`; `ioctl` only on fd 0 and only the terminal-mode
-    ///   requests; `close` of any descriptor;
+    ///   requests; `close` of any descriptor; `fcntl` only F_GETFD (std
+    ///   built with debug assertions checks that a descriptor is open
+    ///   before closing it);
     /// - `prctl` only PR_GET_NAME, for the report of a refused call.
     ///
     /// Not limited, and why: `futex`, `munmap`, `close`, `brk`,
@@ -229,6 +237,8 @@ impl Allowlist {
         for req in TERMINAL_REQUESTS {
             l.allow_if(SYS_ioctl, [arg_is(0, 0), arg_is(1, req as u32)]);
         }
+        // fcntl(fd, cmd, ...)
+        l.allow_if(SYS_fcntl, [arg_is(1, F_GETFD as u32)]);
         // prctl(option, ...)
         l.allow_if(SYS_prctl, [arg_is(0, PR_GET_NAME as u32)]);
         l
@@ -239,8 +249,7 @@ impl Allowlist {
     pub fn common() -> Allowlist {
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() } as u32;
-        let outputs = OUTPUTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        Allowlist::common_for(pid, &outputs)
+        Allowlist::common_for(pid, &outputs())
     }
 
     /// The BPF program: the hand-written [`prefix`], then seccompiler's

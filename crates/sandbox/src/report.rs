@@ -11,9 +11,11 @@
 //! why every call of a thread's exit path is on the allowlists.
 //!
 //! Everything here runs in a signal handler: no allocation, no lock, and
-//! only calls the allowlists allow (prctl(PR_GET_NAME), write to fd 2,
-//! exit_group), or the report would itself be refused while SIGSYS is
-//! blocked.
+//! only calls the allowlists allow (prctl(PR_GET_NAME), ioctl(0, TCSETS)
+//! to put the user's terminal back, write to fd 2, exit_group), or the
+//! report would itself be refused while SIGSYS is blocked.
+
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::names;
 use crate::prefix::AUDIT_ARCH_X86_64;
@@ -21,6 +23,18 @@ use crate::prefix::AUDIT_ARCH_X86_64;
 /// Exit status of a popek process whose sandbox refused one of popek's own
 /// system calls (a popek bug). popek's own failures are even.
 pub const STATUS_REFUSED: u8 = 10;
+
+/// The terminal modes to put back on stdin before exiting for a refused
+/// call (null: stdin is no terminal, or its modes were never changed).
+static TERMINAL: AtomicPtr<libc::termios> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Remembers the user's terminal modes of stdin, so that a refused call
+/// puts them back (with TCSETS on fd 0, which the allowlists allow) before
+/// the process exits. The console calls it when it enters raw mode.
+pub fn keep_terminal_modes(modes: libc::termios) {
+    // A previous copy is leaked, not freed: a report may be reading it.
+    TERMINAL.store(Box::into_raw(Box::new(modes)), Ordering::Release);
+}
 
 /// si_code of a SIGSYS raised by a seccomp filter.
 const SYS_SECCOMP: i32 = 1;
@@ -117,6 +131,11 @@ pub unsafe fn report_if_refused(info: *const libc::siginfo_t) {
         b"?"
     };
     let line = refusal_line(si.syscall, si.arch, thread);
+    let modes = TERMINAL.load(Ordering::Acquire);
+    if !modes.is_null() {
+        // SAFETY: a published termios is never freed; TCSETS reads it.
+        unsafe { libc::ioctl(0, libc::TCSETS, modes) };
+    }
     // SAFETY: write and exit_group are async-signal-safe; the buffer is
     // ours. exit_group rather than exit(): nothing may run after this (no
     // atexit handler, no flush that could itself be refused).

@@ -101,6 +101,7 @@ fn the_common_list_allows_what_every_popek_thread_does() {
         SeccompData::x86_64(libc::SYS_ioctl, &[0, libc::TCSETS]),
         SeccompData::x86_64(libc::SYS_tgkill, &[1234, 1235, libc::SIGALRM as u64]),
         SeccompData::x86_64(libc::SYS_prctl, &[libc::PR_GET_NAME as u64]),
+        SeccompData::x86_64(libc::SYS_fcntl, &[3, libc::F_GETFD as u64]),
         SeccompData::x86_64(libc::SYS_madvise, &[0, 0, libc::MADV_DONTNEED as u64]),
         SeccompData::x86_64(libc::SYS_mremap, &[0x7F00_0000_0000, 1, 2, 1]),
         SeccompData::x86_64(libc::SYS_restart_syscall, &[]),
@@ -141,6 +142,8 @@ fn the_common_list_refuses_the_rest_and_the_wrong_arguments() {
         SeccompData::x86_64(libc::SYS_ioctl, &[1, libc::TCSETS]),
         SeccompData::x86_64(libc::SYS_tgkill, &[1, 1, 9]),
         SeccompData::x86_64(libc::SYS_prctl, &[libc::PR_SET_NAME as u64]),
+        SeccompData::x86_64(libc::SYS_fcntl, &[3, libc::F_DUPFD_CLOEXEC as u64]),
+        SeccompData::x86_64(libc::SYS_fcntl, &[3, libc::F_SETFL as u64]),
         SeccompData::x86_64(libc::SYS_madvise, &[0, 0, libc::MADV_REMOVE as u64]),
         SeccompData::x86_64(libc::SYS_mremap, &[0x10_0000, 1, 2, 1]),
         SeccompData::x86_64(
