@@ -227,6 +227,47 @@ fn confined_child() {
     eprintln!("confined child done");
 }
 
+/// In the child: a panic under the filter, on a worker thread and then on
+/// the test's own thread.
+#[test]
+fn confined_panic_child() {
+    if !is_child("tests::confined_panic_child") {
+        return;
+    }
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::Builder::new()
+        .name("sbx-worker".into())
+        .spawn(move || {
+            ready_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            panic!("worker panics on purpose");
+        })
+        .unwrap();
+    ready_rx.recv().unwrap();
+    install_reporter().unwrap();
+    Allowlist::common().confine().unwrap();
+    go_tx.send(()).unwrap();
+    assert!(worker.join().is_err());
+    panic!("main panics on purpose");
+}
+
+#[test]
+fn a_panic_under_the_filter_prints_its_message() {
+    let out = child("tests::confined_panic_child", &[("RUST_BACKTRACE", "0")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // libtest reports the failed test and exits 101.
+    assert_eq!(out.status.code(), Some(101), "{stderr}");
+    assert!(
+        stderr.contains("panicked at") && stderr.contains("worker panics on purpose"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("main panics on purpose"), "{stderr}");
+    assert!(stdout.contains("1 failed"), "{stdout}");
+    assert!(!stderr.contains("refused"), "{stderr}");
+}
+
 /// In the child: the probe the environment asks for, without a filter.
 #[test]
 fn unconfined_child() {
