@@ -37,7 +37,6 @@ use seccompiler::{
     TargetArch,
 };
 
-pub use names::name as syscall_name;
 pub use report::{install_reporter, keep_terminal_modes, report_if_refused, STATUS_REFUSED};
 pub use seccompiler::{sock_filter, BpfProgram};
 
@@ -148,11 +147,6 @@ impl Allowlist {
         self
     }
 
-    /// Whether `nr` is on the list at all (with or without conditions).
-    pub fn mentions(&self, nr: libc::c_long) -> bool {
-        self.calls.contains_key(&nr)
-    }
-
     /// What every popek process needs once its threads run, whichever the
     /// engine, for process `pid` writing to stdout, stderr and `outputs`:
     ///
@@ -180,8 +174,9 @@ impl Allowlist {
     /// process's own memory, descriptors and signals, and their callers
     /// (allocator, std, glibc) pass values no filter could predict; the
     /// worst they allow is a crash. Never allowed: opening anything,
-    /// sockets, processes and threads (clone, fork, execve, kill other than
-    /// to ourselves), ptrace, and every call not named here.
+    /// sockets, new processes and threads (clone, fork, execve), signals
+    /// to anyone but this process (no kill; tgkill to `pid` only), ptrace,
+    /// and every call not named here.
     pub fn common_for(pid: u32, outputs: &[RawFd]) -> Allowlist {
         use libc::*;
         let mut l = Allowlist::new();
@@ -272,8 +267,12 @@ impl Allowlist {
             .map_err(|e: seccompiler::BackendError| Error(e.to_string()))?;
         let mut program = prefix::program();
         program.extend(compiled);
-        if program.len() > usize::from(u16::MAX) {
-            return Err(Error(format!("{} instructions", program.len())));
+        // BPF_MAXINSNS: the kernel refuses longer programs.
+        if program.len() > 4096 {
+            return Err(Error(format!(
+                "the filter has {} instructions, more than the kernel's 4096",
+                program.len()
+            )));
         }
         Ok(program)
     }
