@@ -5,6 +5,7 @@
 //! this engine injects interrupts itself with KVM_INTERRUPT and kicks the
 //! vCPU out of KVM_RUN when the virtual timer comes due.
 
+mod confine;
 mod fallback;
 mod kick;
 pub mod probe;
@@ -35,6 +36,8 @@ const HALT_POLL: Duration = Duration::from_millis(50);
 pub struct KvmEngine {
     kvm: Kvm,
     host: HostKvm,
+    /// Confine the process once the vCPU runs (see [`KvmEngine::new`]).
+    sandboxed: bool,
     /// Exit counts of the last run.
     pub stats: KvmStats,
 }
@@ -45,13 +48,29 @@ fn host_err(what: &str, e: impl std::fmt::Display) -> EngineError {
 
 impl KvmEngine {
     /// Opens /dev/kvm, or says plainly why the KVM engine cannot run here.
+    ///
+    /// Its run confines the whole process (every thread) to the engine's
+    /// allowlist once the vCPU and the kicker exist (`confine.rs`): from
+    /// then on the process makes no other system call, so it runs one
+    /// guest, and every thread it has must be running before the run.
     pub fn new() -> Result<Self, EngineError> {
         let (kvm, host) = probe::probe().map_err(EngineError::HostUnsupported)?;
         Ok(KvmEngine {
             kvm,
             host,
+            sandboxed: true,
             stats: KvmStats::default(),
         })
+    }
+
+    /// The engine without the sandbox, for a process that runs several
+    /// guests, or goes on after the run (tests that run engines on the
+    /// test harness's threads).
+    pub fn without_sandbox(self) -> Self {
+        KvmEngine {
+            sandboxed: false,
+            ..self
+        }
     }
 
     /// What the probe found about this host's KVM.
@@ -240,6 +259,12 @@ impl Engine for KvmEngine {
 
         let kicker = Kicker::start(&mut vcpu.get_kvm_run().immediate_exit)
             .map_err(|e| host_err("starting the vCPU kicker", e))?;
+        // Every thread runs now (the kicker waited for its own start):
+        // from here on the process cannot open, map code, signal others or
+        // make another VM, whatever the guest does to KVM or the devices.
+        if self.sandboxed {
+            confine::confine(vcpu.as_raw_fd()).map_err(|e| host_err("confining the process", e))?;
+        }
         self.stats = KvmStats::default();
         let result = self.run_loop(&mut vcpu, machine, &kicker);
         drop(kicker);
