@@ -7,12 +7,15 @@
 //! KVM_RUN is the machine's ([`machine::vcpu`]); vcpu.rs is what KVM puts
 //! into it.
 
+mod confine;
 mod fallback;
 mod kick;
 pub mod probe;
 pub mod regs;
 mod stats;
 mod vcpu;
+
+use std::os::fd::AsRawFd;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::Kvm;
@@ -22,10 +25,17 @@ pub use probe::{Flavour, HostKvm};
 pub use stats::KvmStats;
 use vcpu::KvmVcpu;
 
+/// KVM_INTERRUPT: `_IOW(KVMIO, 0x86, struct kvm_interrupt)`. kvm-ioctls does
+/// not wrap it because it assumes an in-kernel irqchip. The vCPU issues it,
+/// the sandbox allows it.
+const KVM_INTERRUPT: libc::c_ulong = 0x4004_AE86;
+
 /// The KVM engine.
 pub struct KvmEngine {
     kvm: Kvm,
     host: HostKvm,
+    /// Confine the process once the vCPU runs (see [`KvmEngine::new`]).
+    sandboxed: bool,
     /// Exit counts of the last run.
     pub stats: KvmStats,
 }
@@ -36,13 +46,29 @@ fn host_err(what: &str, e: impl std::fmt::Display) -> EngineError {
 
 impl KvmEngine {
     /// Opens /dev/kvm, or says plainly why the KVM engine cannot run here.
+    ///
+    /// Its run confines the whole process (every thread) to the engine's
+    /// allowlist once the vCPU and the kicker exist (`confine.rs`): from
+    /// then on the process makes no other system call, so it runs one
+    /// guest, and every thread it has must be running before the run.
     pub fn new() -> Result<Self, EngineError> {
         let (kvm, host) = probe::probe().map_err(EngineError::HostUnsupported)?;
         Ok(KvmEngine {
             kvm,
             host,
+            sandboxed: true,
             stats: KvmStats::default(),
         })
+    }
+
+    /// The engine without the sandbox, for a process that runs several
+    /// guests, or goes on after the run (tests that run engines on the
+    /// test harness's threads).
+    pub fn without_sandbox(self) -> Self {
+        KvmEngine {
+            sandboxed: false,
+            ..self
+        }
     }
 
     /// What the probe found about this host's KVM.
@@ -97,6 +123,12 @@ impl Engine for KvmEngine {
 
         let kicker = Kicker::start(&mut vcpu.get_kvm_run().immediate_exit)
             .map_err(|e| host_err("starting the vCPU kicker", e))?;
+        // Every thread runs now (the kicker waited for its own start):
+        // from here on the process cannot open, map code, signal others or
+        // make another VM, whatever the guest does to KVM or the devices.
+        if self.sandboxed {
+            confine::confine(vcpu.as_raw_fd()).map_err(|e| host_err("confining the process", e))?;
+        }
         self.stats = KvmStats::default();
         let mut cpu = KvmVcpu {
             fd: &mut vcpu,

@@ -16,11 +16,7 @@ use x86::CpuState;
 use crate::kick::Kicker;
 use crate::probe::{Flavour, HostKvm};
 use crate::stats::KvmStats;
-use crate::{fallback, host_err, regs};
-
-/// KVM_INTERRUPT: `_IOW(KVMIO, 0x86, struct kvm_interrupt)`. kvm-ioctls does
-/// not wrap it because it assumes an in-kernel irqchip.
-const KVM_INTERRUPT: libc::c_ulong = 0x4004_AE86;
+use crate::{fallback, host_err, regs, KVM_INTERRUPT};
 
 /// One run's vCPU: the KVM descriptor and what its exits need.
 pub(crate) struct KvmVcpu<'a> {

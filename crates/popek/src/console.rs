@@ -45,6 +45,9 @@ pub fn enter_raw_mode() -> Option<RawGuard> {
     raw.output_flags = orig.output_flags;
     raw.local_flags.remove(LocalFlags::ISIG);
     termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
+    // A call the sandbox refuses ends the process from a signal handler,
+    // which can take no lock: it puts back this copy.
+    sandbox::keep_terminal_modes(orig.clone().into());
     *SAVED.lock().unwrap() = Some(orig);
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -84,13 +87,23 @@ impl EscapeFilter {
 }
 
 /// Starts the stdin reader. With a terminal, Ctrl-A x quits; from a pipe or
-/// file the bytes go to the guest as they are.
+/// file the bytes go to the guest as they are. Returns once the thread
+/// runs: the engine confines the process later, and a thread still
+/// starting then would meet the sandbox with every signal blocked (glibc's
+/// rseq registration, std's affinity query) and die without a word.
 pub fn spawn_input() -> Receiver<ConsoleInput> {
     let (tx, rx) = channel();
+    let (ready_tx, ready_rx) = channel();
     let interactive = std::io::stdin().is_terminal();
-    let _ = std::thread::Builder::new()
+    let started = std::thread::Builder::new()
         .name("popek-stdin".into())
-        .spawn(move || read_stdin(&tx, interactive));
+        .spawn(move || {
+            let _ = ready_tx.send(());
+            read_stdin(&tx, interactive)
+        });
+    if started.is_ok() {
+        let _ = ready_rx.recv();
+    }
     rx
 }
 

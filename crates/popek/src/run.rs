@@ -204,11 +204,14 @@ pub fn run(args: &RunArgs) -> ExitCode {
     }
     tracing::info!(engine = engine.name(), format = ?machine.format, "starting guest");
 
-    // Opened before the run: once the BT engine confines the process it can
-    // open no file.
+    // Opened before the run: once the engine confines the process it can
+    // open no file, and writes only where it was told it may.
     let mut stats_file = match &args.stats_json {
         Some(path) => match std::fs::File::create(path) {
-            Ok(f) => Some((f, path)),
+            Ok(f) => {
+                sandbox::allow_writes_to(std::os::fd::AsRawFd::as_raw_fd(&f));
+                Some((f, path))
+            }
             Err(e) => {
                 return fail(
                     STATUS_POPEK_ERROR,

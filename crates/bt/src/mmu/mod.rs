@@ -280,9 +280,11 @@ impl Shadow {
             } else if self.differs.contains(&(first + i)) {
                 self.prefetched.insert(first + i);
             }
-            if self.code.contains(&page.phys) {
-                // Code inside a run: the run's protection allowed writes.
-                let p = self.applied(&page);
+            // The run was mapped with the faulting page's protection; a page
+            // of it that holds translations (or sits beside one that does)
+            // needs its own.
+            let p = self.applied(&page);
+            if p != prot {
                 monitor.protect((first + i) * PAGE_SIZE, PAGE_SIZE, p)?;
             }
         }

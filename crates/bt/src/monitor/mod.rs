@@ -494,9 +494,11 @@ impl Monitor {
     }
 
     /// Confines the whole process to the system calls the monitor needs
-    /// (design.md section 4): call once every thread is started.
+    /// (design.md section 4, [`seccomp::allowlist`]): call once every
+    /// thread has started and finished its own start-up.
     pub fn confine(&self) -> Result<(), MonitorError> {
-        seccomp::confine()
+        use std::os::fd::AsRawFd;
+        seccomp::confine(self.ram.as_raw_fd())
     }
 
     /// A handle other threads (timers) use to interrupt the guest.

@@ -9,30 +9,29 @@
 //!    any call made from an instruction pointer below 4 GiB (guest code
 //!    that reached 64-bit mode and executed `syscall`) is answered with
 //!    SECCOMP_RET_TRAP: not executed, SIGSYS instead. The monitor's own code
-//!    lives above 4 GiB, so its calls pass.
-//! 2. [`confine`] (once the engine has started its threads): an allowlist
-//!    of the x86-64 calls the monitor makes while the guest runs. Anything
-//!    else traps too: no file can be opened, no process signalled (tgkill
-//!    only to this process), no socket made, no terminal input injected
-//!    (ioctl only for the terminal modes), even by host code a guest might
-//!    have hijacked.
-//!
-//! The filters are hand-written BPF: seccompiler compiles for one target
-//! arch and kills on an arch mismatch, which is the opposite of what filter
-//! 1 needs.
+//!    lives above 4 GiB, so its calls pass. Hand-written BPF: seccompiler
+//!    compiles for one arch and kills the process on a mismatch, the
+//!    opposite of what this filter is for, and cannot test the
+//!    instruction pointer.
+//! 2. [`confine`] (once the engine has started its threads and each has
+//!    finished starting): the BT engine's [`allowlist`], built by the
+//!    sandbox crate (shared with the KVM engine). Anything else traps too:
+//!    no file can be opened, no process signalled (tgkill only to this
+//!    process), no socket made, no terminal input injected (ioctl only for
+//!    the terminal modes), no executable memory above 4 GiB, even by host
+//!    code a guest might have hijacked. A refused call from host code is a
+//!    popek bug: the SIGSYS handler reports it (`switch::host_signal`) and
+//!    the process exits 10.
+
+use std::os::fd::RawFd;
 
 use super::MonitorError;
 
 /// AUDIT_ARCH_I386 from linux/audit.h (EM_386 | __AUDIT_ARCH_LE).
 const AUDIT_ARCH_I386: u32 = 0x4000_0003;
-/// AUDIT_ARCH_X86_64 (EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE).
-const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 /// Offsets in struct seccomp_data.
-const DATA_NR: u32 = 0;
 const DATA_ARCH: u32 = 4;
 const DATA_IP_HIGH: u32 = 12;
-const DATA_ARG0_LOW: u32 = 16;
-const DATA_ARG1_LOW: u32 = 24;
 
 const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
@@ -69,77 +68,35 @@ pub fn program() -> Vec<libc::sock_filter> {
     ]
 }
 
-/// The x86-64 calls the monitor and its threads make while a guest runs:
-/// memory management (guest mappings, SMC protection), signals (exits,
-/// kicks), futexes (the alarm thread), console I/O, sleeping, and exit.
-const ALLOWED: &[libc::c_long] = &[
-    libc::SYS_read,
-    libc::SYS_write,
-    libc::SYS_poll,
-    libc::SYS_ppoll,
-    libc::SYS_close,
-    libc::SYS_fcntl,
-    libc::SYS_mmap,
-    libc::SYS_munmap,
-    libc::SYS_mprotect,
-    libc::SYS_madvise,
-    libc::SYS_brk,
-    libc::SYS_mremap,
-    libc::SYS_rt_sigreturn,
-    libc::SYS_rt_sigaction,
-    libc::SYS_rt_sigprocmask,
-    libc::SYS_sigaltstack,
-    libc::SYS_futex,
-    libc::SYS_gettid,
-    libc::SYS_getpid,
-    libc::SYS_modify_ldt,
-    libc::SYS_clock_gettime,
-    libc::SYS_clock_nanosleep,
-    libc::SYS_nanosleep,
-    libc::SYS_sched_yield,
-    libc::SYS_getrandom,
-    libc::SYS_exit,
-    libc::SYS_exit_group,
-];
-
-/// ioctl requests allowed: reading and restoring the terminal's modes.
-const IOCTLS: &[libc::c_ulong] = &[
-    libc::TCGETS,
-    libc::TCSETS,
-    libc::TCSETSW,
-    libc::TCSETSF,
-    libc::TIOCGWINSZ,
-];
-
-/// Filter 2: the allowlist; `pid` is the only process tgkill may signal.
-pub fn allowlist(pid: u32) -> Vec<libc::sock_filter> {
-    let trap = stmt(BPF_RET_K, libc::SECCOMP_RET_TRAP);
-    let allow = stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW);
-    let mut p = vec![
-        stmt(BPF_LD_W_ABS, DATA_ARCH),
-        jeq(AUDIT_ARCH_X86_64, 1, 0),
-        trap,
-        stmt(BPF_LD_W_ABS, DATA_NR),
-    ];
-    for &nr in ALLOWED {
-        p.push(jeq(nr as u32, 0, 1));
-        p.push(allow);
-    }
-    // tgkill(pid, tid, sig): only to this process.
-    p.push(jeq(libc::SYS_tgkill as u32, 0, 4));
-    p.push(stmt(BPF_LD_W_ABS, DATA_ARG0_LOW));
-    p.push(jeq(pid, 0, 1));
-    p.push(allow);
-    p.push(trap);
-    // ioctl(fd, request, ...): terminal modes only.
-    p.push(jeq(libc::SYS_ioctl as u32, 0, (2 * IOCTLS.len() + 1) as u8));
-    p.push(stmt(BPF_LD_W_ABS, DATA_ARG1_LOW));
-    for &req in IOCTLS {
-        p.push(jeq(req as u32, 0, 1));
-        p.push(allow);
-    }
-    p.push(trap);
-    p
+/// Filter 2: the BT engine's allowlist, [`sandbox::Allowlist::common`]
+/// and what the monitor adds once set up:
+///
+/// - `modify_ldt(1, ...)`: writing the LDT shadows of guest segments;
+/// - `mmap` of guest RAM (the memfd `ram_fd`, never anonymous) at fixed
+///   addresses, executable or not: the shadow MMU's mappings; the
+///   sandbox's prefix holds such ranges below 4 GiB;
+/// - `mprotect` with any protection, for guest pages (W^X for self-modifying
+///   code, views) and the monitor region (its gate): the prefix holds
+///   executable ranges below 4 GiB, where filter 1 traps every call.
+///
+/// PROT_NONE reservations (anonymous, MAP_FIXED) are the common list's
+/// anonymous mappings, held below 4 GiB by the prefix because they are
+/// fixed.
+pub fn allowlist(pid: u32, ram_fd: RawFd, outputs: &[RawFd]) -> sandbox::Allowlist {
+    let mut l = sandbox::Allowlist::common_for(pid, outputs);
+    // modify_ldt(func, ptr, bytecount): func 1 writes an entry.
+    l.allow_if(libc::SYS_modify_ldt, [sandbox::arg_is(0, 1)]);
+    // mmap(addr, len, prot, flags, fd, off)
+    l.allow_if(
+        libc::SYS_mmap,
+        [
+            sandbox::arg_is(4, ram_fd as u32),
+            sandbox::arg_has(3, libc::MAP_FIXED as u32),
+            sandbox::arg_lacks(3, libc::MAP_ANONYMOUS as u32),
+        ],
+    );
+    l.allow(libc::SYS_mprotect);
+    l
 }
 
 fn no_new_privs() -> Result<(), MonitorError> {
@@ -187,52 +144,133 @@ pub fn install() -> Result<(), MonitorError> {
     load(&program(), 0, "guest system call filter")
 }
 
-/// Installs filter 2 on every thread of the process.
-pub fn confine() -> Result<(), MonitorError> {
-    no_new_privs()?;
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() } as u32;
-    load(
-        &allowlist(pid),
-        libc::SECCOMP_FILTER_FLAG_TSYNC as libc::c_ulong,
-        "allowlist",
-    )
+/// Installs filter 2 on every thread of the process (each must be running
+/// already: see the sandbox crate). A call it refuses reaches the monitor's
+/// SIGSYS handler from host code, which reports it and exits 10.
+pub fn confine(ram_fd: RawFd) -> Result<(), MonitorError> {
+    let list = allowlist(std::process::id(), ram_fd, &sandbox::outputs());
+    list.confine()
+        .map_err(|e| MonitorError::Host(format!("confining the process: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sandbox::bpf::{run, SeccompData};
+
+    const TRAP: u32 = libc::SECCOMP_RET_TRAP;
+    const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 
     #[test]
     fn program_traps_i386_and_low_instruction_pointers() {
-        let p = program();
-        assert_eq!(p[1].k, AUDIT_ARCH_I386);
-        assert_eq!(p[2].k, libc::SECCOMP_RET_TRAP);
-        assert_eq!(p[3].k, DATA_IP_HIGH);
-        assert_eq!(p[5].k, libc::SECCOMP_RET_TRAP);
-        assert_eq!(p.last().unwrap().k, libc::SECCOMP_RET_ALLOW);
+        let p: Vec<sandbox::sock_filter> = program()
+            .iter()
+            .map(|i| sandbox::sock_filter {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect();
+        let host = SeccompData::x86_64(libc::SYS_openat, &[]);
+        assert_eq!(
+            run(&p, &host),
+            ALLOW,
+            "filter 1 leaves host calls to filter 2"
+        );
+        let i386 = SeccompData {
+            arch: AUDIT_ARCH_I386,
+            ip: 0x10_0000,
+            ..host
+        };
+        assert_eq!(run(&p, &i386), TRAP);
+        assert_eq!(
+            run(
+                &p,
+                &SeccompData {
+                    ip: 0x5555_0000_0000,
+                    ..i386
+                }
+            ),
+            TRAP
+        );
+        let from_low = SeccompData {
+            ip: 0xFFC0_1000,
+            ..host
+        };
+        assert_eq!(run(&p, &from_low), TRAP);
     }
 
+    fn mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32) -> SeccompData {
+        SeccompData::x86_64(
+            libc::SYS_mmap,
+            &[addr, len, prot as u64, flags as u64, fd as u32 as u64, 0],
+        )
+    }
+
+    fn mprotect(addr: u64, len: u64, prot: i32) -> SeccompData {
+        SeccompData::x86_64(libc::SYS_mprotect, &[addr, len, prot as u64])
+    }
+
+    const RWX: i32 = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+    const RX: i32 = libc::PROT_READ | libc::PROT_EXEC;
+
     #[test]
-    fn allowlist_ends_in_a_trap_and_jumps_stay_inside() {
-        let p = allowlist(1234);
-        assert_eq!(p.last().unwrap().k, libc::SECCOMP_RET_TRAP);
-        for (i, ins) in p.iter().enumerate() {
-            if ins.code == BPF_JEQ_K {
-                assert!(
-                    i + 1 + usize::from(ins.jt.max(ins.jf)) < p.len(),
-                    "jump at {i}"
-                );
-            }
-        }
-        // Neither open nor kill nor socket is allowed.
-        for nr in [
-            libc::SYS_open,
-            libc::SYS_openat,
-            libc::SYS_kill,
-            libc::SYS_socket,
+    fn the_allowlist_takes_the_monitors_calls_and_no_others() {
+        let ram = 4;
+        let p = allowlist(1234, ram, &[]).program().unwrap();
+        let fixed = libc::MAP_SHARED | libc::MAP_FIXED;
+        let reserve =
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED;
+        for (what, data) in [
+            (
+                "LDT write",
+                SeccompData::x86_64(libc::SYS_modify_ldt, &[1, 0, 16]),
+            ),
+            (
+                "guest RAM",
+                mmap(0x40_0000, 0x1000, RWX, fixed | libc::MAP_POPULATE, ram),
+            ),
+            (
+                "reservation",
+                mmap(0x40_0000, 0x1000, libc::PROT_NONE, reserve, -1),
+            ),
+            ("W^X", mprotect(0x10_0000, 0x1000, RX)),
+            ("gate", mprotect(0xFFC0_0000, 0x40_0000, RWX)),
+            (
+                "kick",
+                SeccompData::x86_64(libc::SYS_tgkill, &[1234, 1, 14]),
+            ),
         ] {
-            assert!(!ALLOWED.contains(&nr));
+            assert_eq!(run(&p, &data), ALLOW, "{what}");
+        }
+        for (what, data) in [
+            (
+                "LDT read",
+                SeccompData::x86_64(libc::SYS_modify_ldt, &[0, 0, 16]),
+            ),
+            (
+                "RAM above 4 GiB",
+                mmap(0x7F00_0000_0000, 0x1000, RWX, fixed, ram),
+            ),
+            (
+                "RAM not fixed",
+                mmap(0, 0x1000, libc::PROT_READ, libc::MAP_SHARED, ram),
+            ),
+            ("another file", mmap(0x40_0000, 0x1000, RX, fixed, 3)),
+            ("anonymous code", mmap(0x40_0000, 0x1000, RX, reserve, -1)),
+            ("host code", mprotect(0x5555_0000_0000, 0x1000, RWX)),
+            ("across 4 GiB", mprotect(0xFFC0_0000, 0x40_1000, RX)),
+            ("open", SeccompData::x86_64(libc::SYS_openat, &[])),
+            ("kill", SeccompData::x86_64(libc::SYS_kill, &[1234, 9])),
+            ("socket", SeccompData::x86_64(libc::SYS_socket, &[])),
+            ("thread", SeccompData::x86_64(libc::SYS_clone3, &[])),
+            (
+                "TIOCSTI",
+                SeccompData::x86_64(libc::SYS_ioctl, &[0, libc::TIOCSTI]),
+            ),
+        ] {
+            assert_eq!(run(&p, &data), TRAP, "{what}");
         }
     }
 }

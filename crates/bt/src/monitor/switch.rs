@@ -771,9 +771,16 @@ pub fn tgkill(tid: i32, sig: libc::c_int) {
 }
 
 /// A signal in host code the monitor does not own: a bug in the monitor.
-/// Restore the default action and let the signal kill the process, so the
-/// bug is reported by the usual means (core dump, exit status).
-fn host_signal(sig: libc::c_int) {
+/// A SIGSYS is the sandbox refusing one of popek's own calls: it is named
+/// and the process exits 10. Any other: restore the default action and let
+/// the signal kill the process, so the bug is reported by the usual means
+/// (core dump, exit status).
+fn host_signal(sig: libc::c_int, info: *const libc::siginfo_t) {
+    if sig == libc::SIGSYS {
+        // SAFETY: `info` is the kernel's siginfo for this SIGSYS. Returns
+        // only for a SIGSYS that no filter raised.
+        unsafe { sandbox::report_if_refused(info) };
+    }
     const MSG: &[u8] = b"popek-bt: fatal signal in monitor (host) code\n";
     // SAFETY: write, signal and tgkill are async-signal-safe; MSG is
     // static. Raw tgkill rather than raise(): raise reads the thread
@@ -831,7 +838,7 @@ extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
         if sig == KICK_SIGNAL {
             return;
         }
-        host_signal(sig);
+        host_signal(sig, info);
         return;
     }
     // SAFETY: `ready` guarantees the mapping; the interrupted code is guest

@@ -375,7 +375,11 @@ mod tests {
         let (mut cpu, mut m) = machine();
         let r = run1(&mut cpu, &mut m, &[0xF0, 0x0F, 0x31]); // lock rdtsc
         assert_eq!(r, Err(Failure::Fault(ud())));
-        let r = run1(&mut cpu, &mut m, &[0x90]); // nop: not a callout
-        assert_eq!(r, unsupported("ident"));
+        // A data instruction the data model does not carry out.
+        let r = run1(&mut cpu, &mut m, &[0x0F, 0xAF, 0x00]); // imul eax, [eax]
+        assert_eq!(
+            r,
+            unsupported("a data instruction popek does not emulate, on memory it must emulate")
+        );
     }
 }

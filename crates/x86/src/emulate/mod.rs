@@ -1,5 +1,7 @@
 //! The callout emulator: carries out one privileged or sensitive guest
-//! instruction on a [`CpuState`] exactly as the CPU would.
+//! instruction on a [`CpuState`] exactly as the CPU would, and the ordinary
+//! data instructions whose memory the engine cannot let the host touch
+//! (page 0, device registers: see `data`).
 //!
 //! The binary translator turns such instructions into callouts that exit to
 //! the monitor with EIP at the instruction; the KVM engine lands here when the
@@ -20,6 +22,7 @@
 //! forget to report a segment, table or paging change.
 
 mod control;
+mod data;
 mod descriptors;
 mod far;
 mod flags;
@@ -42,6 +45,7 @@ use crate::state::{cr0, cr4, flags as fl, CpuState};
 
 pub use crate::interrupt::{Failure, Unsupported};
 pub use control::cr4_writable;
+pub use data::alu;
 pub use operand::linear_address;
 
 /// What the emulator needs from the machine around the CPU.
@@ -138,7 +142,8 @@ pub fn execute(
         return Err(unsupported("virtual-8086 mode"));
     }
     let kind = kind_of(insn);
-    if insn.has_lock_prefix() && kind != Kind::Invalid {
+    // LOCK is for read-modify-writes of memory (data instructions only).
+    if insn.has_lock_prefix() && kind != Kind::Invalid && kind != Kind::Ident {
         return Err(ud());
     }
     let mut eff = Effects::default();
@@ -146,6 +151,13 @@ pub fn execute(
         // String I/O keeps completed iterations on a fault, so it works on
         // the committed state itself.
         io::string(cpu, mem, plat, insn)?;
+        return Ok(eff);
+    }
+    if kind == Kind::Ident && data::is_string(insn) {
+        // So do string moves.
+        data::string(cpu, mem, insn)?;
+        cpu.eip = next_eip(cpu, insn);
+        cpu.eflags &= !fl::RF;
         return Ok(eff);
     }
     let mut new = cpu.clone();
@@ -184,6 +196,7 @@ pub fn execute(
             descriptors::execute(&mut new, mem, insn, kind)?
         }
         Kind::Ud | Kind::Invalid => return Err(ud()),
+        Kind::Ident => data::execute(&mut new, mem, insn)?,
         _ => misc::execute(&mut new, plat, insn, kind, &mut eff)?,
     }
     // The CPU clears RF after every instruction it completes, IRET aside.
