@@ -1,4 +1,4 @@
-//! The KVM vCPU as machine's vCPU loop drives it ([`machine::vcpu`]): one
+//! The KVM vCPU as the machine's vCPU loop drives it ([`machine::vcpu`]): one
 //! KVM_RUN per step, its exit handed to the machine's buses, interrupts
 //! injected with KVM_INTERRUPT, and what KVM's emulator gives up on carried
 //! out by popek's.
