@@ -61,6 +61,8 @@ pub mod hdr {
     pub const INITRD_ADDR_MAX: usize = 0x22C;
     /// u32: longest command line without its NUL (2.06+).
     pub const CMDLINE_SIZE: usize = 0x238;
+    /// u64: physical address of the first setup_data entry (2.09+).
+    pub const SETUP_DATA: usize = 0x250;
     /// u64: where the kernel prefers to run (2.10+).
     pub const PREF_ADDRESS: usize = 0x258;
     /// u32: bytes the kernel needs from its runtime start address while booting (2.10+).
@@ -89,9 +91,15 @@ pub mod zero_page {
     pub const E820_MAX_ENTRIES: usize = 128;
 }
 
+/// setup_data type of a random seed for the kernel's RNG (SETUP_RNG_SEED).
+const SETUP_RNG_SEED: u32 = 9;
+/// Bytes of seed: what the kernel's own boot loaders pass (a ChaCha key).
+const RNG_SEED_LEN: usize = 32;
+
 /// Protocol versions that introduced the fields this loader reads.
 mod since {
     pub const INITRD_ADDR_MAX: u16 = 0x0203;
+    pub const SETUP_DATA: u16 = 0x0209;
     pub const CMDLINE_SIZE: u16 = 0x0206;
     pub const INIT_SIZE: u16 = 0x020A;
     pub const PREF_ADDRESS: u16 = 0x020A;
@@ -342,6 +350,14 @@ fn write_boot_params(
     let (initrd_addr, initrd_len) = initrd.unwrap_or((0, 0));
     put_u32(&mut bp, hdr::RAMDISK_IMAGE, initrd_addr as u32);
     put_u32(&mut bp, hdr::RAMDISK_SIZE, initrd_len as u32);
+    if header.version >= since::SETUP_DATA {
+        // A seed from the host, as QEMU and UEFI loaders pass: without it
+        // the kernel's RNG waits for entropy from a machine with none to
+        // give (no RDRAND in our CPU, few interrupts), and the first
+        // getrandom() of user space blocks for a minute.
+        write_rng_seed(mem)?;
+        bp[hdr::SETUP_DATA..hdr::SETUP_DATA + 8].copy_from_slice(&layout::SETUP_DATA.to_le_bytes());
+    }
 
     let ram = mem.size();
     put_u32(
@@ -359,6 +375,27 @@ fn write_boot_params(
         put_u32(&mut bp, off + 16, region.kind.e820_type());
     }
     mem.write(layout::BOOT_PARAMS, &bp)?;
+    Ok(())
+}
+
+/// Writes one setup_data entry, a SETUP_RNG_SEED of host randomness, at
+/// [`layout::SETUP_DATA`]: `next` (u64, 0), `type` (u32), `len` (u32), data.
+fn write_rng_seed(mem: &mut GuestMemory) -> Result<(), LoadError> {
+    let mut seed = [0u8; RNG_SEED_LEN];
+    // SAFETY: getrandom writes at most `seed.len()` bytes into `seed`.
+    let got = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if got != seed.len() as isize {
+        // No seed is better than a predictable one: the kernel then
+        // gathers entropy itself, only slowly.
+        return Ok(());
+    }
+    let mut entry = Vec::with_capacity(16 + RNG_SEED_LEN);
+    entry.extend_from_slice(&0u64.to_le_bytes());
+    entry.extend_from_slice(&SETUP_RNG_SEED.to_le_bytes());
+    entry.extend_from_slice(&(RNG_SEED_LEN as u32).to_le_bytes());
+    entry.extend_from_slice(&seed);
+    debug_assert!(entry.len() as u64 <= layout::SETUP_DATA_SIZE);
+    mem.write(layout::SETUP_DATA, &entry)?;
     Ok(())
 }
 
@@ -404,6 +441,26 @@ mod tests {
 
     fn bp_u32(mem: &GuestMemory, off: usize) -> u32 {
         mem.read_u32(layout::BOOT_PARAMS + off as u64).unwrap()
+    }
+
+    #[test]
+    fn a_random_seed_is_handed_over_in_setup_data() {
+        let image = bzimage(0x020F, &payload());
+        let mut mem = ram();
+        super::super::load(&mut mem, &image, None, "").unwrap();
+        let bp = mem.slice(layout::BOOT_PARAMS, 0x1000).unwrap();
+        let at = u64::from_le_bytes(bp[hdr::SETUP_DATA..][..8].try_into().unwrap());
+        assert_eq!(at, layout::SETUP_DATA);
+        let e = mem.slice(at, 16 + RNG_SEED_LEN).unwrap();
+        assert_eq!(&e[0..8], &[0; 8], "the only entry");
+        assert_eq!(u32::from_le_bytes(e[8..12].try_into().unwrap()), 9);
+        assert_eq!(u32::from_le_bytes(e[12..16].try_into().unwrap()), 32);
+        assert_ne!(&e[16..], &[0; RNG_SEED_LEN][..]);
+        // Protocols before 2.09 have no setup_data field.
+        let mut mem = ram();
+        super::super::load(&mut mem, &bzimage(0x0208, &payload()), None, "").unwrap();
+        let bp = mem.slice(layout::BOOT_PARAMS, 0x1000).unwrap();
+        assert_eq!(&bp[hdr::SETUP_DATA..][..8], &[0; 8]);
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! | 0x02100..0x02200  | multiboot strings (boot loader name, module name) |
 //! | 0x02200..0x02400  | multiboot memory map                              |
 //! | 0x07000..0x08000  | Linux boot_params ("zero page")                    |
+//! | 0x08000..0x08100  | Linux setup_data (a random seed)                  |
 //! | 0x10000..0x20000  | boot stack (ESP = 0x20000 at entry)               |
 //! | 0x20000..0x30000  | kernel command line (NUL-terminated)              |
 //! | 0x9FC00..0xA0000  | extended BIOS data area ([`crate::firmware`])     |
@@ -56,6 +57,10 @@ pub mod layout {
     pub const BOOT_PARAMS: u64 = 0x7000;
     /// Size of boot_params.
     pub const BOOT_PARAMS_SIZE: u64 = 0x1000;
+    /// Linux setup_data: the random seed handed to the kernel.
+    pub const SETUP_DATA: u64 = 0x8000;
+    /// Room for setup_data.
+    pub const SETUP_DATA_SIZE: u64 = 0x100;
     /// Lowest address of the boot stack.
     pub const STACK_BOTTOM: u64 = 0x10000;
     /// Initial ESP: the boot stack grows down from here.
@@ -455,6 +460,10 @@ mod tests {
             (
                 layout::BOOT_PARAMS,
                 layout::BOOT_PARAMS + layout::BOOT_PARAMS_SIZE,
+            ),
+            (
+                layout::SETUP_DATA,
+                layout::SETUP_DATA + layout::SETUP_DATA_SIZE,
             ),
             (layout::STACK_BOTTOM, layout::STACK_TOP),
             (layout::CMDLINE, layout::CMDLINE + layout::CMDLINE_CAPACITY),
