@@ -239,6 +239,10 @@ pub enum Poll {
     Quit,
 }
 
+/// The longest a byte the guest wrote to the console may wait in the
+/// output buffer (a prompt has no newline to flush it).
+const CONSOLE_LATENCY: Duration = Duration::from_millis(20);
+
 impl Machine {
     /// An IN from the guest.
     pub fn io_in(&self, port: u16, data: &mut [u8]) {
@@ -276,6 +280,7 @@ impl Machine {
     /// Advances timers and drains console input; call between guest runs.
     pub fn poll(&mut self) -> Poll {
         self.pit.lock().unwrap().update();
+        self.uart.lock().unwrap().flush_if_older(CONSOLE_LATENCY);
         let Some(rx) = &self.input else {
             return Poll::Continue;
         };
@@ -291,6 +296,8 @@ impl Machine {
     /// Blocks a halted vCPU until the next timer edge, console input, or
     /// `max`, whichever comes first; then polls.
     pub fn wait(&mut self, max: Duration) -> Poll {
+        // The guest is idle: whatever it wrote is all there is for now.
+        self.flush_console();
         let timer = self.pit.lock().unwrap().ns_until_next_irq();
         let wait = timer.map_or(max, |ns| max.min(Duration::from_nanos(ns)));
         if let Some(rx) = &self.input {

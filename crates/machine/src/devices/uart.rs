@@ -134,6 +134,8 @@ pub struct Uart {
     /// are enabled while it is empty, cleared by an IIR read that reports it
     /// or by writing THR.
     thr_ipending: bool,
+    /// When the oldest byte still in `out`'s buffer was transmitted.
+    unflushed_since: Option<std::time::Instant>,
     msr_delta: u8,
 }
 
@@ -154,6 +156,7 @@ impl Uart {
             rx: VecDeque::new(),
             last_rx: 0,
             thr_ipending: false,
+            unflushed_since: None,
             msr_delta: 0,
         }
     }
@@ -169,8 +172,17 @@ impl Uart {
 
     /// Flushes the console backend.
     pub fn flush(&mut self) {
+        self.unflushed_since = None;
         if let Err(e) = self.out.flush() {
             tracing::debug!(%e, "uart: console flush failed");
+        }
+    }
+
+    /// Flushes the console if a byte has waited in its buffer for `age` or
+    /// longer: a prompt ends without a newline, and must still be seen.
+    pub fn flush_if_older(&mut self, age: std::time::Duration) {
+        if self.unflushed_since.is_some_and(|t| t.elapsed() >= age) {
+            self.flush();
         }
     }
 
@@ -190,8 +202,11 @@ impl Uart {
             // A console that went away must not stop the guest.
             let result = self.out.write_all(&[byte]).and_then(|()| {
                 if byte == b'\n' {
+                    self.unflushed_since = None;
                     self.out.flush()
                 } else {
+                    self.unflushed_since
+                        .get_or_insert_with(std::time::Instant::now);
                     Ok(())
                 }
             });
@@ -411,6 +426,21 @@ mod tests {
         assert_eq!(*sink.flushes.lock().unwrap(), 1, "flushed at the newline");
         u.flush();
         assert_eq!(*sink.flushes.lock().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_prompt_without_a_newline_is_flushed_once_it_is_old_enough() {
+        let (mut u, sink, _) = uart();
+        for &b in b"/ # " {
+            out(&mut u, RBR_THR, b);
+        }
+        u.flush_if_older(std::time::Duration::from_secs(60));
+        assert_eq!(*sink.flushes.lock().unwrap(), 0, "too young");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        u.flush_if_older(std::time::Duration::from_millis(1));
+        assert_eq!(*sink.flushes.lock().unwrap(), 1);
+        u.flush_if_older(std::time::Duration::ZERO);
+        assert_eq!(*sink.flushes.lock().unwrap(), 1, "nothing left to flush");
     }
 
     #[test]
