@@ -1,0 +1,191 @@
+//! Debian's unmodified i386 Linux under bt: both flavours boot to the
+//! busybox shell of our initramfs, and the test types commands into the
+//! serial console through popek's stdin and checks what they print.
+//!
+//! The kernels and busybox come from Debian's package registry through
+//! guests/linux/fetch (cached outside the tree). If the registry cannot be
+//! reached the test fails and says so: it never passes without a boot.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What guests/linux/fetch printed: NAME=PATH lines.
+fn fetch() -> Vec<(String, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/linux/fetch");
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("guests/linux/fetch runs");
+    assert!(
+        out.status.success(),
+        "guests/linux/fetch failed (are Debian's package registries reachable?):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn get(vars: &[(String, String)], name: &str) -> String {
+    vars.iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("guests/linux/fetch printed no {name}"))
+        .1
+        .clone()
+}
+
+/// A popek run whose console the test types into.
+struct Console {
+    child: Child,
+    out: Arc<Mutex<Vec<u8>>>,
+    /// How much of `out` earlier waits consumed.
+    seen: usize,
+}
+
+impl Console {
+    fn boot(kernel: &str, initrd: &str) -> Console {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_popek"))
+            .args(["run", "--kernel", kernel, "--initrd", initrd])
+            .args(["--append", "console=ttyS0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("popek runs");
+        let out = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                let mut pipe = pipe;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    out.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        Console {
+            child,
+            out,
+            seen: 0,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until `pattern` appears after what earlier waits consumed and
+    /// returns the text up to it.
+    fn wait_for(&mut self, pattern: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            {
+                let out = self.out.lock().unwrap();
+                let new = String::from_utf8_lossy(&out[self.seen..]).into_owned();
+                if let Some(at) = new.find(pattern) {
+                    self.seen += new[..at + pattern.len()].len();
+                    return new[..at].to_string();
+                }
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!(
+                    "no {pattern:?} within {timeout:?}; the console so far:\n{}",
+                    self.text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Types `line` and returns what it printed before the next prompt.
+    fn run(&mut self, line: &str) -> String {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+        let out = self.wait_for(PROMPT, Duration::from_secs(120));
+        // The echo of the line, then its output.
+        out.split_once(line)
+            .map_or(out.clone(), |(_, rest)| rest.to_string())
+    }
+}
+
+const PROMPT: &str = "/ # ";
+
+fn boots_to_a_shell(flavour: &str, kernel: PathBuf, initrd: &str, version: &str) {
+    let mut c = Console::boot(kernel.to_str().unwrap(), initrd);
+    c.wait_for("popek-init: up", Duration::from_secs(180));
+    c.wait_for(PROMPT, Duration::from_secs(120));
+
+    let uname = c.run("uname -r");
+    assert!(
+        uname.contains(version),
+        "{flavour}: uname -r said {uname:?}, not {version}"
+    );
+    let cpuinfo = c.run("cat /proc/cpuinfo");
+    for field in [
+        "vendor_id\t: GenuineIntel",
+        "cpu family\t: 6",
+        "model\t\t: 28",
+        "model name\t: popek virtual CPU",
+    ] {
+        assert!(
+            cpuinfo.contains(field),
+            "{flavour}: /proc/cpuinfo lacks {field:?}:\n{cpuinfo}"
+        );
+    }
+    let forks = c.run("i=0; while [ $i -lt 200 ]; do /bin/true; i=$((i+1)); done; echo forked $i");
+    assert!(forks.contains("forked 200"), "{flavour}: {forks:?}");
+    let file = c.run("echo popek-tmpfs > /tmp/f && cat /tmp/f && grep -c ' /tmp tmpfs' /proc/mounts");
+    assert!(
+        file.contains("popek-tmpfs") && file.contains('1'),
+        "{flavour}: {file:?}"
+    );
+    let bad = c.run("dmesg | grep -E 'Oops|BUG|WARNING' ; echo dmesg-checked");
+    assert!(
+        bad.trim_start().starts_with("dmesg-checked"),
+        "{flavour}: dmesg has Oops, BUG or WARNING lines:\n{bad}"
+    );
+
+    let stdin = c.child.stdin.as_mut().unwrap();
+    stdin.write_all(b"poweroff -f\n").unwrap();
+    stdin.flush().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = c.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{flavour}: poweroff did not end popek:\n{}",
+            c.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{flavour}:\n{}", c.text());
+}
+
+/// Both flavours in one test, one after the other: each boot keeps a core
+/// busy, and the suite runs on two.
+#[test]
+fn debian_i386_kernels_boot_to_a_busybox_shell() {
+    let vars = fetch();
+    let initrd = get(&vars, "INITRD");
+    let versions = get(&vars, "VERSION");
+    let mut versions = versions.split_whitespace();
+    let (v686, vpae) = (versions.next().unwrap(), versions.next().unwrap());
+    boots_to_a_shell("686", get(&vars, "KERNEL_686").into(), &initrd, v686);
+    boots_to_a_shell("686-pae", get(&vars, "KERNEL_686_PAE").into(), &initrd, vpae);
+}
