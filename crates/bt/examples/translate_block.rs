@@ -22,8 +22,8 @@ use std::mem::offset_of;
 use std::process::ExitCode;
 
 use bt::cache::{BlockKey, Context, GuestPage};
-use bt::monitor::layout::{STUB_ADDR, TABLE_OFFSET, TC_ADDR};
-use bt::monitor::switch::{tc_exit_stub, VcpuArea};
+use bt::contract::{Layout, VcpuArea, TABLE_OFFSET};
+use bt::monitor::switch::tc_exit_stub;
 use bt::translate::{Translation, Translator};
 use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter, OpKind, Register};
 use object::{Object, ObjectSegment, ObjectSymbol};
@@ -185,7 +185,8 @@ fn run(args: &[String]) -> Result<(), String> {
         None => 1,
     };
     let image = Image::load(guest.image)?;
-    let miss = STUB_ADDR + ((tc_exit_stub().len() as u32 + 15) & !15);
+    let layout = Layout::DEFAULT;
+    let miss = layout.stub() + ((tc_exit_stub().len() as u32 + 15) & !15);
     let translator = Translator::new(miss);
     let ctx = Context {
         cs_base: 0,
@@ -195,7 +196,7 @@ fn run(args: &[String]) -> Result<(), String> {
         step: false,
     };
     let mut eip = addr;
-    let mut host = TC_ADDR;
+    let mut host = layout.tc();
     for _ in 0..blocks {
         let code = image
             .code_at(eip)

@@ -7,6 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 use std::time::Instant;
 
+use bt::contract::Layout;
 use bt::monitor::{DirectExit, Monitor, Prot, MONITOR_BASE};
 use machine::GuestMemory;
 use x86::state::{cr0, flags};
@@ -16,6 +17,8 @@ const CHILD_ENV: &str = "POPEK_BT_CHILD";
 const RAM: u64 = 4 << 20;
 const CODE: u32 = 0x10_0000;
 const STACK_TOP: u32 = 0x3F_F000;
+/// The TC exit stub, where `Monitor::new` puts the monitor region.
+const STUB_ADDR: u32 = Layout::DEFAULT.stub();
 
 /// True in the child process that runs scenario `name`.
 fn is_child(name: &str) -> bool {
@@ -270,7 +273,7 @@ fn the_monitor_region_is_closed_while_user_code_runs() {
                          // A write first, at the TC exit stub's page, and a read of the
                          // region's last dword.
         let write_at = CODE + 0x100;
-        let mut w = load_host_ds(bt::monitor::layout::STUB_OFFSET);
+        let mut w = load_host_ds(bt::contract::STUB_OFFSET);
         let write = write_at + w.len() as u32;
         w.extend([0xC7, 0x06]);
         w.extend(MARK.to_le_bytes());
@@ -283,10 +286,10 @@ fn the_monitor_region_is_closed_while_user_code_runs() {
         mem.write(u64::from(top_at), &t).unwrap();
         let before = m.region_stats();
         assert_eq!((before.opens, before.closes), (0, 0));
-        let stub_word = region_dword(bt::monitor::layout::STUB_ADDR);
+        let stub_word = region_dword(STUB_ADDR);
         for (start, at, addr) in [
             (CODE, read, MONITOR_BASE),
-            (write_at, write, bt::monitor::layout::STUB_ADDR),
+            (write_at, write, STUB_ADDR),
             (top_at, top, 0xFFFF_FFFC),
         ] {
             let mut cpu = user_state(start);
@@ -320,7 +323,7 @@ fn the_monitor_region_is_closed_while_user_code_runs() {
         assert_eq!(m.scratch(), [0; 4]);
         assert_eq!(m.region_stats().opens, 1);
         assert_eq!(region_dword(MONITOR_BASE), 0);
-        assert_eq!(region_dword(bt::monitor::layout::STUB_ADDR), stub_word);
+        assert_eq!(region_dword(STUB_ADDR), stub_word);
     });
 }
 

@@ -11,8 +11,9 @@ use std::process::Command;
 use bt::cache::{
     BlockId, BlockKey, CodeBuffer, Context, GuestPage, IndirectTable, TranslationCache,
 };
+use bt::contract::ExitReason;
 use bt::monitor::{Monitor, TcExit};
-use bt::translate::{self, ExitReason, Translator};
+use bt::translate::{self, Translator};
 use machine::GuestMemory;
 use x86::state::{cr0, flags};
 use x86::{CpuState, Segment};

@@ -40,7 +40,6 @@
 pub mod block;
 pub mod code;
 pub mod lookup;
-pub mod region;
 pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};

@@ -27,8 +27,9 @@ use crate::cache::code::DEFAULT_TC_SIZE;
 use crate::cache::{
     BlockId, BlockKey, CodeBuffer, Context, GuestPage, IndirectTable, TranslationCache,
 };
+use crate::contract::ExitReason;
 use crate::monitor::{DirectExit, Monitor, TcExit, PAGE_SIZE};
-use crate::translate::{self, ExitReason, Translator};
+use crate::translate::{self, Translator};
 use alarm::Alarm;
 use machine::memory::GuestLinear;
 use x86::paging::{Access, PagingRegs};
@@ -50,7 +51,7 @@ pub struct BtOptions {
 /// Smallest `tc_size`: one chunk that holds the largest block.
 pub const TC_MIN: u32 = crate::cache::code::MIN_CHUNK;
 /// Largest `tc_size`: what the monitor region has room for.
-pub const TC_MAX: u32 = crate::monitor::layout::TC_MAX;
+pub const TC_MAX: u32 = crate::contract::TC_MAX;
 
 impl BtOptions {
     /// Why `tc_size` cannot be a translation-cache size, if it cannot.

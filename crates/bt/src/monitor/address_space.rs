@@ -14,7 +14,7 @@ use super::MonitorError;
 pub const PAGE_SIZE: u32 = 4096;
 
 /// First address of the monitor's region (the top 4 MiB of the 32-bit space).
-pub const MONITOR_BASE: u32 = 0xFFC0_0000;
+pub const MONITOR_BASE: u32 = crate::contract::DEFAULT_BASE;
 
 /// The lowest address the host lets us map (`vm.mmap_min_addr` is 4096 here).
 pub const RESERVE_START: u64 = 0x1000;
@@ -245,7 +245,7 @@ impl AddressSpace {
     /// pages where it can (then changing its protection is cheap, see
     /// [`super::gate`]). Returns its address.
     pub(crate) fn map_monitor_region(&mut self) -> Result<*mut u8, MonitorError> {
-        let len = super::layout::REGION_SIZE as usize;
+        let len = crate::contract::REGION_SIZE as usize;
         // SAFETY: the range is the monitor region of our own reservation,
         // which nothing else maps.
         let p = unsafe {

@@ -33,15 +33,16 @@
 
 pub mod address_space;
 pub mod gate;
-pub mod layout;
 pub mod ldt;
+pub mod region;
 pub mod seccomp;
 pub mod switch;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use crate::cache::region::Region;
+use crate::contract::{self, Inline, Layout, TRANSLATED_FLAGS, VIRTUAL_SYSTEM_FLAGS};
+use region::Region;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use machine::GuestMemory;
@@ -178,19 +179,6 @@ pub enum DirectExit {
         error_code: u32,
     },
 }
-
-/// EFLAGS bits translated guest kernel code keeps in the host EFLAGS: the
-/// arithmetic flags and DF. IF, IOPL, AC, TF and the rest are virtual.
-pub const TRANSLATED_FLAGS: u32 =
-    flags::CF | flags::PF | flags::AF | flags::ZF | flags::SF | flags::DF | flags::OF;
-
-/// EFLAGS system bits that translated code keeps in the vCPU area's
-/// `vsys` (IF has a field of its own, `vif`): what inline PUSHF shows and
-/// inline POPF may change. None of them ever reaches the host EFLAGS: host
-/// AC would make misaligned accesses fault (Linux sets CR0.AM), host TF
-/// would single-step the translation, host NT would change IRET.
-pub const VIRTUAL_SYSTEM_FLAGS: u32 =
-    flags::TF | flags::IOPL | flags::NT | flags::AC | flags::VIF | flags::VIP | flags::ID;
 
 fn merge_flags(virt: u32, host: u32, owned: u32) -> u32 {
     (host & owned) | (virt & !owned) | flags::FIXED1
@@ -394,13 +382,13 @@ impl Monitor {
         // the process's only Monitor, and nothing else uses the region.
         let host_area = unsafe { switch::init_area(tid)? };
         let stub = switch::patched_tc_exit_stub(host_area);
-        assert!(stub.len() as u32 <= layout::STUB_SIZE);
+        assert!(stub.len() as u32 <= contract::STUB_SIZE);
         // SAFETY: the stub page lies in the region mapped read-write above;
         // the stub is far shorter than the page.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 stub.as_ptr(),
-                layout::STUB_ADDR as usize as *mut u8,
+                Layout::DEFAULT.stub() as usize as *mut u8,
                 stub.len(),
             )
         };
@@ -409,7 +397,7 @@ impl Monitor {
         // code reaches it only through raw pointers (the vCPU area, between
         // runs, with the gate opened first) and gated regions.
         let gate =
-            Arc::new(unsafe { Gate::new(MONITOR_BASE as usize, layout::REGION_SIZE as usize) });
+            Arc::new(unsafe { Gate::new(MONITOR_BASE as usize, contract::REGION_SIZE as usize) });
         let mut monitor = Monitor {
             space,
             ram,
@@ -524,11 +512,11 @@ impl Monitor {
     /// host address.
     pub fn install_stub_code(&mut self, code: &[u8]) -> Result<u32, MonitorError> {
         let at = (self.stub_used + 15) & !15;
-        if at + code.len() as u32 > layout::STUB_SIZE {
+        if at + code.len() as u32 > contract::STUB_SIZE {
             return Err(MonitorError::Host("the stub page is full".into()));
         }
         self.open_region()?;
-        let addr = layout::STUB_ADDR + at;
+        let addr = Layout::DEFAULT.stub() + at;
         // SAFETY: the region is open (read-write) and [at, at+len) lies
         // inside the stub page (checked above); no Rust reference points
         // into it.
@@ -549,13 +537,13 @@ impl Monitor {
                 "translation regions already mapped".into(),
             ));
         }
-        if tc_size == 0 || tc_size > layout::TC_MAX || !tc_size.is_multiple_of(PAGE_SIZE) {
+        if tc_size == 0 || tc_size > contract::TC_MAX || !tc_size.is_multiple_of(PAGE_SIZE) {
             return Err(MonitorError::Host(format!(
                 "translation cache size {tc_size:#x}: must be a multiple of 4 KiB, at most {:#x}",
-                layout::TC_MAX
+                contract::TC_MAX
             )));
         }
-        let table_len = crate::cache::lookup::TABLE_SIZE;
+        let table_len = contract::TABLE_SIZE;
         self.tc_mapped = true;
         // SAFETY: both ranges lie in the monitor region, mapped for the life
         // of the process, inside the gate's range; nothing else refers to
@@ -563,8 +551,8 @@ impl Monitor {
         // cache holds a slice.
         unsafe {
             Ok((
-                Region::gated(layout::TABLE_ADDR, table_len, self.gate.clone()),
-                Region::gated(layout::TC_ADDR, tc_size, self.gate.clone()),
+                Region::gated(Layout::DEFAULT.table(), table_len, self.gate.clone()),
+                Region::gated(Layout::DEFAULT.tc(), tc_size, self.gate.clone()),
             ))
         }
     }
@@ -576,7 +564,7 @@ impl Monitor {
 
     /// The vCPU area (translated code's fields), with the monitor region
     /// opened first.
-    fn vcpu(&self) -> &switch::VcpuArea {
+    fn vcpu(&self) -> &contract::VcpuArea {
         self.gate.open();
         // SAFETY: the area is initialised, the region is open and the
         // guest is not running (we hold &self on the vCPU thread between
@@ -751,8 +739,8 @@ impl Monitor {
     }
 
     /// How often translated code ran each inline rewrite, in
-    /// [`crate::translate::Inline`] order.
-    pub fn inlined(&self) -> [u32; crate::translate::Inline::ALL.len()] {
+    /// [`Inline`] order.
+    pub fn inlined(&self) -> [u32; Inline::ALL.len()] {
         self.vcpu().inlined
     }
 

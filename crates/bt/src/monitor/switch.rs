@@ -39,7 +39,7 @@ use core::arch::{asm, global_asm};
 use core::mem::offset_of;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-use super::address_space::MONITOR_BASE;
+use crate::contract::{self, Layout, VcpuArea};
 
 /// The host side of the vCPU: guest registers in and out, the saved host
 /// state and the exit information. One page-aligned mapping above 4 GiB,
@@ -202,73 +202,8 @@ impl Xstate {
     }
 }
 
-/// The vCPU fields translated code uses, at the start of the monitor
-/// region (translated code addresses them as `gs:offset`). Only translated
-/// code and the monitor between runs touch them; the region is closed
-/// while guest user code runs.
-#[repr(C)]
-#[derive(Debug, Default)]
-pub struct VcpuArea {
-    /// Unused. Keeps every field at a `gs:` displacement of 16 or more:
-    /// iced's Intel formatter prints displacements below 10 in decimal, and
-    /// the translator's tests name the fields in their listings by the hex
-    /// displacement.
-    _head: [u32; 4],
-    /// Far pointer (offset, then selector) that translated code jumps
-    /// through to leave: the 64-bit TC exit stub below 4 GiB.
-    pub exit_far: [u32; 2],
-    /// Why translated code left ([`crate::translate::ExitReason`] code);
-    /// written by translated code just before it jumps through `exit_far`.
-    pub tc_reason: u32,
-    /// The reason's argument (usually a guest EIP).
-    pub tc_arg: u32,
-    /// Scratch slots for inline sequences in translated code (saved guest
-    /// registers, a computed jump target).
-    pub scratch: [u32; 4],
-    /// Host selector of the guest's FS shadow (translated code reloads FS
-    /// from it after borrowing FS for a GS-override instruction).
-    pub guest_fs: u16,
-    /// Host selector of the guest's GS shadow.
-    pub guest_gs: u16,
-    /// Indirect branches translated code resolved through the inline
-    /// table probe (wraps at 2^32).
-    pub inline_hits: u32,
-    /// The guest's EFLAGS system bits other than IF
-    /// ([`super::VIRTUAL_SYSTEM_FLAGS`]: TF, IOPL, NT, AC, VIF, VIP, ID)
-    /// while translated code runs: inline PUSHF reads them, inline POPF
-    /// writes them. They never reach the host EFLAGS.
-    pub vsys: u32,
-    /// The guest's virtual IF while translated code runs, as the EFLAGS
-    /// bit (0 or 0x200): inline CLI, STI and POPF write it.
-    pub vif: u16,
-    /// 0x200 when an external interrupt waits for IF, else 0 (set by the
-    /// monitor at entry). Right after `vif`, so that one 32-bit load reads
-    /// both: inline STI and POPF leave translated code when IF turns on
-    /// with an interrupt waiting.
-    pub irq_pending: u16,
-    /// How often translated code ran each inline rewrite
-    /// ([`crate::translate::Inline`] order; each wraps at 2^32).
-    pub inlined: [u32; crate::translate::Inline::ALL.len()],
-    /// Host address of the instruction after the last inline STI (0 at
-    /// entry): a signal there stopped the guest inside STI's interrupt
-    /// shadow.
-    pub sti_shadow_at: u32,
-    /// The guest's CS, SS, DS, ES, FS and GS selectors, zero-extended,
-    /// while translated code runs: inline PUSH Sreg and MOV r, Sreg read
-    /// them (the host's segment registers hold shadows, never these).
-    pub guest_sel: [u32; 6],
-    /// The guest's CR0, CR1 (always 0), CR2, CR3 and CR4 while translated
-    /// code runs: inline MOV r32, CRn reads them.
-    pub guest_cr: [u32; 5],
-}
-
-// Inline STI and POPF read `vif` and `irq_pending` as one aligned dword.
-const _: () = assert!(offset_of!(VcpuArea, irq_pending) == offset_of!(VcpuArea, vif) + 2);
-const _: () = assert!(offset_of!(VcpuArea, vif).is_multiple_of(4));
-const _: () = assert!(offset_of!(VcpuArea, exit_far) >= 16);
-
 /// Address of the vCPU area: the first page of the monitor region.
-pub const VCPU_AREA: u32 = MONITOR_BASE + super::layout::AREA_OFFSET;
+pub const VCPU_AREA: u32 = Layout::DEFAULT.vcpu_area();
 
 /// The signal that kicks the vCPU out of guest code (timers aim it at the
 /// vCPU thread; a copy that lands on another thread is forwarded).
@@ -702,10 +637,7 @@ pub unsafe fn init_area(vcpu_tid: i32) -> Result<u64, super::MonitorError> {
     }
     // SAFETY: the caller guarantees the vCPU area is mapped and ours.
     unsafe {
-        vcpu_ptr().write(VcpuArea {
-            exit_far: [super::layout::STUB_ADDR, u32::from(cs)],
-            ..VcpuArea::default()
-        });
+        vcpu_ptr().write(VcpuArea::new(Layout::DEFAULT.stub(), cs));
     }
     HOST_AREA.store(area, Ordering::Release);
     Ok(area as u64)
@@ -808,9 +740,8 @@ extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
     // with a far jump (host code never runs below 4 GiB: it is reserved).
     // The TC exit stub runs 64-bit with the host's CS below 4 GiB but is
     // the monitor's: a kick there is noted like one in host code.
-    let in_stub = (u64::from(super::layout::STUB_ADDR)
-        ..u64::from(super::layout::STUB_ADDR + super::layout::STUB_SIZE))
-        .contains(&rip);
+    let stub = Layout::DEFAULT.stub();
+    let in_stub = (u64::from(stub)..u64::from(stub + contract::STUB_SIZE)).contains(&rip);
     let guest = ready && (cs != host_cs || (rip < 1 << 32 && !in_stub));
     let entry = ready && !guest && in_critical(rip);
     if !guest && !entry {

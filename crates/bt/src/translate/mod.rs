@@ -29,6 +29,7 @@ use x86::classify::{classify, Class, Kind};
 
 use crate::cache::block::GUEST_PAGE_SIZE;
 use crate::cache::{BlockKey, Context, GuestPage, InsnMap, NewBlock};
+use crate::contract::{ExitReason, Inline};
 use emit::Emitter;
 
 /// Longest block, in guest instructions: long enough that straight-line
@@ -46,90 +47,7 @@ pub const MAX_BLOCK_BYTES: u32 = 2048;
 
 const _: () = assert!(MAX_BLOCK_BYTES + 1024 <= crate::cache::code::MIN_CHUNK);
 
-/// Why translated code left, as stored in the vCPU area's `tc_reason`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum ExitReason {
-    /// An unchained direct exit; the argument is the linear target.
-    Branch = 1,
-    /// An indirect branch whose target was not in the lookup table; the
-    /// argument is the linear target.
-    IndirectMiss = 2,
-    /// An instruction for the monitor to carry out; the argument is its
-    /// linear address.
-    Callout = 3,
-    /// An inline POPF set IF while an external interrupt was waiting, or
-    /// set TF: the monitor takes over at the next instruction, whose linear
-    /// address is the argument, and delivers the interrupt (or single-steps)
-    /// before it runs.
-    IrqWindow = 4,
-    /// An inline STI set IF while an external interrupt was waiting: the
-    /// interrupt comes after the next instruction (STI's interrupt shadow),
-    /// whose linear address is the argument.
-    StiShadow = 5,
-}
-
-impl ExitReason {
-    /// The reason stored as `code`, if it is one.
-    pub fn from_code(code: u32) -> Option<ExitReason> {
-        Some(match code {
-            1 => ExitReason::Branch,
-            2 => ExitReason::IndirectMiss,
-            3 => ExitReason::Callout,
-            4 => ExitReason::IrqWindow,
-            5 => ExitReason::StiShadow,
-            _ => return None,
-        })
-    }
-}
-
-/// The instructions that run as inline code on the virtual CPU instead of
-/// callouts; the discriminant indexes the vCPU area's `inlined` counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Inline {
-    /// CLI at CPL 0.
-    Cli = 0,
-    /// STI at CPL 0.
-    Sti = 1,
-    /// PUSHFD (32-bit operand size), at any CPL translated code runs at.
-    Pushf = 2,
-    /// POPFD (32-bit operand size) at CPL 0.
-    Popf = 3,
-    /// PUSH CS/SS/DS/ES/FS/GS, either operand size.
-    PushSreg = 4,
-    /// MOV r16/r32, Sreg (a register destination; a memory one stays a
-    /// callout, since the store would need a scratch register).
-    MovFromSreg = 5,
-    /// MOV r32, CR0/CR2/CR3/CR4 at CPL 0.
-    MovFromCr = 6,
-}
-
 impl Inline {
-    /// Every inline kind, in counter order.
-    pub const ALL: [Inline; 7] = [
-        Inline::Cli,
-        Inline::Sti,
-        Inline::Pushf,
-        Inline::Popf,
-        Inline::PushSreg,
-        Inline::MovFromSreg,
-        Inline::MovFromCr,
-    ];
-
-    /// The kind's name, as the callout statistics spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Inline::Cli => "cli",
-            Inline::Sti => "sti",
-            Inline::Pushf => "pushf",
-            Inline::Popf => "popf",
-            Inline::PushSreg => "push-sreg",
-            Inline::MovFromSreg => "mov-from-sreg",
-            Inline::MovFromCr => "mov-from-cr",
-        }
-    }
-
     /// The inline rewrite of `insn` under `ctx`, if it has one. 16-bit
     /// PUSHF/POPF and CLI/STI/POPF above CPL 0 (where IOPL decides, and
     /// may raise #GP) stay callouts. So does STI in a one-instruction
