@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::Instant;
 
 use bt::contract::Layout;
-use bt::monitor::{DirectExit, Monitor, Prot, MONITOR_BASE};
+use bt::monitor::{DirectExit, Monitor, Prot};
 use machine::GuestMemory;
 use x86::state::{cr0, flags};
 use x86::{CpuState, Segment};
@@ -17,7 +17,9 @@ const CHILD_ENV: &str = "POPEK_BT_CHILD";
 const RAM: u64 = 4 << 20;
 const CODE: u32 = 0x10_0000;
 const STACK_TOP: u32 = 0x3F_F000;
-/// The TC exit stub, where `Monitor::new` puts the monitor region.
+/// The monitor region's base, where `Monitor::new` puts it.
+const MONITOR_BASE: u32 = Layout::DEFAULT.base();
+/// The TC exit stub in that region.
 const STUB_ADDR: u32 = Layout::DEFAULT.stub();
 
 /// True in the child process that runs scenario `name`.

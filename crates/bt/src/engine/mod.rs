@@ -1034,7 +1034,7 @@ impl Vm {
         if kind_of(&insn).class() != Class::Innocuous {
             return None;
         }
-        let base = crate::monitor::MONITOR_BASE;
+        let region = self.monitor.layout();
         let mut info = iced_x86::InstructionInfoFactory::new();
         let info = info.info(&insn);
         (0..insn.op_count()).find_map(|op| {
@@ -1047,7 +1047,10 @@ impl Vm {
                     | iced_x86::OpKind::MemoryESEDI
             );
             let at = emulate::linear_address(&self.cpu, &insn, op);
-            if !is_mem || u64::from(at) + 16 <= u64::from(base) {
+            // An access is at most 16 bytes long.
+            let clear =
+                u64::from(at) + 16 <= u64::from(region.base()) || u64::from(at) >= region.end();
+            if !is_mem || clear {
                 return None;
             }
             let write = matches!(
@@ -1057,7 +1060,7 @@ impl Vm {
                     | iced_x86::OpAccess::CondWrite
                     | iced_x86::OpAccess::ReadCondWrite
             );
-            Some((at.max(base), write))
+            Some((at.max(region.base()), write))
         })
     }
 
@@ -1089,7 +1092,7 @@ impl Vm {
             format!(
                 "the guest accessed linear memory at or above {:#010x}, which the monitor \
                  reserves for itself (there is no RAM there); popek does not emulate such accesses",
-                crate::monitor::MONITOR_BASE
+                self.monitor.layout().base()
             ),
         )
     }

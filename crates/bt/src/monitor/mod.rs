@@ -49,7 +49,7 @@ use machine::GuestMemory;
 use x86::state::flags;
 use x86::{CpuState, Segment};
 
-pub use address_space::{AddressSpace, Prot, MONITOR_BASE, PAGE_SIZE};
+pub use address_space::{AddressSpace, Prot, PAGE_SIZE};
 use gate::Gate;
 pub use gate::RegionStats;
 use ldt::{Slot, UserDesc};
@@ -268,6 +268,8 @@ impl Kicker {
 #[derive(Debug)]
 pub struct Monitor {
     space: AddressSpace,
+    /// Where the monitor region lies.
+    layout: Layout,
     ram: OwnedFd,
     ram_size: u64,
     tid: i32,
@@ -359,13 +361,24 @@ fn install_handlers() -> Result<(), MonitorError> {
 }
 
 impl Monitor {
+    /// [`Monitor::with_layout`] with the monitor region at its default
+    /// place ([`Layout::DEFAULT`]).
+    pub fn new(mem: &GuestMemory) -> Result<Monitor, MonitorError> {
+        Monitor::with_layout(mem, Layout::DEFAULT)
+    }
+
     /// Sets up direct execution for this process on the calling thread:
-    /// reserves the low 4 GiB, maps the monitor region and the host area,
+    /// reserves the low 4 GiB, maps the monitor region where `layout` puts
+    /// it and the host area,
     /// maps guest RAM 1:1 at
     /// [4 KiB, RAM size) read-write-execute (the non-paged case: linear ==
     /// physical; page 0 stays unmapped because of mmap_min_addr), installs
     /// the signal handlers, the sigaltstack and the seccomp filter.
-    pub fn new(mem: &GuestMemory) -> Result<Monitor, MonitorError> {
+    ///
+    /// Only the default layout is in use: with a region below the top of
+    /// the 32-bit space, shadow segments and the paging-off identity map
+    /// would still stop at its base.
+    pub fn with_layout(mem: &GuestMemory, layout: Layout) -> Result<Monitor, MonitorError> {
         if CREATED.swap(true, Ordering::SeqCst) {
             return Err(MonitorError::AlreadyCreated);
         }
@@ -373,14 +386,14 @@ impl Monitor {
             .fd()
             .try_clone_to_owned()
             .map_err(|e| MonitorError::Host(format!("dup of the guest RAM memfd: {e}")))?;
-        let mut space = AddressSpace::reserve()?;
+        let mut space = AddressSpace::reserve(layout)?;
         let region = space.map_monitor_region()?;
-        debug_assert_eq!(region as u32, MONITOR_BASE);
-        ldt::install_monitor_segments()?;
+        debug_assert_eq!(region as u32, layout.base());
+        ldt::install_monitor_segments(layout)?;
         let tid = gettid();
         // SAFETY: the monitor region was just mapped read-write, this is
         // the process's only Monitor, and nothing else uses the region.
-        let host_area = unsafe { switch::init_area(tid)? };
+        let host_area = unsafe { switch::init_area(tid, layout)? };
         let stub = switch::patched_tc_exit_stub(host_area);
         assert!(stub.len() as u32 <= contract::STUB_SIZE);
         // SAFETY: the stub page lies in the region mapped read-write above;
@@ -388,7 +401,7 @@ impl Monitor {
         unsafe {
             std::ptr::copy_nonoverlapping(
                 stub.as_ptr(),
-                Layout::DEFAULT.stub() as usize as *mut u8,
+                layout.stub() as usize as *mut u8,
                 stub.len(),
             )
         };
@@ -397,9 +410,10 @@ impl Monitor {
         // code reaches it only through raw pointers (the vCPU area, between
         // runs, with the gate opened first) and gated regions.
         let gate =
-            Arc::new(unsafe { Gate::new(MONITOR_BASE as usize, contract::REGION_SIZE as usize) });
+            Arc::new(unsafe { Gate::new(layout.base() as usize, contract::REGION_SIZE as usize) });
         let mut monitor = Monitor {
             space,
+            layout,
             ram,
             ram_size: mem.size(),
             tid,
@@ -440,10 +454,15 @@ impl Monitor {
         )
     }
 
+    /// Where the monitor region lies.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
     /// One past the last page of RAM that paging-off guests see at linear
     /// = physical (RAM stops there, or the monitor region starts).
     pub fn identity_top(&self) -> u32 {
-        self.ram_size.min(u64::from(MONITOR_BASE)) as u32
+        self.ram_size.min(u64::from(self.layout.base())) as u32
     }
 
     /// Maps all of RAM at linear = physical, read-write-execute, as a
@@ -497,7 +516,7 @@ impl Monitor {
         if nullable && (seg.selector & !3 == 0 || !seg.present) {
             return Ok(0);
         }
-        let desc = ldt::shadow_descriptor(slot, seg)?;
+        let desc = ldt::shadow_descriptor(slot, seg, self.layout)?;
         // modify_ldt is a system call and makes the kernel reload the LDT on
         // every CPU running this process: skip it when nothing changed.
         if self.loaded[slot as usize] != Some(desc) {
@@ -516,7 +535,7 @@ impl Monitor {
             return Err(MonitorError::Host("the stub page is full".into()));
         }
         self.open_region()?;
-        let addr = Layout::DEFAULT.stub() + at;
+        let addr = self.layout.stub() + at;
         // SAFETY: the region is open (read-write) and [at, at+len) lies
         // inside the stub page (checked above); no Rust reference points
         // into it.
@@ -551,8 +570,8 @@ impl Monitor {
         // cache holds a slice.
         unsafe {
             Ok((
-                Region::gated(Layout::DEFAULT.table(), table_len, self.gate.clone()),
-                Region::gated(Layout::DEFAULT.tc(), tc_size, self.gate.clone()),
+                Region::gated(self.layout.table(), table_len, self.gate.clone()),
+                Region::gated(self.layout.tc(), tc_size, self.gate.clone()),
             ))
         }
     }

@@ -115,6 +115,11 @@ pub struct HostArea {
     /// WRPKRU raise #UD without CR4.PKE, so the entry switches PKRU only
     /// then (and `host_exit` is the exit stub that switches it back).
     pub pkru: u32,
+    /// Host address of the TC exit stub's copy in the monitor region: the
+    /// signal handler treats a signal there as one in host code.
+    pub tc_stub: u32,
+    /// Host address of the vCPU area, the first page of the monitor region.
+    pub vcpu_area: u32,
 }
 
 /// Offset of the guest's XSAVE image from the host area: right after the
@@ -201,9 +206,6 @@ impl Xstate {
         b
     }
 }
-
-/// Address of the vCPU area: the first page of the monitor region.
-pub const VCPU_AREA: u32 = Layout::DEFAULT.vcpu_area();
 
 /// The signal that kicks the vCPU out of guest code (timers aim it at the
 /// vCPU thread; a copy that lands on another thread is forwarded).
@@ -559,20 +561,25 @@ fn area_ptr() -> *mut HostArea {
     HOST_AREA.load(Ordering::Acquire)
 }
 
-/// The vCPU area at its fixed address in the monitor region.
-fn vcpu_ptr() -> *mut VcpuArea {
-    VCPU_AREA as usize as *mut VcpuArea
-}
-
-/// Maps and initialises the host area, records the host selectors and the
-/// vCPU thread, initialises the vCPU area, and returns the host area's
-/// address (above 4 GiB).
+/// The vCPU area, at the start of the monitor region.
 ///
 /// # Safety
-/// Once per process. The page at [`VCPU_AREA`] must be mapped read-write
-/// (the monitor region, open) for the life of the process and used by
-/// nothing else.
-pub unsafe fn init_area(vcpu_tid: i32) -> Result<u64, super::MonitorError> {
+/// [`init_area`] must have run.
+unsafe fn vcpu_ptr() -> *mut VcpuArea {
+    // SAFETY: the caller guarantees the host area is initialised, and
+    // `vcpu_area` never changes after that.
+    unsafe { (*area_ptr()).vcpu_area as usize as *mut VcpuArea }
+}
+
+/// Maps and initialises the host area, records the host selectors, the
+/// vCPU thread and where `layout` puts the monitor region, initialises the
+/// vCPU area, and returns the host area's address (above 4 GiB).
+///
+/// # Safety
+/// Once per process. The vCPU area's page of the monitor region `layout`
+/// places must be mapped read-write (the region, open) for the life of
+/// the process and used by nothing else.
+pub unsafe fn init_area(vcpu_tid: i32, layout: Layout) -> Result<u64, super::MonitorError> {
     let (cs, ss): (u16, u16);
     // SAFETY: reading segment registers has no side effects.
     unsafe {
@@ -626,6 +633,8 @@ pub unsafe fn init_area(vcpu_tid: i32) -> Result<u64, super::MonitorError> {
             init_image: init_image as u64,
             xsaveopt: u32::from(xstate.xsaveopt),
             pkru: u32::from(xstate.pkru),
+            tc_stub: layout.stub(),
+            vcpu_area: layout.vcpu_area(),
             ..HostArea::default()
         });
         // The guest starts from the init state, as a CPU after reset: its
@@ -637,7 +646,7 @@ pub unsafe fn init_area(vcpu_tid: i32) -> Result<u64, super::MonitorError> {
     }
     // SAFETY: the caller guarantees the vCPU area is mapped and ours.
     unsafe {
-        vcpu_ptr().write(VcpuArea::new(Layout::DEFAULT.stub(), cs));
+        (layout.vcpu_area() as usize as *mut VcpuArea).write(VcpuArea::new(layout.stub(), cs));
     }
     HOST_AREA.store(area, Ordering::Release);
     Ok(area as u64)
@@ -729,19 +738,19 @@ extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
     let cs = gregs[libc::REG_CSGSFS as usize] as u16;
     let rip = gregs[libc::REG_RIP as usize] as u64;
     let ready = !area_ptr().is_null();
-    // SAFETY: a non-null host area is mapped and initialised; host_cs never
-    // changes.
-    let host_cs = if ready {
-        unsafe { (*area_ptr()).host_cs }
+    // SAFETY: a non-null host area is mapped and initialised; host_cs and
+    // tc_stub never change.
+    let (host_cs, stub) = if ready {
+        unsafe { ((*area_ptr()).host_cs, (*area_ptr()).tc_stub) }
     } else {
-        0
+        (0, 0)
     };
     // Guest code: our LDT selectors, or a host selector the guest loaded
     // with a far jump (host code never runs below 4 GiB: it is reserved).
     // The TC exit stub runs 64-bit with the host's CS below 4 GiB but is
     // the monitor's: a kick there is noted like one in host code.
-    let stub = Layout::DEFAULT.stub();
-    let in_stub = (u64::from(stub)..u64::from(stub + contract::STUB_SIZE)).contains(&rip);
+    let in_stub =
+        (u64::from(stub)..u64::from(stub) + u64::from(contract::STUB_SIZE)).contains(&rip);
     let guest = ready && (cs != host_cs || (rip < 1 << 32 && !in_stub));
     let entry = ready && !guest && in_critical(rip);
     if !guest && !entry {
