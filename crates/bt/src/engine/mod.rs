@@ -8,21 +8,21 @@
 //! miss; then handle the exit.
 //!
 //! The rooms, in DynamoRIO's shape (docs/architecture.md draws the map):
-//! - [`dispatch`]: the run loop, entering the guest, block lookup,
+//! - `dispatch`: the run loop, entering the guest, block lookup,
 //!   chaining (linking) and the single-step trap;
-//! - [`fetch`]: guest code bytes for the translator, and translating a
+//! - `fetch`: guest code bytes for the translator, and translating a
 //!   block on a lookup miss;
-//! - [`exits`]: what each exit of user code, of translated code and of a
+//! - `exits`: what each exit of user code, of translated code and of a
 //!   signal means, and every rule that recreates guest state after a
 //!   signal in translated code;
-//! - [`faults`]: host page faults (shadow fills, self-modifying code,
+//! - `faults`: host page faults (shadow fills, self-modifying code,
 //!   memory popek cannot map) and guest accesses to the monitor region;
-//! - [`callouts`]: instructions the monitor carries out for the guest;
-//! - [`interrupts`]: delivering interrupts and exceptions through the
+//! - `callouts`: instructions the monitor carries out for the guest;
+//! - `interrupts`: delivering interrupts and exceptions through the
 //!   guest's IDT;
-//! - [`code_pages`]: the one owner of guest pages holding translations
+//! - `code_pages`: the one owner of guest pages holding translations
 //!   (protect, invalidate, unprotect);
-//! - [`halt`]: HLT and the machine's stop requests; [`platform`]: the
+//! - `halt`: HLT and the machine's stop requests; [`platform`]: the
 //!   emulator's view of the machine (both to move onto a skeleton shared
 //!   with the KVM engine).
 

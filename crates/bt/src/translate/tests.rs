@@ -3,7 +3,8 @@
 //! otherwise.
 
 use super::*;
-use iced_x86::{Decoder, DecoderOptions};
+use crate::cache::Context;
+use iced_x86::{Code, Decoder, DecoderOptions};
 
 const HOST: u32 = 0x10_0000;
 const MISS: u32 = 0x20_0000;
