@@ -393,7 +393,7 @@ impl TranslationCache {
     /// Maps host PC `host_pc` inside translated code to its block and guest
     /// instruction; `None` outside every live block (padding, stubs, dropped
     /// code). The cache's part of recreating guest state after a signal;
-    /// the engine's exits room (`Vm::recreate`) does the rest.
+    /// the engine's exits room (`engine::exits::recreate`) does the rest.
     pub fn recreate(&self, host_pc: u32) -> Option<Recreated> {
         let off = self.code.offset_of(host_pc)?;
         let (_, &id) = self.by_host.range(..=off).next_back()?;

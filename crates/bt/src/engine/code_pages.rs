@@ -7,13 +7,13 @@
 
 use machine::{EngineError, GuestMemory};
 
-use super::{host_err, Vm};
+use super::vm::{host_err, Vm};
 use crate::cache::{BlockId, GuestPage, NewBlock, TranslationCache};
 use crate::mmu::Shadow;
 use crate::monitor::{Monitor, MonitorError, PAGE_SIZE};
 
 /// The translation cache and the shadow MMU, borrowed together for a
-/// change of the pages holding translations ([`Vm::code_pages`]).
+/// change of the pages holding translations ([`CodePages::of`]).
 pub(super) struct CodePages<'a> {
     cache: &'a mut TranslationCache,
     mmu: &'a mut Shadow,
@@ -21,16 +21,14 @@ pub(super) struct CodePages<'a> {
 }
 
 impl<'a> CodePages<'a> {
-    /// The door over one vCPU's cache, shadow MMU and monitor.
-    pub(super) fn new(
-        cache: &'a mut TranslationCache,
-        mmu: &'a mut Shadow,
-        monitor: &'a mut Monitor,
-    ) -> CodePages<'a> {
+    /// The door over `vm`'s cache, shadow MMU and monitor: every protect,
+    /// invalidate and unprotect of a page holding translations goes
+    /// through it.
+    pub(super) fn of(vm: &'a mut Vm) -> CodePages<'a> {
         CodePages {
-            cache,
-            mmu,
-            monitor,
+            cache: &mut vm.cache,
+            mmu: &mut vm.mmu,
+            monitor: &mut vm.monitor,
         }
     }
 
@@ -104,15 +102,13 @@ impl<'a> CodePages<'a> {
     }
 }
 
-impl Vm {
-    /// Drops translations of physical pages the monitor wrote on the
-    /// guest's behalf (an emulated instruction or a delivery).
-    pub(super) fn after_writes(&mut self, pages: &[u32]) -> Result<(), EngineError> {
-        for &p in pages {
-            if self.code_pages().invalidate_if_code(p).map_err(host_err)? {
-                self.stats.exit("smc by the monitor");
-            }
+/// Drops translations of physical pages the monitor wrote on the
+/// guest's behalf (an emulated instruction or a delivery).
+pub(super) fn after_writes(vm: &mut Vm, pages: &[u32]) -> Result<(), EngineError> {
+    for &p in pages {
+        if CodePages::of(vm).invalidate_if_code(p).map_err(host_err)? {
+            vm.stats.exit("smc by the monitor");
         }
-        Ok(())
     }
+    Ok(())
 }

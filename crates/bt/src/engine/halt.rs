@@ -8,25 +8,23 @@ use machine::machine::Poll;
 use machine::{EngineError, Exit, Machine, StopReason};
 use x86::state::flags;
 
-use super::{Next, Vm};
+use super::vm::{Next, Vm};
 
 /// How long a halted vCPU sleeps between checks for input.
 const HALT_POLL: Duration = Duration::from_millis(50);
 
-impl Vm {
-    /// HLT: sleep until an interrupt can be delivered.
-    pub(super) fn halt(&mut self, machine: &mut Machine) -> Result<Next, EngineError> {
-        let if_set = self.cpu.eflags & flags::IF != 0;
-        loop {
-            if if_set && machine.interrupt_pending() {
-                return Ok(Next::Continue);
-            }
-            if !if_set || !machine.can_wake() {
-                return Ok(Next::End(Exit::Halted(Box::new(self.cpu.clone()))));
-            }
-            if machine.wait(HALT_POLL) == Poll::Quit {
-                return Ok(Next::End(Exit::UserQuit));
-            }
+/// HLT: sleep until an interrupt can be delivered.
+pub(super) fn halt(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
+    let if_set = vm.cpu.eflags & flags::IF != 0;
+    loop {
+        if if_set && machine.interrupt_pending() {
+            return Ok(Next::Continue);
+        }
+        if !if_set || !machine.can_wake() {
+            return Ok(Next::End(Exit::Halted(Box::new(vm.cpu.clone()))));
+        }
+        if machine.wait(HALT_POLL) == Poll::Quit {
+            return Ok(Next::End(Exit::UserQuit));
         }
     }
 }

@@ -37,23 +37,15 @@ mod halt;
 mod interrupts;
 pub mod platform;
 pub mod stats;
+mod vm;
 
 use std::time::Instant;
 
-use machine::engine::GuestFault;
 use machine::{Engine, EngineError, Exit, Machine};
-use x86::paging::PagingRegs;
-use x86::CpuState;
 
 use crate::cache::code::DEFAULT_TC_SIZE;
-use crate::cache::{CodeBuffer, IndirectTable, TranslationCache};
-use crate::mmu::Shadow;
-use crate::monitor::Monitor;
-use crate::translate::{self, Translator};
-use alarm::Alarm;
-use code_pages::CodePages;
-use platform::CpuExtras;
 pub use stats::BtStats;
+use vm::Vm;
 
 /// Options of the BT engine.
 #[derive(Clone, Copy, Debug)]
@@ -126,8 +118,8 @@ impl Engine for BtEngine {
 
     fn run(&mut self, machine: &mut Machine) -> Result<Exit, EngineError> {
         let start = Instant::now();
-        let mut vm = Vm::new(machine, self.opts)?;
-        let result = vm.run(machine);
+        let mut vm = Vm::new(machine, self.opts.tc_size)?;
+        let result = dispatch::run(&mut vm, machine);
         machine.flush_console();
         vm.stats.cache = vm.cache_stats();
         vm.stats.mmu = *vm.mmu.stats();
@@ -136,113 +128,5 @@ impl Engine for BtEngine {
         vm.stats.total = start.elapsed();
         self.stats = vm.stats;
         result
-    }
-}
-
-fn host_err(what: impl std::fmt::Display) -> EngineError {
-    EngineError::Host(what.to_string())
-}
-
-/// What the loop does after handling an exit.
-enum Next {
-    /// Run on.
-    Continue,
-    /// The run is over.
-    End(Exit),
-}
-
-/// One run's state: the monitor, the cache and the virtual CPU.
-struct Vm {
-    monitor: Monitor,
-    cache: TranslationCache,
-    translator: Translator,
-    cpu: CpuState,
-    extras: CpuExtras,
-    alarm: Alarm,
-    /// The shadow MMU: guest linear memory as host mappings, and the
-    /// physical pages holding translations (mapped without write access).
-    mmu: Shadow,
-    /// Where to resume translated code, with the host selectors it had: a
-    /// kick landed inside a rewrite sequence, where the registers do not
-    /// hold a guest state.
-    resume: Option<(u32, [u16; 6])>,
-    /// Run the next guest instruction alone, from a page left writable:
-    /// it wrote to a page holding translations (or it is the instruction in
-    /// an interrupt shadow, after which an interrupt waits).
-    smc_step: bool,
-    /// Interrupts are blocked for one instruction (after STI, MOV SS).
-    shadow: bool,
-    /// The last callout raised an exception (delivered to the guest).
-    last_callout_faulted: bool,
-    /// Index into `extras.port80` of the next marker to take a snapshot for.
-    markers_seen: usize,
-    /// Cache counters at the last marker.
-    phase_start: crate::cache::Stats,
-    ram_size: u64,
-    stats: BtStats,
-}
-
-impl Vm {
-    fn new(machine: &mut Machine, opts: BtOptions) -> Result<Vm, EngineError> {
-        let mut monitor = Monitor::new(&machine.memory).map_err(host_err)?;
-        let (table, code) = monitor
-            .translation_regions(opts.tc_size)
-            .map_err(host_err)?;
-        let miss = monitor
-            .install_stub_code(&translate::miss_handler(0))
-            .map_err(host_err)?;
-        let cache = TranslationCache::new(CodeBuffer::new(code), IndirectTable::new(table, miss));
-        let alarm = Alarm::start(monitor.kicker()).map_err(host_err)?;
-        // Every thread exists now: from here on neither the guest nor host
-        // code it might subvert can open, signal or connect anything.
-        monitor.confine().map_err(host_err)?;
-        Ok(Vm {
-            monitor,
-            cache,
-            translator: Translator::new(miss),
-            cpu: machine.entry.clone(),
-            extras: CpuExtras::new(),
-            alarm,
-            mmu: Shadow::new(machine.memory.size(), PagingRegs::of(&machine.entry)),
-            resume: None,
-            smc_step: false,
-            last_callout_faulted: false,
-            shadow: false,
-            markers_seen: 0,
-            phase_start: crate::cache::Stats::default(),
-            ram_size: machine.memory.size(),
-            stats: BtStats::default(),
-        })
-    }
-
-    fn fault(&self, machine: &Machine, what: String) -> Box<GuestFault> {
-        machine.fault(what, self.cpu.clone())
-    }
-
-    fn unsupported(&self, machine: &Machine, what: String) -> EngineError {
-        EngineError::GuestUnsupported(self.fault(machine, what))
-    }
-
-    /// The door to the pages holding translations: every protect,
-    /// invalidate and unprotect goes through it.
-    fn code_pages(&mut self) -> CodePages<'_> {
-        CodePages::new(&mut self.cache, &mut self.mmu, &mut self.monitor)
-    }
-
-    /// The guest instruction at CS:EIP, if it can be fetched.
-    fn insn_at_eip(&self, machine: &mut Machine) -> Option<iced_x86::Instruction> {
-        x86::emulate::fetch(
-            &self.cpu,
-            &mut machine::memory::GuestLinear::new(&mut machine.memory, &self.cpu),
-        )
-        .ok()
-    }
-
-    /// The cache's counters with the inline probe's hits added.
-    fn cache_stats(&self) -> crate::cache::Stats {
-        crate::cache::Stats {
-            inline_hits: u64::from(self.monitor.inline_hits()),
-            ..*self.cache.stats()
-        }
     }
 }

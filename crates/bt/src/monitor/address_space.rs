@@ -9,7 +9,7 @@ use std::fmt;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::MonitorError;
+use super::error::MonitorError;
 use crate::contract::{Layout, REGION_SIZE};
 
 /// Size of a host and guest page.

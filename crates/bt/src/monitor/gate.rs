@@ -26,7 +26,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::address_space::{mprotect, Prot};
-use super::MonitorError;
+use super::error::MonitorError;
 
 /// A range of host memory that is either open (read-write-execute) or
 /// closed (PROT_NONE), with counters of the changes.

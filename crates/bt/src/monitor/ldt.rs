@@ -4,7 +4,7 @@
 
 use x86::Segment;
 
-use super::MonitorError;
+use super::error::MonitorError;
 use crate::contract::{Layout, REGION_SIZE};
 
 /// Which guest segment register a shadow LDT slot belongs to.

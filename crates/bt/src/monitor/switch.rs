@@ -39,6 +39,7 @@ use core::arch::{asm, global_asm};
 use core::mem::offset_of;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
+use super::error::MonitorError;
 use crate::contract::{self, Layout, VcpuArea};
 
 /// The host side of the vCPU: guest registers in and out, the saved host
@@ -152,11 +153,11 @@ const XFEATURE_PKRU: u64 = 1 << 9;
 impl Xstate {
     /// Reads XCR0 and CPUID leaf 0xD; an error if the host has no XSAVE
     /// enabled (CPUID.1:ECX.OSXSAVE).
-    pub fn of_host() -> Result<Xstate, super::MonitorError> {
+    pub fn of_host() -> Result<Xstate, MonitorError> {
         use core::arch::x86_64::__cpuid_count;
         let leaf1 = __cpuid_count(1, 0);
         if leaf1.ecx & (1 << 27) == 0 {
-            return Err(super::MonitorError::Host(
+            return Err(MonitorError::Host(
                 "the host has no XSAVE enabled (CPUID.1:ECX.OSXSAVE is clear): the world switch \
                  needs it to save the guest's vector registers"
                     .into(),
@@ -579,7 +580,7 @@ unsafe fn vcpu_ptr() -> *mut VcpuArea {
 /// Once per process. The vCPU area's page of the monitor region `layout`
 /// places must be mapped read-write (the region, open) for the life of
 /// the process and used by nothing else.
-pub unsafe fn init_area(vcpu_tid: i32, layout: Layout) -> Result<u64, super::MonitorError> {
+pub unsafe fn init_area(vcpu_tid: i32, layout: Layout) -> Result<u64, MonitorError> {
     let (cs, ss): (u16, u16);
     // SAFETY: reading segment registers has no side effects.
     unsafe {
@@ -602,13 +603,13 @@ pub unsafe fn init_area(vcpu_tid: i32, layout: Layout) -> Result<u64, super::Mon
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(super::MonitorError::Host(format!(
+        return Err(MonitorError::Host(format!(
             "mmap of the host area: {}",
             std::io::Error::last_os_error()
         )));
     }
     if (p as u64) < 1 << 32 {
-        return Err(super::MonitorError::Host(format!(
+        return Err(MonitorError::Host(format!(
             "the host area landed at {p:p}, within reach of 32-bit code"
         )));
     }

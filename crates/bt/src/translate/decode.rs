@@ -6,9 +6,24 @@
 
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction};
 
-use super::{TranslateError, MAX_BLOCK_BYTES, MAX_INSNS};
+use super::translation::TranslateError;
 use crate::cache::block::GUEST_PAGE_SIZE;
 use crate::cache::{BlockKey, GuestPage};
+
+/// Longest block, in guest instructions: long enough that straight-line
+/// kernel code exits rarely, short enough that a block's precise-state
+/// table stays small.
+pub const MAX_INSNS: usize = 64;
+
+/// Host code after which a block ends at the next instruction boundary.
+/// With the longest rewrites (well under 256 bytes each; two of them when
+/// the last is the instruction after an STI, which stays in the block) and
+/// the exit stubs on top, a block stays below
+/// [`crate::cache::code::MIN_CHUNK`], so it always fits in one chunk of
+/// the code buffer.
+pub const MAX_BLOCK_BYTES: u32 = 2048;
+
+const _: () = assert!(MAX_BLOCK_BYTES + 1024 <= crate::cache::code::MIN_CHUNK);
 
 /// One decoded guest instruction of the block.
 pub(super) struct Decoded<'a> {

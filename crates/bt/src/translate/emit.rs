@@ -29,7 +29,7 @@ use crate::contract::gs::{
 };
 use crate::contract::{Inline, VIRTUAL_SYSTEM_FLAGS};
 
-/// GS offset where inline POPF keeps the value it popped (scratch[2]).
+/// GS offset where inline POPF keeps the value it popped (`scratch[2]`).
 const POPPED: i32 = TARGET;
 /// The system bits a POPF at CPL 0 loads (IF aside, which has its own
 /// field); VIF and VIP keep their values, RF and VM are not in `vsys`.
@@ -98,7 +98,7 @@ impl Emitter {
         at
     }
 
-    /// `jmp rel32` with a displacement to patch later by [`Self::patch_jmp`];
+    /// `jmp rel32` with a displacement to patch later by [`Self::patch_jmp_here`];
     /// returns the jump's offset.
     pub fn jmp_placeholder(&mut self) -> u32 {
         self.jmp_to(self.here() + JMP_LEN)
@@ -250,7 +250,7 @@ impl Emitter {
 
     /// Leaves translated code with `reason` and argument `arg` (a guest
     /// EIP) if ECX is zero (`when_zero`) or non-zero (otherwise), guest ECX
-    /// saved in scratch[1] and restored on both paths. JECXZ is the only
+    /// saved in `scratch[1]` and restored on both paths. JECXZ is the only
     /// flag-free conditional branch; the exit path is inline, since it has
     /// no relative addresses and costs no extra jump on the common path.
     fn exit_on_ecx(&mut self, when_zero: bool, reason: u32, arg: u32) {

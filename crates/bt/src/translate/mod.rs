@@ -31,75 +31,15 @@
 mod decode;
 pub mod emit;
 mod rules;
+mod translation;
 
-use crate::cache::{BlockKey, GuestPage, NewBlock};
+use crate::cache::{BlockKey, GuestPage};
 use crate::contract::ExitReason;
 use decode::{BlockDecoder, Step};
+pub use decode::{MAX_BLOCK_BYTES, MAX_INSNS};
 use emit::Emitter;
 use rules::{Flow, Rewriter};
-
-/// Longest block, in guest instructions: long enough that straight-line
-/// kernel code exits rarely, short enough that a block's precise-state
-/// table stays small.
-pub const MAX_INSNS: usize = 64;
-
-/// Host code after which a block ends at the next instruction boundary.
-/// With the longest rewrites (well under 256 bytes each; two of them when
-/// the last is the instruction after an STI, which stays in the block) and
-/// the exit stubs on top, a block stays below
-/// [`crate::cache::code::MIN_CHUNK`], so it always fits in one chunk of
-/// the code buffer.
-pub const MAX_BLOCK_BYTES: u32 = 2048;
-
-const _: () = assert!(MAX_BLOCK_BYTES + 1024 <= crate::cache::code::MIN_CHUNK);
-
-/// Why a block could not be translated.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TranslateError {
-    /// The translator has no rewrite for this instruction in this context.
-    Unsupported {
-        /// Linear address of the instruction.
-        eip: u32,
-        /// Its bytes.
-        bytes: Vec<u8>,
-        /// What is missing.
-        why: &'static str,
-    },
-    /// The guest bytes end inside the first instruction.
-    Truncated {
-        /// Linear address of the instruction.
-        eip: u32,
-    },
-}
-
-impl std::fmt::Display for TranslateError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TranslateError::Unsupported { eip, bytes, why } => {
-                write!(f, "cannot translate the instruction at {eip:#010x} (")?;
-                for (i, b) in bytes.iter().enumerate() {
-                    let sep = if i == 0 { "" } else { " " };
-                    write!(f, "{sep}{b:02x}")?;
-                }
-                write!(f, "): {why}")
-            }
-            TranslateError::Truncated { eip } => {
-                write!(f, "guest code at {eip:#010x} runs past the end of memory")
-            }
-        }
-    }
-}
-
-impl std::error::Error for TranslateError {}
-
-/// A translated block, ready for [`crate::cache::TranslationCache::insert`].
-#[derive(Clone, Debug)]
-pub struct Translation {
-    /// The record: key, pages, precise-state table, chainable exits.
-    pub block: NewBlock,
-    /// Host code, emitted for the host address it was asked for.
-    pub code: Vec<u8>,
-}
+pub use translation::{TranslateError, Translation};
 
 /// Emits the translations of guest blocks.
 #[derive(Clone, Copy, Debug)]

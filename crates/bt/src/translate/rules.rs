@@ -8,7 +8,7 @@ use x86::classify::{classify, Class, Kind};
 
 use super::decode::Decoded;
 use super::emit::Emitter;
-use super::{TranslateError, Translation};
+use super::translation::{TranslateError, Translation};
 use crate::cache::{BlockKey, Context, GuestPage, InsnMap, NewBlock};
 use crate::contract::{ExitReason, Inline};
 
