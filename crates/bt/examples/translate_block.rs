@@ -119,7 +119,9 @@ fn gs_name(disp: u32) -> Option<String> {
         .map(|(_, n)| (*n).to_string())
         .or_else(|| {
             let i = usize::try_from((disp - gs::INLINED) / 4).ok()?;
-            let kind = Inline::ALL.get(i).filter(|_| (disp - gs::INLINED) % 4 == 0)?;
+            let kind = Inline::ALL
+                .get(i)
+                .filter(|_| (disp - gs::INLINED) % 4 == 0)?;
             Some(format!("inlined[{}]", kind.name()))
         })
         .or_else(|| {

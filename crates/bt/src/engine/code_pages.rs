@@ -82,10 +82,16 @@ impl<'a> CodePages<'a> {
         self.mmu.unprotect_code(self.monitor, phys)
     }
 
+    /// Whether physical page `phys` holds translations (and so is
+    /// write-protected).
+    pub(super) fn holds(&self, phys: u32) -> bool {
+        self.mmu.is_code(phys)
+    }
+
     /// [`Self::invalidate`] if `phys` holds translations; says whether it
     /// did.
     pub(super) fn invalidate_if_code(&mut self, phys: u32) -> Result<bool, MonitorError> {
-        if !self.mmu.is_code(phys) {
+        if !self.holds(phys) {
             return Ok(false);
         }
         self.invalidate(phys)?;

@@ -51,7 +51,7 @@ pub(super) fn run(vm: &mut Vm, machine: &mut Machine) -> Result<Exit, EngineErro
 }
 
 /// Runs guest user code directly and handles its exit.
-pub(super) fn run_user(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
+fn run_user(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
     let t = Instant::now();
     let exit = vm.monitor.run_user(&mut vm.cpu).map_err(host_err)?;
     vm.stats.direct += t.elapsed();
@@ -59,7 +59,7 @@ pub(super) fn run_user(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engin
 }
 
 /// Runs translated guest kernel code and handles its exit.
-pub(super) fn run_kernel(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
+fn run_kernel(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
     let resumed = vm.resume.take();
     let ctx = context(vm);
     let (host, block) = match resumed {
@@ -108,7 +108,7 @@ pub(super) fn run_kernel(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Eng
 
 /// The translation of the block at CS:EIP, translating it on a miss,
 /// or what happened when fetching its first instruction faulted.
-pub(super) fn block_at_eip(vm: &mut Vm, machine: &mut Machine) -> Result<Fetched, EngineError> {
+fn block_at_eip(vm: &mut Vm, machine: &mut Machine) -> Result<Fetched, EngineError> {
     let ctx = context(vm);
     let linear = vm.cpu.linear_ip();
     if let Some(id) = vm.cache.lookup(linear, ctx) {
@@ -131,7 +131,7 @@ fn publish(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
 
 /// Chains the direct exit whose `jmp rel32` sits at host address
 /// `from` to the block at CS:EIP (translating it now).
-pub(super) fn chain(vm: &mut Vm, machine: &mut Machine, from: u32) -> Result<Next, EngineError> {
+fn chain(vm: &mut Vm, machine: &mut Machine, from: u32) -> Result<Next, EngineError> {
     let to = match block_at_eip(vm, machine)? {
         Fetched::Block(id) => id,
         Fetched::Delivered(next) => return Ok(next),

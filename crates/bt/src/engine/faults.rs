@@ -43,7 +43,7 @@ pub(super) fn host_page_fault(
         Fill::NoRam(u64::from(addr))
     } else if addr < PAGE_SIZE {
         Fill::Unmappable
-    } else if write && vm.mmu.is_code(addr / PAGE_SIZE) {
+    } else if write && CodePages::of(vm).holds(addr / PAGE_SIZE) {
         Fill::CodeWrite(addr / PAGE_SIZE)
     } else {
         Fill::Stuck

@@ -7,7 +7,10 @@
 //! translation of the block at CS:EIP (CPL 0), translating it first on a
 //! miss; then handle the exit.
 //!
-//! The rooms, in DynamoRIO's shape (docs/architecture.md draws the map):
+//! The rooms, in DynamoRIO's shape (docs/architecture.md draws the map),
+//! are files of free functions over one run's state, `vm::Vm`, which they
+//! all import and which imports none of them; a room calls only rooms
+//! below it, so no import cycle runs through the engine:
 //! - `dispatch`: the run loop, entering the guest, block lookup,
 //!   chaining (linking) and the single-step trap;
 //! - `fetch`: guest code bytes for the translator, and translating a
