@@ -246,6 +246,42 @@ fn monitor_region_is_beyond_the_segment_limit() {
     });
 }
 
+#[test]
+fn a_monitor_region_elsewhere_is_guarded_the_same_way() {
+    in_child("a_monitor_region_elsewhere_is_guarded_the_same_way", || {
+        // The region 4 MiB below its default place: the shadow segments stop
+        // below its base, and a host selector reaching it finds it closed.
+        let layout = Layout::at(0xFF80_0000).unwrap();
+        let base = layout.base();
+        let mut code = vec![0xA1]; // mov eax, [base]
+        code.extend(base.to_le_bytes());
+        code.push(0xF4);
+        let host_ds_at = CODE + 0x100;
+        let mut h = vec![0x66, 0xB8, 0x2B, 0x00, 0x8E, 0xD8, 0xBE]; // mov ds, 0x2b; mov esi, ...
+        h.extend(layout.stub().to_le_bytes());
+        let read = host_ds_at + h.len() as u32;
+        h.extend([0x8B, 0x06]); // mov eax, [esi]
+        let mut mem = GuestMemory::new(RAM).unwrap();
+        mem.write(u64::from(CODE), &code).unwrap();
+        mem.write(u64::from(host_ds_at), &h).unwrap();
+        let mut m = Monitor::with_layout(&mem, layout).unwrap();
+        assert_eq!(m.layout(), layout);
+        let mut cpu = user_state(CODE);
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(13, Some(0), None));
+        assert_eq!(cpu.eip, CODE);
+        let mut cpu = user_state(host_ds_at);
+        assert!(matches!(
+            m.run_user(&mut cpu).unwrap(),
+            DirectExit::ForeignSelectors { .. }
+        ));
+        assert_eq!(cpu.eip, read);
+        assert_eq!(
+            m.take_deferred_exit(),
+            Some(fault(14, Some(0b100), Some(layout.stub())))
+        );
+    });
+}
+
 /// `mov ax, 0x2b; mov ds, ax; mov esi, MONITOR_BASE + at`: DS is the
 /// host's flat data segment afterwards, which reaches the monitor region.
 fn load_host_ds(at: u32) -> Vec<u8> {
