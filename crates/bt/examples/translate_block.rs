@@ -18,12 +18,11 @@
 //! from it; the block's exit stubs come last. Operands in GS (the monitor
 //! region) are named after the vCPU-area field they reach.
 
-use std::mem::offset_of;
 use std::process::ExitCode;
 
 use bt::cache::{BlockKey, Context, GuestPage};
-use bt::monitor::layout::{STUB_ADDR, TABLE_OFFSET, TC_ADDR};
-use bt::monitor::switch::{tc_exit_stub, VcpuArea};
+use bt::contract::{gs, Inline, Layout};
+use bt::monitor::switch::tc_exit_stub;
 use bt::translate::{Translation, Translator};
 use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter, OpKind, Register};
 use object::{Object, ObjectSegment, ObjectSymbol};
@@ -90,41 +89,51 @@ impl Image {
     }
 }
 
-/// What a GS-relative displacement in translated code names.
+/// What a GS-relative displacement in translated code names: every field
+/// of the vCPU area and the lookup table, from the contract both sides
+/// import.
 fn gs_name(disp: u32) -> Option<String> {
-    let scratch = offset_of!(VcpuArea, scratch) as u32;
-    let inlined = offset_of!(VcpuArea, inlined) as u32;
+    let disp = disp as i32;
     let fields = [
-        (offset_of!(VcpuArea, tc_reason) as u32, "tc_reason"),
-        (offset_of!(VcpuArea, tc_arg) as u32, "tc_arg"),
-        (offset_of!(VcpuArea, exit_far) as u32, "exit_far"),
-        (offset_of!(VcpuArea, guest_fs) as u32, "guest_fs"),
-        (offset_of!(VcpuArea, guest_gs) as u32, "guest_gs"),
-        (offset_of!(VcpuArea, inline_hits) as u32, "inline_hits"),
-        (scratch, "scratch[0]: saved EAX"),
-        (scratch + 4, "scratch[1]: saved ECX"),
-        (scratch + 8, "scratch[2]: jump target / popped EFLAGS"),
-        (scratch + 12, "scratch[3]: exit's jmp address"),
-        (
-            offset_of!(VcpuArea, vsys) as u32,
-            "vsys: TF IOPL NT AC VIF VIP ID",
-        ),
-        (
-            offset_of!(VcpuArea, vif) as u32,
-            "vif (| irq_pending << 16)",
-        ),
-        (offset_of!(VcpuArea, irq_pending) as u32, "irq_pending"),
-        (inlined, "inlined[cli]"),
-        (inlined + 4, "inlined[sti]"),
-        (inlined + 8, "inlined[pushf]"),
-        (inlined + 12, "inlined[popf]"),
-        (TABLE_OFFSET, "lookup table: -eip"),
-        (TABLE_OFFSET + 4, "lookup table: host address"),
+        (gs::TC_REASON, "tc_reason"),
+        (gs::TC_ARG, "tc_arg"),
+        (gs::EXIT_FAR, "exit_far"),
+        (gs::GUEST_FS, "guest_fs"),
+        (gs::GUEST_GS, "guest_gs"),
+        (gs::INLINE_HITS, "inline_hits"),
+        (gs::SAVED_EAX, "scratch[0]: saved EAX"),
+        (gs::SAVED_ECX, "scratch[1]: saved ECX"),
+        (gs::TARGET, "scratch[2]: jump target / popped EFLAGS"),
+        (gs::FROM, "scratch[3]: exit's jmp address"),
+        (gs::VSYS, "vsys: TF IOPL NT AC VIF VIP ID"),
+        (gs::VIF, "vif (| irq_pending << 16)"),
+        (gs::IRQ_PENDING, "irq_pending"),
+        (gs::STI_SHADOW_AT, "sti_shadow_at"),
+        (gs::TABLE, "lookup table: -eip"),
+        (gs::TABLE + 4, "lookup table: host address"),
     ];
+    let sregs = ["cs", "ss", "ds", "es", "fs", "gs"];
     fields
         .iter()
         .find(|(off, _)| *off == disp)
         .map(|(_, n)| (*n).to_string())
+        .or_else(|| {
+            let i = usize::try_from((disp - gs::INLINED) / 4).ok()?;
+            let kind = Inline::ALL
+                .get(i)
+                .filter(|_| (disp - gs::INLINED) % 4 == 0)?;
+            Some(format!("inlined[{}]", kind.name()))
+        })
+        .or_else(|| {
+            let i = usize::try_from((disp - gs::GUEST_SEL) / 4).ok()?;
+            let s = sregs.get(i).filter(|_| (disp - gs::GUEST_SEL) % 4 == 0)?;
+            Some(format!("guest_sel[{s}]"))
+        })
+        .or_else(|| {
+            let n = (disp - gs::GUEST_CR) / 4;
+            ((0..5).contains(&n) && (disp - gs::GUEST_CR) % 4 == 0)
+                .then(|| format!("guest_cr[cr{n}]"))
+        })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -185,7 +194,8 @@ fn run(args: &[String]) -> Result<(), String> {
         None => 1,
     };
     let image = Image::load(guest.image)?;
-    let miss = STUB_ADDR + ((tc_exit_stub().len() as u32 + 15) & !15);
+    let layout = Layout::DEFAULT;
+    let miss = layout.stub() + ((tc_exit_stub().len() as u32 + 15) & !15);
     let translator = Translator::new(miss);
     let ctx = Context {
         cs_base: 0,
@@ -195,7 +205,7 @@ fn run(args: &[String]) -> Result<(), String> {
         step: false,
     };
     let mut eip = addr;
-    let mut host = TC_ADDR;
+    let mut host = layout.tc();
     for _ in 0..blocks {
         let code = image
             .code_at(eip)

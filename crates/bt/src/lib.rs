@@ -2,6 +2,7 @@
 //! user code runs directly on the host CPU (see design.md section 4).
 
 pub mod cache;
+pub mod contract;
 pub mod engine;
 pub mod mmu;
 pub mod monitor;

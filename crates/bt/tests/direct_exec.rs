@@ -7,7 +7,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use bt::monitor::{DirectExit, Monitor, Prot, MONITOR_BASE};
+use bt::contract::Layout;
+use bt::monitor::{DirectExit, Monitor, Prot};
 use machine::GuestMemory;
 use x86::state::{cr0, flags};
 use x86::{CpuState, Segment};
@@ -16,6 +17,10 @@ const CHILD_ENV: &str = "POPEK_BT_CHILD";
 const RAM: u64 = 4 << 20;
 const CODE: u32 = 0x10_0000;
 const STACK_TOP: u32 = 0x3F_F000;
+/// The monitor region's base, where `Monitor::new` puts it.
+const MONITOR_BASE: u32 = Layout::DEFAULT.base();
+/// The TC exit stub in that region.
+const STUB_ADDR: u32 = Layout::DEFAULT.stub();
 
 /// True in the child process that runs scenario `name`.
 fn is_child(name: &str) -> bool {
@@ -241,6 +246,42 @@ fn monitor_region_is_beyond_the_segment_limit() {
     });
 }
 
+#[test]
+fn a_monitor_region_elsewhere_is_guarded_the_same_way() {
+    in_child("a_monitor_region_elsewhere_is_guarded_the_same_way", || {
+        // The region 4 MiB below its default place: the shadow segments stop
+        // below its base, and a host selector reaching it finds it closed.
+        let layout = Layout::at(0xFF80_0000).unwrap();
+        let base = layout.base();
+        let mut code = vec![0xA1]; // mov eax, [base]
+        code.extend(base.to_le_bytes());
+        code.push(0xF4);
+        let host_ds_at = CODE + 0x100;
+        let mut h = vec![0x66, 0xB8, 0x2B, 0x00, 0x8E, 0xD8, 0xBE]; // mov ds, 0x2b; mov esi, ...
+        h.extend(layout.stub().to_le_bytes());
+        let read = host_ds_at + h.len() as u32;
+        h.extend([0x8B, 0x06]); // mov eax, [esi]
+        let mut mem = GuestMemory::new(RAM).unwrap();
+        mem.write(u64::from(CODE), &code).unwrap();
+        mem.write(u64::from(host_ds_at), &h).unwrap();
+        let mut m = Monitor::with_layout(&mem, layout).unwrap();
+        assert_eq!(m.layout(), layout);
+        let mut cpu = user_state(CODE);
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(13, Some(0), None));
+        assert_eq!(cpu.eip, CODE);
+        let mut cpu = user_state(host_ds_at);
+        assert!(matches!(
+            m.run_user(&mut cpu).unwrap(),
+            DirectExit::ForeignSelectors { .. }
+        ));
+        assert_eq!(cpu.eip, read);
+        assert_eq!(
+            m.take_deferred_exit(),
+            Some(fault(14, Some(0b100), Some(layout.stub())))
+        );
+    });
+}
+
 /// `mov ax, 0x2b; mov ds, ax; mov esi, MONITOR_BASE + at`: DS is the
 /// host's flat data segment afterwards, which reaches the monitor region.
 fn load_host_ds(at: u32) -> Vec<u8> {
@@ -270,7 +311,7 @@ fn the_monitor_region_is_closed_while_user_code_runs() {
                          // A write first, at the TC exit stub's page, and a read of the
                          // region's last dword.
         let write_at = CODE + 0x100;
-        let mut w = load_host_ds(bt::monitor::layout::STUB_OFFSET);
+        let mut w = load_host_ds(bt::contract::STUB_OFFSET);
         let write = write_at + w.len() as u32;
         w.extend([0xC7, 0x06]);
         w.extend(MARK.to_le_bytes());
@@ -283,10 +324,10 @@ fn the_monitor_region_is_closed_while_user_code_runs() {
         mem.write(u64::from(top_at), &t).unwrap();
         let before = m.region_stats();
         assert_eq!((before.opens, before.closes), (0, 0));
-        let stub_word = region_dword(bt::monitor::layout::STUB_ADDR);
+        let stub_word = region_dword(STUB_ADDR);
         for (start, at, addr) in [
             (CODE, read, MONITOR_BASE),
-            (write_at, write, bt::monitor::layout::STUB_ADDR),
+            (write_at, write, STUB_ADDR),
             (top_at, top, 0xFFFF_FFFC),
         ] {
             let mut cpu = user_state(start);
@@ -320,7 +361,7 @@ fn the_monitor_region_is_closed_while_user_code_runs() {
         assert_eq!(m.scratch(), [0; 4]);
         assert_eq!(m.region_stats().opens, 1);
         assert_eq!(region_dword(MONITOR_BASE), 0);
-        assert_eq!(region_dword(bt::monitor::layout::STUB_ADDR), stub_word);
+        assert_eq!(region_dword(STUB_ADDR), stub_word);
     });
 }
 

@@ -11,8 +11,9 @@ use std::process::Command;
 use bt::cache::{
     BlockId, BlockKey, CodeBuffer, Context, GuestPage, IndirectTable, TranslationCache,
 };
+use bt::contract::{ExitReason, Layout};
 use bt::monitor::{Monitor, TcExit};
-use bt::translate::{self, ExitReason, Translator};
+use bt::translate::{self, Translator};
 use machine::GuestMemory;
 use x86::state::{cr0, flags};
 use x86::{CpuState, Segment};
@@ -59,9 +60,14 @@ struct Rig {
 
 impl Rig {
     fn new(code: &[u8]) -> Rig {
+        Rig::with_layout(code, Layout::DEFAULT)
+    }
+
+    /// The rig with the monitor region where `layout` puts it.
+    fn with_layout(code: &[u8], layout: Layout) -> Rig {
         let mut mem = GuestMemory::new(RAM).unwrap();
         mem.write(u64::from(CODE), code).unwrap();
-        let mut monitor = Monitor::new(&mem).unwrap();
+        let mut monitor = Monitor::with_layout(&mem, layout).unwrap();
         let (table, buf) = monitor.translation_regions(64 << 10).unwrap();
         let miss = monitor
             .install_stub_code(&translate::miss_handler(0))
@@ -175,6 +181,34 @@ fn popf_then_pushf_round_trips_every_flag_and_the_host_never_sees_ac() {
             assert_eq!(cpu.eflags, want, "EFLAGS {:#x}", cpu.eflags);
             assert_eq!(cpu.esp, STACK_TOP);
             assert_eq!(rig.monitor.inlined(), [0, 0, 1, 1, 0, 0, 0]);
+        },
+    );
+}
+
+#[test]
+fn translated_code_runs_with_the_monitor_region_elsewhere() {
+    in_child(
+        "translated_code_runs_with_the_monitor_region_elsewhere",
+        || {
+            // Emitted code reaches the region only through GS: the same
+            // bytes run with the region 4 MiB lower than its default.
+            let layout = Layout::at(0xFF80_0000).unwrap();
+            let code = [0x9C, 0x5B, 0xFA, 0x9C, 0x59, HLT]; // pushfd; pop ebx; cli; pushfd; pop ecx; hlt
+            let mut rig = Rig::with_layout(&code, layout);
+            assert_eq!(rig.monitor.layout(), layout);
+            assert_eq!(rig.host, layout.tc());
+            let (reason, arg, cpu) = rig.run(flags::IF | flags::ZF, false);
+            assert_eq!((reason, arg), (ExitReason::Callout, CODE + 5));
+            assert_eq!(cpu.ebx, flags::FIXED1 | flags::IF | flags::ZF);
+            assert_eq!(cpu.ecx, flags::FIXED1 | flags::ZF);
+            assert_eq!(cpu.eflags & flags::IF, 0);
+            assert_eq!(rig.monitor.inlined(), [1, 0, 2, 0, 0, 0, 0]);
+            let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+            assert!(
+                maps.lines()
+                    .any(|l| l.starts_with("ff800000-ffc00000 rwxp")),
+                "the region is one mapping at its base:\n{maps}"
+            );
         },
     );
 }

@@ -5,7 +5,7 @@
 
 use std::io;
 
-use super::region::Region;
+use crate::monitor::region::Region;
 
 /// Default `--tc-size`: 2 MiB.
 ///

@@ -26,23 +26,13 @@
 
 use std::io;
 
-use super::region::Region;
+use crate::monitor::region::Region;
 
-/// log2 of the number of entries: the probe indexes with `movzx r32, r16`.
-pub const BITS: u32 = 16;
-
-/// Number of entries.
-pub const ENTRIES: u32 = 1 << BITS;
-
-/// Bytes per entry.
-pub const ENTRY_SIZE: u32 = 8;
-
-/// Bytes of the whole table (512 KiB).
-pub const TABLE_SIZE: u32 = ENTRIES * ENTRY_SIZE;
+use crate::contract::{TABLE_ENTRIES, TABLE_ENTRY_SIZE, TABLE_SIZE};
 
 /// The slot of `eip`: its low 16 bits.
 pub fn slot(eip: u32) -> u32 {
-    eip & (ENTRIES - 1)
+    eip & (TABLE_ENTRIES - 1)
 }
 
 /// The Rust side of the table: fills it on dispatcher misses, empties it on
@@ -83,7 +73,7 @@ impl IndirectTable {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        ENTRIES as usize
+        TABLE_ENTRIES as usize
     }
 
     /// Always false: the table has a fixed, non-zero size.
@@ -93,7 +83,7 @@ impl IndirectTable {
 
     /// (negated EIP, host address) of a slot, as stored.
     fn read(&self, slot: u32) -> (u32, u32) {
-        let at = (slot * ENTRY_SIZE) as usize;
+        let at = (slot * TABLE_ENTRY_SIZE) as usize;
         let b = &self.region.bytes()[at..at + 8];
         (
             u32::from_le_bytes(b[..4].try_into().expect("4 bytes")),
@@ -102,7 +92,7 @@ impl IndirectTable {
     }
 
     fn write(&mut self, slot: u32, neg_eip: u32, host: u32) {
-        let at = (slot * ENTRY_SIZE) as usize;
+        let at = (slot * TABLE_ENTRY_SIZE) as usize;
         let b = &mut self.region.bytes_mut()[at..at + 8];
         b[..4].copy_from_slice(&neg_eip.to_le_bytes());
         b[4..].copy_from_slice(&host.to_le_bytes());
@@ -134,14 +124,14 @@ impl IndirectTable {
 
     /// Empties every entry.
     pub fn clear(&mut self) {
-        for s in 0..ENTRIES {
+        for s in 0..TABLE_ENTRIES {
             self.write(s, 0, self.miss);
         }
     }
 
     /// Entries in use.
     pub fn occupied(&self) -> usize {
-        (0..ENTRIES)
+        (0..TABLE_ENTRIES)
             .filter(|&s| self.read(s).1 != self.miss)
             .count()
     }

@@ -40,7 +40,6 @@
 pub mod block;
 pub mod code;
 pub mod lookup;
-pub mod region;
 pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
@@ -393,7 +392,8 @@ impl TranslationCache {
 
     /// Maps host PC `host_pc` inside translated code to its block and guest
     /// instruction; `None` outside every live block (padding, stubs, dropped
-    /// code).
+    /// code). The cache's part of recreating guest state after a signal;
+    /// the engine's exits room (`engine::exits::recreate`) does the rest.
     pub fn recreate(&self, host_pc: u32) -> Option<Recreated> {
         let off = self.code.offset_of(host_pc)?;
         let (_, &id) = self.by_host.range(..=off).next_back()?;
@@ -403,6 +403,21 @@ impl TranslationCache {
             guest_eip,
             at_boundary,
         })
+    }
+
+    /// The live block and exit whose `jmp rel32` starts at host address
+    /// `jump` (where a chainable exit's stub says it came from); `None` if
+    /// no live block holds that jump any more.
+    pub fn exit_at(&self, jump: u32) -> Option<(BlockId, usize)> {
+        let off = self.code.offset_of(jump)?;
+        let (_, &id) = self.by_host.range(..=off).next_back()?;
+        let b = &self.blocks[&id];
+        if !b.contains_host(off) {
+            return None;
+        }
+        let rel = off - b.host_offset;
+        let exit = b.exits.iter().position(|e| e.jump_offset == rel)?;
+        Some((id, exit))
     }
 
     /// Drops block `id` (a one-off translation, such as a single-step

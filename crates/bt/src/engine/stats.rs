@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::cache::Stats;
+use crate::contract::Inline;
 use crate::mmu::MmuStats;
 use crate::monitor::RegionStats;
 
@@ -51,10 +52,10 @@ impl BtStats {
     }
 
     /// Records the vCPU area's inline counters (in
-    /// [`crate::translate::Inline`] order); kinds that never ran are left
+    /// [`Inline`] order); kinds that never ran are left
     /// out, as callouts are.
-    pub fn set_inlined(&mut self, counts: [u32; crate::translate::Inline::ALL.len()]) {
-        for (kind, n) in crate::translate::Inline::ALL.iter().zip(counts) {
+    pub fn set_inlined(&mut self, counts: [u32; Inline::ALL.len()]) {
+        for (kind, n) in Inline::ALL.iter().zip(counts) {
             if n != 0 {
                 self.inlined.insert(kind.name(), u64::from(n));
             }

@@ -30,7 +30,8 @@ use machine::GuestMemory;
 use x86::paging::{self, Access, PagingRegs, Translation, PAGE_4K};
 use x86::state::cr0;
 
-use crate::monitor::{Monitor, MonitorError, Prot, MONITOR_BASE, PAGE_SIZE};
+use crate::contract::Layout;
+use crate::monitor::{Monitor, MonitorError, Prot, PAGE_SIZE};
 pub use stats::MmuStats;
 
 /// Pages mapped at most by one fill beyond the faulting page.
@@ -244,7 +245,8 @@ impl Shadow {
         if t.phys >= self.ram_size {
             return Ok(Fill::NoRam(t.phys));
         }
-        if lp == 0 || linear >= MONITOR_BASE {
+        let layout = monitor.layout();
+        if lp == 0 || layout.contains(linear) {
             return Ok(Fill::Unmappable);
         }
         let m = Mapping::of(&t, linear);
@@ -256,7 +258,7 @@ impl Shadow {
             // explain (the walk would not have changed anything).
             return Ok(Fill::Stuck);
         }
-        let (first, n) = self.run_around(mem, lp, &m, &t);
+        let (first, n) = self.run_around(mem, layout, lp, &m, &t);
         let prot = self.applied(&m);
         let phys0 = m.phys - (lp - first);
         monitor.map(
@@ -294,10 +296,12 @@ impl Shadow {
     /// The run of linear pages around `lp` to map with it: pages the guest
     /// maps with the same rights to consecutive physical pages and has
     /// already accessed (a large page counts as one accessed entry), not yet
-    /// mapped, within one page table.
+    /// mapped, within one page table, on the side of the monitor region
+    /// (`layout`) that `lp` is on.
     fn run_around(
         &mut self,
         mem: &mut GuestMemory,
+        layout: Layout,
         lp: u32,
         m: &Mapping,
         t: &Translation,
@@ -313,8 +317,15 @@ impl Shadow {
             1024
         };
         let window = lp & !(span - 1);
-        let lowest = window.max(1);
-        let highest = (window + span).min(MONITOR_BASE / PAGE_SIZE);
+        let (region_first, region_end) = (
+            layout.base() / PAGE_SIZE,
+            (layout.end() / u64::from(PAGE_SIZE)) as u32,
+        );
+        let (lowest, highest) = if lp < region_first {
+            (window.max(1), (window + span).min(region_first))
+        } else {
+            (window.max(region_end), window + span)
+        };
         let large = t.size > PAGE_4K;
         let mut fits = |s: &mut Self, p: u32| -> bool {
             let phys = i64::from(m.phys) + i64::from(p) - i64::from(lp);

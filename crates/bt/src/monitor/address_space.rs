@@ -1,20 +1,19 @@
 //! The guest's linear address space inside the host process.
 //!
 //! Guest linear address X is host virtual address X, so the whole low 4 GiB
-//! of the process belongs to the guest (below [`MONITOR_BASE`]) and to the
-//! monitor (from [`MONITOR_BASE`] up). Everything is reserved PROT_NONE at
-//! start so that no host allocation can land there later.
+//! of the process belongs to the guest and to the monitor (its region, where
+//! the [`Layout`] puts it). Everything is reserved PROT_NONE at start so
+//! that no host allocation can land there later.
 
 use std::fmt;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::MonitorError;
+use super::error::MonitorError;
+use crate::contract::{Layout, REGION_SIZE};
 
 /// Size of a host and guest page.
 pub const PAGE_SIZE: u32 = 4096;
-
-/// First address of the monitor's region (the top 4 MiB of the 32-bit space).
-pub const MONITOR_BASE: u32 = 0xFFC0_0000;
 
 /// The lowest address the host lets us map (`vm.mmap_min_addr` is 4096 here).
 pub const RESERVE_START: u64 = 0x1000;
@@ -93,13 +92,23 @@ impl fmt::Debug for Prot {
     }
 }
 
-/// The reservation of guest linear space [4 KiB, 4 GiB) in this process.
+/// The reservation of guest linear space [4 KiB, 4 GiB) in this process,
+/// with the monitor region inside it where `layout` puts it.
 ///
 /// Dropping it does not unmap anything: the monitor is process-wide and the
 /// reservation lives until the process exits.
 #[derive(Debug)]
 pub struct AddressSpace {
-    _private: (),
+    layout: Layout,
+}
+
+/// Base of this process's monitor region once it is mapped (0 before): for
+/// the code that has no [`AddressSpace`] at hand (the smaps reader).
+static REGION_BASE: AtomicU32 = AtomicU32::new(0);
+
+/// Where this process's monitor region is mapped, if it is.
+pub fn monitor_region() -> Option<Layout> {
+    Layout::at(REGION_BASE.load(Ordering::Relaxed))
 }
 
 fn last_os_error(what: &str) -> MonitorError {
@@ -121,9 +130,10 @@ fn low_mappings() -> Vec<String> {
 }
 
 impl AddressSpace {
-    /// Reserves [4 KiB, 4 GiB) PROT_NONE; fails if the host already put
-    /// something there (a non-PIE binary, a low heap, ...).
-    pub fn reserve() -> Result<AddressSpace, MonitorError> {
+    /// Reserves [4 KiB, 4 GiB) PROT_NONE, the monitor region to lie where
+    /// `layout` puts it; fails if the host already put something there (a
+    /// non-PIE binary, a low heap, ...).
+    pub fn reserve(layout: Layout) -> Result<AddressSpace, MonitorError> {
         let taken = low_mappings();
         if !taken.is_empty() {
             return Err(MonitorError::LowSpaceTaken(taken.join("\n")));
@@ -160,7 +170,7 @@ impl AddressSpace {
                 "the kernel placed the 4 GiB reservation at {p:p}: MAP_FIXED_NOREPLACE unsupported"
             )));
         }
-        Ok(AddressSpace { _private: () })
+        Ok(AddressSpace { layout })
     }
 
     fn check_range(linear: u32, len: u32) -> Result<(), MonitorError> {
@@ -171,6 +181,17 @@ impl AddressSpace {
             || u64::from(linear) < RESERVE_START
             || end > RESERVE_END
         {
+            return Err(MonitorError::BadRange { linear, len });
+        }
+        Ok(())
+    }
+
+    /// A guest range: inside the reservation and clear of the monitor
+    /// region.
+    fn check_guest_range(&self, linear: u32, len: u32) -> Result<(), MonitorError> {
+        Self::check_range(linear, len)?;
+        let end = u64::from(linear) + u64::from(len);
+        if u64::from(linear) < self.layout.end() && end > u64::from(self.layout.base()) {
             return Err(MonitorError::BadRange { linear, len });
         }
         Ok(())
@@ -189,16 +210,14 @@ impl AddressSpace {
         prot: Prot,
         populate: bool,
     ) -> Result<(), MonitorError> {
-        Self::check_range(linear, len)?;
-        if linear >= MONITOR_BASE || u64::from(linear) + u64::from(len) > u64::from(MONITOR_BASE) {
-            return Err(MonitorError::BadRange { linear, len });
-        }
+        self.check_guest_range(linear, len)?;
         if phys & u64::from(PAGE_SIZE - 1) != 0 || phys + u64::from(len) > ram_size {
             return Err(MonitorError::BadRange { linear, len });
         }
-        // SAFETY: the range lies inside our own reservation below the monitor
-        // region (checked above), which only guest code and the monitor's raw
-        // pointers use, so MAP_FIXED replaces nothing Rust holds references to.
+        // SAFETY: the range lies inside our own reservation outside the
+        // monitor region (checked above), which only guest code and the
+        // monitor's raw pointers use, so MAP_FIXED replaces nothing Rust holds
+        // references to.
         let p = unsafe {
             libc::mmap(
                 linear as usize as *mut libc::c_void,
@@ -217,11 +236,9 @@ impl AddressSpace {
 
     /// Returns [linear, linear+len) to the PROT_NONE reservation.
     pub fn unmap(&mut self, linear: u32, len: u32) -> Result<(), MonitorError> {
-        Self::check_range(linear, len)?;
-        if u64::from(linear) + u64::from(len) > u64::from(MONITOR_BASE) {
-            return Err(MonitorError::BadRange { linear, len });
-        }
-        // SAFETY: as in map_ram: the range is ours and below the monitor.
+        self.check_guest_range(linear, len)?;
+        // SAFETY: as in map_ram: the range is ours and outside the monitor
+        // region.
         let p = unsafe { reserve_fixed(linear, len) };
         if p == libc::MAP_FAILED {
             return Err(last_os_error("mmap PROT_NONE"));
@@ -231,26 +248,24 @@ impl AddressSpace {
 
     /// Changes the protections of an already mapped guest range.
     pub fn protect(&mut self, linear: u32, len: u32, prot: Prot) -> Result<(), MonitorError> {
-        Self::check_range(linear, len)?;
-        if u64::from(linear) + u64::from(len) > u64::from(MONITOR_BASE) {
-            return Err(MonitorError::BadRange { linear, len });
-        }
-        // SAFETY: the range is inside our reservation below the monitor.
+        self.check_guest_range(linear, len)?;
+        // SAFETY: the range is inside our reservation, outside the monitor
+        // region.
         unsafe { mprotect(linear, len, prot, "mprotect") }
     }
 
-    /// Maps the whole monitor region, [`MONITOR_BASE`] to 4 GiB, as one
+    /// Maps the whole monitor region, where the layout puts it, as one
     /// anonymous zeroed read-write-execute mapping, advised MADV_HUGEPAGE
     /// and touched once in every 2 MiB so that the host backs it with huge
     /// pages where it can (then changing its protection is cheap, see
     /// [`super::gate`]). Returns its address.
     pub(crate) fn map_monitor_region(&mut self) -> Result<*mut u8, MonitorError> {
-        let len = super::layout::REGION_SIZE as usize;
+        let len = REGION_SIZE as usize;
         // SAFETY: the range is the monitor region of our own reservation,
         // which nothing else maps.
         let p = unsafe {
             libc::mmap(
-                MONITOR_BASE as usize as *mut libc::c_void,
+                self.layout.base() as usize as *mut libc::c_void,
                 len,
                 libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
@@ -272,16 +287,18 @@ impl AddressSpace {
             // SAFETY: inside the fresh read-write mapping.
             unsafe { p.cast::<u8>().add(at).write_volatile(0) };
         }
+        REGION_BASE.store(self.layout.base(), Ordering::Relaxed);
         Ok(p.cast())
     }
 }
 
 /// KiB of the monitor region that the host backs with transparent huge
 /// pages (`AnonHugePages` of its mapping in /proc/self/smaps), or `None`
-/// if smaps cannot be read or shows no such mapping.
+/// if no region is mapped, smaps cannot be read or shows no such mapping.
 pub fn monitor_region_huge_kb() -> Option<u64> {
+    let base = monitor_region()?.base();
     let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-    let header = format!("{MONITOR_BASE:x}-");
+    let header = format!("{base:x}-");
     let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&header));
     lines.next()?;
     lines

@@ -11,7 +11,7 @@
 //! closes the gate right before it enters guest user code, and whatever
 //! touches the region afterwards opens it again first: running translated
 //! code, the monitor's accessors of the low vCPU fields, and every access
-//! of the translation cache to its [`Region`](crate::cache::region::Region)s
+//! of the translation cache to its [`Region`](super::region::Region)s
 //! (a region borrowed from the monitor carries the gate). Opening is lazy:
 //! a user run that follows a user run (after a hidden page fault or a
 //! timer tick the monitor handled by itself) costs no host call at all.
@@ -26,7 +26,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::address_space::{mprotect, Prot};
-use super::MonitorError;
+use super::error::MonitorError;
 
 /// A range of host memory that is either open (read-write-execute) or
 /// closed (PROT_NONE), with counters of the changes.
@@ -160,7 +160,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::region::Region;
+    use crate::monitor::region::Region;
     use std::sync::Arc;
 
     /// The protection /proc/self/maps shows for the mapping at `base`.

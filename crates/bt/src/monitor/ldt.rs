@@ -4,8 +4,8 @@
 
 use x86::Segment;
 
-use super::address_space::MONITOR_BASE;
-use super::MonitorError;
+use super::error::MonitorError;
+use crate::contract::{Layout, REGION_SIZE};
 
 /// Which guest segment register a shadow LDT slot belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,9 +71,16 @@ const CONTENTS_CODE_CONFORMING: u32 = 3;
 /// Builds the LDT entry that shadows `seg` in `slot`.
 ///
 /// The shadow is DPL 3 whatever the guest's DPL, and its last byte lies
-/// below [`MONITOR_BASE`] so that guest accesses into the monitor region
-/// fault (a guard, not a security boundary: see design.md section 3).
-pub fn shadow_descriptor(slot: Slot, seg: &Segment) -> Result<UserDesc, MonitorError> {
+/// below the base of the monitor region `layout` places, so that guest
+/// accesses into the region fault (a guard, not a security boundary: see
+/// design.md section 3). A segment based at or above that base is refused:
+/// with the region at the top of the 32-bit space, as now, that base is in
+/// the region.
+pub fn shadow_descriptor(
+    slot: Slot,
+    seg: &Segment,
+    layout: Layout,
+) -> Result<UserDesc, MonitorError> {
     let unsupported = |why: &str| MonitorError::Segment(format!("{slot:?} {why}: {seg:?}"));
     if !seg.s {
         return Err(unsupported("is a system segment"));
@@ -81,7 +88,8 @@ pub fn shadow_descriptor(slot: Slot, seg: &Segment) -> Result<UserDesc, MonitorE
     if !seg.present {
         return Err(unsupported("is not present"));
     }
-    if seg.base >= MONITOR_BASE {
+    let top = layout.base();
+    if seg.base >= top {
         return Err(unsupported("has its base in the monitor region"));
     }
     let code = seg.is_code();
@@ -90,7 +98,7 @@ pub fn shadow_descriptor(slot: Slot, seg: &Segment) -> Result<UserDesc, MonitorE
         // need their lower bound raised instead; no guest of ours uses them.
         return Err(unsupported("is expand-down"));
     }
-    let room = MONITOR_BASE - 1 - seg.base;
+    let room = top - 1 - seg.base;
     let limit = seg.limit.min(room);
     let (limit_field, pages) = if limit > 0xF_FFFF {
         // Round down to whole pages: the shadow may only ever be smaller.
@@ -159,8 +167,8 @@ pub const MONITOR_CS: u16 = ((MONITOR_CODE_ENTRY as u16) << 3) | 4 | 3;
 pub const MONITOR_GS: u16 = ((MONITOR_DATA_ENTRY as u16) << 3) | 4 | 3;
 
 /// Writes the monitor's two LDT entries: flat 4 GiB 32-bit code, and data
-/// from [`MONITOR_BASE`] to 4 GiB.
-pub fn install_monitor_segments() -> Result<(), MonitorError> {
+/// over the monitor region `layout` places.
+pub fn install_monitor_segments(layout: Layout) -> Result<(), MonitorError> {
     write_entry(&UserDesc {
         entry_number: MONITOR_CODE_ENTRY,
         base_addr: 0,
@@ -169,26 +177,31 @@ pub fn install_monitor_segments() -> Result<(), MonitorError> {
     })?;
     write_entry(&UserDesc {
         entry_number: MONITOR_DATA_ENTRY,
-        base_addr: MONITOR_BASE,
-        limit: ((1u64 << 32) - u64::from(MONITOR_BASE)) as u32 / 4096 - 1,
+        base_addr: layout.base(),
+        limit: REGION_SIZE / 4096 - 1,
         flags: F_SEG_32BIT | (CONTENTS_DATA << CONTENTS_SHIFT) | F_LIMIT_IN_PAGES,
     })
 }
 
 /// Loads the shadow of `seg` into `slot` and returns the host selector to
 /// use for it, or 0 (the null selector) for an unusable data segment.
-pub fn shadow(slot: Slot, seg: &Segment) -> Result<u16, MonitorError> {
+pub fn shadow(slot: Slot, seg: &Segment, layout: Layout) -> Result<u16, MonitorError> {
     let nullable = matches!(slot, Slot::Ds | Slot::Es | Slot::Fs | Slot::Gs);
     if nullable && (seg.selector & !3 == 0 || !seg.present) {
         return Ok(0);
     }
-    write_entry(&shadow_descriptor(slot, seg)?)?;
+    write_entry(&shadow_descriptor(slot, seg, layout)?)?;
     Ok(slot.selector())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shadow of `seg` under the region where `Monitor::new` puts it.
+    fn shadow_descriptor(slot: Slot, seg: &Segment) -> Result<UserDesc, MonitorError> {
+        super::shadow_descriptor(slot, seg, Layout::DEFAULT)
+    }
 
     fn user_code() -> Segment {
         let mut s = Segment::flat_code32(0x1B);

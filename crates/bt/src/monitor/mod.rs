@@ -32,92 +32,29 @@
 //!   data selectors from the CPU, where the kernel left them.
 
 pub mod address_space;
+mod error;
 pub mod gate;
-pub mod layout;
 pub mod ldt;
+pub mod region;
 pub mod seccomp;
 pub mod switch;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use crate::cache::region::Region;
+use crate::contract::{self, Inline, Layout, TRANSLATED_FLAGS, VIRTUAL_SYSTEM_FLAGS};
+use region::Region;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use machine::GuestMemory;
 use x86::state::flags;
 use x86::{CpuState, Segment};
 
-pub use address_space::{AddressSpace, Prot, MONITOR_BASE, PAGE_SIZE};
+pub use address_space::{AddressSpace, Prot, PAGE_SIZE};
+pub use error::MonitorError;
 use gate::Gate;
 pub use gate::RegionStats;
 use ldt::{Slot, UserDesc};
-
-/// Errors setting up or entering direct execution.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MonitorError {
-    /// A Monitor already exists in this process.
-    AlreadyCreated,
-    /// Something already occupies the low 4 GiB of the process.
-    LowSpaceTaken(String),
-    /// A host call failed.
-    Host(String),
-    /// A guest linear range is unaligned or outside the guest's part.
-    BadRange {
-        /// Start of the range.
-        linear: u32,
-        /// Length of the range.
-        len: u32,
-    },
-    /// A guest segment cannot be shadowed.
-    Segment(String),
-    /// The state given to `run_user` is not CPL-3 protected-mode code.
-    NotUserMode(String),
-    /// `run_user` was called from another thread than `Monitor::new`.
-    WrongThread,
-    /// The host refused to enter the guest (the `iretq` faulted): the
-    /// shadow state was not loadable. The guest state is unchanged.
-    EntryFault {
-        /// Host signal.
-        signal: i32,
-        /// Host trap number.
-        trapno: u32,
-        /// Host error code.
-        error_code: u32,
-    },
-}
-
-impl std::fmt::Display for MonitorError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MonitorError::AlreadyCreated => {
-                write!(f, "a BT monitor already exists in this process")
-            }
-            MonitorError::LowSpaceTaken(maps) => write!(
-                f,
-                "the host process already has mappings below 4 GiB, which the guest needs:\n{maps}"
-            ),
-            // Engines wrap this in their own "host error:".
-            MonitorError::Host(s) => write!(f, "{s}"),
-            MonitorError::BadRange { linear, len } => {
-                write!(f, "bad guest linear range {linear:#x}+{len:#x}")
-            }
-            MonitorError::Segment(s) => write!(f, "cannot shadow segment: {s}"),
-            MonitorError::NotUserMode(s) => write!(f, "not guest user mode: {s}"),
-            MonitorError::WrongThread => write!(f, "run_user called off the vCPU thread"),
-            MonitorError::EntryFault {
-                signal,
-                trapno,
-                error_code,
-            } => write!(
-                f,
-                "entering the guest faulted: signal {signal}, trap {trapno}, error {error_code:#x}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for MonitorError {}
 
 /// Why direct execution of guest user code stopped. The guest registers at
 /// the exit are in the `CpuState` given to [`Monitor::run_user`].
@@ -178,19 +115,6 @@ pub enum DirectExit {
         error_code: u32,
     },
 }
-
-/// EFLAGS bits translated guest kernel code keeps in the host EFLAGS: the
-/// arithmetic flags and DF. IF, IOPL, AC, TF and the rest are virtual.
-pub const TRANSLATED_FLAGS: u32 =
-    flags::CF | flags::PF | flags::AF | flags::ZF | flags::SF | flags::DF | flags::OF;
-
-/// EFLAGS system bits that translated code keeps in the vCPU area's
-/// `vsys` (IF has a field of its own, `vif`): what inline PUSHF shows and
-/// inline POPF may change. None of them ever reaches the host EFLAGS: host
-/// AC would make misaligned accesses fault (Linux sets CR0.AM), host TF
-/// would single-step the translation, host NT would change IRET.
-pub const VIRTUAL_SYSTEM_FLAGS: u32 =
-    flags::TF | flags::IOPL | flags::NT | flags::AC | flags::VIF | flags::VIP | flags::ID;
 
 fn merge_flags(virt: u32, host: u32, owned: u32) -> u32 {
     (host & owned) | (virt & !owned) | flags::FIXED1
@@ -280,6 +204,8 @@ impl Kicker {
 #[derive(Debug)]
 pub struct Monitor {
     space: AddressSpace,
+    /// Where the monitor region lies.
+    layout: Layout,
     ram: OwnedFd,
     ram_size: u64,
     tid: i32,
@@ -371,13 +297,24 @@ fn install_handlers() -> Result<(), MonitorError> {
 }
 
 impl Monitor {
+    /// [`Monitor::with_layout`] with the monitor region at its default
+    /// place ([`Layout::DEFAULT`]).
+    pub fn new(mem: &GuestMemory) -> Result<Monitor, MonitorError> {
+        Monitor::with_layout(mem, Layout::DEFAULT)
+    }
+
     /// Sets up direct execution for this process on the calling thread:
-    /// reserves the low 4 GiB, maps the monitor region and the host area,
+    /// reserves the low 4 GiB, maps the monitor region where `layout` puts
+    /// it and the host area,
     /// maps guest RAM 1:1 at
     /// [4 KiB, RAM size) read-write-execute (the non-paged case: linear ==
     /// physical; page 0 stays unmapped because of mmap_min_addr), installs
     /// the signal handlers, the sigaltstack and the seccomp filter.
-    pub fn new(mem: &GuestMemory) -> Result<Monitor, MonitorError> {
+    ///
+    /// Only the default layout is in use: with a region below the top of
+    /// the 32-bit space, shadow segments and the paging-off identity map
+    /// would still stop at its base.
+    pub fn with_layout(mem: &GuestMemory, layout: Layout) -> Result<Monitor, MonitorError> {
         if CREATED.swap(true, Ordering::SeqCst) {
             return Err(MonitorError::AlreadyCreated);
         }
@@ -385,22 +322,22 @@ impl Monitor {
             .fd()
             .try_clone_to_owned()
             .map_err(|e| MonitorError::Host(format!("dup of the guest RAM memfd: {e}")))?;
-        let mut space = AddressSpace::reserve()?;
+        let mut space = AddressSpace::reserve(layout)?;
         let region = space.map_monitor_region()?;
-        debug_assert_eq!(region as u32, MONITOR_BASE);
-        ldt::install_monitor_segments()?;
+        debug_assert_eq!(region as u32, layout.base());
+        ldt::install_monitor_segments(layout)?;
         let tid = gettid();
         // SAFETY: the monitor region was just mapped read-write, this is
         // the process's only Monitor, and nothing else uses the region.
-        let host_area = unsafe { switch::init_area(tid)? };
+        let host_area = unsafe { switch::init_area(tid, layout)? };
         let stub = switch::patched_tc_exit_stub(host_area);
-        assert!(stub.len() as u32 <= layout::STUB_SIZE);
+        assert!(stub.len() as u32 <= contract::STUB_SIZE);
         // SAFETY: the stub page lies in the region mapped read-write above;
         // the stub is far shorter than the page.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 stub.as_ptr(),
-                layout::STUB_ADDR as usize as *mut u8,
+                layout.stub() as usize as *mut u8,
                 stub.len(),
             )
         };
@@ -409,9 +346,10 @@ impl Monitor {
         // code reaches it only through raw pointers (the vCPU area, between
         // runs, with the gate opened first) and gated regions.
         let gate =
-            Arc::new(unsafe { Gate::new(MONITOR_BASE as usize, layout::REGION_SIZE as usize) });
+            Arc::new(unsafe { Gate::new(layout.base() as usize, contract::REGION_SIZE as usize) });
         let mut monitor = Monitor {
             space,
+            layout,
             ram,
             ram_size: mem.size(),
             tid,
@@ -452,10 +390,15 @@ impl Monitor {
         )
     }
 
+    /// Where the monitor region lies.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
     /// One past the last page of RAM that paging-off guests see at linear
     /// = physical (RAM stops there, or the monitor region starts).
     pub fn identity_top(&self) -> u32 {
-        self.ram_size.min(u64::from(MONITOR_BASE)) as u32
+        self.ram_size.min(u64::from(self.layout.base())) as u32
     }
 
     /// Maps all of RAM at linear = physical, read-write-execute, as a
@@ -511,7 +454,7 @@ impl Monitor {
         if nullable && (seg.selector & !3 == 0 || !seg.present) {
             return Ok(0);
         }
-        let desc = ldt::shadow_descriptor(slot, seg)?;
+        let desc = ldt::shadow_descriptor(slot, seg, self.layout)?;
         // modify_ldt is a system call and makes the kernel reload the LDT on
         // every CPU running this process: skip it when nothing changed.
         if self.loaded[slot as usize] != Some(desc) {
@@ -526,11 +469,11 @@ impl Monitor {
     /// host address.
     pub fn install_stub_code(&mut self, code: &[u8]) -> Result<u32, MonitorError> {
         let at = (self.stub_used + 15) & !15;
-        if at + code.len() as u32 > layout::STUB_SIZE {
+        if at + code.len() as u32 > contract::STUB_SIZE {
             return Err(MonitorError::Host("the stub page is full".into()));
         }
         self.open_region()?;
-        let addr = layout::STUB_ADDR + at;
+        let addr = self.layout.stub() + at;
         // SAFETY: the region is open (read-write) and [at, at+len) lies
         // inside the stub page (checked above); no Rust reference points
         // into it.
@@ -551,13 +494,13 @@ impl Monitor {
                 "translation regions already mapped".into(),
             ));
         }
-        if tc_size == 0 || tc_size > layout::TC_MAX || !tc_size.is_multiple_of(PAGE_SIZE) {
+        if tc_size == 0 || tc_size > contract::TC_MAX || !tc_size.is_multiple_of(PAGE_SIZE) {
             return Err(MonitorError::Host(format!(
                 "translation cache size {tc_size:#x}: must be a multiple of 4 KiB, at most {:#x}",
-                layout::TC_MAX
+                contract::TC_MAX
             )));
         }
-        let table_len = crate::cache::lookup::TABLE_SIZE;
+        let table_len = contract::TABLE_SIZE;
         self.tc_mapped = true;
         // SAFETY: both ranges lie in the monitor region, mapped for the life
         // of the process, inside the gate's range; nothing else refers to
@@ -565,8 +508,8 @@ impl Monitor {
         // cache holds a slice.
         unsafe {
             Ok((
-                Region::gated(layout::TABLE_ADDR, table_len, self.gate.clone()),
-                Region::gated(layout::TC_ADDR, tc_size, self.gate.clone()),
+                Region::gated(self.layout.table(), table_len, self.gate.clone()),
+                Region::gated(self.layout.tc(), tc_size, self.gate.clone()),
             ))
         }
     }
@@ -578,7 +521,7 @@ impl Monitor {
 
     /// The vCPU area (translated code's fields), with the monitor region
     /// opened first.
-    fn vcpu(&self) -> &switch::VcpuArea {
+    fn vcpu(&self) -> &contract::VcpuArea {
         self.gate.open();
         // SAFETY: the area is initialised, the region is open and the
         // guest is not running (we hold &self on the vCPU thread between
@@ -753,8 +696,8 @@ impl Monitor {
     }
 
     /// How often translated code ran each inline rewrite, in
-    /// [`crate::translate::Inline`] order.
-    pub fn inlined(&self) -> [u32; crate::translate::Inline::ALL.len()] {
+    /// [`Inline`] order.
+    pub fn inlined(&self) -> [u32; Inline::ALL.len()] {
         self.vcpu().inlined
     }
 

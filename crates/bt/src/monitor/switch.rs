@@ -39,7 +39,8 @@ use core::arch::{asm, global_asm};
 use core::mem::offset_of;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-use super::address_space::MONITOR_BASE;
+use super::error::MonitorError;
+use crate::contract::{self, Layout, VcpuArea};
 
 /// The host side of the vCPU: guest registers in and out, the saved host
 /// state and the exit information. One page-aligned mapping above 4 GiB,
@@ -115,6 +116,11 @@ pub struct HostArea {
     /// WRPKRU raise #UD without CR4.PKE, so the entry switches PKRU only
     /// then (and `host_exit` is the exit stub that switches it back).
     pub pkru: u32,
+    /// Host address of the TC exit stub's copy in the monitor region: the
+    /// signal handler treats a signal there as one in host code.
+    pub tc_stub: u32,
+    /// Host address of the vCPU area, the first page of the monitor region.
+    pub vcpu_area: u32,
 }
 
 /// Offset of the guest's XSAVE image from the host area: right after the
@@ -147,11 +153,11 @@ const XFEATURE_PKRU: u64 = 1 << 9;
 impl Xstate {
     /// Reads XCR0 and CPUID leaf 0xD; an error if the host has no XSAVE
     /// enabled (CPUID.1:ECX.OSXSAVE).
-    pub fn of_host() -> Result<Xstate, super::MonitorError> {
+    pub fn of_host() -> Result<Xstate, MonitorError> {
         use core::arch::x86_64::__cpuid_count;
         let leaf1 = __cpuid_count(1, 0);
         if leaf1.ecx & (1 << 27) == 0 {
-            return Err(super::MonitorError::Host(
+            return Err(MonitorError::Host(
                 "the host has no XSAVE enabled (CPUID.1:ECX.OSXSAVE is clear): the world switch \
                  needs it to save the guest's vector registers"
                     .into(),
@@ -201,74 +207,6 @@ impl Xstate {
         b
     }
 }
-
-/// The vCPU fields translated code uses, at the start of the monitor
-/// region (translated code addresses them as `gs:offset`). Only translated
-/// code and the monitor between runs touch them; the region is closed
-/// while guest user code runs.
-#[repr(C)]
-#[derive(Debug, Default)]
-pub struct VcpuArea {
-    /// Unused. Keeps every field at a `gs:` displacement of 16 or more:
-    /// iced's Intel formatter prints displacements below 10 in decimal, and
-    /// the translator's tests name the fields in their listings by the hex
-    /// displacement.
-    _head: [u32; 4],
-    /// Far pointer (offset, then selector) that translated code jumps
-    /// through to leave: the 64-bit TC exit stub below 4 GiB.
-    pub exit_far: [u32; 2],
-    /// Why translated code left ([`crate::translate::ExitReason`] code);
-    /// written by translated code just before it jumps through `exit_far`.
-    pub tc_reason: u32,
-    /// The reason's argument (usually a guest EIP).
-    pub tc_arg: u32,
-    /// Scratch slots for inline sequences in translated code (saved guest
-    /// registers, a computed jump target).
-    pub scratch: [u32; 4],
-    /// Host selector of the guest's FS shadow (translated code reloads FS
-    /// from it after borrowing FS for a GS-override instruction).
-    pub guest_fs: u16,
-    /// Host selector of the guest's GS shadow.
-    pub guest_gs: u16,
-    /// Indirect branches translated code resolved through the inline
-    /// table probe (wraps at 2^32).
-    pub inline_hits: u32,
-    /// The guest's EFLAGS system bits other than IF
-    /// ([`super::VIRTUAL_SYSTEM_FLAGS`]: TF, IOPL, NT, AC, VIF, VIP, ID)
-    /// while translated code runs: inline PUSHF reads them, inline POPF
-    /// writes them. They never reach the host EFLAGS.
-    pub vsys: u32,
-    /// The guest's virtual IF while translated code runs, as the EFLAGS
-    /// bit (0 or 0x200): inline CLI, STI and POPF write it.
-    pub vif: u16,
-    /// 0x200 when an external interrupt waits for IF, else 0 (set by the
-    /// monitor at entry). Right after `vif`, so that one 32-bit load reads
-    /// both: inline STI and POPF leave translated code when IF turns on
-    /// with an interrupt waiting.
-    pub irq_pending: u16,
-    /// How often translated code ran each inline rewrite
-    /// ([`crate::translate::Inline`] order; each wraps at 2^32).
-    pub inlined: [u32; crate::translate::Inline::ALL.len()],
-    /// Host address of the instruction after the last inline STI (0 at
-    /// entry): a signal there stopped the guest inside STI's interrupt
-    /// shadow.
-    pub sti_shadow_at: u32,
-    /// The guest's CS, SS, DS, ES, FS and GS selectors, zero-extended,
-    /// while translated code runs: inline PUSH Sreg and MOV r, Sreg read
-    /// them (the host's segment registers hold shadows, never these).
-    pub guest_sel: [u32; 6],
-    /// The guest's CR0, CR1 (always 0), CR2, CR3 and CR4 while translated
-    /// code runs: inline MOV r32, CRn reads them.
-    pub guest_cr: [u32; 5],
-}
-
-// Inline STI and POPF read `vif` and `irq_pending` as one aligned dword.
-const _: () = assert!(offset_of!(VcpuArea, irq_pending) == offset_of!(VcpuArea, vif) + 2);
-const _: () = assert!(offset_of!(VcpuArea, vif).is_multiple_of(4));
-const _: () = assert!(offset_of!(VcpuArea, exit_far) >= 16);
-
-/// Address of the vCPU area: the first page of the monitor region.
-pub const VCPU_AREA: u32 = MONITOR_BASE + super::layout::AREA_OFFSET;
 
 /// The signal that kicks the vCPU out of guest code (timers aim it at the
 /// vCPU thread; a copy that lands on another thread is forwarded).
@@ -624,20 +562,25 @@ fn area_ptr() -> *mut HostArea {
     HOST_AREA.load(Ordering::Acquire)
 }
 
-/// The vCPU area at its fixed address in the monitor region.
-fn vcpu_ptr() -> *mut VcpuArea {
-    VCPU_AREA as usize as *mut VcpuArea
-}
-
-/// Maps and initialises the host area, records the host selectors and the
-/// vCPU thread, initialises the vCPU area, and returns the host area's
-/// address (above 4 GiB).
+/// The vCPU area, at the start of the monitor region.
 ///
 /// # Safety
-/// Once per process. The page at [`VCPU_AREA`] must be mapped read-write
-/// (the monitor region, open) for the life of the process and used by
-/// nothing else.
-pub unsafe fn init_area(vcpu_tid: i32) -> Result<u64, super::MonitorError> {
+/// [`init_area`] must have run.
+unsafe fn vcpu_ptr() -> *mut VcpuArea {
+    // SAFETY: the caller guarantees the host area is initialised, and
+    // `vcpu_area` never changes after that.
+    unsafe { (*area_ptr()).vcpu_area as usize as *mut VcpuArea }
+}
+
+/// Maps and initialises the host area, records the host selectors, the
+/// vCPU thread and where `layout` puts the monitor region, initialises the
+/// vCPU area, and returns the host area's address (above 4 GiB).
+///
+/// # Safety
+/// Once per process. The vCPU area's page of the monitor region `layout`
+/// places must be mapped read-write (the region, open) for the life of
+/// the process and used by nothing else.
+pub unsafe fn init_area(vcpu_tid: i32, layout: Layout) -> Result<u64, MonitorError> {
     let (cs, ss): (u16, u16);
     // SAFETY: reading segment registers has no side effects.
     unsafe {
@@ -660,13 +603,13 @@ pub unsafe fn init_area(vcpu_tid: i32) -> Result<u64, super::MonitorError> {
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(super::MonitorError::Host(format!(
+        return Err(MonitorError::Host(format!(
             "mmap of the host area: {}",
             std::io::Error::last_os_error()
         )));
     }
     if (p as u64) < 1 << 32 {
-        return Err(super::MonitorError::Host(format!(
+        return Err(MonitorError::Host(format!(
             "the host area landed at {p:p}, within reach of 32-bit code"
         )));
     }
@@ -691,6 +634,8 @@ pub unsafe fn init_area(vcpu_tid: i32) -> Result<u64, super::MonitorError> {
             init_image: init_image as u64,
             xsaveopt: u32::from(xstate.xsaveopt),
             pkru: u32::from(xstate.pkru),
+            tc_stub: layout.stub(),
+            vcpu_area: layout.vcpu_area(),
             ..HostArea::default()
         });
         // The guest starts from the init state, as a CPU after reset: its
@@ -702,10 +647,7 @@ pub unsafe fn init_area(vcpu_tid: i32) -> Result<u64, super::MonitorError> {
     }
     // SAFETY: the caller guarantees the vCPU area is mapped and ours.
     unsafe {
-        vcpu_ptr().write(VcpuArea {
-            exit_far: [super::layout::STUB_ADDR, u32::from(cs)],
-            ..VcpuArea::default()
-        });
+        (layout.vcpu_area() as usize as *mut VcpuArea).write(VcpuArea::new(layout.stub(), cs));
     }
     HOST_AREA.store(area, Ordering::Release);
     Ok(area as u64)
@@ -804,20 +746,19 @@ extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
     let cs = gregs[libc::REG_CSGSFS as usize] as u16;
     let rip = gregs[libc::REG_RIP as usize] as u64;
     let ready = !area_ptr().is_null();
-    // SAFETY: a non-null host area is mapped and initialised; host_cs never
-    // changes.
-    let host_cs = if ready {
-        unsafe { (*area_ptr()).host_cs }
+    // SAFETY: a non-null host area is mapped and initialised; host_cs and
+    // tc_stub never change.
+    let (host_cs, stub) = if ready {
+        unsafe { ((*area_ptr()).host_cs, (*area_ptr()).tc_stub) }
     } else {
-        0
+        (0, 0)
     };
     // Guest code: our LDT selectors, or a host selector the guest loaded
     // with a far jump (host code never runs below 4 GiB: it is reserved).
     // The TC exit stub runs 64-bit with the host's CS below 4 GiB but is
     // the monitor's: a kick there is noted like one in host code.
-    let in_stub = (u64::from(super::layout::STUB_ADDR)
-        ..u64::from(super::layout::STUB_ADDR + super::layout::STUB_SIZE))
-        .contains(&rip);
+    let in_stub =
+        (u64::from(stub)..u64::from(stub) + u64::from(contract::STUB_SIZE)).contains(&rip);
     let guest = ready && (cs != host_cs || (rip < 1 << 32 && !in_stub));
     let entry = ready && !guest && in_critical(rip);
     if !guest && !entry {

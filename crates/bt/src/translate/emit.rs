@@ -17,55 +17,19 @@
 //! arithmetic flags and DF, with the host's IF=1 and nothing else: that is
 //! what lets PUSHF build the guest's image with LEA alone.
 
-use std::mem::offset_of;
-
 use dynasmrt::x86::{Rd, X86Relocation};
 use dynasmrt::{dynasm, DynasmApi, VecAssembler};
 use iced_x86::Register;
 
 use x86::state::flags;
 
-use super::Inline;
-use crate::monitor::layout::TABLE_OFFSET;
-use crate::monitor::switch::VcpuArea;
+use crate::contract::gs::{
+    EXIT_FAR, FROM, GUEST_CR, GUEST_FS, GUEST_GS, GUEST_SEL, INLINED, INLINE_HITS, IRQ_PENDING,
+    SAVED_EAX, SAVED_ECX, STI_SHADOW_AT, TABLE, TARGET, TC_ARG, TC_REASON, VIF, VSYS,
+};
+use crate::contract::{Inline, VIRTUAL_SYSTEM_FLAGS};
 
-/// GS offset of the exit reason.
-const REASON: i32 = offset_of!(VcpuArea, tc_reason) as i32;
-/// GS offset of the exit argument.
-const ARG: i32 = offset_of!(VcpuArea, tc_arg) as i32;
-/// GS offset of the far pointer to the TC exit stub.
-const EXIT_FAR: i32 = offset_of!(VcpuArea, exit_far) as i32;
-/// GS offsets of the scratch slots: saved EAX, saved ECX, jump target.
-const SAVED_EAX: i32 = offset_of!(VcpuArea, scratch) as i32;
-const SAVED_ECX: i32 = SAVED_EAX + 4;
-const TARGET: i32 = SAVED_EAX + 8;
-/// GS offset where a direct exit's stub leaves the host address of the
-/// `jmp rel32` that reached it, so the dispatcher can chain that jump.
-const FROM: i32 = SAVED_EAX + 12;
-/// GS offsets of the host selectors of the guest's FS and GS shadows.
-const GUEST_FS: i32 = offset_of!(VcpuArea, guest_fs) as i32;
-const GUEST_GS: i32 = offset_of!(VcpuArea, guest_gs) as i32;
-/// GS offset of the inline-hit counter.
-const HITS: i32 = offset_of!(VcpuArea, inline_hits) as i32;
-/// GS offset of the indirect-branch table.
-const TABLE: i32 = TABLE_OFFSET as i32;
-/// GS offset of the guest's EFLAGS system bits other than IF.
-const VSYS: i32 = offset_of!(VcpuArea, vsys) as i32;
-/// GS offset of the guest's IF (a word: 0 or 0x200); the word after it is
-/// `irq_pending`, so a dword load here reads IF | pending << 16.
-const VIF: i32 = offset_of!(VcpuArea, vif) as i32;
-/// GS offset of `irq_pending` (a word: 0x200 when an interrupt waits).
-const PENDING: i32 = offset_of!(VcpuArea, irq_pending) as i32;
-/// GS offset of the per-kind counters of inline rewrites.
-const INLINED: i32 = offset_of!(VcpuArea, inlined) as i32;
-/// GS offset where inline STI leaves the host address of the instruction
-/// in its interrupt shadow.
-const STI_SHADOW_AT: i32 = offset_of!(VcpuArea, sti_shadow_at) as i32;
-/// GS offset of the guest's selectors (CS, SS, DS, ES, FS, GS, dwords).
-const GUEST_SEL: i32 = offset_of!(VcpuArea, guest_sel) as i32;
-/// GS offset of the guest's control registers (CR0 to CR4, dwords).
-const GUEST_CR: i32 = offset_of!(VcpuArea, guest_cr) as i32;
-/// GS offset where inline POPF keeps the value it popped (scratch[2]).
+/// GS offset where inline POPF keeps the value it popped (`scratch[2]`).
 const POPPED: i32 = TARGET;
 /// The system bits a POPF at CPL 0 loads (IF aside, which has its own
 /// field); VIF and VIP keep their values, RF and VM are not in `vsys`.
@@ -73,7 +37,7 @@ const POPF_SYSTEM: u32 = flags::TF | flags::IOPL | flags::NT | flags::AC | flags
 /// The bits of `vsys` POPF leaves alone.
 const POPF_KEEPS: u32 = flags::VIF | flags::VIP;
 const _: () = assert!(
-    POPF_SYSTEM | POPF_KEEPS == crate::monitor::VIRTUAL_SYSTEM_FLAGS,
+    POPF_SYSTEM | POPF_KEEPS == VIRTUAL_SYSTEM_FLAGS,
     "POPF must account for every bit of vsys"
 );
 
@@ -134,7 +98,7 @@ impl Emitter {
         at
     }
 
-    /// `jmp rel32` with a displacement to patch later by [`Self::patch_jmp`];
+    /// `jmp rel32` with a displacement to patch later by [`Self::patch_jmp_here`];
     /// returns the jump's offset.
     pub fn jmp_placeholder(&mut self) -> u32 {
         self.jmp_to(self.here() + JMP_LEN)
@@ -146,8 +110,8 @@ impl Emitter {
         let (reason, arg) = (reason as i32, arg as i32);
         dynasm!(self.ops
             ; .arch x86
-            ; gs mov DWORD [ARG], arg
-            ; gs mov DWORD [REASON], reason
+            ; gs mov DWORD [TC_ARG], arg
+            ; gs mov DWORD [TC_REASON], reason
         );
         self.far_exit();
     }
@@ -248,9 +212,9 @@ impl Emitter {
             ; gs mov ecx, [ecx * 8 + TABLE + 4]
             ; gs mov DWORD [TARGET], ecx
             // Count the hit; LEA, unlike INC, leaves the guest's flags alone.
-            ; gs mov ecx, DWORD [HITS]
+            ; gs mov ecx, DWORD [INLINE_HITS]
             ; lea ecx, [ecx + 1]
-            ; gs mov DWORD [HITS], ecx
+            ; gs mov DWORD [INLINE_HITS], ecx
             ; gs mov eax, DWORD [SAVED_EAX]
             ; gs mov ecx, DWORD [SAVED_ECX]
             ; gs jmp DWORD [TARGET]
@@ -264,10 +228,10 @@ impl Emitter {
         let reason = reason as i32;
         dynasm!(self.ops
             ; .arch x86
-            ; gs mov DWORD [ARG], eax
+            ; gs mov DWORD [TC_ARG], eax
             ; gs mov eax, DWORD [SAVED_EAX]
             ; gs mov ecx, DWORD [SAVED_ECX]
-            ; gs mov DWORD [REASON], reason
+            ; gs mov DWORD [TC_REASON], reason
         );
         self.far_exit();
     }
@@ -286,7 +250,7 @@ impl Emitter {
 
     /// Leaves translated code with `reason` and argument `arg` (a guest
     /// EIP) if ECX is zero (`when_zero`) or non-zero (otherwise), guest ECX
-    /// saved in scratch[1] and restored on both paths. JECXZ is the only
+    /// saved in `scratch[1]` and restored on both paths. JECXZ is the only
     /// flag-free conditional branch; the exit path is inline, since it has
     /// no relative addresses and costs no extra jump on the common path.
     fn exit_on_ecx(&mut self, when_zero: bool, reason: u32, arg: u32) {
@@ -446,7 +410,7 @@ impl Emitter {
             ; and eax, flags::IF as i32
             ; gs mov WORD [VIF], ax
             // ECX = popped & (TF | pending): non-zero means leave.
-            ; gs movzx ecx, WORD [PENDING]
+            ; gs movzx ecx, WORD [IRQ_PENDING]
             ; or ecx, flags::TF as i32
             ; gs and ecx, DWORD [POPPED]
             // The guest's DF, OF, then SF ZF AF PF CF, from the popped value.

@@ -3,7 +3,8 @@
 //! otherwise.
 
 use super::*;
-use iced_x86::{Decoder, DecoderOptions};
+use crate::cache::Context;
+use iced_x86::{Code, Decoder, DecoderOptions};
 
 const HOST: u32 = 0x10_0000;
 const MISS: u32 = 0x20_0000;
@@ -87,7 +88,7 @@ fn privileged_instructions_become_callouts_that_end_the_block() {
     assert_eq!(t.block.guest_len, 2);
     assert!(t.block.exits.is_empty());
     // gs mov dword [tc_arg], 0x5001
-    let arg = std::mem::offset_of!(crate::monitor::switch::VcpuArea, tc_arg) as u32;
+    let arg = std::mem::offset_of!(crate::contract::VcpuArea, tc_arg) as u32;
     let mut want = vec![0x65, 0xC7, 0x05];
     want.extend(arg.to_le_bytes());
     want.extend(0x5001u32.to_le_bytes());
@@ -100,7 +101,7 @@ fn privileged_instructions_become_callouts_that_end_the_block() {
 /// the exit stubs), disassembled one instruction a line, with vCPU-area
 /// offsets named and short branches shown as the bytes they skip.
 fn listing(t: &Translation, i: usize) -> Vec<String> {
-    use crate::monitor::switch::VcpuArea;
+    use crate::contract::VcpuArea;
     use iced_x86::{Formatter, IntelFormatter};
     use std::mem::offset_of;
     let start = t.block.insns[i].host_offset as usize;
@@ -193,7 +194,7 @@ fn cli_clears_the_virtual_if_inline_and_the_block_goes_on() {
         ]
     );
     // The first instruction does the work: 65 66 C7 05 <vif> 00 00.
-    let vif = std::mem::offset_of!(crate::monitor::switch::VcpuArea, vif) as u32;
+    let vif = std::mem::offset_of!(crate::contract::VcpuArea, vif) as u32;
     let mut want = vec![0x65, 0x66, 0xC7, 0x05];
     want.extend(vif.to_le_bytes());
     want.extend([0, 0]);
@@ -534,7 +535,7 @@ fn gs_override_borrows_fs_for_the_guest_gs() {
     let code = [0x65, 0x0F, 0xB7, 0x05, 0x10, 0, 0, 0, 0xFA];
     let t = translate(0x9000, &code);
     let area = |f: usize| (f as u32).to_le_bytes();
-    use crate::monitor::switch::VcpuArea;
+    use crate::contract::VcpuArea;
     use std::mem::offset_of;
     let mut want = vec![0x65, 0x8E, 0x25];
     want.extend(area(offset_of!(VcpuArea, guest_gs)));

@@ -4,7 +4,7 @@
 use std::io;
 use std::sync::Arc;
 
-use crate::monitor::gate::Gate;
+use super::gate::Gate;
 
 /// Host memory at a 32-bit address, borrowed from the monitor or owned.
 ///

@@ -1,0 +1,101 @@
+//! Callouts: the guest instructions translated code and direct execution
+//! hand to the monitor, carried out one at a time by the emulator
+//! (`x86::emulate`) on the virtual CPU, with port I/O going to the
+//! machine's bus, and what they change around the vCPU afterwards (paging,
+//! translations of pages the emulator wrote, HLT, phase markers).
+
+use machine::memory::GuestLinear;
+use machine::{EngineError, Machine};
+use x86::classify::kind_of;
+use x86::emulate;
+use x86::interrupt::Unsupported;
+use x86::paging::PagingRegs;
+
+use super::code_pages::{self, CodePages};
+use super::platform::Surroundings;
+use super::vm::{host_err, Next, Vm};
+use super::{halt, interrupts};
+
+/// Carries out the instruction at CS:EIP with the emulator.
+pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
+    let mut mem = GuestLinear::new(&mut machine.memory, &vm.cpu);
+    let insn = match emulate::fetch(&vm.cpu, &mut mem) {
+        Ok(i) => i,
+        Err(e) => {
+            // Same view: a #PF's CR2 travels with it.
+            let r = emulate::deliver_fault(&mut vm.cpu, &mut mem, e);
+            return interrupts::settle(vm, machine, r);
+        }
+    };
+    let kind = kind_of(&insn);
+    vm.stats.callout(kind.name());
+    let mut plat = Surroundings {
+        bus: &mut machine.bus,
+        extras: &mut vm.extras,
+        did_io: false,
+    };
+    let r = emulate::execute_and_deliver(&mut vm.cpu, &mut mem, &mut plat, &insn);
+    code_pages::after_writes(vm, &mem.written)?;
+    if let Ok(eff) = &r {
+        if eff.cr_written || eff.paging_changed || eff.cr3_written || eff.tlb_flush_page.is_some() {
+            paging_update(vm, machine, eff.cr3_written, eff.tlb_flush_page)?;
+        }
+    }
+    let eff = match r {
+        Ok(eff) => eff,
+        Err(Unsupported::Feature(what)) => {
+            return Err(vm.unsupported(
+                machine,
+                format!(
+                    "the guest needs {what} ({}), which popek does not model",
+                    kind.name()
+                ),
+            ))
+        }
+        Err(u) => return interrupts::settle(vm, machine, Err::<(), _>(u)),
+    };
+    take_markers(vm);
+    vm.last_callout_faulted = eff.delivered.is_some();
+    vm.shadow = eff.interrupt_shadow;
+    if eff.halted {
+        return halt::halt(vm, machine);
+    }
+    Ok(Next::Continue)
+}
+
+/// Records cache counters for each new port-0x80 phase marker.
+fn take_markers(vm: &mut Vm) {
+    while vm.markers_seen < vm.extras.port80.len() {
+        let marker = vm.extras.port80[vm.markers_seen];
+        vm.markers_seen += 1;
+        let now = vm.cache_stats();
+        vm.stats.phases.push((marker, now.since(&vm.phase_start)));
+        vm.phase_start = now;
+    }
+}
+
+/// Takes the guest's paging registers after an instruction that may
+/// have changed them, and drops what they invalidate.
+fn paging_update(
+    vm: &mut Vm,
+    machine: &mut Machine,
+    cr3_written: bool,
+    flush_page: Option<u32>,
+) -> Result<(), EngineError> {
+    let regs = PagingRegs::of(&vm.cpu);
+    let changed = regs != vm.mmu.regs() || cr3_written;
+    if changed {
+        vm.mmu
+            .set_regs(&mut vm.monitor, regs, cr3_written)
+            .map_err(host_err)?;
+    }
+    if let Some(linear) = flush_page {
+        vm.mmu.invlpg(&mut vm.monitor, linear).map_err(host_err)?;
+    }
+    if changed || flush_page.is_some() {
+        CodePages::of(vm)
+            .drop_stale(&mut machine.memory)
+            .map_err(host_err)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Delivery of interrupts and exceptions to the guest, through its IDT
+//! (x86::interrupt and x86::emulate do the architectural work; this says
+//! when, and what a failed delivery does to the run).
+
+use machine::memory::GuestLinear;
+use machine::{EngineError, Exit, Machine};
+use x86::emulate;
+use x86::interrupt::{self, Event, Exception, Unsupported};
+use x86::state::flags;
+
+use super::code_pages;
+use super::vm::{Next, Vm};
+
+/// Delivers the PIC's interrupt if the guest can take it now.
+pub(super) fn interrupt(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
+    if std::mem::take(&mut vm.shadow) {
+        // The instruction after STI or MOV SS runs alone (a step
+        // block), so that the interrupt comes right after it.
+        if vm.cpu.cpl() != 3 && vm.cpu.eflags & flags::IF != 0 && machine.interrupt_pending() {
+            vm.smc_step = true;
+        }
+        return Ok(Next::Continue);
+    }
+    if vm.resume.is_some() || vm.cpu.eflags & flags::IF == 0 || !machine.interrupt_pending() {
+        return Ok(Next::Continue);
+    }
+    let vector = machine.acknowledge_interrupt();
+    vm.stats.interrupts += 1;
+    deliver(vm, machine, vector, Event::External)
+}
+
+/// Delivers an external interrupt or a software interrupt (INT3, INTO)
+/// through the guest's IDT.
+pub(super) fn deliver(
+    vm: &mut Vm,
+    machine: &mut Machine,
+    vector: u8,
+    event: Event,
+) -> Result<Next, EngineError> {
+    let mut mem = GuestLinear::new(&mut machine.memory, &vm.cpu);
+    let r = interrupt::deliver_event(&mut vm.cpu, &mut mem, vector, event);
+    code_pages::after_writes(vm, &mem.written)?;
+    settle(vm, machine, r)
+}
+
+/// The end of a delivery or emulated operation: triple faults end the
+/// run, unsupported features end it with an error.
+pub(super) fn settle<T>(
+    vm: &mut Vm,
+    machine: &Machine,
+    r: Result<T, Unsupported>,
+) -> Result<Next, EngineError> {
+    match r {
+        Ok(_) => Ok(Next::Continue),
+        Err(Unsupported::TripleFault) => Ok(Next::End(Exit::Shutdown(vm.fault(
+            machine,
+            "the guest triple-faulted: a fault while delivering a double fault".into(),
+        )))),
+        Err(Unsupported::Feature(what)) => Err(vm.unsupported(
+            machine,
+            format!("the guest needs {what}, which popek does not model"),
+        )),
+    }
+}
+
+/// Delivers exception `e` at the current guest instruction.
+pub(super) fn exception(
+    vm: &mut Vm,
+    machine: &mut Machine,
+    e: Exception,
+) -> Result<Next, EngineError> {
+    let mut mem = GuestLinear::new(&mut machine.memory, &vm.cpu);
+    let r = emulate::deliver_fault(&mut vm.cpu, &mut mem, e);
+    code_pages::after_writes(vm, &mem.written)?;
+    settle(vm, machine, r)
+}
+
+/// Delivers #PF with error `code` and CR2 = `addr` at the current
+/// instruction, counted as an exit of `reason`.
+pub(super) fn page_fault(
+    vm: &mut Vm,
+    machine: &mut Machine,
+    addr: u32,
+    code: u32,
+    reason: &'static str,
+) -> Result<Next, EngineError> {
+    vm.stats.exit(reason);
+    vm.mmu.count_guest_fault();
+    vm.cpu.cr2 = addr;
+    let e = Exception {
+        vector: interrupt::vector::PF,
+        error_code: Some(code),
+    };
+    exception(vm, machine, e)
+}

@@ -1,0 +1,120 @@
+//! One run's state (the [`Vm`]) and what every room of the engine shares:
+//! the loop's [`Next`] and the engine's host errors. It imports no room,
+//! so every room can import it.
+
+use machine::engine::GuestFault;
+use machine::{EngineError, Exit, Machine};
+use x86::paging::PagingRegs;
+use x86::CpuState;
+
+use super::alarm::Alarm;
+use super::platform::CpuExtras;
+use super::stats::BtStats;
+use crate::cache::{CodeBuffer, IndirectTable, TranslationCache};
+use crate::mmu::Shadow;
+use crate::monitor::Monitor;
+use crate::translate::{self, Translator};
+
+/// A host failure as the engine reports it.
+pub(super) fn host_err(what: impl std::fmt::Display) -> EngineError {
+    EngineError::Host(what.to_string())
+}
+
+/// What the loop does after handling an exit.
+pub(super) enum Next {
+    /// Run on.
+    Continue,
+    /// The run is over.
+    End(Exit),
+}
+
+/// One run's state: the monitor, the cache and the virtual CPU. Every
+/// room of the engine works on it; its fields are the engine's own.
+pub(super) struct Vm {
+    pub(super) monitor: Monitor,
+    pub(super) cache: TranslationCache,
+    pub(super) translator: Translator,
+    pub(super) cpu: CpuState,
+    pub(super) extras: CpuExtras,
+    pub(super) alarm: Alarm,
+    /// The shadow MMU: guest linear memory as host mappings, and the
+    /// physical pages holding translations (mapped without write access).
+    pub(super) mmu: Shadow,
+    /// Where to resume translated code, with the host selectors it had: a
+    /// kick landed inside a rewrite sequence, where the registers do not
+    /// hold a guest state.
+    pub(super) resume: Option<(u32, [u16; 6])>,
+    /// Run the next guest instruction alone, from a page left writable:
+    /// it wrote to a page holding translations (or it is the instruction in
+    /// an interrupt shadow, after which an interrupt waits).
+    pub(super) smc_step: bool,
+    /// Interrupts are blocked for one instruction (after STI, MOV SS).
+    pub(super) shadow: bool,
+    /// The last callout raised an exception (delivered to the guest).
+    pub(super) last_callout_faulted: bool,
+    /// Index into `extras.port80` of the next marker to take a snapshot for.
+    pub(super) markers_seen: usize,
+    /// Cache counters at the last marker.
+    pub(super) phase_start: crate::cache::Stats,
+    pub(super) ram_size: u64,
+    pub(super) stats: BtStats,
+}
+
+impl Vm {
+    /// Sets up a run: the monitor, a translation cache of `tc_size`
+    /// bytes, the alarm, and the virtual CPU at the machine's entry state.
+    pub(super) fn new(machine: &mut Machine, tc_size: u32) -> Result<Vm, EngineError> {
+        let mut monitor = Monitor::new(&machine.memory).map_err(host_err)?;
+        let (table, code) = monitor.translation_regions(tc_size).map_err(host_err)?;
+        let miss = monitor
+            .install_stub_code(&translate::miss_handler(0))
+            .map_err(host_err)?;
+        let cache = TranslationCache::new(CodeBuffer::new(code), IndirectTable::new(table, miss));
+        let alarm = Alarm::start(monitor.kicker()).map_err(host_err)?;
+        // Every thread exists now: from here on neither the guest nor host
+        // code it might subvert can open, signal or connect anything.
+        monitor.confine().map_err(host_err)?;
+        Ok(Vm {
+            monitor,
+            cache,
+            translator: Translator::new(miss),
+            cpu: machine.entry.clone(),
+            extras: CpuExtras::new(),
+            alarm,
+            mmu: Shadow::new(machine.memory.size(), PagingRegs::of(&machine.entry)),
+            resume: None,
+            smc_step: false,
+            last_callout_faulted: false,
+            shadow: false,
+            markers_seen: 0,
+            phase_start: crate::cache::Stats::default(),
+            ram_size: machine.memory.size(),
+            stats: BtStats::default(),
+        })
+    }
+
+    pub(super) fn fault(&self, machine: &Machine, what: String) -> Box<GuestFault> {
+        machine.fault(what, self.cpu.clone())
+    }
+
+    pub(super) fn unsupported(&self, machine: &Machine, what: String) -> EngineError {
+        EngineError::GuestUnsupported(self.fault(machine, what))
+    }
+
+    /// The guest instruction at CS:EIP, if it can be fetched.
+    pub(super) fn insn_at_eip(&self, machine: &mut Machine) -> Option<iced_x86::Instruction> {
+        x86::emulate::fetch(
+            &self.cpu,
+            &mut machine::memory::GuestLinear::new(&mut machine.memory, &self.cpu),
+        )
+        .ok()
+    }
+
+    /// The cache's counters with the inline probe's hits added.
+    pub(super) fn cache_stats(&self) -> crate::cache::Stats {
+        crate::cache::Stats {
+            inline_hits: u64::from(self.monitor.inline_hits()),
+            ..*self.cache.stats()
+        }
+    }
+}
