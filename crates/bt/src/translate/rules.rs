@@ -124,6 +124,7 @@ impl Rewriter {
     }
 
     /// Host code emitted so far.
+    #[inline]
     pub fn host_len(&self) -> u32 {
         self.em.offset()
     }
@@ -138,8 +139,10 @@ impl Rewriter {
 
     /// Emits guest instruction `d` and records where its host code starts
     /// (for precise state).
+    // Inlined into the translate loop, as `BlockDecoder::next` is.
+    #[inline]
     pub fn rewrite(&mut self, d: &Decoded<'_>) -> Result<Flow, TranslateError> {
-        let (insn, bytes, linear, next) = (&d.insn, d.bytes, d.linear, d.next);
+        let (insn, bytes, linear, next) = (d.insn, d.bytes, d.linear, d.next);
         let (ctx, cs_base) = (self.ctx, self.ctx.cs_base);
         let em = &mut self.em;
         self.insns.push(InsnMap {
