@@ -148,7 +148,8 @@ fn boots_to_a_shell(flavour: &str, kernel: PathBuf, initrd: &str, version: &str)
     }
     let forks = c.run("i=0; while [ $i -lt 200 ]; do /bin/true; i=$((i+1)); done; echo forked $i");
     assert!(forks.contains("forked 200"), "{flavour}: {forks:?}");
-    let file = c.run("echo popek-tmpfs > /tmp/f && cat /tmp/f && grep -c ' /tmp tmpfs' /proc/mounts");
+    let file =
+        c.run("echo popek-tmpfs > /tmp/f && cat /tmp/f && grep -c ' /tmp tmpfs' /proc/mounts");
     assert!(
         file.contains("popek-tmpfs") && file.contains('1'),
         "{flavour}: {file:?}"
@@ -187,5 +188,10 @@ fn debian_i386_kernels_boot_to_a_busybox_shell() {
     let mut versions = versions.split_whitespace();
     let (v686, vpae) = (versions.next().unwrap(), versions.next().unwrap());
     boots_to_a_shell("686", get(&vars, "KERNEL_686").into(), &initrd, v686);
-    boots_to_a_shell("686-pae", get(&vars, "KERNEL_686_PAE").into(), &initrd, vpae);
+    boots_to_a_shell(
+        "686-pae",
+        get(&vars, "KERNEL_686_PAE").into(),
+        &initrd,
+        vpae,
+    );
 }

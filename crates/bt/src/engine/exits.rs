@@ -38,12 +38,20 @@ enum Recreated {
 
 /// Redoes guest user code's loads of `sels` (DS, ES, FS, GS), which the
 /// host's GDT answered, against the guest's tables (design.md's lazy
-/// fix-up). Only a load the guest's CPU would also have accepted, of a
-/// segment based at 0 like the host's, is fixed up: then every access
-/// made through the host's segment meant what it would have meant. A
-/// load the guest's CPU would have refused is an escape attempt and
-/// stops the VM; a segment of the guest's with another base cannot be
-/// repaired yet and ends the run as unsupported.
+/// fix-up). A load the guest's CPU would also have accepted is fixed up
+/// (glibc loads its TLS selector 0x33, which is the host's 64-bit code
+/// segment); one it would have refused is an escape attempt and stops
+/// the VM.
+///
+/// For a segment based at 0, like the host's, every access made through
+/// the host's segment before this exit meant what it would have meant.
+/// For another base an access did not, but it faulted: the host's
+/// segment is flat, so an offset below 4 KiB lands in page 0 and a
+/// negative one (TLS variables sit below the thread pointer) in the
+/// guest kernel's half, both unmapped while user code runs, and the
+/// first such access is the exit that brought us here. An access at an
+/// offset between 4 KiB and the kernel's base before any exit would have
+/// gone to the wrong address unnoticed (docs/bt.md, known gaps).
 fn fix_up_selectors(
     vm: &mut Vm,
     machine: &mut Machine,
@@ -54,25 +62,13 @@ fn fix_up_selectors(
         let Some(sel) = *sel else { continue };
         let mut mem = GuestLinear::new(&mut machine.memory, &vm.cpu);
         match emulate::data_segment(&vm.cpu, &mut mem, i, sel) {
-            Ok(seg) if seg.base == 0 => {
+            Ok(seg) => {
                 *[
                     &mut vm.cpu.ds,
                     &mut vm.cpu.es,
                     &mut vm.cpu.fs,
                     &mut vm.cpu.gs,
                 ][i] = seg;
-            }
-            Ok(seg) => {
-                return Err(vm.unsupported(
-                    machine,
-                    format!(
-                        "guest user code loaded selector {sel:#06x}, a segment of its own \
-                         based at {:#x}; the host answered the load with its own flat \
-                         segment, and popek can only repair such loads for segments based \
-                         at 0",
-                        seg.base
-                    ),
-                ))
             }
             Err(_) => {
                 return Ok(Next::End(Exit::Escape(vm.fault(

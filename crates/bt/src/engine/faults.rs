@@ -11,6 +11,7 @@ use x86::emulate;
 use x86::interrupt;
 use x86::paging::{Access, PagingRegs};
 
+use super::callouts;
 use super::code_pages::CodePages;
 use super::interrupts;
 use super::vm::{host_err, Next, Vm};
@@ -64,23 +65,22 @@ pub(super) fn host_page_fault(
             vm.smc_step = vm.cpu.cpl() != 3;
             return Ok(Next::Continue);
         }
-        Fill::NoRam(phys) if phys == u64::from(addr) => no_memory(vm,
-            if err & 0x10 != 0 {
-                "jumped to"
-            } else {
-                "accessed"
-            },
-            addr,
-        ),
+        // A data access to memory the host cannot map at its linear
+        // address: a device's registers (past RAM), page 0 (the BIOS data
+        // area; mmap_min_addr), or the monitor's own region. The
+        // instruction is carried out by the emulator, which reaches guest
+        // RAM through the monitor's own mapping and devices through the bus.
+        Fill::NoRam(_) | Fill::Unmappable if err & 0x10 == 0 => return emulate_access(vm, machine),
+        Fill::NoRam(phys) if phys == u64::from(addr) => no_memory(vm, "jumped to", addr),
         Fill::NoRam(phys) => format!(
             "the guest's page tables map linear {addr:#010x} to physical {phys:#x}, where \
-             there is no memory ({} MiB of RAM; popek models no memory-mapped devices)",
+             there is no memory ({} MiB of RAM), and it jumped there",
             vm.ram_size >> 20
         ),
-        Fill::Unmappable if addr < PAGE_SIZE => format!(
-            "the guest accessed {addr:#010x} in page 0, which this host cannot map (vm.mmap_min_addr)"
+        Fill::Unmappable => format!(
+            "the guest jumped to {addr:#010x}, where the host cannot map its memory \
+             (page 0, or the monitor's region)"
         ),
-        Fill::Unmappable => return Err(monitor_region_error(vm, machine)),
         Fill::Stuck => {
             format!("unexpected host page fault at {addr:#010x} (error {err:#x})")
         }
@@ -145,9 +145,16 @@ pub(super) fn monitor_region_access(
     })
 }
 
+/// Carries out the instruction at CS:EIP in the emulator: its memory is
+/// somewhere the host CPU cannot be let at (see [`host_page_fault`]).
+fn emulate_access(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
+    vm.stats.exit("emulated access");
+    callouts::callout(vm, machine)
+}
+
 /// A guest access to the monitor region: with paging on, a page the
 /// guest's own tables do not map there gets the #PF they call for;
-/// anything else ends the run (popek does not emulate such accesses).
+/// anything else is carried out by the emulator.
 pub(super) fn monitor_region(
     vm: &mut Vm,
     machine: &mut Machine,
@@ -164,16 +171,5 @@ pub(super) fn monitor_region(
             return interrupts::page_fault(vm, machine, linear, code, "guest page fault");
         }
     }
-    Err(monitor_region_error(vm, machine))
-}
-
-fn monitor_region_error(vm: &Vm, machine: &Machine) -> EngineError {
-    vm.unsupported(
-        machine,
-        format!(
-            "the guest accessed linear memory at or above {:#010x}, which the monitor \
-             reserves for itself (there is no RAM there); popek does not emulate such accesses",
-            vm.monitor.layout().base()
-        ),
-    )
+    emulate_access(vm, machine)
 }

@@ -31,15 +31,35 @@ pub enum Slot {
 /// the guest's tables, instead of silently getting a shadow.
 const FIRST_ENTRY: u32 = 8184;
 
+/// Which code a shadow is for. Each has its own six LDT slots, so that
+/// going from guest kernel to guest user code and back rewrites no entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// Translated guest kernel code: limits truncated below the monitor
+    /// region, which is open while translated code runs.
+    Kernel = 0,
+    /// Directly executed guest user code: the guest's limits as they are
+    /// (the monitor region is closed then, and guest kernel pages are
+    /// hidden), so that an offset wrapping around 4 GiB, as glibc's TLS
+    /// offsets below GS do, works as on the guest's CPU.
+    User = 1,
+}
+
+/// First LDT index of the user view's slots, right below the kernel's.
+const FIRST_USER_ENTRY: u32 = FIRST_ENTRY - 8;
+
 impl Slot {
-    /// LDT index of this slot.
-    pub const fn entry(self) -> u32 {
-        FIRST_ENTRY + self as u32
+    /// LDT index of this slot in `view`.
+    pub const fn entry(self, view: View) -> u32 {
+        match view {
+            View::Kernel => FIRST_ENTRY + self as u32,
+            View::User => FIRST_USER_ENTRY + self as u32,
+        }
     }
 
-    /// The host selector of this slot: LDT (TI=1), RPL 3.
-    pub const fn selector(self) -> u16 {
-        ((self.entry() as u16) << 3) | 4 | 3
+    /// The host selector of this slot in `view`: LDT (TI=1), RPL 3.
+    pub const fn selector(self, view: View) -> u16 {
+        ((self.entry(view) as u16) << 3) | 4 | 3
     }
 }
 
@@ -78,6 +98,7 @@ const CONTENTS_CODE_CONFORMING: u32 = 3;
 /// the region.
 pub fn shadow_descriptor(
     slot: Slot,
+    view: View,
     seg: &Segment,
     layout: Layout,
 ) -> Result<UserDesc, MonitorError> {
@@ -89,7 +110,7 @@ pub fn shadow_descriptor(
         return Err(unsupported("is not present"));
     }
     let top = layout.base();
-    if seg.base >= top {
+    if view == View::Kernel && seg.base >= top {
         return Err(unsupported("has its base in the monitor region"));
     }
     let code = seg.is_code();
@@ -98,8 +119,10 @@ pub fn shadow_descriptor(
         // need their lower bound raised instead; no guest of ours uses them.
         return Err(unsupported("is expand-down"));
     }
-    let room = top - 1 - seg.base;
-    let limit = seg.limit.min(room);
+    let limit = match view {
+        View::Kernel => seg.limit.min(top - 1 - seg.base),
+        View::User => seg.limit,
+    };
     let (limit_field, pages) = if limit > 0xF_FFFF {
         // Round down to whole pages: the shadow may only ever be smaller.
         (((u64::from(limit) + 1) >> 12) as u32 - 1, true)
@@ -125,7 +148,7 @@ pub fn shadow_descriptor(
         flags |= F_LIMIT_IN_PAGES;
     }
     Ok(UserDesc {
-        entry_number: slot.entry(),
+        entry_number: slot.entry(view),
         base_addr: seg.base,
         limit: limit_field,
         flags,
@@ -183,24 +206,14 @@ pub fn install_monitor_segments(layout: Layout) -> Result<(), MonitorError> {
     })
 }
 
-/// Loads the shadow of `seg` into `slot` and returns the host selector to
-/// use for it, or 0 (the null selector) for an unusable data segment.
-pub fn shadow(slot: Slot, seg: &Segment, layout: Layout) -> Result<u16, MonitorError> {
-    let nullable = matches!(slot, Slot::Ds | Slot::Es | Slot::Fs | Slot::Gs);
-    if nullable && (seg.selector & !3 == 0 || !seg.present) {
-        return Ok(0);
-    }
-    write_entry(&shadow_descriptor(slot, seg, layout)?)?;
-    Ok(slot.selector())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The shadow of `seg` under the region where `Monitor::new` puts it.
+    /// The kernel-view shadow of `seg` under the region where
+    /// `Monitor::new` puts it.
     fn shadow_descriptor(slot: Slot, seg: &Segment) -> Result<UserDesc, MonitorError> {
-        super::shadow_descriptor(slot, seg, Layout::DEFAULT)
+        super::shadow_descriptor(slot, View::Kernel, seg, Layout::DEFAULT)
     }
 
     fn user_code() -> Segment {
@@ -221,7 +234,7 @@ mod tests {
         let d = shadow_descriptor(Slot::Ds, &Segment::flat_data32(0x23)).unwrap();
         assert_eq!(d.limit, 0xFFBFF);
         assert_eq!(d.flags, F_SEG_32BIT | F_LIMIT_IN_PAGES);
-        assert_eq!(d.entry_number, Slot::Ds.entry());
+        assert_eq!(d.entry_number, Slot::Ds.entry(View::Kernel));
     }
 
     #[test]
@@ -248,10 +261,26 @@ mod tests {
     }
 
     #[test]
+    fn user_shadows_keep_the_guests_limit_so_offsets_wrap() {
+        // glibc's TLS: GS based at the thread pointer, 4 GiB limit, and
+        // variables at negative offsets from it.
+        let mut s = Segment::flat_data32(0x33);
+        s.base = 0x0898_2380;
+        let d = super::shadow_descriptor(Slot::Gs, View::User, &s, Layout::DEFAULT).unwrap();
+        assert_eq!((d.base_addr, d.limit), (0x0898_2380, 0xFFFFF));
+        assert_eq!(d.entry_number, Slot::Gs.entry(View::User));
+        assert_ne!(Slot::Gs.entry(View::User), Slot::Gs.entry(View::Kernel));
+        // The kernel view of the same segment stops below the region.
+        let d = shadow_descriptor(Slot::Gs, &s).unwrap();
+        assert!(u64::from(d.base_addr) + (u64::from(d.limit) + 1) * 4096 <= 0xFFC0_0000);
+    }
+
+    #[test]
     fn selectors_are_ldt_rpl3() {
         // Index 8184 = 0xFFC0 >> 3: the top of the LDT.
-        assert_eq!(Slot::Cs.selector(), 0xFFC7);
-        assert_eq!(Slot::Gs.selector(), 0xFFEF);
+        assert_eq!(Slot::Cs.selector(View::Kernel), 0xFFC7);
+        assert_eq!(Slot::Gs.selector(View::Kernel), 0xFFEF);
+        assert_eq!(Slot::Cs.selector(View::User), 0xFF87);
         assert_eq!(MONITOR_CS, 0xFFF7);
         assert_eq!(MONITOR_GS, 0xFFFF);
     }

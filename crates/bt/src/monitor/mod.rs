@@ -54,7 +54,7 @@ pub use address_space::{AddressSpace, Prot, PAGE_SIZE};
 pub use error::MonitorError;
 use gate::Gate;
 pub use gate::RegionStats;
-use ldt::{Slot, UserDesc};
+use ldt::{Slot, UserDesc, View};
 
 /// Why direct execution of guest user code stopped. The guest registers at
 /// the exit are in the `CpuState` given to [`Monitor::run_user`].
@@ -211,7 +211,7 @@ pub struct Monitor {
     tid: i32,
     // Checked on every run; cheaper than a gettid system call.
     thread: std::thread::ThreadId,
-    loaded: [Option<UserDesc>; 6],
+    loaded: [[Option<UserDesc>; 6]; 2],
     /// Bytes of the stub page in use.
     stub_used: u32,
     /// The translation regions were handed out.
@@ -354,7 +354,7 @@ impl Monitor {
             ram_size: mem.size(),
             tid,
             thread: std::thread::current().id(),
-            loaded: [None; 6],
+            loaded: [[None; 6]; 2],
             stub_used: stub.len() as u32,
             tc_mapped: false,
             deferred: None,
@@ -449,19 +449,20 @@ impl Monitor {
         Kicker { tid: self.tid }
     }
 
-    fn load_shadow(&mut self, slot: Slot, seg: &Segment) -> Result<u16, MonitorError> {
+    fn load_shadow(&mut self, slot: Slot, view: View, seg: &Segment) -> Result<u16, MonitorError> {
         let nullable = !matches!(slot, Slot::Cs | Slot::Ss);
         if nullable && (seg.selector & !3 == 0 || !seg.present) {
             return Ok(0);
         }
-        let desc = ldt::shadow_descriptor(slot, seg, self.layout)?;
+        let desc = ldt::shadow_descriptor(slot, view, seg, self.layout)?;
         // modify_ldt is a system call and makes the kernel reload the LDT on
         // every CPU running this process: skip it when nothing changed.
-        if self.loaded[slot as usize] != Some(desc) {
+        let loaded = &mut self.loaded[view as usize][slot as usize];
+        if *loaded != Some(desc) {
             ldt::write_entry(&desc)?;
-            self.loaded[slot as usize] = Some(desc);
+            *loaded = Some(desc);
         }
-        Ok(slot.selector())
+        Ok(slot.selector(view))
     }
 
     /// Copies `code` (32-bit routines shared by all translations, such as
@@ -622,15 +623,15 @@ impl Monitor {
         if std::thread::current().id() != self.thread {
             return Err(MonitorError::WrongThread);
         }
-        let fs = self.load_shadow(Slot::Fs, &cpu.fs)?;
-        let gs = self.load_shadow(Slot::Gs, &cpu.gs)?;
+        let fs = self.load_shadow(Slot::Fs, View::Kernel, &cpu.fs)?;
+        let gs = self.load_shadow(Slot::Gs, View::Kernel, &cpu.gs)?;
         let sels = match live {
             Some(s) => s,
             None => [
                 ldt::MONITOR_CS,
-                self.load_shadow(Slot::Ss, &cpu.ss)?,
-                self.load_shadow(Slot::Ds, &cpu.ds)?,
-                self.load_shadow(Slot::Es, &cpu.es)?,
+                self.load_shadow(Slot::Ss, View::Kernel, &cpu.ss)?,
+                self.load_shadow(Slot::Ds, View::Kernel, &cpu.ds)?,
+                self.load_shadow(Slot::Es, View::Kernel, &cpu.es)?,
                 fs,
                 ldt::MONITOR_GS,
             ],
@@ -752,12 +753,12 @@ impl Monitor {
             return Err(MonitorError::NotUserMode("CS is not a code segment".into()));
         }
         let sels = [
-            self.load_shadow(Slot::Cs, &cpu.cs)?,
-            self.load_shadow(Slot::Ss, &cpu.ss)?,
-            self.load_shadow(Slot::Ds, &cpu.ds)?,
-            self.load_shadow(Slot::Es, &cpu.es)?,
-            self.load_shadow(Slot::Fs, &cpu.fs)?,
-            self.load_shadow(Slot::Gs, &cpu.gs)?,
+            self.load_shadow(Slot::Cs, View::User, &cpu.cs)?,
+            self.load_shadow(Slot::Ss, View::User, &cpu.ss)?,
+            self.load_shadow(Slot::Ds, View::User, &cpu.ds)?,
+            self.load_shadow(Slot::Es, View::User, &cpu.es)?,
+            self.load_shadow(Slot::Fs, View::User, &cpu.fs)?,
+            self.load_shadow(Slot::Gs, View::User, &cpu.gs)?,
         ];
         let eflags = (cpu.eflags & USER_FLAGS) | flags::IF | flags::FIXED1;
         self.gate.close()?;
