@@ -10,11 +10,12 @@ use x86::classify::kind_of;
 use x86::emulate;
 use x86::interrupt::Unsupported;
 use x86::paging::PagingRegs;
+use x86::state::flags;
 
 use super::code_pages::{self, CodePages};
+use super::interrupts;
 use super::platform::Surroundings;
 use super::vm::{host_err, Next, Vm};
-use super::{halt, interrupts};
 
 /// Carries out the instruction at CS:EIP with the emulator.
 pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
@@ -58,7 +59,10 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
     vm.last_callout_faulted = eff.delivered.is_some();
     vm.shadow = eff.interrupt_shadow;
     if eff.halted {
-        return halt::halt(vm, machine);
+        // The machine's vCPU loop waits for the interrupt that wakes it.
+        return Ok(Next::Halt {
+            interrupts: vm.cpu.eflags & flags::IF != 0,
+        });
     }
     Ok(Next::Continue)
 }

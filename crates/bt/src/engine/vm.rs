@@ -3,7 +3,7 @@
 //! so every room can import it.
 
 use machine::engine::GuestFault;
-use machine::{EngineError, Exit, Machine};
+use machine::{EngineError, Machine};
 use x86::paging::PagingRegs;
 use x86::CpuState;
 
@@ -20,13 +20,9 @@ pub(super) fn host_err(what: impl std::fmt::Display) -> EngineError {
     EngineError::Host(what.to_string())
 }
 
-/// What the loop does after handling an exit.
-pub(super) enum Next {
-    /// Run on.
-    Continue,
-    /// The run is over.
-    End(Exit),
-}
+/// What the loop does after handling an exit: the machine's shared vCPU
+/// loop's own step outcome, under the name the rooms use.
+pub(super) use machine::vcpu::Step as Next;
 
 /// One run's state: the monitor, the cache and the virtual CPU. Every
 /// room of the engine works on it; its fields are the engine's own.
@@ -93,12 +89,15 @@ impl Vm {
         })
     }
 
+    /// The machine's guest fault report ([`Machine::fault`]) at this CPU.
     pub(super) fn fault(&self, machine: &Machine, what: String) -> Box<GuestFault> {
         machine.fault(what, self.cpu.clone())
     }
 
+    /// The machine's unsupported-guest error ([`Machine::unsupported`]) at
+    /// this CPU.
     pub(super) fn unsupported(&self, machine: &Machine, what: String) -> EngineError {
-        EngineError::GuestUnsupported(self.fault(machine, what))
+        machine.unsupported(what, self.cpu.clone())
     }
 
     /// The guest instruction at CS:EIP, if it can be fetched.
