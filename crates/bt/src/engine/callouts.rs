@@ -8,7 +8,6 @@ use machine::memory::GuestLinear;
 use machine::{EngineError, Machine};
 use x86::classify::kind_of;
 use x86::emulate;
-use x86::interrupt::Unsupported;
 use x86::paging::PagingRegs;
 use x86::state::flags;
 
@@ -44,16 +43,11 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
     }
     let eff = match r {
         Ok(eff) => eff,
-        Err(Unsupported::Feature(what)) => {
-            return Err(vm.unsupported(
-                machine,
-                format!(
-                    "the guest needs {what} ({}), which popek does not model",
-                    kind.name()
-                ),
-            ))
+        Err(failure) => {
+            return machine
+                .model_failure(failure, Some(kind.name()), vm.cpu.clone())
+                .map(Next::End)
         }
-        Err(u) => return interrupts::settle(vm, machine, Err::<(), _>(u)),
     };
     take_markers(vm);
     vm.last_callout_faulted = eff.delivered.is_some();

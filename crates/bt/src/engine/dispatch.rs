@@ -39,9 +39,9 @@ impl Vcpu for Vm {
     /// guest memory for the current privilege level, and handles the exit.
     fn step(&mut self, machine: &mut Machine) -> Result<Next, EngineError> {
         if self.cpu.cr0 & cr0::PE == 0 {
-            return Err(self.unsupported(
-                machine,
+            return Err(machine.unsupported(
                 "the guest is in real mode, which the BT engine does not run".into(),
+                self.cpu.clone(),
             ));
         }
         if self.cpu.cpl() == 3 {

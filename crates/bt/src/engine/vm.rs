@@ -89,7 +89,8 @@ impl Vm {
         })
     }
 
-    /// The machine's guest fault report ([`Machine::fault`]) at this CPU.
+    /// The machine's guest fault report ([`Machine::fault`]) at this CPU,
+    /// for exits.rs and faults.rs (the other rooms call the machine's).
     pub(super) fn fault(&self, machine: &Machine, what: String) -> Box<GuestFault> {
         machine.fault(what, self.cpu.clone())
     }
