@@ -49,7 +49,7 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
                 .map(Next::End)
         }
     };
-    take_markers(vm);
+    take_markers(vm, machine);
     vm.last_callout_faulted = eff.delivered.is_some();
     vm.shadow = eff.interrupt_shadow;
     if eff.halted {
@@ -61,11 +61,12 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
     Ok(Next::Continue)
 }
 
-/// Records cache counters for each new port-0x80 phase marker.
-fn take_markers(vm: &mut Vm) {
-    while vm.markers_seen < vm.extras.port80.len() {
-        let marker = vm.extras.port80[vm.markers_seen];
-        vm.markers_seen += 1;
+/// Records cache counters for each new phase marker: a POST code the
+/// guest wrote to port 0x80, which the machine's port-0x80 device keeps.
+fn take_markers(vm: &mut Vm, machine: &Machine) {
+    let (markers, seen) = machine.post_codes_since(vm.markers_seen);
+    vm.markers_seen = seen;
+    for marker in markers {
         let now = vm.cache_stats();
         vm.stats.phases.push((marker, now.since(&vm.phase_start)));
         vm.phase_start = now;

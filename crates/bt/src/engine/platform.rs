@@ -19,8 +19,6 @@ pub struct CpuExtras {
     pub tsc_epoch: Instant,
     /// Value added to the elapsed nanoseconds.
     pub tsc_offset: u64,
-    /// Writes to port 0x80 seen, in order (the `tc` guest's phase markers).
-    pub port80: Vec<u8>,
 }
 
 impl CpuExtras {
@@ -31,7 +29,6 @@ impl CpuExtras {
             msrs: MsrFile::after_firmware(),
             tsc_epoch: Instant::now(),
             tsc_offset: 0,
-            port80: Vec::new(),
         }
     }
 }
@@ -70,9 +67,6 @@ impl Platform for Surroundings<'_> {
 
     fn io_out(&mut self, port: u16, size: u8, value: u32) {
         self.did_io = true;
-        if port == 0x80 && size == 1 {
-            self.extras.port80.push(value as u8);
-        }
         self.bus
             .pio
             .write(u64::from(port), &value.to_le_bytes()[..usize::from(size)]);

@@ -48,8 +48,9 @@ pub(super) struct Vm {
     pub(super) shadow: bool,
     /// The last callout raised an exception (delivered to the guest).
     pub(super) last_callout_faulted: bool,
-    /// Index into `extras.port80` of the next marker to take a snapshot for.
-    pub(super) markers_seen: usize,
+    /// Phase markers (POST codes) already taken a snapshot for: the
+    /// `seen` of [`Machine::post_codes_since`].
+    pub(super) markers_seen: u64,
     /// Cache counters at the last marker.
     pub(super) phase_start: crate::cache::Stats,
     pub(super) ram_size: u64,
