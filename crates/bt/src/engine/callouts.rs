@@ -1,10 +1,10 @@
 //! Callouts: the guest instructions translated code and direct execution
 //! hand to the monitor, carried out one at a time by the emulator
-//! (`x86::emulate`) on the virtual CPU, with port I/O going to the
-//! machine's bus, and what they change around the vCPU afterwards (paging,
-//! translations of pages the emulator wrote, HLT, phase markers).
+//! (`x86::emulate`) on the virtual CPU through the machine's emulator
+//! adapter (`Machine::emulation`: port I/O to the port bus, memory past
+//! RAM to the MMIO bus), and what they change around the vCPU afterwards
+//! (paging, translations of pages the emulator wrote, HLT, phase markers).
 
-use machine::memory::GuestLinear;
 use machine::{EngineError, Machine};
 use x86::classify::kind_of;
 use x86::emulate;
@@ -13,12 +13,11 @@ use x86::state::flags;
 
 use super::code_pages::{self, CodePages};
 use super::interrupts;
-use super::platform::Surroundings;
 use super::vm::{host_err, Next, Vm};
 
 /// Carries out the instruction at CS:EIP with the emulator.
 pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
-    let mut mem = GuestLinear::new(&mut machine.memory, &vm.cpu);
+    let (mut mem, mut plat) = machine.emulation(&vm.cpu, &mut vm.extras);
     let insn = match emulate::fetch(&vm.cpu, &mut mem) {
         Ok(i) => i,
         Err(e) => {
@@ -29,13 +28,11 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
     };
     let kind = kind_of(&insn);
     vm.stats.callout(kind.name());
-    let mut plat = Surroundings {
-        bus: &mut machine.bus,
-        extras: &mut vm.extras,
-        did_io: false,
-    };
     let r = emulate::execute_and_deliver(&mut vm.cpu, &mut mem, &mut plat, &insn);
-    code_pages::after_writes(vm, &mem.written)?;
+    // The view borrows the CPU's extras too (one lifetime for both
+    // halves of the adapter): take what it wrote and let it go.
+    let written = std::mem::take(&mut mem.written);
+    code_pages::after_writes(vm, &written)?;
     if let Ok(eff) = &r {
         if eff.cr_written || eff.paging_changed || eff.cr3_written || eff.tlb_flush_page.is_some() {
             paging_update(vm, machine, eff.cr3_written, eff.tlb_flush_page)?;

@@ -26,9 +26,10 @@
 //! - `interrupts`: delivering interrupts and exceptions through the
 //!   guest's IDT;
 //! - `code_pages`: the one owner of guest pages holding translations
-//!   (protect, invalidate, unprotect);
-//! - [`platform`]: the emulator's view of the machine (to move onto the
-//!   adapter shared with the KVM engine).
+//!   (protect, invalidate, unprotect).
+//!
+//! The emulator sees the machine through the adapter the KVM engine uses
+//! too (`Machine::emulation`, `machine::platform::CpuExtras`).
 
 pub mod alarm;
 mod callouts;
@@ -38,7 +39,6 @@ mod exits;
 mod faults;
 mod fetch;
 mod interrupts;
-pub mod platform;
 pub mod stats;
 mod vm;
 

@@ -3,12 +3,12 @@
 //! so every room can import it.
 
 use machine::engine::GuestFault;
+use machine::platform::CpuExtras;
 use machine::{EngineError, Machine};
 use x86::paging::PagingRegs;
 use x86::CpuState;
 
 use super::alarm::Alarm;
-use super::platform::CpuExtras;
 use super::stats::BtStats;
 use crate::cache::{CodeBuffer, IndirectTable, TranslationCache};
 use crate::mmu::Shadow;
