@@ -1,24 +1,23 @@
 //! Callouts: the guest instructions translated code and direct execution
 //! hand to the monitor, carried out one at a time by the emulator
-//! (`x86::emulate`) on the virtual CPU, with port I/O going to the
-//! machine's bus, and what they change around the vCPU afterwards (paging,
-//! translations of pages the emulator wrote, HLT, phase markers).
+//! (`x86::emulate`) on the virtual CPU through the machine's emulator
+//! adapter (`Machine::emulation`: port I/O to the port bus, memory past
+//! RAM to the MMIO bus), and what they change around the vCPU afterwards
+//! (paging, translations of pages the emulator wrote, HLT, phase markers).
 
-use machine::memory::GuestLinear;
 use machine::{EngineError, Machine};
 use x86::classify::kind_of;
 use x86::emulate;
-use x86::interrupt::Unsupported;
 use x86::paging::PagingRegs;
+use x86::state::flags;
 
 use super::code_pages::{self, CodePages};
-use super::platform::Surroundings;
+use super::interrupts;
 use super::vm::{host_err, Next, Vm};
-use super::{halt, interrupts};
 
 /// Carries out the instruction at CS:EIP with the emulator.
 pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
-    let mut mem = GuestLinear::new(&mut machine.memory, &vm.cpu);
+    let (mut mem, mut plat) = machine.emulation(&vm.cpu, &mut vm.extras);
     let insn = match emulate::fetch(&vm.cpu, &mut mem) {
         Ok(i) => i,
         Err(e) => {
@@ -29,13 +28,11 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
     };
     let kind = kind_of(&insn);
     vm.stats.callout(kind.name());
-    let mut plat = Surroundings {
-        bus: &mut machine.bus,
-        extras: &mut vm.extras,
-        did_io: false,
-    };
     let r = emulate::execute_and_deliver(&mut vm.cpu, &mut mem, &mut plat, &insn);
-    code_pages::after_writes(vm, &mem.written)?;
+    // The view borrows the CPU's extras too (one lifetime for both
+    // halves of the adapter): take what it wrote and let it go.
+    let written = std::mem::take(&mut mem.written);
+    code_pages::after_writes(vm, &written)?;
     if let Ok(eff) = &r {
         if eff.cr_written || eff.paging_changed || eff.cr3_written || eff.tlb_flush_page.is_some() {
             paging_update(vm, machine, eff.cr3_written, eff.tlb_flush_page)?;
@@ -43,31 +40,30 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
     }
     let eff = match r {
         Ok(eff) => eff,
-        Err(Unsupported::Feature(what)) => {
-            return Err(vm.unsupported(
-                machine,
-                format!(
-                    "the guest needs {what} ({}), which popek does not model",
-                    kind.name()
-                ),
-            ))
+        Err(failure) => {
+            return machine
+                .model_failure(failure, Some(kind.name()), vm.cpu.clone())
+                .map(Next::End)
         }
-        Err(u) => return interrupts::settle(vm, machine, Err::<(), _>(u)),
     };
-    take_markers(vm);
+    take_markers(vm, machine);
     vm.last_callout_faulted = eff.delivered.is_some();
     vm.shadow = eff.interrupt_shadow;
     if eff.halted {
-        return halt::halt(vm, machine);
+        // The machine's vCPU loop waits for the interrupt that wakes it.
+        return Ok(Next::Halt {
+            interrupts: vm.cpu.eflags & flags::IF != 0,
+        });
     }
     Ok(Next::Continue)
 }
 
-/// Records cache counters for each new port-0x80 phase marker.
-fn take_markers(vm: &mut Vm) {
-    while vm.markers_seen < vm.extras.port80.len() {
-        let marker = vm.extras.port80[vm.markers_seen];
-        vm.markers_seen += 1;
+/// Records cache counters for each new phase marker: a POST code the
+/// guest wrote to port 0x80, which the machine's port-0x80 device keeps.
+fn take_markers(vm: &mut Vm, machine: &Machine) {
+    let (markers, seen) = machine.post_codes_since(vm.markers_seen);
+    vm.markers_seen = seen;
+    for marker in markers {
         let now = vm.cache_stats();
         vm.stats.phases.push((marker, now.since(&vm.phase_start)));
         vm.phase_start = now;

@@ -1,52 +1,64 @@
-//! Dispatch: the run loop and the way into guest code. Each iteration
-//! delivers what interrupt it can, arms the alarm, and runs the guest:
-//! directly at CPL 3, or at CPL 0 from the translation of the block at
-//! CS:EIP, which it looks up in the translation cache (translating it on a
-//! miss). Direct exits are chained (linked) block to block here, and
-//! indirect-branch misses published in the inline lookup table. What an
-//! exit means is [`super::exits`]' business.
+//! Dispatch: the BT engine's side of the machine's vCPU loop
+//! ([`machine::vcpu`], which polls devices, arms the kick and waits in HLT)
+//! and the way into guest code. Each step runs the guest: directly at
+//! CPL 3, or at CPL 0 from the translation of the block at CS:EIP, which it
+//! looks up in the translation cache (translating it on a miss). Direct
+//! exits are chained (linked) block to block here, and indirect-branch
+//! misses published in the inline lookup table. What an exit means is
+//! [`super::exits`]' business.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use machine::machine::Poll;
+use machine::vcpu::Vcpu;
 use machine::{EngineError, Exit, Machine};
 use x86::interrupt::Exception;
 use x86::state::{cr0, flags};
+use x86::CpuState;
 
 use super::exits::{self, Link};
 use super::fetch::{self, Fetched};
+use super::interrupts;
 use super::vm::{host_err, Next, Vm};
-use super::{halt, interrupts};
 use crate::cache::Context;
 
-/// The run loop: until the guest stops, the user quits or an error.
-pub(super) fn run(vm: &mut Vm, machine: &mut Machine) -> Result<Exit, EngineError> {
-    loop {
-        if machine.poll() == Poll::Quit {
-            return Ok(Exit::UserQuit);
-        }
-        if let Next::End(exit) = interrupts::interrupt(vm, machine)? {
-            return Ok(exit);
-        }
-        vm.alarm.arm(machine.next_timer_event());
-        let next = if vm.cpu.cr0 & cr0::PE == 0 {
-            return Err(vm.unsupported(
-                machine,
+impl Vcpu for Vm {
+    /// Delivers the PIC's interrupt if the virtual IF allows it now.
+    fn inject(&mut self, machine: &mut Machine) -> Result<Option<Exit>, EngineError> {
+        Ok(match interrupts::interrupt(self, machine)? {
+            Next::End(exit) => Some(exit),
+            // A delivery never halts.
+            Next::Continue | Next::Halt { .. } => None,
+        })
+    }
+
+    fn arm_kick(&mut self, after: Option<Duration>) {
+        self.alarm.arm(after);
+    }
+
+    /// Runs the guest to its next exit, through the monitor's view of
+    /// guest memory for the current privilege level, and handles the exit.
+    fn step(&mut self, machine: &mut Machine) -> Result<Next, EngineError> {
+        if self.cpu.cr0 & cr0::PE == 0 {
+            return Err(machine.unsupported(
                 "the guest is in real mode, which the BT engine does not run".into(),
+                self.cpu.clone(),
             ));
-        } else if vm.cpu.cpl() == 3 {
-            vm.mmu.set_view(&mut vm.monitor, true).map_err(host_err)?;
-            run_user(vm, machine)?
+        }
+        if self.cpu.cpl() == 3 {
+            self.mmu
+                .set_view(&mut self.monitor, true)
+                .map_err(host_err)?;
+            run_user(self, machine)
         } else {
-            vm.mmu.set_view(&mut vm.monitor, false).map_err(host_err)?;
-            run_kernel(vm, machine)?
-        };
-        if let Next::End(exit) = next {
-            return Ok(exit);
+            self.mmu
+                .set_view(&mut self.monitor, false)
+                .map_err(host_err)?;
+            run_kernel(self, machine)
         }
-        if let Some(exit) = halt::requested_stop(machine) {
-            return Ok(exit);
-        }
+    }
+
+    fn state(&mut self) -> Result<CpuState, EngineError> {
+        Ok(self.cpu.clone())
     }
 }
 
@@ -94,14 +106,21 @@ fn run_kernel(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
     }
     if trap_after && completed {
         vm.cpu.dr[6] |= 1 << 14; // DR6.BS: single step
-        return interrupts::exception(
+        let delivered = interrupts::exception(
             vm,
             machine,
             Exception {
                 vector: 1,
                 error_code: None,
             },
-        );
+        )?;
+        // A single-stepped HLT still halts, with its trap delivered: the
+        // #DB handler runs once an interrupt wakes the loop, as it did
+        // when the engine waited inside the callout and trapped on waking.
+        return Ok(match delivered {
+            Next::Continue => next,
+            ended => ended,
+        });
     }
     Ok(next)
 }

@@ -64,7 +64,7 @@ fn code_bytes(vm: &mut Vm, machine: &mut Machine, linear: u32) -> Result<Code, E
                 vm.ram_size >> 20
             )
         };
-        return Err(vm.unsupported(machine, what));
+        return Err(machine.unsupported(what, vm.cpu.clone()));
     }
     let mut bytes = machine
         .memory
@@ -121,7 +121,7 @@ pub(super) fn translate_at(
                             .unwrap_or(0);
                     return fetch_fault(vm, machine, next, code);
                 }
-                Err(e) => return Err(vm.unsupported(machine, e.to_string())),
+                Err(e) => return Err(machine.unsupported(e.to_string(), vm.cpu.clone())),
             };
         if CodePages::of(vm).make_room(t.code.len() as u32)? && attempt == 0 {
             // The block goes to another chunk (maybe an evicted one):

@@ -3,7 +3,7 @@
 //! when, and what a failed delivery does to the run).
 
 use machine::memory::GuestLinear;
-use machine::{EngineError, Exit, Machine};
+use machine::{EngineError, Machine};
 use x86::emulate;
 use x86::interrupt::{self, Event, Exception, Unsupported};
 use x86::state::flags;
@@ -43,8 +43,9 @@ pub(super) fn deliver(
     settle(vm, machine, r)
 }
 
-/// The end of a delivery or emulated operation: triple faults end the
-/// run, unsupported features end it with an error.
+/// The end of a delivery or emulated operation: run on, or the machine's
+/// report of what the x86 model could not complete (a triple fault ends
+/// the run, an unsupported feature ends it with an error).
 pub(super) fn settle<T>(
     vm: &mut Vm,
     machine: &Machine,
@@ -52,14 +53,9 @@ pub(super) fn settle<T>(
 ) -> Result<Next, EngineError> {
     match r {
         Ok(_) => Ok(Next::Continue),
-        Err(Unsupported::TripleFault) => Ok(Next::End(Exit::Shutdown(vm.fault(
-            machine,
-            "the guest triple-faulted: a fault while delivering a double fault".into(),
-        )))),
-        Err(Unsupported::Feature(what)) => Err(vm.unsupported(
-            machine,
-            format!("the guest needs {what}, which popek does not model"),
-        )),
+        Err(failure) => machine
+            .model_failure(failure, None, vm.cpu.clone())
+            .map(Next::End),
     }
 }
 

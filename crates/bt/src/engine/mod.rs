@@ -1,18 +1,20 @@
-//! The BT engine: the run loop that joins translated guest kernel code
-//! (CPL 0) and directly executed guest user code (CPL 3), dispatching every
-//! exit to the translation cache, the callout emulator or the devices.
+//! The BT engine: translated guest kernel code (CPL 0) and directly
+//! executed guest user code (CPL 3) as one vCPU of the machine's shared
+//! loop ([`machine::vcpu`]), dispatching every exit to the translation
+//! cache, the callout emulator or the devices.
 //!
-//! One iteration: deliver a pending interrupt if the virtual IF allows it,
-//! then run the guest until it exits, either directly (CPL 3) or from the
-//! translation of the block at CS:EIP (CPL 0), translating it first on a
-//! miss; then handle the exit.
+//! One step of the loop: deliver a pending interrupt if the virtual IF
+//! allows it, then run the guest until it exits, either directly (CPL 3)
+//! or from the translation of the block at CS:EIP (CPL 0), translating it
+//! first on a miss; then handle the exit. Polling the devices, HLT and
+//! the devices' stop requests are the shared loop's.
 //!
 //! The rooms, in DynamoRIO's shape (docs/architecture.md draws the map),
 //! are files of free functions over one run's state, `vm::Vm`, which they
 //! all import and which imports none of them; a room calls only rooms
 //! below it, so no import cycle runs through the engine:
-//! - `dispatch`: the run loop, entering the guest, block lookup,
-//!   chaining (linking) and the single-step trap;
+//! - `dispatch`: `Vm` as the loop's `Vcpu`, entering the guest, block
+//!   lookup, chaining (linking) and the single-step trap;
 //! - `fetch`: guest code bytes for the translator, and translating a
 //!   block on a lookup miss;
 //! - `exits`: what each exit of user code, of translated code and of a
@@ -24,10 +26,10 @@
 //! - `interrupts`: delivering interrupts and exceptions through the
 //!   guest's IDT;
 //! - `code_pages`: the one owner of guest pages holding translations
-//!   (protect, invalidate, unprotect);
-//! - `halt`: HLT and the machine's stop requests; [`platform`]: the
-//!   emulator's view of the machine (both to move onto a skeleton shared
-//!   with the KVM engine).
+//!   (protect, invalidate, unprotect).
+//!
+//! The emulator sees the machine through the adapter the KVM engine uses
+//! too (`Machine::emulation`, `machine::platform::CpuExtras`).
 
 pub mod alarm;
 mod callouts;
@@ -36,9 +38,7 @@ mod dispatch;
 mod exits;
 mod faults;
 mod fetch;
-mod halt;
 mod interrupts;
-pub mod platform;
 pub mod stats;
 mod vm;
 
@@ -122,7 +122,7 @@ impl Engine for BtEngine {
     fn run(&mut self, machine: &mut Machine) -> Result<Exit, EngineError> {
         let start = Instant::now();
         let mut vm = Vm::new(machine, self.opts.tc_size)?;
-        let result = dispatch::run(&mut vm, machine);
+        let result = machine::vcpu::run(&mut vm, machine);
         machine.flush_console();
         vm.stats.cache = vm.cache_stats();
         vm.stats.mmu = *vm.mmu.stats();

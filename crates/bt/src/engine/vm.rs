@@ -3,12 +3,12 @@
 //! so every room can import it.
 
 use machine::engine::GuestFault;
-use machine::{EngineError, Exit, Machine};
+use machine::platform::CpuExtras;
+use machine::{EngineError, Machine};
 use x86::paging::PagingRegs;
 use x86::CpuState;
 
 use super::alarm::Alarm;
-use super::platform::CpuExtras;
 use super::stats::BtStats;
 use crate::cache::{CodeBuffer, IndirectTable, TranslationCache};
 use crate::mmu::Shadow;
@@ -20,13 +20,9 @@ pub(super) fn host_err(what: impl std::fmt::Display) -> EngineError {
     EngineError::Host(what.to_string())
 }
 
-/// What the loop does after handling an exit.
-pub(super) enum Next {
-    /// Run on.
-    Continue,
-    /// The run is over.
-    End(Exit),
-}
+/// What the loop does after handling an exit: the machine's shared vCPU
+/// loop's own step outcome, under the name the rooms use.
+pub(super) use machine::vcpu::Step as Next;
 
 /// One run's state: the monitor, the cache and the virtual CPU. Every
 /// room of the engine works on it; its fields are the engine's own.
@@ -52,8 +48,9 @@ pub(super) struct Vm {
     pub(super) shadow: bool,
     /// The last callout raised an exception (delivered to the guest).
     pub(super) last_callout_faulted: bool,
-    /// Index into `extras.port80` of the next marker to take a snapshot for.
-    pub(super) markers_seen: usize,
+    /// Phase markers (POST codes) already taken a snapshot for: the
+    /// `seen` of [`Machine::post_codes_since`].
+    pub(super) markers_seen: u64,
     /// Cache counters at the last marker.
     pub(super) phase_start: crate::cache::Stats,
     pub(super) ram_size: u64,
@@ -93,12 +90,16 @@ impl Vm {
         })
     }
 
+    /// The machine's guest fault report ([`Machine::fault`]) at this CPU,
+    /// for exits.rs and faults.rs (the other rooms call the machine's).
     pub(super) fn fault(&self, machine: &Machine, what: String) -> Box<GuestFault> {
         machine.fault(what, self.cpu.clone())
     }
 
+    /// The machine's unsupported-guest error ([`Machine::unsupported`]) at
+    /// this CPU.
     pub(super) fn unsupported(&self, machine: &Machine, what: String) -> EngineError {
-        EngineError::GuestUnsupported(self.fault(machine, what))
+        machine.unsupported(what, self.cpu.clone())
     }
 
     /// The guest instruction at CS:EIP, if it can be fetched.
