@@ -45,8 +45,7 @@ const fn hostile(engine: &'static str, attack: &'static str, times: usize) -> Ca
     }
 }
 
-/// The BT engine runs every guest but `mmio` (bt routes no MMIO yet: its
-/// first device access ends the run, tests/bt.rs). Self-checking guests end with 1, the
+/// The BT engine runs every guest. Self-checking guests end with 1, the
 /// demo with 0 (it resets the machine); of the hostile guest's scenarios
 /// only d (guest `int 0x80`) passes, the others are stopped on purpose
 /// (tests/bt.rs). Times are sized for about 20 s on 2 cores, debug build.
@@ -60,6 +59,7 @@ const BT: &[Case] = &[
     case("bt", "hello", 1, 20),
     case("bt", "usermode", 1, 20),
     case("bt", "bzhello", 1, 20),
+    case("bt", "mmio", 1, 4),
     hostile("bt", "attack=d", 20),
 ];
 
