@@ -7,6 +7,8 @@
 //! KVM_RUN is the machine's ([`machine::vcpu`]); vcpu.rs is what KVM puts
 //! into it.
 
+#![warn(missing_docs)]
+
 mod confine;
 mod fallback;
 mod kick;

@@ -1,5 +1,7 @@
 //! popek: a virtual machine monitor for 32-bit x86 guests.
 
+#![forbid(unsafe_code)]
+
 mod audit;
 mod console;
 mod run;

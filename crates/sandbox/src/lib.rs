@@ -22,6 +22,8 @@
 //! - the SIGSYS handler must call [`report_if_refused`] (the BT engine's
 //!   own handler does for host code; otherwise [`install_reporter`]).
 
+#![warn(missing_docs)]
+
 pub mod bpf;
 mod names;
 pub mod prefix;
