@@ -20,7 +20,7 @@ use crate::monitor::PAGE_SIZE;
 
 /// A host page fault at `addr`: a page the shadow MMU has not mapped
 /// (yet, or for this view), a write to a page holding translations
-/// (vm-modifying code), or an access to memory the guest does not
+/// (self-modifying code), or an access to memory the guest does not
 /// have. The host's error code says only whether the access was a
 /// write or a fetch; everything else comes from the guest's tables.
 pub(super) fn host_page_fault(
