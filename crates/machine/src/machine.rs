@@ -348,17 +348,24 @@ impl Machine {
     }
 }
 
+/// A 1 MiB machine whose image is one HLT, with its console discarded:
+/// what unit tests around the machine start from.
+#[cfg(test)]
+pub(crate) fn test_machine() -> Machine {
+    MachineBuilder::new()
+        .memory_mib(1)
+        .raw_image(0x1000, vec![0xF4], CpuState::default())
+        .console(Box::new(std::io::sink()))
+        .build()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn machine() -> Machine {
-        MachineBuilder::new()
-            .memory_mib(1)
-            .raw_image(0x1000, vec![0xF4], CpuState::default())
-            .console(Box::new(std::io::sink()))
-            .build()
-            .unwrap()
+        test_machine()
     }
 
     #[test]

@@ -226,12 +226,7 @@ mod tests {
     }
 
     fn machine() -> Machine {
-        MachineBuilder::new()
-            .memory_mib(1)
-            .raw_image(0x1000, vec![0xF4], CpuState::default())
-            .console(Box::new(std::io::sink()))
-            .build()
-            .unwrap()
+        crate::machine::test_machine()
     }
 
     #[test]
