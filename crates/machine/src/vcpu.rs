@@ -177,13 +177,16 @@ mod tests {
     use crate::machine::{ConsoleInput, MachineBuilder};
     use crate::StopReason;
 
+    /// Something done to the machine at a step (by index) of a script.
+    type Hook = (usize, fn(&mut Machine));
+
     /// A vCPU that plays a script of steps and records what the loop did.
     struct Scripted {
         steps: Vec<Step>,
         injected: usize,
         kicks: Vec<Option<Duration>>,
         /// Run this at the given step (index), before returning it.
-        at: Option<(usize, fn(&mut Machine))>,
+        at: Option<Hook>,
         done: usize,
     }
 
