@@ -4,8 +4,6 @@
 //! model, the MSRs and the TSC. Both engines reach the devices from an
 //! emulated instruction through this one adapter ([`Machine::emulation`]).
 
-use std::time::Instant;
-
 use x86::cpuid::CpuidModel;
 use x86::emulate::Platform;
 use x86::msr::MsrFile;
@@ -21,9 +19,8 @@ pub struct CpuExtras {
     pub cpuid: CpuidModel,
     /// MSRs not held in CpuState.
     pub msrs: MsrFile,
-    /// When the TSC read 0 (host time), minus what WRMSR set.
-    tsc_epoch: Instant,
-    /// Value added to the elapsed nanoseconds.
+    /// Value added to the host's TSC: what WRMSR to IA32_TSC set, 0 until
+    /// then.
     tsc_offset: u64,
 }
 
@@ -33,15 +30,25 @@ impl CpuExtras {
         CpuExtras {
             cpuid: CpuidModel::default(),
             msrs: MsrFile::after_firmware(),
-            tsc_epoch: Instant::now(),
             tsc_offset: 0,
         }
     }
 
-    /// The TSC ticks at 1 GHz of host time: a round number the guest can
-    /// calibrate against, and monotonic.
-    fn elapsed_ns(&self) -> u64 {
-        self.tsc_epoch.elapsed().as_nanos() as u64
+    /// The guest's TSC is the host's plus an offset: guest user code runs
+    /// RDTSC on the host CPU directly, and the kernel calibrates the TSC
+    /// against the virtual PIT, which runs on host time, so one rate for
+    /// both is the only consistent choice (it also lets translated code run
+    /// RDTSC natively while the offset is 0).
+    fn host_tsc() -> u64 {
+        // SAFETY: RDTSC reads a counter; the host lets user code run it
+        // (popek never sets PR_TSC_SIGSEGV).
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+
+    /// What the guest's TSC reads minus what the host's does (0 until the
+    /// guest writes IA32_TSC).
+    pub fn tsc_offset(&self) -> u64 {
+        self.tsc_offset
     }
 }
 
@@ -74,13 +81,11 @@ impl Platform for MachinePlatform<'_> {
     }
 
     fn tsc(&mut self) -> u64 {
-        self.extras
-            .elapsed_ns()
-            .wrapping_add(self.extras.tsc_offset)
+        CpuExtras::host_tsc().wrapping_add(self.extras.tsc_offset)
     }
 
     fn set_tsc(&mut self, value: u64) {
-        self.extras.tsc_offset = value.wrapping_sub(self.extras.elapsed_ns());
+        self.extras.tsc_offset = value.wrapping_sub(CpuExtras::host_tsc());
     }
 
     fn cpuid(&self) -> &CpuidModel {

@@ -6,7 +6,7 @@
 //! (paging, translations of pages the emulator wrote, HLT, phase markers).
 
 use machine::{EngineError, Machine};
-use x86::classify::kind_of;
+use x86::classify::{kind_of, Kind};
 use x86::emulate;
 use x86::paging::PagingRegs;
 use x86::state::flags;
@@ -47,6 +47,16 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
         }
     };
     take_markers(vm, machine);
+    if kind == Kind::Wrmsr {
+        // A WRMSR to IA32_TSC moves the guest's TSC off the host's:
+        // translated RDTSC must become a callout, and every block made
+        // with a native one goes (and the other way round).
+        let native = vm.extras.tsc_offset() == 0;
+        if native != vm.translator.native_tsc() {
+            vm.translator.set_native_tsc(native);
+            vm.cache.flush();
+        }
+    }
     vm.last_callout_faulted = eff.delivered.is_some();
     vm.shadow = eff.interrupt_shadow;
     if eff.halted {

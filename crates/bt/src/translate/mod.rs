@@ -46,6 +46,9 @@ pub use translation::{TranslateError, Translation};
 pub struct Translator {
     /// Host address of the shared indirect-branch miss handler.
     miss: u32,
+    /// The guest's TSC is the host's (no offset): RDTSC in kernel code
+    /// runs natively instead of as a callout.
+    native_tsc: bool,
 }
 
 /// The shared miss handler's code, to install once below 4 GiB at `at`.
@@ -59,7 +62,22 @@ impl Translator {
     /// A translator whose indirect-branch misses go to `miss` (the address
     /// [`miss_handler`] was installed at).
     pub fn new(miss: u32) -> Translator {
-        Translator { miss }
+        Translator {
+            miss,
+            native_tsc: true,
+        }
+    }
+
+    /// Whether translations copy RDTSC as it is (the guest's TSC is the
+    /// host's); blocks made under the other setting must be dropped when
+    /// it changes.
+    pub fn native_tsc(&self) -> bool {
+        self.native_tsc
+    }
+
+    /// Sets what [`Translator::native_tsc`] says.
+    pub fn set_native_tsc(&mut self, native: bool) {
+        self.native_tsc = native;
     }
 
     /// Translates the block at `key`. `code` holds the guest bytes from
@@ -82,7 +100,7 @@ impl Translator {
             });
         }
         let mut decoder = BlockDecoder::new(key, code, page);
-        let mut rw = Rewriter::new(ctx, host, self.miss);
+        let mut rw = Rewriter::new(ctx, host, self.miss, self.native_tsc);
         // The previous instruction was an inline STI: the one in its
         // interrupt shadow stays in this block (see `Emitter::sti`).
         let mut hold = false;

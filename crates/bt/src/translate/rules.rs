@@ -105,6 +105,8 @@ pub(super) struct Rewriter {
     host: u32,
     /// Host address of the shared indirect-branch miss handler.
     miss: u32,
+    /// RDTSC at CPL 0 is copied as it is (see `Translator::native_tsc`).
+    native_tsc: bool,
     insns: Vec<InsnMap>,
     exits: Vec<PendingExit>,
 }
@@ -112,12 +114,13 @@ pub(super) struct Rewriter {
 impl Rewriter {
     /// A block under `ctx` emitted for host address `host`, whose
     /// indirect-branch misses go to `miss`.
-    pub fn new(ctx: Context, host: u32, miss: u32) -> Rewriter {
+    pub fn new(ctx: Context, host: u32, miss: u32, native_tsc: bool) -> Rewriter {
         Rewriter {
             em: Emitter::new(host),
             ctx,
             host,
             miss,
+            native_tsc,
             insns: Vec::new(),
             exits: Vec::new(),
         }
@@ -169,6 +172,13 @@ impl Rewriter {
             } else {
                 em.ident(bytes);
             }
+            return Ok(Flow::Next { hold: false });
+        }
+        if kind == Kind::Rdtsc && self.native_tsc && ctx.cpl == 0 {
+            // The guest's TSC is the host's, and CR4.TSD cannot fault at
+            // CPL 0: the host's RDTSC gives exactly the guest's answer
+            // (Linux reads the TSC hundreds of thousands of times a boot).
+            em.ident(bytes);
             return Ok(Flow::Next { hold: false });
         }
         let inline = Inline::of(insn, ctx).filter(|&i| {

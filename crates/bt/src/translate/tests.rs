@@ -544,3 +544,34 @@ fn gs_override_borrows_fs_for_the_guest_gs() {
     want.extend(area(offset_of!(VcpuArea, guest_fs)));
     assert_eq!(&t.code[..want.len()], &want[..]);
 }
+
+#[test]
+fn rdtsc_runs_natively_while_the_guests_tsc_is_the_hosts() {
+    // rdtsc; mov ebx, eax; ret
+    let code = [0x0F, 0x31, 0x89, 0xC3, 0xC3];
+    // A callout ends the block at the RDTSC; copied, the block runs on.
+    let t = translate(0x6000, &code);
+    assert_eq!(
+        &t.code[..4],
+        &code[..4],
+        "RDTSC and the MOV copied as they are"
+    );
+    assert_eq!(t.block.guest_len, 5);
+    // With an offset (the guest wrote IA32_TSC) it is a callout again.
+    let mut tr = Translator::new(MISS);
+    tr.set_native_tsc(false);
+    let t = tr
+        .translate(key(0x6000), &code, GuestPage(6), HOST)
+        .unwrap();
+    assert_eq!(t.block.guest_len, 2);
+    assert_ne!(&t.code[..2], &code[..2]);
+    // Above CPL 0, CR4.TSD may make it fault: a callout.
+    let ctx = Context {
+        cpl: 3,
+        ..key(0).ctx
+    };
+    let t = Translator::new(MISS)
+        .translate(BlockKey { eip: 0x6000, ctx }, &code, GuestPage(6), HOST)
+        .unwrap();
+    assert_eq!(t.block.guest_len, 2);
+}
