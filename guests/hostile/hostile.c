@@ -343,33 +343,15 @@ static void report_and_finish(struct frame *f)
 	finish();
 }
 
-/* The value of attack= on the command line, or 0. */
+/* The scenario attack= names on the command line, or 0. */
 static char chosen_attack(struct multiboot_info *mbi)
 {
-	if (!(mbi->flags & MBI_FLAG_CMDLINE) || !mbi->cmdline)
-		return 0;
-	const char *cmdline = (const char *)mbi->cmdline;
-	const char *at = strstr(cmdline, "attack=");
-	/* Only as a word of its own: "xattack=" does not count. */
-	while (at && at != cmdline && at[-1] != ' ')
-		at = strstr(at + 1, "attack=");
-	if (!at)
-		return 0;
-	char c = at[7];
-	char end = at[8];
-	return (end == 0 || end == ' ') ? c : 0;
-}
-
-/* Whether `word` stands on the command line as a word of its own. */
-static int has_word(struct multiboot_info *mbi, const char *word)
-{
-	if (!(mbi->flags & MBI_FLAG_CMDLINE) || !mbi->cmdline)
-		return 0;
-	const char *cmdline = (const char *)mbi->cmdline;
-	u32 n = strlen(word);
-	for (const char *at = strstr(cmdline, word); at; at = strstr(at + 1, word))
-		if ((at == cmdline || at[-1] == ' ') && (at[n] == 0 || at[n] == ' '))
-			return 1;
+	char word[] = "attack=?";
+	for (u32 i = 0; i < ARRAY_SIZE(scenarios); i++) {
+		word[7] = scenarios[i].name;
+		if (cmdline_has_word(mbi, word))
+			return scenarios[i].name;
+	}
 	return 0;
 }
 
@@ -378,8 +360,8 @@ void kmain(u32 magic, struct multiboot_info *mbi)
 	(void)magic;
 
 	scenario = chosen_attack(mbi);
-	host_features = (has_word(mbi, "host-fsgsbase") ? HOST_FSGSBASE : 0) | (has_word(mbi, "host-avx") ? HOST_AVX : 0) |
-			(has_word(mbi, "host-avx512") ? HOST_AVX512 : 0);
+	host_features = (cmdline_has_word(mbi, "host-fsgsbase") ? HOST_FSGSBASE : 0) | (cmdline_has_word(mbi, "host-avx") ? HOST_AVX : 0) |
+			(cmdline_has_word(mbi, "host-avx512") ? HOST_AVX512 : 0);
 	for (u32 i = 0; i < ARRAY_SIZE(scenarios); i++) {
 		if (scenarios[i].name != scenario)
 			continue;

@@ -207,6 +207,10 @@ struct multiboot_info {
  * the UART, GDT, IDT and PIC, and calls finish() if it returns. */
 void kmain(u32 magic, struct multiboot_info *mbi);
 
+/* Whether `word` stands on the multiboot command line as a word of its own
+ * ("xattack=a" does not hold "attack=a"). */
+int cmdline_has_word(struct multiboot_info *mbi, const char *word);
+
 /* Linker symbols. */
 extern char __image_start[], __end[];
 

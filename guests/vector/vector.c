@@ -328,20 +328,6 @@ static void paging_init(void)
 	write_cr0(read_cr0() | CR0_PG);
 }
 
-/* Whether `word` appears on the command line as a word of its own. */
-static int has_word(struct multiboot_info *mbi, const char *word)
-{
-	if (!(mbi->flags & MBI_FLAG_CMDLINE) || !mbi->cmdline)
-		return 0;
-	const char *cmdline = (const char *)mbi->cmdline;
-	u32 n = strlen(word);
-	for (const char *at = strstr(cmdline, word); at; at = strstr(at + 1, word)) {
-		if ((at == cmdline || at[-1] == ' ') && (at[n] == 0 || at[n] == ' '))
-			return 1;
-	}
-	return 0;
-}
-
 static u8 kernel_stack[8192] __attribute__((aligned(16)));
 static u8 user_stack[8192] __attribute__((aligned(16)));
 
@@ -353,9 +339,9 @@ void kmain(u32 magic, struct multiboot_info *mbi)
 {
 	(void)magic;
 
-	if (has_word(mbi, "avx512=1"))
+	if (cmdline_has_word(mbi, "avx512=1"))
 		features = F_AVX | F_AVX512;
-	else if (has_word(mbi, "avx=1"))
+	else if (cmdline_has_word(mbi, "avx=1"))
 		features = F_AVX;
 	ksnprintf(regs_name, sizeof(regs_name), "%s and MXCSR",
 		  features & F_AVX512 ? "zmm0-7, k0-k7" : features & F_AVX ? "ymm0-7" : "xmm0-7");

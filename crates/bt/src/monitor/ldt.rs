@@ -1,6 +1,7 @@
 //! Shadow segments: each guest segment register is shadowed by an LDT entry
-//! of this process with the guest descriptor's base, limit and type at DPL 3,
-//! its limit truncated below the monitor region.
+//! of this process with the guest descriptor's base, limit and type at DPL 3;
+//! translated code's shadows (the kernel view) have their limit truncated
+//! below the monitor region, guest user code's keep the guest's.
 
 use x86::Segment;
 
