@@ -13,6 +13,7 @@ pub mod firmware;
 pub mod irq;
 pub mod loader;
 pub mod machine;
+pub mod marks;
 pub mod memory;
 pub mod platform;
 pub mod stop;

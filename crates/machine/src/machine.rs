@@ -13,6 +13,7 @@ use crate::clock::{Clock, HostClock};
 use crate::devices::{cmos, debug_exit, i8042, pci, pic, pit, port80, scratch, uart};
 use crate::irq::PicLine;
 use crate::loader::{self, KernelFormat, LoadError};
+use crate::marks::{MarkLog, MarkingWriter};
 use crate::memory::{GuestMemory, MemoryError};
 use crate::stop::{StopHandle, StopReason};
 
@@ -52,6 +53,7 @@ pub struct MachineBuilder {
     console: Box<dyn Write + Send>,
     input: Option<Receiver<ConsoleInput>>,
     clock: Arc<dyn Clock>,
+    mark_prefix: Option<String>,
 }
 
 impl Default for MachineBuilder {
@@ -72,6 +74,7 @@ impl MachineBuilder {
             console: Box::new(std::io::stdout()),
             input: None,
             clock: HostClock::new(),
+            mark_prefix: None,
         }
     }
 
@@ -118,6 +121,13 @@ impl MachineBuilder {
         self
     }
 
+    /// Console lines starting with `prefix` become marks that end a
+    /// statistics phase (see [`crate::marks`]).
+    pub fn mark_lines(mut self, prefix: impl Into<String>) -> Self {
+        self.mark_prefix = Some(prefix.into());
+        self
+    }
+
     /// Assembles RAM, devices and bus, and loads the kernel.
     pub fn build(self) -> Result<Machine, MachineError> {
         let mut memory = GuestMemory::new(self.memory_mib.saturating_mul(1 << 20))?;
@@ -142,8 +152,13 @@ impl MachineBuilder {
             self.clock.clone(),
             Box::new(PicLine::new(pic.clone(), 0)),
         )));
+        let marks = Arc::new(Mutex::new(MarkLog::default()));
+        let console = match &self.mark_prefix {
+            Some(prefix) => Box::new(MarkingWriter::new(self.console, prefix, marks.clone())),
+            None => self.console,
+        };
         let uart = Arc::new(Mutex::new(uart::Uart::new(
-            self.console,
+            console,
             Box::new(PicLine::new(pic.clone(), 4)),
         )));
 
@@ -198,6 +213,7 @@ impl MachineBuilder {
             pit,
             uart,
             post,
+            marks,
             stop,
             input: self.input,
             format,
@@ -218,6 +234,7 @@ pub struct Machine {
     pit: Arc<Mutex<pit::Pit>>,
     uart: Arc<Mutex<uart::Uart>>,
     post: Arc<Mutex<port80::PostCode>>,
+    marks: Arc<Mutex<MarkLog>>,
     stop: StopHandle,
     input: Option<Receiver<ConsoleInput>>,
     /// The boot protocol the kernel was loaded with (None for a raw image).
@@ -270,6 +287,12 @@ impl Machine {
     pub fn post_codes_since(&self, seen: u64) -> (Vec<u8>, u64) {
         let post = self.post.lock().unwrap();
         (post.since(seen), post.writes())
+    }
+
+    /// The console line marks after the first `seen`, oldest first, and
+    /// how many there were in all. See [`MarkLog::since`].
+    pub fn line_marks_since(&self, seen: u64) -> (Vec<String>, u64) {
+        self.marks.lock().unwrap().since(seen)
     }
 
     /// A device's stop request, if one is pending (checked after I/O exits).

@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// Write the engine's statistics as JSON to this file at exit.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
+    /// Console lines that start with PREFIX end a statistics phase named by
+    /// the rest of the line (phases are in --stats-json; bt engine).
+    #[arg(long, value_name = "PREFIX", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    mark_lines: Option<String>,
     /// Translation-cache size for the bt engine (e.g. 2M, 512K; a multiple
     /// of 4K from 4K to 3M).
     #[arg(long, value_parser = parse_tc_size, default_value = "2M")]
@@ -176,6 +180,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
         .memory_mib(args.memory)
         .kernel(kernel)
         .cmdline(args.append.clone());
+    if let Some(prefix) = &args.mark_lines {
+        builder = builder.mark_lines(prefix.clone());
+    }
     if let Some(path) = &args.initrd {
         match read_file("initrd", path, ram_limit(args)) {
             Ok(i) => builder = builder.initrd(i),

@@ -13,6 +13,7 @@ use x86::state::flags;
 
 use super::code_pages::{self, CodePages};
 use super::interrupts;
+use super::stats::{Marker, PhaseStart};
 use super::vm::{host_err, Next, Vm};
 
 /// Carries out the instruction at CS:EIP with the emulator.
@@ -68,16 +69,29 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
     Ok(Next::Continue)
 }
 
-/// Records cache counters for each new phase marker: a POST code the
-/// guest wrote to port 0x80, which the machine's port-0x80 device keeps.
+/// Ends a phase at each new marker: a POST code the guest wrote to port
+/// 0x80 (which the machine's port-0x80 device keeps), or a console line
+/// mark. Both come from an OUT, so looking after each callout is enough.
 fn take_markers(vm: &mut Vm, machine: &Machine) {
-    let (markers, seen) = machine.post_codes_since(vm.markers_seen);
+    let (codes, seen) = machine.post_codes_since(vm.markers_seen);
     vm.markers_seen = seen;
+    let (lines, seen) = machine.line_marks_since(vm.marks_seen);
+    vm.marks_seen = seen;
+    let markers = codes
+        .into_iter()
+        .map(Marker::Post)
+        .chain(lines.into_iter().map(Marker::Line));
     for marker in markers {
-        let now = vm.cache_stats();
-        vm.stats.phases.push((marker, now.since(&vm.phase_start)));
-        vm.phase_start = now;
+        end_phase(vm, marker);
     }
+}
+
+/// Ends the current phase at `marker` and starts the next.
+pub(super) fn end_phase(vm: &mut Vm, marker: Marker) {
+    let now = PhaseStart::now(&vm.stats, vm.cache_stats(), *vm.mmu.stats());
+    let phase = vm.phase_start.until(&now, marker);
+    vm.stats.phases.push(phase);
+    vm.phase_start = now;
 }
 
 /// Takes the guest's paging registers after an instruction that may

@@ -124,6 +124,9 @@ impl Engine for BtEngine {
         let mut vm = Vm::new(machine, self.opts.tc_size)?;
         let result = machine::vcpu::run(&mut vm, machine);
         machine.flush_console();
+        if vm.markers_seen + vm.marks_seen > 0 {
+            callouts::end_phase(&mut vm, stats::Marker::Exit);
+        }
         vm.stats.cache = vm.cache_stats();
         vm.stats.mmu = *vm.mmu.stats();
         vm.stats.set_inlined(vm.monitor.inlined());

@@ -35,9 +35,129 @@ pub struct BtStats {
     pub translated: Duration,
     /// Wall time of the whole run.
     pub total: Duration,
-    /// Cache counters between consecutive port-0x80 markers: (marker that
-    /// ended the phase, counters during the phase).
-    pub phases: Vec<(u8, Stats)>,
+    /// The counters between consecutive phase markers, in order.
+    pub phases: Vec<Phase>,
+}
+
+/// What ended a phase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// A POST code the guest wrote to port 0x80 (guests of ours).
+    Post(u8),
+    /// A console line that started with `--mark-lines`' prefix: the rest
+    /// of the line.
+    Line(String),
+    /// The end of the run (closes the last phase, when there were markers).
+    Exit,
+}
+
+/// The counters of one phase: from one marker (or the start) to the next.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    /// The marker that ended the phase.
+    pub marker: Marker,
+    /// The translation cache's counters during the phase.
+    pub cache: Stats,
+    /// Exits of every reason.
+    pub exits: u64,
+    /// Callouts of every kind.
+    pub callouts: u64,
+    /// External interrupts delivered.
+    pub interrupts: u64,
+    /// The shadow MMU's counters during the phase.
+    pub mmu: MmuStats,
+    /// Wall time of the phase.
+    pub wall: Duration,
+    /// Of which running guest user code directly.
+    pub direct: Duration,
+    /// Of which in translated code.
+    pub translated: Duration,
+}
+
+/// The running counters at a phase's start, to subtract at its end.
+#[derive(Clone, Debug)]
+pub struct PhaseStart {
+    cache: Stats,
+    exits: u64,
+    callouts: u64,
+    interrupts: u64,
+    mmu: MmuStats,
+    at: std::time::Instant,
+    direct: Duration,
+    translated: Duration,
+}
+
+impl PhaseStart {
+    /// The counters now: `cache` and `mmu` are the cache's and the shadow
+    /// MMU's, the rest comes from `stats`.
+    pub fn now(stats: &BtStats, cache: Stats, mmu: MmuStats) -> PhaseStart {
+        PhaseStart {
+            cache,
+            exits: stats.exits.values().sum(),
+            callouts: stats.callouts.values().sum(),
+            interrupts: stats.interrupts,
+            mmu,
+            at: std::time::Instant::now(),
+            direct: stats.direct,
+            translated: stats.translated,
+        }
+    }
+
+    /// The phase from `self` to `end`, ended by `marker`.
+    pub fn until(&self, end: &PhaseStart, marker: Marker) -> Phase {
+        Phase {
+            marker,
+            cache: end.cache.since(&self.cache),
+            exits: end.exits - self.exits,
+            callouts: end.callouts - self.callouts,
+            interrupts: end.interrupts - self.interrupts,
+            mmu: end.mmu.since(&self.mmu),
+            wall: end.at.duration_since(self.at),
+            direct: end.direct.saturating_sub(self.direct),
+            translated: end.translated.saturating_sub(self.translated),
+        }
+    }
+}
+
+impl Phase {
+    /// The phase as one JSON object.
+    pub fn to_json(&self) -> String {
+        let marker = match &self.marker {
+            Marker::Post(code) => format!("\"marker\":{code}"),
+            Marker::Line(name) => format!("\"mark\":{}", json_string(name)),
+            Marker::Exit => "\"exit\":true".to_string(),
+        };
+        format!(
+            "{{{marker},\"cache\":{},\"exits\":{},\"callouts\":{},\"interrupts\":{},\"mmu\":{},\
+             \"time_s\":{{\"wall\":{},\"direct\":{},\"translated\":{}}}}}",
+            self.cache.to_json(),
+            self.exits,
+            self.callouts,
+            self.interrupts,
+            BtStats::fields_json(&self.mmu.fields()),
+            self.wall.as_secs_f64(),
+            self.direct.as_secs_f64(),
+            self.translated.as_secs_f64(),
+        )
+    }
+}
+
+/// `s` as a JSON string literal; guest-chosen text, so every control
+/// character and quote is escaped.
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 impl BtStats {
@@ -90,11 +210,7 @@ impl BtStats {
 
     /// Every counter as one JSON object, for `--stats-json`.
     pub fn to_json(&self) -> String {
-        let phases: Vec<String> = self
-            .phases
-            .iter()
-            .map(|(m, s)| format!("{{\"marker\":{m},\"cache\":{}}}", s.to_json()))
-            .collect();
+        let phases: Vec<String> = self.phases.iter().map(Phase::to_json).collect();
         format!(
             "{{\"engine\":\"bt\",\"cache\":{},\"exits\":{},\"callouts\":{},\"inlined\":{},\"interrupts\":{},\
              \"mmu\":{},\"monitor_region\":{},\"time_s\":{{\"direct\":{},\"translated\":{},\"monitor\":{},\"total\":{}}},\"phases\":[{}]}}",
@@ -187,13 +303,20 @@ mod tests {
         s.total = Duration::from_millis(10);
         s.translated = Duration::from_millis(4);
         s.direct = Duration::from_millis(1);
-        s.phases.push((2, Stats::default()));
+        let start = PhaseStart::now(&s, Stats::default(), MmuStats::default());
+        s.phases.push(start.until(&start, Marker::Post(2)));
+        s.phases
+            .push(start.until(&start, Marker::Line("say \"hi\"\n".into())));
         let j = s.to_json();
         assert!(j.contains("\"exits\":{\"callout\":2}"), "{j}");
         assert!(j.contains("\"callouts\":{\"out\":1}"), "{j}");
         assert!(j.contains("\"inlined\":{\"cli\":3,\"pushf\":1}"), "{j}");
         assert!(j.contains("\"monitor\":0.005"), "{j}");
         assert!(j.contains("\"phases\":[{\"marker\":2,"), "{j}");
+        assert!(
+            j.contains("{\"mark\":\"say \\\"hi\\\"\\u000a\",\"cache\""),
+            "{j}"
+        );
         s.mmu.cr3_switches = 7;
         assert!(s.to_json().contains("\"cr3_switches\":7"));
         assert!(s.to_string().contains("cr3 switches"));

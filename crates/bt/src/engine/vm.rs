@@ -51,8 +51,10 @@ pub(super) struct Vm {
     /// Phase markers (POST codes) already taken a snapshot for: the
     /// `seen` of [`Machine::post_codes_since`].
     pub(super) markers_seen: u64,
-    /// Cache counters at the last marker.
-    pub(super) phase_start: crate::cache::Stats,
+    /// The same for console line marks ([`Machine::line_marks_since`]).
+    pub(super) marks_seen: u64,
+    /// The counters at the last marker.
+    pub(super) phase_start: super::stats::PhaseStart,
     pub(super) ram_size: u64,
     pub(super) stats: BtStats,
 }
@@ -84,7 +86,12 @@ impl Vm {
             last_callout_faulted: false,
             shadow: false,
             markers_seen: 0,
-            phase_start: crate::cache::Stats::default(),
+            marks_seen: 0,
+            phase_start: super::stats::PhaseStart::now(
+                &BtStats::default(),
+                Default::default(),
+                Default::default(),
+            ),
             ram_size: machine.memory.size(),
             stats: BtStats::default(),
         })

@@ -32,6 +32,24 @@ pub struct MmuStats {
 }
 
 impl MmuStats {
+    /// The counts from `earlier` to `self`.
+    pub fn since(&self, earlier: &MmuStats) -> MmuStats {
+        MmuStats {
+            hidden_faults: self.hidden_faults - earlier.hidden_faults,
+            guest_faults: self.guest_faults - earlier.guest_faults,
+            maps: self.maps - earlier.maps,
+            pages_mapped: self.pages_mapped - earlier.pages_mapped,
+            unmaps: self.unmaps - earlier.unmaps,
+            protects: self.protects - earlier.protects,
+            pages_protected: self.pages_protected - earlier.pages_protected,
+            cr3_switches: self.cr3_switches - earlier.cr3_switches,
+            full_flushes: self.full_flushes - earlier.full_flushes,
+            invlpgs: self.invlpgs - earlier.invlpgs,
+            view_switches: self.view_switches - earlier.view_switches,
+            prefetch_drops: self.prefetch_drops - earlier.prefetch_drops,
+        }
+    }
+
     /// Name and value of every counter, in display order.
     pub fn fields(&self) -> [(&'static str, u64); 12] {
         [
