@@ -25,3 +25,36 @@ pub const DEFAULT: &str = "demo";
 pub fn find(name: &str) -> Option<&'static Guest> {
     GUESTS.iter().find(|g| g.name == name)
 }
+
+/// `popek-bench`, the static i386 Linux program behind `popek bench`'s
+/// Linux workloads.
+///
+/// The same program runs natively as a host process and as a process of
+/// Debian's kernel under popek or QEMU, so each workload's per-round cost
+/// can be compared across the three. `popek-bench WORKLOAD [ROUNDS]
+/// [extra]` prints one line,
+/// `popek-bench NAME rounds=N cycles=TOTAL per_round=CYCLES_PER_ROUND`,
+/// or `popek-bench NAME FAIL <reason>` and exits 1 (guests/linux/bench/
+/// README.md).
+pub mod linux_bench {
+    /// One workload of the program.
+    #[derive(Debug)]
+    pub struct Workload {
+        /// The program's first argument.
+        pub name: &'static str,
+        /// What one round is.
+        pub summary: &'static str,
+        /// The rounds it runs when not given ROUNDS: about 0.1 s natively.
+        pub rounds: u32,
+    }
+
+    include!(concat!(env!("OUT_DIR"), "/linux_bench.rs"));
+
+    /// Where the program lands in the guest's root file system.
+    pub const GUEST_PATH: &str = "/bin/popek-bench";
+
+    /// Looks a workload up by name.
+    pub fn find(name: &str) -> Option<&'static Workload> {
+        WORKLOADS.iter().find(|w| w.name == name)
+    }
+}
