@@ -222,9 +222,9 @@ const LINUX_BENCH_WORKLOADS: &[BenchWorkload] = &[
     },
     BenchWorkload {
         name: "ctxsw",
-        summary: "two processes on CPU 0 handing a turn to each other with sched_yield \
-                  (per switch)",
-        rounds: 30_000,
+        summary: "two processes on CPU 0 passing a turn back and forth, each waking the \
+                  other and sleeping on a futex (per hand-off: one switch)",
+        rounds: 12_000,
     },
     BenchWorkload {
         name: "compute",

@@ -91,9 +91,16 @@ long sys_madvise(void *addr, u32 len, int advice)
 	return sys3(NR_madvise, (long)addr, (long)len, advice);
 }
 
-long sys_sched_yield(void)
+enum { FUTEX_WAIT = 0, FUTEX_WAKE = 1 };
+
+long sys_futex_wait(u32 *addr, u32 val)
 {
-	return sys0(NR_sched_yield);
+	return sys4(NR_futex, (long)addr, FUTEX_WAIT, (long)val, 0);
+}
+
+long sys_futex_wake(u32 *addr, u32 count)
+{
+	return sys3(NR_futex, (long)addr, FUTEX_WAKE, (long)count);
 }
 
 long pin_to_cpu(u32 cpu)

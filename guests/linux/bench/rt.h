@@ -28,9 +28,9 @@ enum {
 	NR_getppid = 64,
 	NR_munmap = 91,
 	NR_wait4 = 114,
-	NR_sched_yield = 158,
 	NR_mmap2 = 192,
 	NR_madvise = 219,
+	NR_futex = 240,
 	NR_sched_setaffinity = 241,
 	NR_exit_group = 252,
 };
@@ -43,6 +43,8 @@ enum {
 	MAP_ANONYMOUS = 0x20,
 	MADV_NOHUGEPAGE = 15,
 	X_OK = 1,
+	EINTR = 4,
+	EAGAIN = 11,
 	PAGE_SIZE = 4096,
 };
 
@@ -120,7 +122,10 @@ long sys_access(const char *path, int mode);
 long sys_mmap(void *addr, u32 len, int prot, int flags);
 long sys_munmap(void *addr, u32 len);
 long sys_madvise(void *addr, u32 len, int advice);
-long sys_sched_yield(void);
+/* Shared (not FUTEX_PRIVATE) futexes: they work across fork on a
+ * MAP_SHARED page. wait sleeps while *addr == val. */
+long sys_futex_wait(u32 *addr, u32 val);
+long sys_futex_wake(u32 *addr, u32 count);
 /* Pins the calling process to CPU `cpu`. */
 long pin_to_cpu(u32 cpu);
 void sys_exit(int code) __attribute__((noreturn));
