@@ -1,11 +1,13 @@
 //! popek-bench run natively as a host process: every workload prints its
 //! one result line in the exact format `popek bench` parses, failures
-//! print theirs.
+//! print theirs, and the initramfs archive that carries the program into
+//! Debian's Linux reads back as written.
 //!
 //! Running an i386 program needs the host kernel's IA32 emulation; where
 //! it is missing the native tests say so and skip.
 
-use popek_guests::linux_bench::{self, ELF, WORKLOADS};
+use popek_guests::linux_bench::{self, combined_initrd, overlay_cpio, ELF, WORKLOADS};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -235,5 +237,62 @@ fn program_is_a_static_i386_executable() {
         let at = phoff + 32 * i;
         let kind = u32::from_le_bytes(ELF[at..at + 4].try_into().unwrap());
         assert_ne!(kind, 3, "PT_INTERP");
+    }
+}
+
+/// One file of a newc archive.
+struct Entry {
+    name: String,
+    mode: u32,
+    data: Vec<u8>,
+}
+
+/// The entries of a newc archive, up to and without the trailer, and how
+/// many bytes the archive took.
+fn read_archive(bytes: &[u8]) -> (Vec<Entry>, usize) {
+    let mut rest = bytes;
+    let mut entries = Vec::new();
+    loop {
+        let mut reader = cpio::NewcReader::new(rest).expect("a newc entry");
+        if reader.entry().is_trailer() {
+            let rest = reader.finish().expect("the trailer's end");
+            return (entries, bytes.len() - rest.len());
+        }
+        let (name, mode) = (reader.entry().name().to_string(), reader.entry().mode());
+        let mut data = Vec::new();
+        reader.read_to_end(&mut data).unwrap();
+        entries.push(Entry { name, mode, data });
+        rest = reader.finish().unwrap();
+    }
+}
+
+#[test]
+fn overlay_holds_init_and_program() {
+    let init = "#!/bin/busybox sh\necho hello\n";
+    let archive = overlay_cpio(init);
+    assert_eq!(archive.len() % 4, 0);
+    assert!(archive.starts_with(b"070701"));
+    let (entries, used) = read_archive(&archive);
+    assert_eq!(used, archive.len(), "the archive ends with its trailer");
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["bin", "init", "bin/popek-bench"]);
+    assert_eq!(entries[0].mode, 0o040755);
+    assert_eq!(entries[1].mode, 0o100755);
+    assert_eq!(entries[1].data, init.as_bytes());
+    assert_eq!(entries[2].mode, 0o100755);
+    assert_eq!(entries[2].data, ELF);
+    assert_eq!(linux_bench::GUEST_PATH, "/bin/popek-bench");
+}
+
+#[test]
+fn combined_initrd_pads_the_base_to_four_bytes() {
+    let overlay = overlay_cpio("x");
+    for len in 0..8 {
+        let base = vec![0xAAu8; len];
+        let initrd = combined_initrd(&base, "x");
+        let padded = len.next_multiple_of(4);
+        assert_eq!(&initrd[..len], &base[..]);
+        assert!(initrd[len..padded].iter().all(|&b| b == 0));
+        assert_eq!(&initrd[padded..], &overlay[..]);
     }
 }
