@@ -22,6 +22,11 @@
 //!
 //! The output is `$OUT_DIR/guests.rs`, a `GUESTS` table whose images are
 //! `include_bytes!` of the built files. No binaries are committed.
+//!
+//! Beside the guests, `linux/bench/` is built into `popek-bench`, a static
+//! Linux i386 program (not a guest: it runs under Debian's kernel, and
+//! natively) with the workloads in [`LINUX_BENCH_WORKLOADS`]; see
+//! [`build_linux_bench`]. It becomes `$OUT_DIR/linux_bench.rs`.
 
 use std::env;
 use std::fs;
@@ -180,6 +185,61 @@ const LDFLAGS: &[&str] = &[
     "--no-warn-rwx-segments",
 ];
 
+/// One workload of `popek-bench`: its name (the program's first argument
+/// and the C function `bench_<name>`), what it measures, and the rounds it
+/// runs when not told (chosen to take about 0.1 s natively on the machine
+/// this was written on).
+struct BenchWorkload {
+    name: &'static str,
+    summary: &'static str,
+    rounds: u32,
+}
+
+/// Every workload of `popek-bench`, in the order `popek bench` runs them.
+/// This table is the one source of their names and default rounds: the C
+/// program gets it as `workloads.h`, `lib.rs` as `linux_bench::WORKLOADS`.
+const LINUX_BENCH_WORKLOADS: &[BenchWorkload] = &[
+    BenchWorkload {
+        name: "forkwait",
+        summary: "fork; the child exits at once; the parent waits for it (per round)",
+        rounds: 1000,
+    },
+    BenchWorkload {
+        name: "syscall",
+        summary: "getppid through int 0x80 (per call)",
+        rounds: 50_000,
+    },
+    BenchWorkload {
+        name: "pipe",
+        summary: "one byte to a child and back over two pipes (per round trip)",
+        rounds: 8_000,
+    },
+    BenchWorkload {
+        name: "pgfault",
+        summary: "first write to a fresh anonymous private page, with mmap and munmap \
+                  in regions of up to 1024 pages (per page)",
+        rounds: 50_000,
+    },
+    BenchWorkload {
+        name: "ctxsw",
+        summary: "two processes on CPU 0 passing a turn back and forth, each waking the \
+                  other and sleeping on a futex (per hand-off: one switch)",
+        rounds: 12_000,
+    },
+    BenchWorkload {
+        name: "compute",
+        summary: "the demo's compute loop, user code only (per iteration)",
+        // The demo's COMPUTE_DEFAULT_ITERATIONS: only that count has a
+        // known checksum to check.
+        rounds: 60_000_000,
+    },
+    BenchWorkload {
+        name: "shell",
+        summary: "busybox sh runs a loop of `busybox true`: fork and exec (per iteration)",
+        rounds: 250,
+    },
+];
+
 fn main() {
     if let Err(message) = run() {
         eprintln!("error: popek-guests: {message}");
@@ -197,6 +257,7 @@ fn run() -> Result<(), String> {
     for guest in GUESTS {
         println!("cargo:rerun-if-changed={}", guest.name);
     }
+    println!("cargo:rerun-if-changed=linux/bench");
 
     require_tool("gcc", "gcc (Debian: apt-get install gcc)")?;
     require_tool("ld", "GNU ld (Debian: apt-get install binutils)")?;
@@ -205,7 +266,8 @@ fn run() -> Result<(), String> {
     }
 
     // Guests are independent: build them side by side.
-    let results: Vec<Result<PathBuf, String>> = std::thread::scope(|scope| {
+    let (results, bench): (Vec<Result<PathBuf, String>>, _) = std::thread::scope(|scope| {
+        let bench = scope.spawn(|| build_linux_bench(&src, &out));
         let handles: Vec<_> = GUESTS
             .iter()
             .map(|guest| {
@@ -213,14 +275,14 @@ fn run() -> Result<(), String> {
                 scope.spawn(move || build_guest(guest, src, out))
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a build thread panicked".into()))
-            })
-            .collect()
+        let join = |h: std::thread::ScopedJoinHandle<'_, Result<PathBuf, String>>| {
+            h.join()
+                .unwrap_or_else(|_| Err("a build thread panicked".into()))
+        };
+        (handles.into_iter().map(join).collect(), join(bench))
     });
+    let bench = bench.map_err(|e| format!("popek-bench (linux/bench) failed to build:\n{e}"))?;
+    write_linux_bench_table(&bench, &out)?;
 
     let mut table = String::from("/// Every embedded guest.\npub static GUESTS: &[Guest] = &[\n");
     for (guest, result) in GUESTS.iter().zip(results) {
@@ -369,23 +431,85 @@ fn build_user_programs(user: &UserPrograms, src: &Path, obj_dir: &Path) -> Resul
 
 /// Compiles each source into `obj_dir`; returns the object files.
 fn compile(sources: &[PathBuf], lib: &Path, obj_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    compile_with(sources, lib, &[], obj_dir)
+}
+
+/// [`compile`] with more include directories after `lib`.
+fn compile_with(
+    sources: &[PathBuf],
+    lib: &Path,
+    includes: &[&Path],
+    obj_dir: &Path,
+) -> Result<Vec<PathBuf>, String> {
     let mut objects = Vec::new();
     for source in sources {
         // lib/ and the guest directory may hold files of the same name.
         let prefix = if source.starts_with(lib) { "lib-" } else { "" };
         let object = obj_dir.join(format!("{prefix}{}.o", file_name(source)));
         let mut cc = Command::new("gcc");
-        cc.args(CFLAGS)
-            .arg("-I")
-            .arg(lib)
-            .arg("-c")
-            .arg(source)
-            .arg("-o")
-            .arg(&object);
+        cc.args(CFLAGS).arg("-I").arg(lib);
+        for dir in includes {
+            cc.arg("-I").arg(dir);
+        }
+        cc.arg("-c").arg(source).arg("-o").arg(&object);
         run_tool(&mut cc)?;
         objects.push(object);
     }
     Ok(objects)
+}
+
+/// Builds `popek-bench` from `linux/bench/*.c` and the demo's compute loop
+/// (`demo/user/compute_kernel.c`, so the compute workload runs the very
+/// machine code the demo and the native bench run), with the guests'
+/// code-generation flags and no libc, linked as a static i386 executable
+/// by ld's default script. The workload table reaches the C code as a
+/// generated `workloads.h` of `WORKLOAD(name, rounds)` lines. Returns the
+/// path of the program.
+fn build_linux_bench(src: &Path, out: &Path) -> Result<PathBuf, String> {
+    let dir = src.join("linux").join("bench");
+    let compute = src.join("demo").join("user");
+    let obj_dir = out.join("obj").join("linux-bench");
+    fs::create_dir_all(&obj_dir).map_err(|e| format!("{}: {e}", obj_dir.display()))?;
+
+    let mut header =
+        String::from("/* Generated by guests/build.rs from LINUX_BENCH_WORKLOADS. */\n");
+    for w in LINUX_BENCH_WORKLOADS {
+        header.push_str(&format!("WORKLOAD({}, {}u)\n", w.name, w.rounds));
+    }
+    write(&obj_dir.join("workloads.h"), header.as_bytes())?;
+
+    let mut sources = list_sources(&dir)?;
+    sources.push(compute.join("compute_kernel.c"));
+    let objects = compile_with(&sources, &dir, &[&obj_dir, &compute], &obj_dir)?;
+
+    let elf = out.join("popek-bench");
+    let mut ld = Command::new("ld");
+    ld.args(LDFLAGS)
+        .args(["-static", "-e", "_start", "-o"])
+        .arg(&elf)
+        .args(&objects);
+    run_tool(&mut ld)?;
+    Ok(elf)
+}
+
+/// Writes `$OUT_DIR/linux_bench.rs`: the program and its workload table,
+/// for `lib.rs`'s `linux_bench` module.
+fn write_linux_bench_table(elf: &Path, out: &Path) -> Result<(), String> {
+    let mut table = format!(
+        "/// The static i386 Linux program `popek-bench` (an ELF executable).\n\
+         pub static ELF: &[u8] = include_bytes!({:?});\n\n\
+         /// Every workload, with its default rounds, in the order `popek bench` runs them.\n\
+         pub static WORKLOADS: &[Workload] = &[\n",
+        elf.display().to_string()
+    );
+    for w in LINUX_BENCH_WORKLOADS {
+        table.push_str(&format!(
+            "    Workload {{ name: {:?}, summary: {:?}, rounds: {} }},\n",
+            w.name, w.summary, w.rounds
+        ));
+    }
+    table.push_str("];\n");
+    write(&out.join("linux_bench.rs"), table.as_bytes())
 }
 
 /// Links a bzImage guest's real-mode setup code at the offset it occupies

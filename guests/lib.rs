@@ -25,3 +25,78 @@ pub const DEFAULT: &str = "demo";
 pub fn find(name: &str) -> Option<&'static Guest> {
     GUESTS.iter().find(|g| g.name == name)
 }
+
+/// `popek-bench`, the static i386 Linux program behind `popek bench`'s
+/// Linux workloads, and the initramfs glue that puts it into Debian's
+/// initrd.
+///
+/// The same program runs natively as a host process and as a process of
+/// Debian's kernel under popek or QEMU, so each workload's per-round cost
+/// can be compared across the three. `popek-bench WORKLOAD [ROUNDS]
+/// [extra]` prints one line,
+/// `popek-bench NAME rounds=N cycles=TOTAL per_round=CYCLES_PER_ROUND`,
+/// or `popek-bench NAME FAIL <reason>` and exits 1 (guests/linux/bench/
+/// README.md).
+pub mod linux_bench {
+    /// One workload of the program.
+    #[derive(Debug)]
+    pub struct Workload {
+        /// The program's first argument.
+        pub name: &'static str,
+        /// What one round is.
+        pub summary: &'static str,
+        /// The rounds it runs when not given ROUNDS: about 0.1 s natively.
+        pub rounds: u32,
+    }
+
+    include!(concat!(env!("OUT_DIR"), "/linux_bench.rs"));
+
+    /// Where the program lands in the guest's root file system.
+    pub const GUEST_PATH: &str = "/bin/popek-bench";
+
+    /// Looks a workload up by name.
+    pub fn find(name: &str) -> Option<&'static Workload> {
+        WORKLOADS.iter().find(|w| w.name == name)
+    }
+
+    /// An uncompressed newc cpio archive holding `/init` (the shell script
+    /// `init`) and [`GUEST_PATH`] (the program), both mode 0755, with the
+    /// `/bin` directory entry and the `TRAILER!!!` that ends an archive.
+    ///
+    /// Linux unpacks every archive concatenated in the initrd, in order,
+    /// and a later regular file replaces an earlier one of the same name,
+    /// so this archive's `/init` takes over from the base initrd's.
+    pub fn overlay_cpio(init: &str) -> Vec<u8> {
+        let entries: [(&str, u32, &[u8]); 3] = [
+            ("bin", 0o040755, &[]),
+            ("init", 0o100755, init.as_bytes()),
+            (&GUEST_PATH[1..], 0o100755, ELF),
+        ];
+        let mut archive = Vec::new();
+        for (ino, (name, mode, data)) in (1..).zip(entries) {
+            let directory = mode & 0o170000 == 0o040000;
+            let builder = cpio::NewcBuilder::new(name)
+                .ino(ino)
+                .mode(mode)
+                .nlink(if directory { 2 } else { 1 });
+            let size = u32::try_from(data.len()).expect("a file under 4 GiB");
+            let mut writer = builder.write(&mut archive, size);
+            // Writing into a Vec cannot fail.
+            std::io::Write::write_all(&mut writer, data).expect("write to memory");
+            writer.finish().expect("write to memory");
+        }
+        cpio::newc::trailer(&mut archive).expect("write to memory");
+        archive
+    }
+
+    /// `base` (an initrd, typically Debian's gzip-compressed one) followed
+    /// by [`overlay_cpio`]`(init)`: zeros first pad `base` to a multiple of
+    /// 4 bytes, since the kernel looks for the next archive's header only
+    /// at such offsets (and skips zeros between archives).
+    pub fn combined_initrd(base: &[u8], init: &str) -> Vec<u8> {
+        let mut initrd = base.to_vec();
+        initrd.resize(base.len().next_multiple_of(4), 0);
+        initrd.extend_from_slice(&overlay_cpio(init));
+        initrd
+    }
+}

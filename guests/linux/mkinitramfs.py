@@ -5,6 +5,10 @@ Writing the archive here rather than with cpio(1) lets it hold device nodes
 without root.
 
     mkinitramfs.py BUSYBOX INIT OUT.gz
+    mkinitramfs.py --extract IN.gz PATH OUT   # copy one file back out
+
+The second form lets guests/linux/fetch recover busybox from an initramfs
+it built earlier without downloading the packages again.
 """
 import gzip
 import stat
@@ -39,7 +43,35 @@ class Newc:
         return bytes(self.out)
 
 
+def extract(archive, wanted):
+    """The contents of the regular file `wanted` in a newc archive, or None."""
+    at = 0
+    while at + 110 <= len(archive):
+        if archive[at:at + 6] not in (b"070701", b"070702"):
+            raise ValueError("not a newc cpio archive at offset %d" % at)
+        fields = [int(archive[at + 6 + 8 * i:at + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, namesize = fields[1], fields[6], fields[11]
+        name_at = at + 110
+        name = archive[name_at:name_at + namesize - 1].decode()
+        data_at = name_at + namesize + (-(110 + namesize) % 4)
+        if name == "TRAILER!!!":
+            return None
+        if name.lstrip("/") == wanted.lstrip("/") and stat.S_ISREG(mode):
+            return archive[data_at:data_at + size]
+        at = data_at + size + (-size % 4)
+    return None
+
+
 def main():
+    if sys.argv[1] == "--extract":
+        src, wanted, out = sys.argv[2:5]
+        with open(src, "rb") as f:
+            data = extract(gzip.decompress(f.read()), wanted)
+        if data is None:
+            sys.exit("%s holds no %s" % (src, wanted))
+        with open(out, "wb") as f:
+            f.write(data)
+        return
     busybox, init, out = sys.argv[1:4]
     a = Newc()
     for d in DIRS:
