@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod bench;
 mod console;
 mod run;
 
@@ -31,6 +32,8 @@ enum Command {
     Guests,
     /// Count a kernel's privileged and sensitive-unprivileged instructions.
     Audit(audit::AuditArgs),
+    /// Run the benchmark suite: bt against kvm, QEMU TCG and native.
+    Bench(bench::BenchArgs),
 }
 
 fn init_tracing(verbose: u8) {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
     match cli.command.expect("a subcommand after the second parse") {
         Command::Run(args) => run::run(&args),
         Command::Audit(args) => audit::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Guests => {
             for g in popek_guests::GUESTS {
                 let default = if g.name == popek_guests::DEFAULT {

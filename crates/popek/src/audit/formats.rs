@@ -809,7 +809,7 @@ mod tests {
         let image = detect(&elf32(true, &[TEXT_ADDR + 1, TEXT_ADDR, TEXT_ADDR + 1])).unwrap();
         assert_eq!(
             image.ranges[0].starts,
-            vec![TEXT_ADDR.into(), (TEXT_ADDR + 1).into()]
+            vec![u64::from(TEXT_ADDR), u64::from(TEXT_ADDR + 1)]
         );
         assert!(
             image.format.ends_with("2 symbols as sweep restart points"),
