@@ -402,6 +402,10 @@ static void bench_pgfault(u32 n)
 
 /* ---- divzero --------------------------------------------------------------- */
 
+/* At CPL 0, as Adams and Agesen did: under a translator the DIV then sits
+ * in translated code, so the fault has to be traced back to the guest
+ * instruction before it is delivered, the path a kernel-mode fault takes. */
+
 static void bench_divzero(u32 n)
 {
 	counters.divzeros = 0;
