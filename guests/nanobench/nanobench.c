@@ -30,8 +30,6 @@
 #include "popek.h"
 #include "paging.h"
 
-#define SEL_UCODE_RPL3 (SEL_UCODE | 3)
-
 /* Untimed iterations before each timed run. */
 #define WARMUP 16
 
