@@ -111,6 +111,12 @@ const GUESTS: &[GuestSpec] = &[
         format: Format::Multiboot,
     },
     GuestSpec {
+        name: "nanobench",
+        summary: "Adams & Agesen's nanobenchmarks in cycles/iteration: syscall, in, cr8wr, \
+                  callret, pgfault, divzero, ptemod (iters=N, only=NAME)",
+        format: Format::Multiboot,
+    },
+    GuestSpec {
         name: "bzhello",
         summary: "Linux boot protocol entry state, boot_params, e820 map, command line and initrd",
         format: Format::BzImage,

@@ -19,6 +19,8 @@ const KNOWN: &[&str] = &[
     "mmio",
     // BT only: tests/vector.rs.
     "vector",
+    // tests/nanobench.rs.
+    "nanobench",
 ];
 
 fn run_kvm(guest: &str, extra: &[&str]) -> Option<common::Run> {
