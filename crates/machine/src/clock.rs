@@ -5,6 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The host CPU's time-stamp counter.
+pub fn host_tsc() -> u64 {
+    // SAFETY: RDTSC reads a counter and has no memory effects; the host
+    // lets user code run it (popek never sets PR_TSC_SIGSEGV).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 /// A monotonic nanosecond clock.
 pub trait Clock: Send + Sync {
     /// Nanoseconds since an arbitrary fixed origin.

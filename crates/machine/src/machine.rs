@@ -214,6 +214,7 @@ impl MachineBuilder {
             uart,
             post,
             marks,
+            marking: self.mark_prefix.is_some(),
             stop,
             input: self.input,
             format,
@@ -235,6 +236,8 @@ pub struct Machine {
     uart: Arc<Mutex<uart::Uart>>,
     post: Arc<Mutex<port80::PostCode>>,
     marks: Arc<Mutex<MarkLog>>,
+    /// Console line marks were asked for (`--mark-lines`).
+    marking: bool,
     stop: StopHandle,
     input: Option<Receiver<ConsoleInput>>,
     /// The boot protocol the kernel was loaded with (None for a raw image).
@@ -287,6 +290,12 @@ impl Machine {
     pub fn post_codes_since(&self, seen: u64) -> (Vec<u8>, u64) {
         let post = self.post.lock().unwrap();
         (post.since(seen), post.writes())
+    }
+
+    /// Whether console lines mark phases (then POST codes do not: Linux
+    /// writes port 0x80 as an I/O delay thousands of times).
+    pub fn marks_lines(&self) -> bool {
+        self.marking
     }
 
     /// The console line marks after the first `seen`, oldest first, and

@@ -40,9 +40,7 @@ impl CpuExtras {
     /// both is the only consistent choice (it also lets translated code run
     /// RDTSC natively while the offset is 0).
     fn host_tsc() -> u64 {
-        // SAFETY: RDTSC reads a counter; the host lets user code run it
-        // (popek never sets PR_TSC_SIGSEGV).
-        unsafe { core::arch::x86_64::_rdtsc() }
+        crate::clock::host_tsc()
     }
 
     /// What the guest's TSC reads minus what the host's does (0 until the

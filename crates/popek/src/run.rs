@@ -77,7 +77,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
     /// Console lines that start with PREFIX end a statistics phase named by
-    /// the rest of the line (phases are in --stats-json; bt engine).
+    /// the rest of the line, instead of POST codes on port 0x80 (phases
+    /// are in --stats-json; bt engine).
     #[arg(long, value_name = "PREFIX", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     mark_lines: Option<String>,
     /// Translation-cache size for the bt engine (e.g. 2M, 512K; a multiple

@@ -70,11 +70,16 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
 }
 
 /// Ends a phase at each new marker: a POST code the guest wrote to port
-/// 0x80 (which the machine's port-0x80 device keeps), or a console line
-/// mark. Both come from an OUT, so looking after each callout is enough.
+/// 0x80 (which the machine's port-0x80 device keeps), or, when asked for
+/// instead, a console line mark. Both come from an OUT, so looking after
+/// each callout is enough.
 fn take_markers(vm: &mut Vm, machine: &Machine) {
-    let (codes, seen) = machine.post_codes_since(vm.markers_seen);
+    let (mut codes, seen) = machine.post_codes_since(vm.markers_seen);
     vm.markers_seen = seen;
+    if machine.marks_lines() {
+        // Console lines replace POST codes as markers.
+        codes.clear();
+    }
     let (lines, seen) = machine.line_marks_since(vm.marks_seen);
     vm.marks_seen = seen;
     let markers = codes

@@ -124,7 +124,7 @@ impl Engine for BtEngine {
         let mut vm = Vm::new(machine, self.opts.tc_size)?;
         let result = machine::vcpu::run(&mut vm, machine);
         machine.flush_console();
-        if vm.markers_seen + vm.marks_seen > 0 {
+        if !vm.stats.phases.is_empty() {
             callouts::end_phase(&mut vm, stats::Marker::Exit);
         }
         vm.stats.cache = vm.cache_stats();

@@ -67,6 +67,10 @@ pub struct BenchArgs {
     /// Leave QEMU out even if it is installed.
     #[arg(long)]
     no_qemu: bool,
+    /// Keep the scratch folder (initrds, bt's statistics of the last run
+    /// of each kind) and print where it is.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// One process run of the plan, with the label the progress bar shows.
@@ -148,9 +152,8 @@ impl Bench {
         if self.unavailable.contains_key(&(group, r)) {
             return;
         }
-        self.note(format!(
-            "{r} cannot run the {group:?} workloads here: {why}"
-        ));
+        let name = format!("{group:?}").to_lowercase();
+        self.note(format!("{r} cannot run the {name} workloads here: {why}"));
         self.unavailable.insert((group, r), why);
     }
 
@@ -244,7 +247,14 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         b.bar.inc(1);
     }
     b.bar.finish_and_clear();
-    let _ = std::fs::remove_dir_all(&b.tools.tmp);
+    if args.keep {
+        eprintln!(
+            "popek bench: the scratch files are in {}",
+            b.tools.tmp.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&b.tools.tmp);
+    }
 
     let report = report::Report {
         runs: b.runs,
@@ -288,7 +298,7 @@ fn number_before(line: &str, suffix: &str) -> Option<f64> {
 const STATUS_UNSUPPORTED: i32 = 4;
 
 /// Runs `guest` under `r` (bt, kvm or qemu) and returns its output if it
-/// ended well (popek: status 0; QEMU: 0, or 1 for a debug-port exit of 0).
+/// ended well (status 0, or 1 for a debug-port exit of 0).
 /// A runner that cannot run the group's guests on this host is marked
 /// unavailable for the group, so that it is tried once.
 fn run_guest(
@@ -311,21 +321,24 @@ fn run_guest(
         Runner::Native => unreachable!("native runs are programs, not guests"),
     };
     let out = child::run(&mut cmd, LIMIT).map_err(|e| format!("cannot start {r}: {e}"))?;
-    let ok = match r {
-        Runner::Qemu => matches!(out.status, Some(0 | 1)),
-        _ => out.status == Some(0),
-    };
-    if ok && !out.timed_out {
+    // Both popek and QEMU exit with 2v+1 for a write of v to the debug
+    // port, and 0 when the guest powers off or halts for good.
+    if matches!(out.status, Some(0 | 1)) && !out.timed_out {
         return Ok(out);
     }
-    if r == Runner::Kvm && out.status == Some(STATUS_UNSUPPORTED) {
-        let why = out
-            .stderr
-            .lines()
-            .next()
-            .unwrap_or("unsupported")
-            .trim_start_matches("popek: ")
-            .to_string();
+    if r == Runner::Kvm {
+        // popek's own word that this KVM cannot run the guest, else the
+        // guest's (ours say which check failed): either way the group's
+        // other guests will not fare better here.
+        let why = if out.status == Some(STATUS_UNSUPPORTED) {
+            out.stderr
+                .lines()
+                .next()
+                .map(|l| l.trim_start_matches("popek: "))
+        } else {
+            out.lines_with("FAIL ").next()
+        };
+        let why = why.map_or_else(|| out.failure(), str::to_string);
         b.set_unavailable(group, r, why.clone());
         return Err(why);
     }

@@ -27,6 +27,8 @@ fn boot(b: &mut Bench, r: Runner) {
     };
     let out = match run_guest(b, Group::Nano, r, &guest, &BtOptions::default()) {
         Ok(out) => out,
+        // A runner that cannot run the group at all was noted already.
+        Err(_) if b.unavailable(Group::Nano, r).is_some() => return,
         Err(why) => return b.note(format!("nanobench under {r}: {why}")),
     };
     let lines: Vec<String> = out.lines_with("nano ").map(str::to_string).collect();
