@@ -11,7 +11,7 @@ use super::measure::Runner;
 use super::report::Report;
 
 const WIDTH: u32 = 1500;
-const HEIGHT: u32 = 1000;
+const HEIGHT: u32 = 1100;
 const FONT: &str = "sans-serif";
 
 /// The marker colour of each baseline and of each swept workload.
@@ -28,7 +28,7 @@ type Error = Box<dyn std::error::Error>;
 pub fn draw(path: &Path, report: &Report) -> Result<(), Error> {
     let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (top, bottom) = root.split_vertically(HEIGHT * 11 / 20);
+    let (top, bottom) = root.split_vertically(HEIGHT * 3 / 5);
     ratios(&top, report)?;
     let panels = bottom.split_evenly((1, 3));
     sweep(&panels[0], report, "hit rate (%)", |p| {
@@ -42,7 +42,8 @@ pub fn draw(path: &Path, report: &Report) -> Result<(), Error> {
     Ok(())
 }
 
-/// bt's median over each baseline's, one marker per workload and baseline.
+/// bt's median over each baseline's: one row per workload, one marker per
+/// baseline, on a log scale with 1 (as fast) marked.
 fn ratios<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     report: &Report,
@@ -62,37 +63,41 @@ where
     let n = names.len().max(1) as i32;
     let mut chart = ChartBuilder::on(area)
         .caption(
-            "popek bt against the other runners (median ratio, lower is better for bt)",
-            (FONT, 20),
+            "popek bt against the other runners: bt's median / the runner's (right of 1: bt is slower)",
+            (FONT, 18),
         )
         .margin(15)
-        .x_label_area_size(130)
-        .y_label_area_size(60)
-        .build_cartesian_2d((0..n).into_segmented(), (lo..hi).log_scale())?;
+        .x_label_area_size(40)
+        .y_label_area_size(170)
+        .build_cartesian_2d((lo..hi).log_scale(), (0..n).into_segmented())?;
+    // Rows top to bottom in table order.
     let label = |v: &SegmentValue<i32>| match v {
-        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-            names.get(*i as usize).copied().unwrap_or("").to_string()
-        }
+        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => names
+            .get((n - 1 - *i) as usize)
+            .copied()
+            .unwrap_or("")
+            .to_string(),
         SegmentValue::Last => String::new(),
     };
     chart
         .configure_mesh()
-        .x_labels(names.len())
-        .x_label_formatter(&label)
-        .x_label_style((FONT, 12).into_font().transform(FontTransform::Rotate90))
-        .y_desc("bt / runner")
+        .y_labels(names.len())
+        .y_label_formatter(&label)
+        .y_label_style((FONT, 12))
+        .light_line_style(WHITE)
+        .x_desc("bt / runner (log scale)")
         .draw()?;
     chart.draw_series(LineSeries::new(
-        [(SegmentValue::Exact(0), 1.0), (SegmentValue::Last, 1.0)],
-        BLACK.mix(0.4),
+        [(1.0, SegmentValue::Exact(0)), (1.0, SegmentValue::Last)],
+        BLACK.stroke_width(2),
     ))?;
     for (k, base) in baselines.into_iter().enumerate() {
         let colour = COLOURS[k];
-        let points: Vec<(SegmentValue<i32>, f64)> = report
+        let points: Vec<(f64, SegmentValue<i32>)> = report
             .workloads
             .iter()
             .enumerate()
-            .filter_map(|(i, w)| Some((SegmentValue::CenterOf(i as i32), w.ratio(base)?)))
+            .filter_map(|(i, w)| Some((w.ratio(base)?, SegmentValue::CenterOf(n - 1 - i as i32))))
             .collect();
         if points.is_empty() {
             continue;
@@ -108,7 +113,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
@@ -125,8 +130,12 @@ fn sweep<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let mut workloads: Vec<&str> = report.sweep.iter().map(|p| p.workload.as_str()).collect();
-    workloads.dedup();
+    let mut workloads: Vec<&str> = Vec::new();
+    for p in report.sweep {
+        if !workloads.contains(&p.workload.as_str()) {
+            workloads.push(&p.workload);
+        }
+    }
     let values: Vec<f64> = report.sweep.iter().filter_map(value).collect();
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -145,6 +154,8 @@ where
         .build_cartesian_2d((48f64..max_kib * 1.3).log_scale(), lo..hi)?;
     chart
         .configure_mesh()
+        .light_line_style(WHITE)
+        .x_labels(6)
         .x_desc("--tc-size (KiB)")
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc(what)
