@@ -15,7 +15,8 @@
 //! executed guest user code cannot touch it even after loading the host's
 //! flat selectors (this host has no protection keys, see docs/host-facts.md).
 //! Switching views re-protects only the pages whose two protections differ,
-//! in runs.
+//! in runs, and with a large kernel working set only those the kernel is
+//! using (a hot set, and lazily on a fault the rest: [`Shadow::set_view`]).
 //!
 //! A page is writable in the shadow only once the guest's dirty bit is set
 //! (the first write faults and sets it) and only if its physical page holds
@@ -36,6 +37,16 @@ pub use stats::MmuStats;
 
 /// Pages mapped at most by one fill beyond the faulting page.
 const FILL_AROUND: u32 = 16;
+
+/// Kernel entries after which the hot set starts empty again, so pages the
+/// guest kernel stopped using leave it (see [`Shadow::set_view`]).
+const HOT_REBUILD: u32 = 256;
+
+/// Up to this many pages whose protections differ, the switch to the
+/// kernel view restores them all, as a small kernel's working set (the
+/// demo OS keeps ~150) costs less to restore than the faults a hot set
+/// would take; above it, only the hot set.
+const RESTORE_ALL: usize = 256;
 
 /// One mapped linear page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +123,17 @@ pub struct Shadow {
     /// Supervisor pages (in `differs`) a fill mapped beside the faulting
     /// one and not faulted on since (the guest may never use them).
     prefetched: BTreeSet<u32>,
+    /// Pages of `differs` that carry their kernel-view protection now.
+    /// In the user view it is empty; in the kernel view the other pages of
+    /// `differs` still carry the user view's until translated code touches
+    /// them (a lazy restore) or they are hot.
+    exposed: BTreeSet<u32>,
+    /// The pages exposed during the last kernel-view stay: restored
+    /// eagerly at the next switch to the kernel view, since a guest kernel
+    /// path tends to touch what it touched last time.
+    hot: BTreeSet<u32>,
+    /// Kernel-view entries since `hot` was last emptied.
+    entries: u32,
     /// Physical pages holding translations.
     code: HashSet<u32>,
     /// Linear page -> physical page of every page translated from while
@@ -135,6 +157,9 @@ impl Shadow {
             aliases: HashMap::new(),
             differs: BTreeSet::new(),
             prefetched: BTreeSet::new(),
+            exposed: BTreeSet::new(),
+            hot: BTreeSet::new(),
+            entries: 0,
             code: HashSet::new(),
             code_linear: HashMap::new(),
             stats: MmuStats::default(),
@@ -190,9 +215,21 @@ impl Shadow {
         (kernel, user)
     }
 
+    /// The protection a new mapping of `m` gets in the current view (in
+    /// the kernel view it is exposed at once: the guest is touching it).
     fn applied(&self, m: &Mapping) -> Prot {
         let (k, u) = self.prots(m);
         if self.user_view {
+            u
+        } else {
+            k
+        }
+    }
+
+    /// The protection linear page `lp`, mapped as `m`, carries now.
+    fn applied_at(&self, lp: u32, m: &Mapping) -> Prot {
+        let (k, u) = self.prots(m);
+        if self.user_view || (k != u && !self.exposed.contains(&lp)) {
             u
         } else {
             k
@@ -211,6 +248,7 @@ impl Shadow {
             self.differs.insert(lp);
         } else {
             self.differs.remove(&lp);
+            self.exposed.remove(&lp);
         }
     }
 
@@ -254,6 +292,16 @@ impl Shadow {
             return Ok(Fill::CodeWrite(m.phys));
         }
         if self.pages.get(&lp) == Some(&m) {
+            if !self.user_view && self.differs.contains(&lp) && !self.exposed.contains(&lp) {
+                // Translated code touched a page that still carries the
+                // user view's protection: give it the kernel view's.
+                monitor.protect(lp * PAGE_SIZE, PAGE_SIZE, self.prots(&m).0)?;
+                self.exposed.insert(lp);
+                self.stats.lazy_restores += 1;
+                self.stats.protects += 1;
+                self.stats.pages_protected += 1;
+                return Ok(Fill::Mapped);
+            }
             // Mapped with these rights already: a fault the shadow cannot
             // explain (the walk would not have changed anything).
             return Ok(Fill::Stuck);
@@ -277,6 +325,9 @@ impl Shadow {
                 ..m
             };
             self.record(first + i, page);
+            if !self.user_view && self.differs.contains(&(first + i)) {
+                self.exposed.insert(first + i);
+            }
             if first + i == lp {
                 self.prefetched.remove(&lp);
             } else if self.differs.contains(&(first + i)) {
@@ -285,7 +336,7 @@ impl Shadow {
             // The run was mapped with the faulting page's protection; a page
             // of it that holds translations (or sits beside one that does)
             // needs its own.
-            let p = self.applied(&page);
+            let p = self.applied_at(first + i, &page);
             if p != prot {
                 monitor.protect((first + i) * PAGE_SIZE, PAGE_SIZE, p)?;
             }
@@ -389,6 +440,8 @@ impl Shadow {
                 self.forget_alias(p, m.phys);
                 self.differs.remove(&p);
                 self.prefetched.remove(&p);
+                self.exposed.remove(&p);
+                self.hot.remove(&p);
             }
         }
         Ok(())
@@ -446,6 +499,15 @@ impl Shadow {
     }
 
     /// Applies the user view (guest CPL 3 runs directly) or the kernel view.
+    ///
+    /// Only pages whose two protections differ change. The switch to the
+    /// user view hides the pages exposed during the kernel-view stay; the
+    /// switch to the kernel view exposes only the hot ones (those exposed
+    /// during the last stay; all of them while there are at most
+    /// [`RESTORE_ALL`]), and translated code touching any other gets it
+    /// exposed by a fault ([`Self::fill`]). Restoring every mapped
+    /// supervisor page at each entry cost Debian's kernel ~120 `mprotect`s
+    /// of ~500 pages per system call (docs/perf.md).
     pub fn set_view(&mut self, monitor: &mut Monitor, user: bool) -> Result<(), MonitorError> {
         if self.user_view == user {
             return Ok(());
@@ -454,19 +516,43 @@ impl Shadow {
         if user {
             self.drop_unused_supervisor_pages(monitor)?;
         }
-        if self.differs.is_empty() {
+        let targets: Vec<(u32, Prot)> = if user {
+            let exposed = std::mem::take(&mut self.exposed);
+            let t = exposed
+                .iter()
+                .filter(|p| self.differs.contains(p))
+                .map(|&p| (p, self.prots(&self.pages[&p]).1))
+                .collect();
+            self.hot = exposed;
+            t
+        } else {
+            self.entries += 1;
+            if self.entries >= HOT_REBUILD {
+                self.entries = 0;
+                self.hot.clear();
+            }
+            let hot: Vec<u32> = if self.differs.len() <= RESTORE_ALL {
+                self.differs.iter().copied().collect()
+            } else {
+                self.hot
+                    .iter()
+                    .copied()
+                    .filter(|p| self.differs.contains(p))
+                    .collect()
+            };
+            self.exposed.extend(hot.iter().copied());
+            hot.into_iter()
+                .map(|p| (p, self.prots(&self.pages[&p]).0))
+                .collect()
+        };
+        if targets.is_empty() {
             return Ok(());
         }
         self.stats.view_switches += 1;
-        let targets: Vec<(u32, Prot)> = self
-            .differs
-            .iter()
-            .map(|&p| (p, self.applied(&self.pages[&p])))
-            .collect();
         let mapped = targets.len() as u64;
         let mut runs = runs(targets);
         if user {
-            runs = self.across_unmapped_gaps(runs);
+            runs = self.across_hidden_gaps(runs);
         }
         for (first, n, prot) in runs {
             monitor.protect(first * PAGE_SIZE, n * PAGE_SIZE, prot)?;
@@ -484,7 +570,7 @@ impl Shadow {
     /// the kernel's 4 MiB pages mapped 149 supervisor pages, half of them
     /// never faulted on; dropping those at the switch cut the page-table
     /// rewrites from 1.85 M to 0.40 M a run. The survivors are scattered,
-    /// which [`Self::across_unmapped_gaps`] makes cheap for this direction.
+    /// which [`Self::across_hidden_gaps`] makes cheap for this direction.
     fn drop_unused_supervisor_pages(&mut self, monitor: &mut Monitor) -> Result<(), MonitorError> {
         // Kept to the set that is dropped, so the switch never walks the
         // user pages fills mapped ahead.
@@ -499,20 +585,23 @@ impl Shadow {
         self.drop_pages(monitor, &unused)
     }
 
-    /// Joins runs that take away all access when only unmapped pages lie
-    /// between them: those are PROT_NONE already (`Monitor::unmap` leaves
-    /// the reservation), so one call covers the lot at no extra page-table
-    /// work. A call costs ~1.5 µs before its ~70 ns a page, and the switch
-    /// to the user view hides every supervisor page, however scattered.
-    /// The switch back cannot do this: it restores different rights.
-    fn across_unmapped_gaps(&self, runs: Vec<(u32, u32, Prot)>) -> Vec<(u32, u32, Prot)> {
+    /// Joins runs that take away all access when only pages without any
+    /// access lie between them: unmapped pages (`Monitor::unmap` leaves a
+    /// PROT_NONE reservation) and supervisor pages hidden already. One
+    /// call covers the lot at no extra page-table work: a call costs
+    /// ~1.5 µs before its ~70 ns a page. Called when `exposed` is already
+    /// empty, so every mapped supervisor page between runs is hidden.
+    fn across_hidden_gaps(&self, runs: Vec<(u32, u32, Prot)>) -> Vec<(u32, u32, Prot)> {
         let mut out: Vec<(u32, u32, Prot)> = Vec::with_capacity(runs.len());
         for (first, n, prot) in runs {
             if let Some((f, m, p)) = out.last_mut() {
                 let end = *f + *m;
                 if *p == Prot::NONE
                     && prot == Prot::NONE
-                    && self.pages.range(end..first).next().is_none()
+                    && self
+                        .pages
+                        .range(end..first)
+                        .all(|(lp, x)| !x.user && self.differs.contains(lp))
                 {
                     *m = first + n - *f;
                     continue;
@@ -583,7 +672,7 @@ impl Shadow {
         for lp in lps {
             let m = self.pages[&lp];
             self.record(lp, m);
-            monitor.protect(lp * PAGE_SIZE, PAGE_SIZE, self.applied(&m))?;
+            monitor.protect(lp * PAGE_SIZE, PAGE_SIZE, self.applied_at(lp, &m))?;
             self.stats.protects += 1;
             self.stats.pages_protected += 1;
         }
@@ -642,7 +731,7 @@ mod tests {
     }
 
     #[test]
-    fn hiding_runs_join_across_unmapped_pages_only() {
+    fn hiding_runs_join_across_unmapped_and_hidden_pages_only() {
         let regs = PagingRegs {
             cr0: 0,
             cr3: 0,
@@ -650,7 +739,7 @@ mod tests {
             nxe: false,
         };
         let mut s = Shadow::new(1 << 20, regs);
-        let m = Mapping {
+        let sup = Mapping {
             phys: 1,
             span: 1,
             user: false,
@@ -659,20 +748,25 @@ mod tests {
             dirty: true,
             global: false,
         };
-        for p in [10, 11, 20, 25, 30, 40] {
-            s.pages.insert(p, m);
+        for p in [10, 11, 20, 30, 33, 36, 40] {
+            s.pages.insert(p, sup);
+            s.differs.insert(p);
         }
+        // A user page: it keeps its access in the user view.
+        s.pages.insert(25, Mapping { user: true, ..sup });
         let none = Prot::NONE;
-        let joined = s.across_unmapped_gaps(vec![
+        let joined = s.across_hidden_gaps(vec![
             (10, 2, none),
             (20, 1, none),
-            // 25 is mapped (a user page, say): no joining across it.
+            // 25 is a user page: no joining across it.
             (30, 1, none),
+            // 33 is a supervisor page hidden already: joined across.
+            (36, 1, none),
             (40, 1, Prot::R),
         ]);
         assert_eq!(
             joined,
-            vec![(10, 11, none), (30, 1, none), (40, 1, Prot::R)]
+            vec![(10, 11, none), (30, 7, none), (40, 1, Prot::R)]
         );
     }
 }

@@ -26,6 +26,9 @@ pub struct MmuStats {
     pub invlpgs: u64,
     /// Switches between the kernel and the user view that changed pages.
     pub view_switches: u64,
+    /// Pages given their kernel-view protection by a fault in the kernel
+    /// view (not hot, so not restored at the switch).
+    pub lazy_restores: u64,
     /// Supervisor pages mapped ahead by a fill and unmapped unfaulted at a
     /// switch to the user view.
     pub prefetch_drops: u64,
@@ -47,11 +50,12 @@ impl MmuStats {
             invlpgs: self.invlpgs - earlier.invlpgs,
             view_switches: self.view_switches - earlier.view_switches,
             prefetch_drops: self.prefetch_drops - earlier.prefetch_drops,
+            lazy_restores: self.lazy_restores - earlier.lazy_restores,
         }
     }
 
     /// Name and value of every counter, in display order.
-    pub fn fields(&self) -> [(&'static str, u64); 12] {
+    pub fn fields(&self) -> [(&'static str, u64); 13] {
         [
             ("shadow faults hidden", self.hidden_faults),
             ("page faults delivered", self.guest_faults),
@@ -65,6 +69,7 @@ impl MmuStats {
             ("invlpg drops", self.invlpgs),
             ("view switches", self.view_switches),
             ("unused prefetches dropped", self.prefetch_drops),
+            ("lazy restores", self.lazy_restores),
         ]
     }
 }
