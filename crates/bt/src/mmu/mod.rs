@@ -48,6 +48,10 @@ const HOT_REBUILD: u32 = 256;
 /// would take; above it, only the hot set.
 const RESTORE_ALL: usize = 256;
 
+/// The most hidden pages a restoring run is extended across to join the
+/// next (see [`Shadow::across_restorable_gaps`]).
+const RESTORE_GAP: u32 = 16;
+
 /// One mapped linear page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Mapping {
@@ -553,6 +557,8 @@ impl Shadow {
         let mut runs = runs(targets);
         if user {
             runs = self.across_hidden_gaps(runs);
+        } else {
+            runs = self.across_restorable_gaps(runs);
         }
         for (first, n, prot) in runs {
             monitor.protect(first * PAGE_SIZE, n * PAGE_SIZE, prot)?;
@@ -560,6 +566,35 @@ impl Shadow {
         }
         self.stats.pages_protected += mapped;
         Ok(())
+    }
+
+    /// Joins restoring runs of the same protection across short gaps of
+    /// mapped, hidden pages whose kernel-view protection is that one too:
+    /// those get exposed with the runs (the kernel view may touch any
+    /// supervisor page), for ~70 ns a page instead of ~1.5 µs a call. An
+    /// unmapped page breaks a run: its PROT_NONE reservation must stay so.
+    fn across_restorable_gaps(&mut self, runs: Vec<(u32, u32, Prot)>) -> Vec<(u32, u32, Prot)> {
+        let mut out: Vec<(u32, u32, Prot)> = Vec::with_capacity(runs.len());
+        for (first, n, prot) in runs {
+            if let Some((f, m, p)) = out.last_mut() {
+                let end = *f + *m;
+                let gap = first - end;
+                if *p == prot
+                    && gap <= RESTORE_GAP
+                    && (end..first).all(|lp| {
+                        self.pages
+                            .get(&lp)
+                            .is_some_and(|x| self.differs.contains(&lp) && self.prots(x).0 == prot)
+                    })
+                {
+                    self.exposed.extend(end..first);
+                    *m = first + n - *f;
+                    continue;
+                }
+            }
+            out.push((first, n, prot));
+        }
+        out
     }
 
     /// Unmaps the supervisor pages a fill mapped beside the faulting one
