@@ -3,7 +3,9 @@
 //! range and sees every access as the base of that range and the offset
 //! into it, so one device may sit on several ranges (the PIC's two chips
 //! tell themselves apart by base) and an MMIO device can be placed anywhere
-//! without knowing its address.
+//! without knowing its address. A device that moves at run time (the local
+//! APIC, which its base MSR relocates or switches off) answers in a
+//! [`Window`] instead, which it moves itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,12 +32,58 @@ struct Range {
     device: SharedDevice,
 }
 
+/// Where a device that moves at run time answers: a base address, or
+/// nowhere. The device holds one clone and moves it; the bus reads the
+/// other on every access, without taking the device's lock.
+#[derive(Clone, Debug)]
+pub struct Window(Arc<AtomicU64>);
+
+/// A window's base while it is closed (no access can start there and
+/// still fit a device).
+const CLOSED: u64 = u64::MAX;
+
+impl Window {
+    /// A window open at `base`.
+    pub fn open_at(base: u64) -> Self {
+        Window(Arc::new(AtomicU64::new(base)))
+    }
+
+    /// A window that answers nowhere until it is moved.
+    pub fn closed() -> Self {
+        Window(Arc::new(AtomicU64::new(CLOSED)))
+    }
+
+    /// Moves the window to `base`.
+    pub fn move_to(&self, base: u64) {
+        self.0.store(base, Ordering::Relaxed);
+    }
+
+    /// Stops answering.
+    pub fn close(&self) {
+        self.0.store(CLOSED, Ordering::Relaxed);
+    }
+
+    /// Where the window is, if open.
+    pub fn base(&self) -> Option<u64> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|&b| b != CLOSED)
+    }
+}
+
+struct MovableRange {
+    window: Window,
+    len: u64,
+    device: SharedDevice,
+}
+
 /// One address space's dispatch table: port numbers or guest-physical
 /// addresses, whichever the machine registers it for.
 #[derive(Default)]
 pub struct Bus {
     /// Sorted by `base`, never overlapping.
     ranges: Vec<Range>,
+    /// Checked before `ranges`, which they may cover: the CPU's own local
+    /// APIC answers before anything on the system bus at its address.
+    windows: Vec<MovableRange>,
     /// Accesses no device claimed. Atomic so that reads and writes need only
     /// `&self`: guest memory and the emulator's platform borrow the two
     /// buses side by side.
@@ -83,17 +131,34 @@ impl Bus {
         Ok(())
     }
 
-    fn find(&self, addr: u64) -> Option<&Range> {
-        let i = self.ranges.partition_point(|r| r.last < addr);
-        self.ranges.get(i).filter(|r| r.base <= addr)
+    /// Registers `device` on `len` addresses wherever `window` is.
+    pub fn insert_window(&mut self, device: SharedDevice, window: Window, len: u64) {
+        self.windows.push(MovableRange {
+            window,
+            len,
+            device,
+        });
+    }
+
+    /// The device claiming `addr` and the base of its range.
+    fn find(&self, addr: u64) -> Option<(&SharedDevice, u64)> {
+        let moved = self.windows.iter().find_map(|w| {
+            let base = w.window.base()?;
+            (addr.wrapping_sub(base) < w.len).then_some((&w.device, base))
+        });
+        moved.or_else(|| {
+            let i = self.ranges.partition_point(|r| r.last < addr);
+            let r = self.ranges.get(i).filter(|r| r.base <= addr)?;
+            Some((&r.device, r.base))
+        })
     }
 
     /// A read at `addr`. Where no device claims it, `data` reads as all
     /// ones (a floating bus, as on a PC) and `false` is returned.
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.find(addr) {
-            Some(r) => {
-                r.device.lock().unwrap().read(r.base, addr - r.base, data);
+            Some((device, base)) => {
+                device.lock().unwrap().read(base, addr - base, data);
                 true
             }
             None => {
@@ -108,8 +173,8 @@ impl Bus {
     /// as on a PC, and `false` is returned.
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.find(addr) {
-            Some(r) => {
-                r.device.lock().unwrap().write(r.base, addr - r.base, data);
+            Some((device, base)) => {
+                device.lock().unwrap().write(base, addr - base, data);
                 true
             }
             None => {
@@ -212,6 +277,30 @@ mod tests {
         bus.insert(probe(), u64::MAX, 1).unwrap();
         let mut b = [0u8; 3];
         assert!(bus.read(u64::MAX, &mut b));
+    }
+
+    #[test]
+    fn a_window_answers_where_it_was_moved_and_covers_fixed_ranges() {
+        let mut bus = Bus::new();
+        bus.insert(probe(), 0xFEE0_0000, 0x10).unwrap();
+        let window = Window::closed();
+        let moving = Arc::new(Mutex::new(Probe { last: 0xAA }));
+        bus.insert_window(moving, window.clone(), 0x1000);
+        let mut b = [0u8; 3];
+        // Closed: the fixed device is what answers.
+        assert!(bus.read(0xFEE0_0004, &mut b));
+        assert_eq!(b, [0x00, 0x04, 0]);
+        window.move_to(0xFEE0_0000);
+        assert_eq!(window.base(), Some(0xFEE0_0000));
+        assert!(bus.read(0xFEE0_0004, &mut b));
+        assert_eq!(b, [0x00, 0x04, 0xAA], "the window wins");
+        window.move_to(0xFEF0_0000);
+        assert!(bus.read(0xFEF0_0FFF, &mut b));
+        assert_eq!((b[1], b[2]), (0xFF, 0xAA));
+        assert!(!bus.read(0xFEF0_1000, &mut b), "past the window");
+        window.close();
+        assert!(!bus.read(0xFEF0_0000, &mut b));
+        assert_eq!(window.base(), None);
     }
 
     #[test]
