@@ -1,8 +1,25 @@
-//! Interrupt lines: how a device asserts an IRQ without knowing who listens,
-//! in the spirit of vm-superio's `Trigger`.
+//! Interrupt lines and routing: how a device asserts an IRQ without knowing
+//! who listens (in the spirit of vm-superio's `Trigger`), and the PC's
+//! interrupt controllers wired behind one lock, as KVM's irqchip is.
+//!
+//! ```text
+//!  ISA IRQ n ──┬── 8259A pair input n ── INTR ──┬── LINT0 (ExtINT) ─┐
+//!  (IsaIrq)    │                                └── (APIC disabled) ┤
+//!              └── I/O APIC pin n (IRQ 0: pin 2) ── message ── local APIC ── CPU
+//! ```
+//!
+//! Every ISA line drives both the 8259A and the I/O APIC, as on a PC with
+//! an I/O APIC; the guest decides which one listens by masking. The 8259A's
+//! INTR reaches the CPU through the local APIC's LINT0 in ExtINT mode
+//! (virtual wire), or straight when the local APIC is globally disabled,
+//! so a guest that never touches an APIC runs as on a PC without one.
 
 use std::sync::{Arc, Mutex};
 
+use crate::bus::{BusDevice, Window};
+use crate::clock::Clock;
+use crate::devices::ioapic::IoApic;
+use crate::devices::lapic::{Lapic, Message};
 use crate::devices::pic::PicPair;
 
 /// One interrupt request line into an interrupt controller.
@@ -17,23 +34,157 @@ pub trait IrqLine: Send {
     }
 }
 
-/// An IRQ line wired to one input of the 8259A pair.
-pub struct PicLine {
-    pic: Arc<Mutex<PicPair>>,
-    irq: u8,
-}
-
-impl PicLine {
-    /// Wires `irq` (0..=15) of `pic`.
-    pub fn new(pic: Arc<Mutex<PicPair>>, irq: u8) -> Self {
-        assert!(irq < 16, "the PIC pair has 16 inputs");
-        PicLine { pic, irq }
+/// The I/O APIC pin ISA IRQ `irq` drives: its own number, except the PIT's
+/// IRQ 0, which PC chipsets wire to pin 2 (firmware tables describe it as
+/// an interrupt source override; pin 0 carries the 8259A's INTR there).
+pub fn isa_pin(irq: u8) -> usize {
+    if irq == 0 {
+        2
+    } else {
+        usize::from(irq)
     }
 }
 
-impl IrqLine for PicLine {
+/// The 8259A pair, the I/O APIC and the local APIC: everything between an
+/// interrupt line and the CPU.
+pub struct IrqChip {
+    /// The legacy controllers (ports 0x20/0xA0).
+    pub pic: PicPair,
+    /// The I/O APIC (0xFEC00000).
+    pub ioapic: IoApic,
+    /// The CPU's local APIC (0xFEE00000, or where its base MSR moves it).
+    pub lapic: Lapic,
+}
+
+impl IrqChip {
+    /// The controllers as firmware leaves them; the local APIC's timer runs
+    /// on `clock` and its registers answer wherever `window` is.
+    pub fn new(clock: Arc<dyn Clock>, window: Window) -> Self {
+        IrqChip {
+            pic: PicPair::new(),
+            ioapic: IoApic::new(),
+            lapic: Lapic::after_firmware(clock, window),
+        }
+    }
+
+    /// Drives ISA IRQ `irq` (0..=15) to `level`.
+    pub fn set_isa_irq(&mut self, irq: u8, level: bool) {
+        self.pic.set_irq(irq, level);
+        if let Some(msg) = self.ioapic.set_pin(isa_pin(irq), level) {
+            self.lapic.deliver(msg);
+        }
+    }
+
+    fn deliver_all(&mut self, messages: Vec<Message>) {
+        for msg in messages {
+            self.lapic.deliver(msg);
+        }
+    }
+
+    /// The 8259A's INTR reaches the CPU: the local APIC is off, or passes
+    /// it on LINT0.
+    fn pic_connected(&self) -> bool {
+        !self.lapic.enabled() || self.lapic.passes_extint()
+    }
+
+    /// The CPU's INTR: an interrupt is waiting that the CPU takes when IF
+    /// allows.
+    pub fn has_interrupt(&self) -> bool {
+        (self.pic_connected() && self.pic.has_interrupt()) || self.lapic.has_interrupt()
+    }
+
+    /// The INTA cycle: the vector to deliver now. An ExtINT interrupt goes
+    /// first, as it ignores the APIC's priorities (and as QEMU orders them).
+    pub fn acknowledge(&mut self) -> u8 {
+        if self.pic_connected() && self.pic.has_interrupt() {
+            self.pic.acknowledge()
+        } else {
+            self.lapic.acknowledge()
+        }
+    }
+
+    /// Delivers the local APIC timer's interrupts that came due.
+    pub fn update(&mut self) {
+        self.lapic.update();
+    }
+
+    /// Nanoseconds until the local APIC timer's next interrupt, if armed.
+    pub fn ns_until_next_irq(&self) -> Option<u64> {
+        self.lapic.ns_until_next_irq()
+    }
+}
+
+/// An IRQ line wired to ISA IRQ `irq` of the machine's [`IrqChip`].
+pub struct IsaIrq {
+    chip: Arc<Mutex<IrqChip>>,
+    irq: u8,
+}
+
+impl IsaIrq {
+    /// Wires ISA IRQ `irq` (0..=15) of `chip`.
+    pub fn new(chip: Arc<Mutex<IrqChip>>, irq: u8) -> Self {
+        assert!(irq < 16, "a PC has 16 ISA IRQs");
+        IsaIrq { chip, irq }
+    }
+}
+
+impl IrqLine for IsaIrq {
     fn set_level(&self, level: bool) {
-        self.pic.lock().unwrap().set_irq(self.irq, level);
+        self.chip.lock().unwrap().set_isa_irq(self.irq, level);
+    }
+}
+
+/// Which of the chip's controllers a bus range reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The 8259A pair's ports.
+    Pic,
+    /// The I/O APIC's registers.
+    IoApic,
+    /// The local APIC's registers.
+    Lapic,
+}
+
+/// One controller of the [`IrqChip`] as a bus device: the bus takes this
+/// device's lock, then the chip's, so that an access that ends an
+/// interrupt (an EOI, an unmasked entry) reaches the other controllers.
+pub struct ChipRegisters {
+    chip: Arc<Mutex<IrqChip>>,
+    part: Part,
+}
+
+impl ChipRegisters {
+    /// The registers of `part` of `chip`.
+    pub fn new(chip: Arc<Mutex<IrqChip>>, part: Part) -> Self {
+        ChipRegisters { chip, part }
+    }
+}
+
+impl BusDevice for ChipRegisters {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
+        let mut chip = self.chip.lock().unwrap();
+        match self.part {
+            Part::Pic => chip.pic.read(base, offset, data),
+            Part::IoApic => chip.ioapic.read(offset, data),
+            Part::Lapic => chip.lapic.read(offset, data),
+        }
+    }
+
+    fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
+        let mut chip = self.chip.lock().unwrap();
+        match self.part {
+            Part::Pic => chip.pic.write(base, offset, data),
+            Part::IoApic => {
+                let sent = chip.ioapic.write(offset, data);
+                chip.deliver_all(sent);
+            }
+            Part::Lapic => {
+                if let Some(vector) = chip.lapic.write(offset, data) {
+                    let again = chip.ioapic.eoi(vector);
+                    chip.deliver_all(again);
+                }
+            }
+        }
     }
 }
 
@@ -53,5 +204,116 @@ impl IrqLine for TestLine {
             *self.edges.lock().unwrap() += 1;
         }
         *l = level;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::devices::{ioapic, lapic, pic};
+
+    fn chip() -> Arc<Mutex<IrqChip>> {
+        let window = Window::closed();
+        Arc::new(Mutex::new(IrqChip::new(ManualClock::new(), window)))
+    }
+
+    fn regs(chip: &Arc<Mutex<IrqChip>>, part: Part) -> ChipRegisters {
+        ChipRegisters::new(chip.clone(), part)
+    }
+
+    fn out(pic: &mut ChipRegisters, port: u16, v: u8) {
+        pic.write(u64::from(port & !1), u64::from(port & 1), &[v]);
+    }
+
+    /// The 8259A pair set up as guests do: vectors 0x20-0x2F, IRQ 0 unmasked.
+    fn pic_init(pic: &mut ChipRegisters) {
+        for (port, v) in [
+            (pic::MASTER_CMD, 0x11),
+            (pic::MASTER_DATA, 0x20),
+            (pic::MASTER_DATA, 4),
+            (pic::MASTER_DATA, 1),
+            (pic::MASTER_DATA, 0xFE),
+        ] {
+            out(pic, port, v);
+        }
+    }
+
+    fn lapic_write(l: &mut ChipRegisters, reg: u64, v: u32) {
+        l.write(0, reg, &v.to_le_bytes());
+    }
+
+    fn ioapic_write(io: &mut ChipRegisters, reg: u8, v: u32) {
+        io.write(0, ioapic::IOREGSEL, &[reg]);
+        io.write(0, ioapic::IOWIN, &v.to_le_bytes());
+    }
+
+    #[test]
+    fn the_pic_reaches_the_cpu_through_lint0_in_virtual_wire_mode() {
+        let chip = chip();
+        let mut pic = regs(&chip, Part::Pic);
+        pic_init(&mut pic);
+        IsaIrq::new(chip.clone(), 0).pulse();
+        let mut c = chip.lock().unwrap();
+        assert!(c.has_interrupt());
+        assert_eq!(c.acknowledge(), 0x20);
+        assert!(!c.has_interrupt());
+    }
+
+    #[test]
+    fn a_masked_lint0_cuts_the_pic_off_and_a_disabled_apic_reconnects_it() {
+        let chip = chip();
+        let mut pic = regs(&chip, Part::Pic);
+        let mut l = regs(&chip, Part::Lapic);
+        pic_init(&mut pic);
+        lapic_write(&mut l, lapic::LVT_LINT0, 0x1_0700);
+        IsaIrq::new(chip.clone(), 0).pulse();
+        assert!(!chip.lock().unwrap().has_interrupt());
+        // Software-disabled, LINT0 unmasked: QEMU still passes the PIC on.
+        lapic_write(&mut l, lapic::LVT_LINT0, 0x700);
+        lapic_write(&mut l, lapic::SVR, 0xFF);
+        assert!(chip.lock().unwrap().has_interrupt());
+        lapic_write(&mut l, lapic::LVT_LINT0, 0x1_0700);
+        let mut c = chip.lock().unwrap();
+        c.lapic.set_base(0xFEE0_0100);
+        assert!(c.has_interrupt(), "globally disabled: straight to the CPU");
+        assert_eq!(c.acknowledge(), 0x20);
+    }
+
+    #[test]
+    fn the_pit_irq_reaches_the_lapic_through_ioapic_pin_2() {
+        let chip = chip();
+        let mut io = regs(&chip, Part::IoApic);
+        ioapic_write(&mut io, ioapic::REG_REDIRECTION + 5, 0);
+        ioapic_write(&mut io, ioapic::REG_REDIRECTION + 4, 0x48);
+        // The PIC stays masked (never initialised): only the I/O APIC hears it.
+        IsaIrq::new(chip.clone(), 0).pulse();
+        let mut c = chip.lock().unwrap();
+        assert!(c.has_interrupt());
+        assert_eq!(c.acknowledge(), 0x48);
+    }
+
+    #[test]
+    fn an_eoi_of_a_level_vector_reaches_the_ioapic() {
+        let chip = chip();
+        let mut io = regs(&chip, Part::IoApic);
+        let mut l = regs(&chip, Part::Lapic);
+        ioapic_write(&mut io, ioapic::REG_REDIRECTION + 8, 0x8000 | 0x54);
+        let line = IsaIrq::new(chip.clone(), 4);
+        line.set_level(true);
+        assert_eq!(chip.lock().unwrap().acknowledge(), 0x54);
+        // Still asserted when the handler ends it: it comes again.
+        lapic_write(&mut l, lapic::EOI, 0);
+        assert_eq!(chip.lock().unwrap().acknowledge(), 0x54);
+        line.set_level(false);
+        lapic_write(&mut l, lapic::EOI, 0);
+        assert!(!chip.lock().unwrap().has_interrupt());
+    }
+
+    #[test]
+    fn isa_irq_0_is_pin_2() {
+        assert_eq!(isa_pin(0), 2);
+        assert_eq!(isa_pin(4), 4);
+        assert_eq!(isa_pin(8), 8);
     }
 }

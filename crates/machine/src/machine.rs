@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use x86::CpuState;
 
-use crate::bus::{Bus, Buses, SharedDevice};
+use crate::bus::{Bus, Buses, SharedDevice, Window};
 use crate::clock::{Clock, HostClock};
-use crate::devices::{cmos, debug_exit, i8042, pci, pic, pit, port80, scratch, uart};
-use crate::irq::PicLine;
+use crate::devices::{
+    cmos, debug_exit, i8042, ioapic, lapic, pci, pic, pit, port80, scratch, uart,
+};
+use crate::irq::{ChipRegisters, IrqChip, IsaIrq, Part};
 use crate::loader::{self, KernelFormat, LoadError};
 use crate::marks::{MarkLog, MarkingWriter};
 use crate::memory::{GuestMemory, MemoryError};
@@ -147,10 +149,14 @@ impl MachineBuilder {
         let ram_bytes = memory.size();
 
         let stop = StopHandle::new();
-        let pic = Arc::new(Mutex::new(pic::PicPair::new()));
+        let lapic_window = Window::closed();
+        let irq = Arc::new(Mutex::new(IrqChip::new(
+            self.clock.clone(),
+            lapic_window.clone(),
+        )));
         let pit = Arc::new(Mutex::new(pit::Pit::new(
             self.clock.clone(),
-            Box::new(PicLine::new(pic.clone(), 0)),
+            Box::new(IsaIrq::new(irq.clone(), 0)),
         )));
         let marks = Arc::new(Mutex::new(MarkLog::default()));
         let console = match &self.mark_prefix {
@@ -159,8 +165,10 @@ impl MachineBuilder {
         };
         let uart = Arc::new(Mutex::new(uart::Uart::new(
             console,
-            Box::new(PicLine::new(pic.clone(), 4)),
+            Box::new(IsaIrq::new(irq.clone(), 4)),
         )));
+        let part = |p| Arc::new(Mutex::new(ChipRegisters::new(irq.clone(), p)));
+        let pic = part(Part::Pic);
 
         let mut bus = Buses::default();
         let attach = |bus: &mut Bus, first: u16, last: u16, dev: SharedDevice| {
@@ -204,12 +212,17 @@ impl MachineBuilder {
                 scratch::BASE,
                 scratch::SIZE,
             )
-            .expect("the MMIO map has one device");
+            .expect("the MMIO map's fixed devices do not overlap");
+        bus.mmio
+            .insert(part(Part::IoApic), ioapic::BASE, ioapic::SIZE)
+            .expect("the MMIO map's fixed devices do not overlap");
+        bus.mmio
+            .insert_window(part(Part::Lapic), lapic_window, lapic::SIZE);
 
         Ok(Machine {
             memory,
             bus,
-            pic,
+            irq,
             pit,
             uart,
             post,
@@ -231,7 +244,8 @@ pub struct Machine {
     pub memory: GuestMemory,
     /// The port-I/O and MMIO buses.
     pub bus: Buses,
-    pic: Arc<Mutex<pic::PicPair>>,
+    /// The interrupt controllers (PIC, I/O APIC, local APIC).
+    pub(crate) irq: Arc<Mutex<IrqChip>>,
     pit: Arc<Mutex<pit::Pit>>,
     uart: Arc<Mutex<uart::Uart>>,
     post: Arc<Mutex<port80::PostCode>>,
@@ -312,6 +326,7 @@ impl Machine {
     /// Advances timers and drains console input; call between guest runs.
     pub fn poll(&mut self) -> Poll {
         self.pit.lock().unwrap().update();
+        self.irq.lock().unwrap().update();
         self.uart.lock().unwrap().flush_if_older(CONSOLE_LATENCY);
         let Some(rx) = &self.input else {
             return Poll::Continue;
@@ -330,8 +345,7 @@ impl Machine {
     pub fn wait(&mut self, max: Duration) -> Poll {
         // The guest is idle: whatever it wrote is all there is for now.
         self.flush_console();
-        let timer = self.pit.lock().unwrap().ns_until_next_irq();
-        let wait = timer.map_or(max, |ns| max.min(Duration::from_nanos(ns)));
+        let wait = self.next_timer_event().map_or(max, |t| max.min(t));
         if let Some(rx) = &self.input {
             match rx.recv_timeout(wait) {
                 Ok(ConsoleInput::Bytes(b)) => self.uart.lock().unwrap().enqueue_input(&b),
@@ -349,29 +363,43 @@ impl Machine {
         self.poll()
     }
 
-    /// Time until the virtual timer's next interrupt, if one is armed.
+    /// Time until the next interrupt of a virtual timer (the PIT or the
+    /// local APIC timer), if one is armed.
     pub fn next_timer_event(&self) -> Option<Duration> {
-        self.pit
-            .lock()
-            .unwrap()
-            .ns_until_next_irq()
-            .map(Duration::from_nanos)
+        let pit = self.pit.lock().unwrap().ns_until_next_irq();
+        let lapic = self.irq.lock().unwrap().ns_until_next_irq();
+        let ns = match (pit, lapic) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        ns.map(Duration::from_nanos)
     }
 
     /// True when a halted vCPU could still be woken: a timer is armed or
     /// console input may arrive.
     pub fn can_wake(&self) -> bool {
-        self.input.is_some() || self.pit.lock().unwrap().ns_until_next_irq().is_some()
+        self.input.is_some() || self.next_timer_event().is_some()
     }
 
-    /// The PIC's INTR output.
+    /// The CPU's INTR input: the local APIC has a vector for it, or the
+    /// 8259A has one and reaches the CPU (see [`IrqChip`]).
     pub fn interrupt_pending(&self) -> bool {
-        self.pic.lock().unwrap().has_interrupt()
+        self.irq.lock().unwrap().has_interrupt()
     }
 
     /// The INTA cycle: the vector to deliver now.
     pub fn acknowledge_interrupt(&self) -> u8 {
-        self.pic.lock().unwrap().acknowledge()
+        self.irq.lock().unwrap().acknowledge()
+    }
+
+    /// IA32_APIC_BASE, which the local APIC holds.
+    pub fn apic_base(&self) -> u64 {
+        self.irq.lock().unwrap().lapic.base()
+    }
+
+    /// WRMSR to IA32_APIC_BASE of a value the MSR model accepted.
+    pub fn set_apic_base(&self, value: u64) {
+        self.irq.lock().unwrap().lapic.set_base(value);
     }
 
     /// Flushes the console; call on every exit path.

@@ -1,15 +1,18 @@
 //! The machine as the callout emulator (`x86::emulate`) sees it: guest
 //! memory through a [`GuestLinear`] that sends what is past RAM to the MMIO
 //! bus, and a [`MachinePlatform`] for the rest: the port bus, the CPU
-//! model, the MSRs and the TSC. Both engines reach the devices from an
+//! model, the MSRs, the TSC and the local APIC's base register. Both engines reach the devices from an
 //! emulated instruction through this one adapter ([`Machine::emulation`]).
 
+use std::sync::Mutex;
 use x86::cpuid::CpuidModel;
 use x86::emulate::Platform;
-use x86::msr::MsrFile;
+
+use x86::msr::{apic_base, MsrFile};
 use x86::CpuState;
 
 use crate::bus::Buses;
+use crate::irq::IrqChip;
 use crate::machine::Machine;
 use crate::memory::GuestLinear;
 
@@ -60,6 +63,7 @@ impl Default for CpuExtras {
 /// extras, for one emulated instruction.
 pub struct MachinePlatform<'a> {
     bus: &'a Buses,
+    irq: &'a Mutex<IrqChip>,
     extras: &'a mut CpuExtras,
 }
 
@@ -93,6 +97,16 @@ impl Platform for MachinePlatform<'_> {
     fn msrs(&mut self) -> &mut MsrFile {
         &mut self.extras.msrs
     }
+
+    fn apic_base(&mut self) -> u64 {
+        self.irq.lock().unwrap().lapic.base()
+    }
+
+    fn set_apic_base(&mut self, value: u64) {
+        self.irq.lock().unwrap().lapic.set_base(value);
+        // CPUID.APIC reports the global enable (SDM vol. 3 10.4.3).
+        self.extras.cpuid.apic = value & apic_base::EN != 0;
+    }
 }
 
 impl Machine {
@@ -107,6 +121,7 @@ impl Machine {
         let mem = GuestLinear::new(&mut self.memory, cpu).with_mmio(&self.bus.mmio);
         let plat = MachinePlatform {
             bus: &self.bus,
+            irq: &self.irq,
             extras,
         };
         (mem, plat)
@@ -173,6 +188,40 @@ mod tests {
         mem.read((scratch::BASE + scratch::ID) as u32, &mut b)
             .unwrap();
         assert_eq!(&b, b"popk");
+    }
+
+    #[test]
+    fn an_emulated_wrmsr_moves_the_local_apic_and_cpuid_follows() {
+        // wrmsr; cpuid
+        let mut m = machine(&[0x0F, 0x30, 0x0F, 0xA2]);
+        let mut cpu = m.entry.clone();
+        let mut extras = CpuExtras::new();
+        (cpu.ecx, cpu.edx, cpu.eax) = (x86::msr::IA32_APIC_BASE, 0, 0xFEF0_0800);
+        let (mut mem, mut plat) = m.emulation(&cpu, &mut extras);
+        let insn = emulate::fetch(&cpu, &mut mem).unwrap();
+        emulate::execute(&mut cpu, &mut mem, &mut plat, &insn).unwrap();
+        assert_eq!(m.apic_base(), 0xFEF0_0900, "moved, still the BSP");
+        let mut b = [0u8; 4];
+        m.mmio_read(0xFEF0_0030, &mut b);
+        assert_eq!(
+            u32::from_le_bytes(b),
+            0x0005_0014,
+            "the version register, moved"
+        );
+        m.mmio_read(0xFEE0_0030, &mut b);
+        assert_eq!(b, [0xFF; 4], "nothing left at the old base");
+        // Disabled: CPUID no longer shows an APIC.
+        (cpu.ecx, cpu.edx, cpu.eax) = (x86::msr::IA32_APIC_BASE, 0, 0xFEE0_0000);
+        cpu.eip = 0x1000;
+        let (mut mem, mut plat) = m.emulation(&cpu, &mut extras);
+        let insn = emulate::fetch(&cpu, &mut mem).unwrap();
+        emulate::execute(&mut cpu, &mut mem, &mut plat, &insn).unwrap();
+        cpu.eax = 1;
+        let insn = emulate::fetch(&cpu, &mut mem).unwrap();
+        emulate::execute(&mut cpu, &mut mem, &mut plat, &insn).unwrap();
+        assert_eq!(cpu.edx & x86::cpuid::leaf1_edx::APIC, 0);
+        m.mmio_read(0xFEE0_0030, &mut b);
+        assert_eq!(b, [0xFF; 4]);
     }
 
     #[test]

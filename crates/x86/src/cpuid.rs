@@ -73,7 +73,10 @@ pub mod leaf1_edx {
     pub const MCE: u32 = 1 << 7;
     /// Set: CMPXCHG8B, required by every 686 Linux kernel.
     pub const CX8: u32 = 1 << 8;
-    /// Clear: no local APIC is modelled yet; the guest uses the 8259 PIC.
+    /// Set while the local APIC is enabled (IA32_APIC_BASE.EN): the xAPIC
+    /// at 0xFEE00000 (crates/machine/src/devices/lapic.rs). A guest that
+    /// disables it through the MSR sees the bit clear, as on hardware (SDM
+    /// vol. 3 10.4.3); `CpuidModel::apic` carries that state.
     pub const APIC: u32 = 1 << 9;
     /// Clear: SYSENTER from 32-bit code cannot be intercepted cleanly on the
     /// host (design section 3); `CpuidModel::sep` may enable it per engine.
@@ -135,13 +138,14 @@ pub mod leaf1_ecx {
     pub const SSE4_1: u32 = 1 << 19;
     /// Clear: SSE4.2 is not in the x86-64 baseline.
     pub const SSE4_2: u32 = 1 << 20;
-    /// Clear: no local APIC, hence no x2APIC.
+    /// Clear: the local APIC is an xAPIC only; the x2APIC MSRs are not modelled.
     pub const X2APIC: u32 = 1 << 21;
     /// Clear: MOVBE is not in the x86-64 baseline.
     pub const MOVBE: u32 = 1 << 22;
     /// Clear: POPCNT is not in the x86-64 baseline.
     pub const POPCNT: u32 = 1 << 23;
-    /// Clear: no local APIC, hence no TSC-deadline timer.
+    /// Clear: the local APIC timer has its one-shot and periodic modes only,
+    /// so IA32_TSC_DEADLINE does not exist.
     pub const TSC_DEADLINE: u32 = 1 << 24;
     /// Clear: the monitor switches only FXSAVE state, not XSAVE components.
     pub const XSAVE: u32 = 1 << 26;
@@ -253,6 +257,9 @@ pub struct CpuidModel {
     pub sep: bool,
     /// Advertise NX in leaf 0x80000001 (only meaningful with PAE, which is on).
     pub nx: bool,
+    /// The local APIC is enabled (IA32_APIC_BASE.EN), which leaf 1 EDX.APIC
+    /// reports; the engine clears it when the guest disables the APIC.
+    pub apic: bool,
 }
 
 impl Default for CpuidModel {
@@ -261,6 +268,7 @@ impl Default for CpuidModel {
             signature: DEFAULT_SIGNATURE,
             sep: false,
             nx: true,
+            apic: true,
         }
     }
 }
@@ -310,6 +318,7 @@ impl CpuidModel {
             | FXSR
             | SSE
             | SSE2;
+        let base = if self.apic { base | APIC } else { base };
         if self.sep {
             base | SEP
         } else {
@@ -444,12 +453,12 @@ mod tests {
         use leaf1_edx::*;
         let [_, ebx, ecx, edx] = CpuidModel::default().query(1, 0);
         for bit in [
-            FPU, TSC, CX8, CMOV, PSE, PAE, PGE, PAT, MSR, MMX, FXSR, SSE, SSE2, MTRR, CLFSH,
+            FPU, TSC, CX8, CMOV, PSE, PAE, PGE, PAT, MSR, MMX, FXSR, SSE, SSE2, MTRR, CLFSH, APIC,
         ] {
             assert_ne!(edx & bit, 0, "missing {bit:#x}");
         }
         for bit in [
-            VME, DE, MCE, APIC, SEP, MCA, PSE36, PSN, DS, ACPI, SS, HTT, TM, PBE,
+            VME, DE, MCE, SEP, MCA, PSE36, PSN, DS, ACPI, SS, HTT, TM, PBE,
         ] {
             assert_eq!(edx & bit, 0, "unexpected {bit:#x}");
         }
@@ -457,6 +466,17 @@ mod tests {
         assert_eq!(ecx & leaf1_ecx::VMX, 0);
         assert_eq!((ebx >> 8) & 0xFF, 8, "CLFLUSH line in 8-byte units");
         assert_eq!(ebx >> 24, 0, "APIC ID");
+    }
+
+    #[test]
+    fn the_apic_bit_follows_the_apic_enable() {
+        let m = CpuidModel::default();
+        assert_ne!(m.query(1, 0)[3] & leaf1_edx::APIC, 0);
+        let off = CpuidModel { apic: false, ..m };
+        assert_eq!(off.query(1, 0)[3] & leaf1_edx::APIC, 0);
+        assert_eq!(off.query(1, 0)[3] | leaf1_edx::APIC, m.query(1, 0)[3]);
+        let [_, _, ecx, _] = m.query(1, 0);
+        assert_eq!(ecx & (leaf1_ecx::X2APIC | leaf1_ecx::TSC_DEADLINE), 0);
     }
 
     #[test]

@@ -7,10 +7,16 @@
 //! existence of an MSR depends on a CPUID bit, the same bit decides here, so
 //! the two models cannot drift apart.
 //!
-//! The values live in three places: architectural state already in
+//! The values live in four places: architectural state already in
 //! [`CpuState`] (EFER, SYSENTER, PAT), a small [`MsrFile`] for the rest, and
-//! the engine's virtual TSC, which [`MsrFile::read`]/[`MsrFile::write`] take
-//! and return explicitly so that this module stays free of clocks.
+//! two registers outside the CPU core, the engine's virtual TSC and the
+//! local APIC's base register, which [`MsrFile::read`]/[`MsrFile::write`]
+//! take ([`Uncore`]) and return ([`WriteEffect`]) explicitly so that this
+//! module stays free of clocks and devices.
+//!
+//! Both engines answer from this one table: the BT engine's emulator for
+//! every RDMSR/WRMSR, the KVM engine for the MSRs it takes from KVM
+//! (crates/kvm/src/msr.rs says which).
 
 use crate::cpuid::{leaf1_edx, CpuidModel};
 use crate::state::CpuState;
@@ -24,10 +30,13 @@ pub const IA32_P5_MC_TYPE: u32 = 0x1;
 pub const IA32_TIME_STAMP_COUNTER: u32 = 0x10;
 /// Platform ID (read by the microcode loader).
 pub const IA32_PLATFORM_ID: u32 = 0x17;
-/// Local APIC base (needs CPUID.APIC; absent).
+/// Local APIC base address and enables; lives in the local APIC.
 pub const IA32_APIC_BASE: u32 = 0x1B;
 /// VMX/SMX lock and enables (needs CPUID.VMX or SMX; absent).
 pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
+/// TSC adjustment (needs CPUID.7.EBX[1]; the model's leaves stop at 2, so
+/// absent: #GP).
+pub const IA32_TSC_ADJUST: u32 = 0x3B;
 /// Speculation control (needs CPUID.7 bits; absent).
 pub const IA32_SPEC_CTRL: u32 = 0x48;
 /// Prediction barrier command (needs CPUID.7 bits; absent).
@@ -38,6 +47,9 @@ pub const IA32_BIOS_UPDT_TRIG: u32 = 0x79;
 pub const IA32_BIOS_SIGN_ID: u32 = 0x8B;
 /// First performance counter (no PMU modelled; absent).
 pub const IA32_PMC0: u32 = 0xC1;
+/// Platform information (model-specific, Nehalem and later; absent: #GP,
+/// which Linux's `rdmsr_safe` probes expect of an Atom).
+pub const MSR_PLATFORM_INFO: u32 = 0xCE;
 /// MTRR capabilities.
 pub const IA32_MTRRCAP: u32 = 0xFE;
 /// Speculation-immunity bits (needs CPUID.7.EDX[29]; absent).
@@ -60,19 +72,19 @@ pub const IA32_PERFEVTSEL0: u32 = 0x186;
 pub const IA32_MISC_ENABLE: u32 = 0x1A0;
 /// Debug control: LBR and single-step-on-branch.
 pub const IA32_DEBUGCTL: u32 = 0x1D9;
-/// First variable-range MTRR base (MTRRcap reports none; absent).
+/// First variable-range MTRR base; pair n is PHYSBASE0 + 2n, PHYSMASK0 + 2n.
 pub const IA32_MTRR_PHYSBASE0: u32 = 0x200;
-/// First variable-range MTRR mask (MTRRcap reports none; absent).
+/// First variable-range MTRR mask.
 pub const IA32_MTRR_PHYSMASK0: u32 = 0x201;
-/// Fixed-range MTRR for 0-512 KiB (MTRRcap reports no fixed ranges; absent).
+/// Fixed-range MTRR for 0-512 KiB.
 pub const IA32_MTRR_FIX64K_00000: u32 = 0x250;
-/// Fixed-range MTRR for 512-640 KiB (absent).
+/// Fixed-range MTRR for 512-640 KiB.
 pub const IA32_MTRR_FIX16K_80000: u32 = 0x258;
-/// Fixed-range MTRR for 640-768 KiB (absent).
+/// Fixed-range MTRR for 640-768 KiB.
 pub const IA32_MTRR_FIX16K_A0000: u32 = 0x259;
-/// First 4 KiB fixed-range MTRR, 768 KiB (absent).
+/// First 4 KiB fixed-range MTRR, 768 KiB.
 pub const IA32_MTRR_FIX4K_C0000: u32 = 0x268;
-/// Last 4 KiB fixed-range MTRR, 992 KiB (absent).
+/// Last 4 KiB fixed-range MTRR, 992 KiB.
 pub const IA32_MTRR_FIX4K_F8000: u32 = 0x26F;
 /// Page attribute table.
 pub const IA32_PAT: u32 = 0x277;
@@ -80,7 +92,7 @@ pub const IA32_PAT: u32 = 0x277;
 pub const IA32_MTRR_DEF_TYPE: u32 = 0x2FF;
 /// First machine-check bank control (absent).
 pub const IA32_MC0_CTL: u32 = 0x400;
-/// TSC-deadline timer (needs a local APIC; absent).
+/// TSC-deadline timer (needs CPUID.1:ECX.TSC_DEADLINE, not offered; absent).
 pub const IA32_TSC_DEADLINE: u32 = 0x6E0;
 /// Extended feature enables; exists only when NX is offered.
 pub const IA32_EFER: u32 = 0xC000_0080;
@@ -99,6 +111,30 @@ pub mod efer {
     pub const LMA: u64 = 1 << 10;
     /// No-execute enable: PAE bit 63 means execute-disable instead of reserved.
     pub const NXE: u64 = 1 << 11;
+}
+
+/// Physical-address width the guest assumes (MAXPHYADDR): 36, as Linux
+/// does for a PAE CPU without leaf 0x80000008 (see `cpuid`). Address bits
+/// above it are reserved in the MTRRs and the APIC base.
+pub const PHYS_ADDR_BITS: u32 = 36;
+
+/// Bits of a page-aligned physical address below [`PHYS_ADDR_BITS`].
+pub const PHYS_PAGE_MASK: u64 = ((1 << PHYS_ADDR_BITS) - 1) & !0xFFF;
+
+/// IA32_APIC_BASE bits.
+pub mod apic_base {
+    /// This is the bootstrap processor (read-only).
+    pub const BSP: u64 = 1 << 8;
+    /// x2APIC mode (no x2APIC is offered: reserved).
+    pub const EXTD: u64 = 1 << 10;
+    /// The local APIC is enabled (global enable).
+    pub const EN: u64 = 1 << 11;
+    /// The registers' physical base, 4 KiB aligned.
+    pub const BASE: u64 = super::PHYS_PAGE_MASK;
+    /// Where the registers are after reset.
+    pub const DEFAULT_BASE: u64 = 0xFEE0_0000;
+    /// The value after reset on the one (bootstrap) processor.
+    pub const RESET: u64 = DEFAULT_BASE | BSP | EN;
 }
 
 /// IA32_MISC_ENABLE bits.
@@ -141,9 +177,45 @@ pub mod memtype {
     pub const UC_MINUS: u8 = 7;
 }
 
-/// IA32_MTRRCAP: no variable ranges, no fixed ranges, no WC, no SMRR. The
-/// guest has nothing to program, yet the MTRR bit lets Linux enable PAT.
-pub const MTRRCAP_VALUE: u64 = 0;
+/// IA32_MTRRCAP fields.
+pub mod mtrrcap {
+    /// Number of variable ranges (bits 7:0).
+    pub const VCNT: u64 = 0xFF;
+    /// Fixed-range MTRRs supported.
+    pub const FIX: u64 = 1 << 8;
+    /// Write-combining memory type supported.
+    pub const WC: u64 = 1 << 10;
+}
+
+/// Variable-range MTRR pairs: 8, as QEMU's and KVM's CPUs have.
+pub const MTRR_VAR_COUNT: usize = 8;
+
+/// The fixed-range MTRRs, in the order [`MsrFile::mtrr_fixed`] keeps them.
+pub const MTRR_FIXED: [u32; 11] = [
+    IA32_MTRR_FIX64K_00000,
+    IA32_MTRR_FIX16K_80000,
+    IA32_MTRR_FIX16K_A0000,
+    IA32_MTRR_FIX4K_C0000,
+    IA32_MTRR_FIX4K_C0000 + 1,
+    IA32_MTRR_FIX4K_C0000 + 2,
+    IA32_MTRR_FIX4K_C0000 + 3,
+    IA32_MTRR_FIX4K_C0000 + 4,
+    IA32_MTRR_FIX4K_C0000 + 5,
+    IA32_MTRR_FIX4K_C0000 + 6,
+    IA32_MTRR_FIX4K_F8000,
+];
+
+/// IA32_MTRRCAP: 8 variable ranges, fixed ranges and WC, no SMRR (the
+/// value QEMU and KVM report). The registers store what the guest writes
+/// and check it as the CPU would; memory types do not change how popek
+/// maps guest RAM (it is all ordinary host memory).
+pub const MTRRCAP_VALUE: u64 = mtrrcap::FIX | mtrrcap::WC | MTRR_VAR_COUNT as u64;
+
+/// IA32_MTRR_PHYSBASEn: bits 11:8 and those above the physical width are reserved.
+const MTRR_PHYSBASE_RESERVED: u64 = !(PHYS_PAGE_MASK | 0xFF);
+/// IA32_MTRR_PHYSMASKn: bit 11 is the valid bit, bits 10:0 and those above
+/// the physical width are reserved.
+const MTRR_PHYSMASK_RESERVED: u64 = !(PHYS_PAGE_MASK | 1 << 11);
 
 /// IA32_MTRR_DEF_TYPE as firmware would leave it: MTRRs on, all memory
 /// write-back. A loader that boots a kernel without firmware should install
@@ -172,6 +244,8 @@ pub enum Backing {
     Constant,
     /// The engine's virtual time-stamp counter.
     Tsc,
+    /// The local APIC's base register, which the engine's platform holds.
+    Apic,
 }
 
 /// How the modelled CPU treats one implemented MSR.
@@ -255,7 +329,21 @@ const fn constant(index: u32, name: &'static str, value: u64, writable: bool) ->
 pub fn info(cpuid: &CpuidModel, index: u32) -> Option<MsrInfo> {
     let edx = cpuid.leaf1_edx();
     let has = |bit: u32| edx & bit != 0;
+    let mtrr = has(leaf1_edx::MTRR);
+    let var_mtrrs = IA32_MTRR_PHYSBASE0..IA32_MTRR_PHYSBASE0 + 2 * MTRR_VAR_COUNT as u32;
     let info = match index {
+        // Every P6 or later CPU has the register, whether its APIC is
+        // enabled (CPUID.APIC set) or not: a guest re-enables it here.
+        IA32_APIC_BASE => MsrInfo {
+            read_only: apic_base::BSP,
+            ..rw(
+                index,
+                "IA32_APIC_BASE",
+                apic_base::RESET,
+                !(apic_base::BASE | apic_base::BSP | apic_base::EN),
+                Backing::Apic,
+            )
+        },
         IA32_TIME_STAMP_COUNTER if has(leaf1_edx::TSC) => {
             rw(index, "IA32_TIME_STAMP_COUNTER", 0, 0, Backing::Tsc)
         }
@@ -297,7 +385,22 @@ pub fn info(cpuid: &CpuidModel, index: u32) -> Option<MsrInfo> {
             0xF8F8_F8F8_F8F8_F8F8,
             Backing::State,
         ),
-        IA32_MTRR_DEF_TYPE if has(leaf1_edx::MTRR) => rw(
+        i if mtrr && var_mtrrs.contains(&i) && i % 2 == 0 => rw(
+            index,
+            "IA32_MTRR_PHYSBASEn",
+            0,
+            MTRR_PHYSBASE_RESERVED,
+            Backing::File,
+        ),
+        i if mtrr && var_mtrrs.contains(&i) => rw(
+            index,
+            "IA32_MTRR_PHYSMASKn",
+            0,
+            MTRR_PHYSMASK_RESERVED,
+            Backing::File,
+        ),
+        i if mtrr && MTRR_FIXED.contains(&i) => rw(index, "IA32_MTRR_FIXn", 0, 0, Backing::File),
+        IA32_MTRR_DEF_TYPE if mtrr => rw(
             index,
             "IA32_MTRR_DEF_TYPE",
             0,
@@ -338,9 +441,10 @@ pub fn apply_write(
         return Err(MsrError::ReadOnly(index));
     }
     let invalid = value & info.reserved != 0
-        || match index {
-            IA32_PAT => !value.to_le_bytes().into_iter().all(valid_pat_type),
-            IA32_MTRR_DEF_TYPE => !valid_mtrr_type(value as u8),
+        || match info.name {
+            "IA32_PAT" => !value.to_le_bytes().into_iter().all(valid_pat_type),
+            "IA32_MTRR_FIXn" => !value.to_le_bytes().into_iter().all(valid_mtrr_type),
+            "IA32_MTRR_DEF_TYPE" | "IA32_MTRR_PHYSBASEn" => !valid_mtrr_type(value as u8),
             _ => false,
         };
     if invalid {
@@ -358,6 +462,18 @@ pub enum WriteEffect {
     SetTsc(u64),
     /// The page-table format changed (EFER.NXE): drop shadow mappings.
     PagingChanged,
+    /// Give the local APIC this base register value (relocation, enables).
+    SetApicBase(u64),
+}
+
+/// The MSR values that live outside the CPU core, which RDMSR and the
+/// read-only bits of WRMSR need: the engine supplies them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Uncore {
+    /// The virtual time-stamp counter now.
+    pub tsc: u64,
+    /// The local APIC's base register.
+    pub apic_base: u64,
 }
 
 /// The MSRs that have no home in [`CpuState`].
@@ -369,6 +485,10 @@ pub struct MsrFile {
     pub mtrr_def_type: u64,
     /// IA32_DEBUGCTL.
     pub debugctl: u64,
+    /// IA32_MTRR_PHYSBASEn and IA32_MTRR_PHYSMASKn, in index order.
+    pub mtrr_var: [u64; 2 * MTRR_VAR_COUNT],
+    /// The fixed-range MTRRs, in [`MTRR_FIXED`] order.
+    pub mtrr_fixed: [u64; MTRR_FIXED.len()],
 }
 
 impl Default for MsrFile {
@@ -378,6 +498,8 @@ impl Default for MsrFile {
             misc_enable: MISC_ENABLE_RESET,
             mtrr_def_type: 0,
             debugctl: 0,
+            mtrr_var: [0; 2 * MTRR_VAR_COUNT],
+            mtrr_fixed: [0; MTRR_FIXED.len()],
         }
     }
 }
@@ -393,31 +515,37 @@ impl MsrFile {
     }
 
     fn slot(&mut self, index: u32) -> Option<&mut u64> {
+        let var = index.wrapping_sub(IA32_MTRR_PHYSBASE0) as usize;
         match index {
             IA32_MISC_ENABLE => Some(&mut self.misc_enable),
             IA32_MTRR_DEF_TYPE => Some(&mut self.mtrr_def_type),
             IA32_DEBUGCTL => Some(&mut self.debugctl),
-            _ => None,
+            _ if var < self.mtrr_var.len() => Some(&mut self.mtrr_var[var]),
+            _ => {
+                let fixed = MTRR_FIXED.iter().position(|&i| i == index)?;
+                Some(&mut self.mtrr_fixed[fixed])
+            }
         }
     }
 
-    /// RDMSR: the value of `index`, given the current virtual TSC `tsc`.
+    /// RDMSR: the value of `index`, given the values outside the core.
     pub fn read(
         &self,
         cpuid: &CpuidModel,
         state: &CpuState,
         index: u32,
-        tsc: u64,
+        uncore: Uncore,
     ) -> Result<u64, MsrError> {
         let info = info(cpuid, index).ok_or(MsrError::Unimplemented(index))?;
         Ok(match info.backing {
             Backing::Constant => info.reset,
-            Backing::Tsc => tsc,
-            Backing::File => match index {
-                IA32_MISC_ENABLE => self.misc_enable,
-                IA32_MTRR_DEF_TYPE => self.mtrr_def_type,
-                _ => self.debugctl,
-            },
+            Backing::Tsc => uncore.tsc,
+            Backing::Apic => uncore.apic_base,
+            // `slot` takes &mut to serve `write` too; a copy costs little.
+            Backing::File => {
+                let mut file = *self;
+                file.slot(index).map_or(0, |v| *v)
+            }
             Backing::State => match index {
                 IA32_SYSENTER_CS => u64::from(state.sysenter_cs),
                 IA32_SYSENTER_ESP => u64::from(state.sysenter_esp),
@@ -428,21 +556,23 @@ impl MsrFile {
         })
     }
 
-    /// WRMSR: validates `value`, stores it, and says what else the engine must do.
+    /// WRMSR: validates `value`, stores it, and says what else the engine
+    /// must do; `uncore` supplies the current values outside the core.
     pub fn write(
         &mut self,
         cpuid: &CpuidModel,
         state: &mut CpuState,
         index: u32,
         value: u64,
+        uncore: Uncore,
     ) -> Result<WriteEffect, MsrError> {
-        // TSC writes need no current value; everything else may keep bits.
-        let current = self.read(cpuid, state, index, 0)?;
+        let current = self.read(cpuid, state, index, uncore)?;
         let new = apply_write(cpuid, index, current, value)?;
         let info = info(cpuid, index).ok_or(MsrError::Unimplemented(index))?;
         match info.backing {
             Backing::Constant => {}
             Backing::Tsc => return Ok(WriteEffect::SetTsc(new)),
+            Backing::Apic => return Ok(WriteEffect::SetApicBase(new)),
             Backing::File => {
                 if let Some(slot) = self.slot(index) {
                     *slot = new;
@@ -471,6 +601,12 @@ mod tests {
     use super::*;
     use crate::cpuid::ext1_edx;
 
+    /// No TSC and no APIC base: what tests of other MSRs pass.
+    const U: Uncore = Uncore {
+        tsc: 0,
+        apic_base: 0,
+    };
+
     fn cpu() -> CpuidModel {
         CpuidModel::default()
     }
@@ -489,6 +625,11 @@ mod tests {
             IA32_PAT,
             IA32_MTRR_DEF_TYPE,
             IA32_EFER,
+            IA32_APIC_BASE,
+            IA32_MTRR_PHYSBASE0,
+            IA32_MTRR_PHYSMASK0 + 14,
+            IA32_MTRR_FIX64K_00000,
+            IA32_MTRR_FIX4K_F8000,
         ] {
             assert!(is_implemented(&cpu(), index), "{index:#x}");
         }
@@ -498,7 +639,8 @@ mod tests {
     fn msrs_behind_absent_features_are_not_implemented() {
         for index in [
             IA32_P5_MC_ADDR,
-            IA32_APIC_BASE,
+            IA32_TSC_ADJUST,
+            MSR_PLATFORM_INFO,
             IA32_FEATURE_CONTROL,
             IA32_SPEC_CTRL,
             IA32_ARCH_CAPABILITIES,
@@ -506,9 +648,8 @@ mod tests {
             IA32_MC0_CTL,
             IA32_PMC0,
             IA32_PERFEVTSEL0,
-            IA32_MTRR_PHYSBASE0,
-            IA32_MTRR_FIX64K_00000,
-            IA32_MTRR_FIX4K_F8000,
+            IA32_MTRR_PHYSBASE0 + 2 * MTRR_VAR_COUNT as u32,
+            IA32_MTRR_FIX4K_F8000 + 1,
             IA32_TSC_DEADLINE,
             IA32_STAR,
             IA32_TSC_AUX,
@@ -516,7 +657,7 @@ mod tests {
         ] {
             assert!(!is_implemented(&cpu(), index), "{index:#x}");
             assert_eq!(
-                MsrFile::default().read(&cpu(), &CpuState::default(), index, 0),
+                MsrFile::default().read(&cpu(), &CpuState::default(), index, U),
                 Err(MsrError::Unimplemented(index))
             );
         }
@@ -535,87 +676,197 @@ mod tests {
         let mut s = CpuState::default();
         let mut f = MsrFile::default();
         assert_eq!(
-            f.write(&cpu(), &mut s, IA32_EFER, efer::LME),
+            f.write(&cpu(), &mut s, IA32_EFER, efer::LME, U),
             Err(MsrError::InvalidValue(IA32_EFER, efer::LME))
         );
         assert_eq!(
-            f.write(&cpu(), &mut s, IA32_EFER, efer::NXE),
+            f.write(&cpu(), &mut s, IA32_EFER, efer::NXE, U),
             Ok(WriteEffect::PagingChanged)
         );
         assert_eq!(s.efer, efer::NXE);
         assert_eq!(
-            f.write(&cpu(), &mut s, IA32_EFER, efer::NXE),
+            f.write(&cpu(), &mut s, IA32_EFER, efer::NXE, U),
             Ok(WriteEffect::None)
         );
-        assert_eq!(f.read(&cpu(), &s, IA32_EFER, 0), Ok(efer::NXE));
+        assert_eq!(f.read(&cpu(), &s, IA32_EFER, U), Ok(efer::NXE));
     }
 
     #[test]
     fn sysenter_msrs_live_in_cpu_state() {
         let mut s = CpuState::default();
         let mut f = MsrFile::default();
-        f.write(&cpu(), &mut s, IA32_SYSENTER_CS, 0x60).unwrap();
-        f.write(&cpu(), &mut s, IA32_SYSENTER_ESP, 0xC180_0000)
+        f.write(&cpu(), &mut s, IA32_SYSENTER_CS, 0x60, U).unwrap();
+        f.write(&cpu(), &mut s, IA32_SYSENTER_ESP, 0xC180_0000, U)
             .unwrap();
-        f.write(&cpu(), &mut s, IA32_SYSENTER_EIP, 0xC100_1234)
+        f.write(&cpu(), &mut s, IA32_SYSENTER_EIP, 0xC100_1234, U)
             .unwrap();
         assert_eq!(
             (s.sysenter_cs, s.sysenter_esp, s.sysenter_eip),
             (0x60, 0xC180_0000, 0xC100_1234)
         );
-        assert_eq!(f.read(&cpu(), &s, IA32_SYSENTER_EIP, 0), Ok(0xC100_1234));
-        assert!(f.write(&cpu(), &mut s, IA32_SYSENTER_EIP, 1 << 32).is_err());
+        assert_eq!(f.read(&cpu(), &s, IA32_SYSENTER_EIP, U), Ok(0xC100_1234));
+        assert!(f
+            .write(&cpu(), &mut s, IA32_SYSENTER_EIP, 1 << 32, U)
+            .is_err());
     }
 
     #[test]
     fn pat_validates_every_entry() {
         let mut s = CpuState::reset();
         let mut f = MsrFile::default();
-        assert_eq!(f.read(&cpu(), &s, IA32_PAT, 0), Ok(PAT_RESET));
+        assert_eq!(f.read(&cpu(), &s, IA32_PAT, U), Ok(PAT_RESET));
         // Linux's PAT: WB WC UC- UC WB WP UC- WT.
         let linux = 0x0407_0506_0007_0106;
         assert_eq!(
-            f.write(&cpu(), &mut s, IA32_PAT, linux),
+            f.write(&cpu(), &mut s, IA32_PAT, linux, U),
             Ok(WriteEffect::None)
         );
         assert_eq!(s.pat, linux);
         // Type 2 is reserved, even though no reserved bit is set.
         assert!(f
-            .write(&cpu(), &mut s, IA32_PAT, 0x0000_0000_0002_0000)
+            .write(&cpu(), &mut s, IA32_PAT, 0x0000_0000_0002_0000, U)
             .is_err());
         assert!(f
-            .write(&cpu(), &mut s, IA32_PAT, 0x0000_0000_0000_0008)
+            .write(&cpu(), &mut s, IA32_PAT, 0x0000_0000_0000_0008, U)
             .is_err());
         assert_eq!(s.pat, linux);
     }
 
     #[test]
-    fn mtrr_model_has_no_ranges_and_a_default_type() {
+    fn mtrr_def_type_checks_its_type_and_reserved_bits() {
         let s = CpuState::default();
         let mut st = CpuState::default();
         let mut f = MsrFile::default();
-        assert_eq!(f.read(&cpu(), &s, IA32_MTRRCAP, 0), Ok(0));
         assert_eq!(
-            f.write(&cpu(), &mut st, IA32_MTRRCAP, 0),
+            f.write(&cpu(), &mut st, IA32_MTRRCAP, 0, U),
             Err(MsrError::ReadOnly(IA32_MTRRCAP))
         );
-        assert_eq!(f.read(&cpu(), &s, IA32_MTRR_DEF_TYPE, 0), Ok(0));
-        f.write(&cpu(), &mut st, IA32_MTRR_DEF_TYPE, MTRR_DEF_TYPE_BOOT)
+        assert_eq!(f.read(&cpu(), &s, IA32_MTRR_DEF_TYPE, U), Ok(0));
+        f.write(&cpu(), &mut st, IA32_MTRR_DEF_TYPE, MTRR_DEF_TYPE_BOOT, U)
             .unwrap();
         assert_eq!(f, MsrFile::after_firmware());
         // UC- (7) is a PAT-only type.
-        assert!(f.write(&cpu(), &mut st, IA32_MTRR_DEF_TYPE, 0x807).is_err());
         assert!(f
-            .write(&cpu(), &mut st, IA32_MTRR_DEF_TYPE, 1 << 12)
+            .write(&cpu(), &mut st, IA32_MTRR_DEF_TYPE, 0x807, U)
+            .is_err());
+        assert!(f
+            .write(&cpu(), &mut st, IA32_MTRR_DEF_TYPE, 1 << 12, U)
             .is_err());
         assert_eq!(f.mtrr_def_type, MTRR_DEF_TYPE_BOOT);
+    }
+
+    #[test]
+    fn mtrrcap_offers_eight_variable_ranges_fixed_ranges_and_wc() {
+        let f = MsrFile::default();
+        let cap = f.read(&cpu(), &CpuState::default(), IA32_MTRRCAP, U);
+        assert_eq!(cap, Ok(0x508), "what QEMU and KVM report");
+    }
+
+    #[test]
+    fn variable_mtrrs_store_what_the_guest_writes_and_check_it() {
+        let mut s = CpuState::default();
+        let mut f = MsrFile::default();
+        let last_mask = IA32_MTRR_PHYSMASK0 + 2 * (MTRR_VAR_COUNT as u32 - 1);
+        // 3 GiB and up uncacheable: what firmware sets for the PCI hole.
+        f.write(&cpu(), &mut s, IA32_MTRR_PHYSBASE0, 0xC000_0000, U)
+            .unwrap();
+        f.write(&cpu(), &mut s, last_mask, 0xF_C000_0800, U)
+            .unwrap();
+        assert_eq!(f.read(&cpu(), &s, IA32_MTRR_PHYSBASE0, U), Ok(0xC000_0000));
+        assert_eq!(f.read(&cpu(), &s, last_mask, U), Ok(0xF_C000_0800));
+        assert_eq!(f.mtrr_var[2 * MTRR_VAR_COUNT - 1], 0xF_C000_0800);
+        for (index, bad) in [
+            (IA32_MTRR_PHYSBASE0, 0x1000_0002),   // type 2 is reserved
+            (IA32_MTRR_PHYSBASE0, 0x1000_0106),   // bits 11:8 are reserved
+            (IA32_MTRR_PHYSBASE0, 1 << 36),       // past MAXPHYADDR
+            (IA32_MTRR_PHYSMASK0, 0xF_F000_0001), // bits 10:0 are reserved
+            (IA32_MTRR_PHYSMASK0, 1 << 40),
+        ] {
+            assert_eq!(
+                f.write(&cpu(), &mut s, index, bad, U),
+                Err(MsrError::InvalidValue(index, bad)),
+                "{index:#x} <- {bad:#x}"
+            );
+        }
+        assert_eq!(f.mtrr_var[0], 0xC000_0000, "refused writes change nothing");
+    }
+
+    #[test]
+    fn fixed_mtrrs_check_every_byte() {
+        let mut s = CpuState::default();
+        let mut f = MsrFile::default();
+        let wb = 0x0606_0606_0606_0606;
+        // Each register's low byte a different valid type: UC WC WT WP WB.
+        let value = |i: usize| (wb & !0xFF) | [0, 1, 4, 5, 6][i % 5];
+        for (i, &index) in MTRR_FIXED.iter().enumerate() {
+            f.write(&cpu(), &mut s, index, value(i), U).unwrap();
+        }
+        assert_eq!(f.read(&cpu(), &s, IA32_MTRR_FIX16K_A0000, U), Ok(value(2)));
+        assert_eq!(f.mtrr_fixed[10], value(10));
+        let bad = 0x0606_0606_0606_0306;
+        assert_eq!(
+            f.write(&cpu(), &mut s, IA32_MTRR_FIX4K_C0000, bad, U),
+            Err(MsrError::InvalidValue(IA32_MTRR_FIX4K_C0000, bad))
+        );
+    }
+
+    #[test]
+    fn mtrrs_exist_only_with_the_mtrr_feature_bit() {
+        // The MTRR bit is fixed in the model; the rule is still the
+        // table's: no MTRR bit, no MTRR registers.
+        assert_ne!(cpu().leaf1_edx() & leaf1_edx::MTRR, 0);
+        for index in [IA32_MTRRCAP, IA32_MTRR_PHYSBASE0, IA32_MTRR_FIX64K_00000] {
+            assert!(info(&cpu(), index).is_some());
+        }
+    }
+
+    #[test]
+    fn apic_base_goes_to_the_apic_and_keeps_the_bsp_bit() {
+        let mut s = CpuState::default();
+        let mut f = MsrFile::default();
+        let now = Uncore {
+            tsc: 0,
+            apic_base: apic_base::RESET,
+        };
+        assert_eq!(
+            f.read(&cpu(), &s, IA32_APIC_BASE, now),
+            Ok(0xFEE0_0900),
+            "enabled BSP at 0xFEE00000"
+        );
+        // Relocation with the BSP bit cleared: the bit is read-only.
+        assert_eq!(
+            f.write(&cpu(), &mut s, IA32_APIC_BASE, 0xFEF0_0800, now),
+            Ok(WriteEffect::SetApicBase(0xFEF0_0900))
+        );
+        // Disabled, it still exists.
+        let off = CpuidModel {
+            apic: false,
+            ..cpu()
+        };
+        assert_eq!(
+            f.write(&off, &mut s, IA32_APIC_BASE, 0xFEE0_0000, now),
+            Ok(WriteEffect::SetApicBase(0xFEE0_0100))
+        );
+        for bad in [
+            0xFEE0_0901,        // bits 7:0
+            0xFEE0_0D00,        // EXTD: no x2APIC
+            0xFEE0_0B00,        // bit 9
+            0xF_0000_0000_0900, // past MAXPHYADDR
+        ] {
+            assert_eq!(
+                f.write(&cpu(), &mut s, IA32_APIC_BASE, bad, now),
+                Err(MsrError::InvalidValue(IA32_APIC_BASE, bad)),
+                "{bad:#x}"
+            );
+        }
+        assert_eq!(f, MsrFile::default(), "the file holds no copy");
     }
 
     #[test]
     fn misc_enable_keeps_read_only_bits_and_accepts_linux_writes() {
         let mut s = CpuState::default();
         let mut f = MsrFile::default();
-        let v = f.read(&cpu(), &s, IA32_MISC_ENABLE, 0).unwrap();
+        let v = f.read(&cpu(), &s, IA32_MISC_ENABLE, U).unwrap();
         assert_eq!(v, MISC_ENABLE_RESET);
         assert_ne!(v & misc_enable::FAST_STRING, 0);
         // Linux's msr_clear_bit writes back what it read minus one bit.
@@ -624,16 +875,19 @@ mod tests {
             &mut s,
             IA32_MISC_ENABLE,
             v & !misc_enable::FAST_STRING,
+            U,
         )
         .unwrap();
         assert_eq!(f.misc_enable, v & !misc_enable::FAST_STRING);
         // Read-only bits survive a write that clears them.
-        f.write(&cpu(), &mut s, IA32_MISC_ENABLE, 0).unwrap();
+        f.write(&cpu(), &mut s, IA32_MISC_ENABLE, 0, U).unwrap();
         assert_eq!(
             f.misc_enable,
             misc_enable::BTS_UNAVAILABLE | misc_enable::PEBS_UNAVAILABLE
         );
-        assert!(f.write(&cpu(), &mut s, IA32_MISC_ENABLE, 1 << 40).is_err());
+        assert!(f
+            .write(&cpu(), &mut s, IA32_MISC_ENABLE, 1 << 40, U)
+            .is_err());
     }
 
     #[test]
@@ -641,11 +895,16 @@ mod tests {
         let mut s = CpuState::default();
         let mut f = MsrFile::default();
         assert_eq!(
-            f.read(&cpu(), &s, IA32_TIME_STAMP_COUNTER, 12345),
+            f.read(
+                &cpu(),
+                &s,
+                IA32_TIME_STAMP_COUNTER,
+                Uncore { tsc: 12345, ..U }
+            ),
             Ok(12345)
         );
         assert_eq!(
-            f.write(&cpu(), &mut s, IA32_TIME_STAMP_COUNTER, 777),
+            f.write(&cpu(), &mut s, IA32_TIME_STAMP_COUNTER, 777, U),
             Ok(WriteEffect::SetTsc(777))
         );
     }
@@ -655,19 +914,19 @@ mod tests {
         let mut s = CpuState::default();
         let mut f = MsrFile::default();
         assert_eq!(
-            f.write(&cpu(), &mut s, IA32_BIOS_SIGN_ID, 0),
+            f.write(&cpu(), &mut s, IA32_BIOS_SIGN_ID, 0, U),
             Ok(WriteEffect::None)
         );
         assert_eq!(
-            f.read(&cpu(), &s, IA32_BIOS_SIGN_ID, 0),
+            f.read(&cpu(), &s, IA32_BIOS_SIGN_ID, U),
             Ok(u64::from(MICROCODE_REVISION) << 32)
         );
         assert_eq!(
-            f.write(&cpu(), &mut s, IA32_BIOS_UPDT_TRIG, 0x1000),
+            f.write(&cpu(), &mut s, IA32_BIOS_UPDT_TRIG, 0x1000, U),
             Ok(WriteEffect::None)
         );
         assert_eq!(
-            f.write(&cpu(), &mut s, IA32_PLATFORM_ID, 0),
+            f.write(&cpu(), &mut s, IA32_PLATFORM_ID, 0, U),
             Err(MsrError::ReadOnly(IA32_PLATFORM_ID))
         );
         assert_eq!(f, MsrFile::default());

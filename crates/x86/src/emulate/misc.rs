@@ -9,7 +9,7 @@ use super::{protected, require_cpl0, ud, unsupported, Effects, Failure, Platform
 use crate::classify::Kind;
 use crate::cpuid::{ext1_edx, leaf1_ecx, leaf1_edx, CpuidModel, EXTENDED_LEAF};
 use crate::interrupt::Exception;
-use crate::msr::WriteEffect;
+use crate::msr::{MsrError, Uncore, WriteEffect};
 use crate::state::{cr4, flags, CpuState, Segment};
 
 /// Leaf 7 subleaf 0 feature bits the instructions below depend on.
@@ -152,27 +152,55 @@ fn msr(
 ) -> Result<(), Failure> {
     let index = cpu.ecx;
     if kind == Kind::Rdmsr {
-        let tsc = plat.tsc();
-        let v = plat
-            .msrs()
-            .read(model, cpu, index, tsc)
-            .map_err(|_| Exception::gp(0))?;
+        let v = read_msr(cpu, plat, model, index).map_err(|_| Exception::gp(0))?;
         (cpu.eax, cpu.edx) = (v as u32, (v >> 32) as u32);
         return Ok(());
     }
     let value = (u64::from(cpu.edx) << 32) | u64::from(cpu.eax);
-    let effect = plat
-        .msrs()
-        .write(model, cpu, index, value)
-        .map_err(|_| Exception::gp(0))?;
-    match effect {
-        WriteEffect::None => {}
-        WriteEffect::SetTsc(v) => plat.set_tsc(v),
-        // EFER.NXE: `diff` reports the paging change from the state.
-        WriteEffect::PagingChanged => {}
-    }
+    write_msr(cpu, plat, model, index, value).map_err(|_| Exception::gp(0))?;
     if index == crate::msr::IA32_EFER {
         eff.cr_written = true;
+    }
+    Ok(())
+}
+
+/// The values outside the CPU core that the MSR model reads.
+fn uncore(plat: &mut impl Platform) -> Uncore {
+    Uncore {
+        tsc: plat.tsc(),
+        apic_base: plat.apic_base(),
+    }
+}
+
+/// RDMSR of `index` as the model answers it: the emulator's, and the KVM
+/// engine's for the MSRs it answers in user space.
+pub fn read_msr(
+    cpu: &CpuState,
+    plat: &mut impl Platform,
+    model: &CpuidModel,
+    index: u32,
+) -> Result<u64, MsrError> {
+    let outside = uncore(plat);
+    plat.msrs().read(model, cpu, index, outside)
+}
+
+/// WRMSR of `value` to `index` as the model carries it out, with its
+/// effects on the platform (TSC, local APIC); what it means for paging
+/// (EFER.NXE) the caller finds in `cpu`.
+pub fn write_msr(
+    cpu: &mut CpuState,
+    plat: &mut impl Platform,
+    model: &CpuidModel,
+    index: u32,
+    value: u64,
+) -> Result<(), MsrError> {
+    let outside = uncore(plat);
+    match plat.msrs().write(model, cpu, index, value, outside)? {
+        WriteEffect::None => {}
+        WriteEffect::SetTsc(v) => plat.set_tsc(v),
+        WriteEffect::SetApicBase(v) => plat.set_apic_base(v),
+        // EFER.NXE: `diff` reports the paging change from the state.
+        WriteEffect::PagingChanged => {}
     }
     Ok(())
 }
@@ -286,6 +314,28 @@ mod tests {
         let eff = run(&mut cpu, &mut m, p, &[0x0F, 0x30]).unwrap();
         assert!(eff.paging_changed && eff.cr_written);
         assert_eq!(cpu.efer, efer::NXE);
+    }
+
+    #[test]
+    fn the_apic_base_msr_reaches_the_platform() {
+        let (mut cpu, mut m) = machine();
+        let p = &mut TestPlatform::default();
+        cpu.ecx = msr::IA32_APIC_BASE;
+        run(&mut cpu, &mut m, p, &[0x0F, 0x32]).unwrap();
+        assert_eq!((cpu.edx, cpu.eax), (0, 0xFEE0_0900));
+        // Disable it: the platform hears of it and CPUID.APIC goes.
+        cpu.eax = 0xFEE0_0000;
+        run(&mut cpu, &mut m, p, &[0x0F, 0x30]).unwrap();
+        assert_eq!(p.apic_base, 0xFEE0_0100, "BSP is read-only");
+        assert!(!p.model.apic);
+        cpu.eax = 1;
+        run(&mut cpu, &mut m, p, &[0x0F, 0xA2]).unwrap();
+        assert_eq!(cpu.edx & crate::cpuid::leaf1_edx::APIC, 0);
+        cpu.ecx = msr::IA32_APIC_BASE;
+        cpu.eax = 0xFEE0_0401; // reserved bits
+        cpu.edx = 0;
+        assert_eq!(fault(&mut cpu, &mut m, &[0x0F, 0x30]), gp(0));
+        assert_eq!(p.apic_base, 0xFEE0_0100);
     }
 
     #[test]

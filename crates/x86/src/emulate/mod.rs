@@ -46,6 +46,7 @@ use crate::state::{cr0, cr4, flags as fl, CpuState};
 pub use crate::interrupt::{Failure, Unsupported};
 pub use control::cr4_writable;
 pub use data::alu;
+pub use misc::{read_msr, write_msr};
 pub use operand::linear_address;
 
 /// What the emulator needs from the machine around the CPU.
@@ -62,6 +63,11 @@ pub trait Platform {
     fn cpuid(&self) -> &CpuidModel;
     /// The MSRs that do not live in [`CpuState`].
     fn msrs(&mut self) -> &mut MsrFile;
+    /// IA32_APIC_BASE, which the local APIC holds.
+    fn apic_base(&mut self) -> u64;
+    /// WRMSR to IA32_APIC_BASE of a value the MSR model accepted: the local
+    /// APIC moves, or is enabled or disabled (and CPUID.APIC with it).
+    fn set_apic_base(&mut self, value: u64);
 }
 
 /// What the engine must do after an emulated instruction.

@@ -200,6 +200,7 @@ pub fn user_machine() -> (CpuState, Flat) {
 pub struct TestPlatform {
     pub model: CpuidModel,
     pub msrs: MsrFile,
+    pub apic_base: u64,
     pub tsc: u64,
     pub tsc_set: Option<u64>,
     /// OUTs as (port, size, value).
@@ -215,6 +216,7 @@ impl Default for TestPlatform {
         TestPlatform {
             model: CpuidModel::default(),
             msrs: MsrFile::default(),
+            apic_base: crate::msr::apic_base::RESET,
             tsc: 0x0123_4567_89AB_CDEF,
             tsc_set: None,
             outs: Vec::new(),
@@ -248,6 +250,15 @@ impl Platform for TestPlatform {
 
     fn msrs(&mut self) -> &mut MsrFile {
         &mut self.msrs
+    }
+
+    fn apic_base(&mut self) -> u64 {
+        self.apic_base
+    }
+
+    fn set_apic_base(&mut self, value: u64) {
+        self.apic_base = value;
+        self.model.apic = value & crate::msr::apic_base::EN != 0;
     }
 }
 
