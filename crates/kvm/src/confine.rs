@@ -8,7 +8,7 @@
 
 use std::os::fd::RawFd;
 
-use kvm_bindings::{kvm_regs, kvm_sregs};
+use kvm_bindings::{kvm_msrs, kvm_regs, kvm_sregs};
 
 /// KVMIO, the ioctl type of every KVM request.
 const KVMIO: u32 = 0xAE;
@@ -22,15 +22,17 @@ const READ: u32 = 2;
 const WRITE: u32 = 1;
 
 /// The vCPU requests the run loop makes: run, read and write the
-/// registers (exits, the emulation fallback, register dumps) and inject an
-/// interrupt.
-pub const VCPU_REQUESTS: [u32; 6] = [
+/// registers (exits, the emulation fallback, register dumps), inject an
+/// interrupt, and tell KVM the local APIC's base (msr.rs: KVM shows its
+/// enable bit in CPUID).
+pub const VCPU_REQUESTS: [u32; 7] = [
     ioc(0, 0x80, 0),                                    // KVM_RUN
     ioc(READ, 0x81, std::mem::size_of::<kvm_regs>()),   // KVM_GET_REGS
     ioc(WRITE, 0x82, std::mem::size_of::<kvm_regs>()),  // KVM_SET_REGS
     ioc(READ, 0x83, std::mem::size_of::<kvm_sregs>()),  // KVM_GET_SREGS
     ioc(WRITE, 0x84, std::mem::size_of::<kvm_sregs>()), // KVM_SET_SREGS
     crate::KVM_INTERRUPT as u32,
+    ioc(WRITE, 0x89, std::mem::size_of::<kvm_msrs>()), // KVM_SET_MSRS
 ];
 
 /// The KVM engine's allowlist for process `pid` with its vCPU at
@@ -70,6 +72,7 @@ mod tests {
         assert_eq!(VCPU_REQUESTS[3], 0x8138_AE83);
         assert_eq!(VCPU_REQUESTS[4], 0x4138_AE84);
         assert_eq!(VCPU_REQUESTS[5], 0x4004_AE86);
+        assert_eq!(VCPU_REQUESTS[6], 0x4008_AE89);
     }
 
     #[test]

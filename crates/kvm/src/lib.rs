@@ -12,6 +12,7 @@
 mod confine;
 mod fallback;
 mod kick;
+mod msr;
 pub mod probe;
 pub mod regs;
 mod stats;
@@ -104,6 +105,14 @@ impl Engine for KvmEngine {
         // as `machine`, and `machine` outlives `vm` (dropped at the end of run).
         unsafe { vm.set_user_memory_region(region) }
             .map_err(|e| host_err("KVM_SET_USER_MEMORY_REGION", e))?;
+        // Before the vCPU exists: KVM applies the filter when it enters it.
+        let msrs_taken = msr::take_msrs(&self.kvm, &vm).map_err(|e| host_err("MSR filter", e))?;
+        if !msrs_taken {
+            tracing::info!(
+                "this host's KVM answers every MSR itself (no user-space MSR exits): \
+                 the local APIC cannot be moved or disabled through its base MSR"
+            );
+        }
         // Intel needs a TSS area for real mode; other flavours may refuse it.
         if let Err(e) = vm.set_tss_address(0xFFFB_D000) {
             tracing::debug!("KVM_SET_TSS_ADDR refused ({e}); fine outside VT-x");
@@ -137,6 +146,7 @@ impl Engine for KvmEngine {
             kicker: &kicker,
             host: &self.host,
             stats: &mut self.stats,
+            msrs: msr::UserMsrs::new(&machine.entry),
         };
         let result = machine::vcpu::run(&mut cpu, machine);
         drop(kicker);

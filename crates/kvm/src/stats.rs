@@ -17,6 +17,8 @@ pub struct KvmStats {
     /// Accesses to guest-physical addresses with no RAM, handed to the
     /// MMIO bus.
     pub mmio: u64,
+    /// RDMSR and WRMSR that KVM handed to popek's MSR model.
+    pub msr: u64,
     /// Interrupts injected with KVM_INTERRUPT.
     pub interrupts_injected: u64,
     /// Instructions KVM could not emulate that popek carried out, by name.
@@ -32,6 +34,7 @@ impl fmt::Display for KvmStats {
             ("interrupt window", self.irq_window),
             ("timer kick", self.kicks),
             ("mmio", self.mmio),
+            ("msr", self.msr),
         ] {
             writeln!(f, "  {name:<18}{n:>12}")?;
         }

@@ -16,7 +16,7 @@ use x86::CpuState;
 use crate::kick::Kicker;
 use crate::probe::{Flavour, HostKvm};
 use crate::stats::KvmStats;
-use crate::{fallback, host_err, regs, KVM_INTERRUPT};
+use crate::{fallback, host_err, msr, regs, KVM_INTERRUPT};
 
 /// One run's vCPU: the KVM descriptor and what its exits need.
 pub(crate) struct KvmVcpu<'a> {
@@ -28,6 +28,8 @@ pub(crate) struct KvmVcpu<'a> {
     pub host: &'a HostKvm,
     /// The run's counters.
     pub stats: &'a mut KvmStats,
+    /// The MSRs KVM hands to user space.
+    pub msrs: msr::UserMsrs,
 }
 
 /// One KVM_RUN's outcome, owned, so the vCPU is free to be queried again.
@@ -37,6 +39,11 @@ enum Ran {
     IrqWindow,
     Kicked,
     Mmio,
+    /// An RDMSR or WRMSR answered from popek's model; `apic_switched`: it
+    /// turned the local APIC on or off.
+    Msr {
+        apic_switched: bool,
+    },
     Shutdown,
     Internal,
     Fail(String),
@@ -110,6 +117,23 @@ impl Vcpu for KvmVcpu<'_> {
                 machine.mmio_write(addr, data);
                 Ran::Mmio
             }
+            // A refusal of the model's is #GP(0), which KVM raises.
+            Ok(VcpuExit::X86Rdmsr(exit)) => {
+                match self.msrs.read(machine, exit.index) {
+                    Ok(v) => *exit.data = v,
+                    Err(_) => *exit.error = 1,
+                }
+                Ran::Msr {
+                    apic_switched: false,
+                }
+            }
+            Ok(VcpuExit::X86Wrmsr(exit)) => {
+                let r = self.msrs.write(machine, exit.index, exit.data);
+                *exit.error = u8::from(r.is_err());
+                Ran::Msr {
+                    apic_switched: r.unwrap_or(false),
+                }
+            }
             Ok(VcpuExit::FailEntry(reason, _)) => Ran::Fail(format!(
                 "KVM refused to enter the guest (hardware entry failure reason {reason:#x})"
             )),
@@ -141,6 +165,14 @@ impl Vcpu for KvmVcpu<'_> {
             }
             Ran::Mmio => {
                 self.stats.mmio += 1;
+                Step::Continue
+            }
+            Ran::Msr { apic_switched } => {
+                self.stats.msr += 1;
+                if apic_switched {
+                    msr::sync_apic_base(self.fd, machine.apic_base())
+                        .map_err(|e| host_err("updating KVM's APIC base", e))?;
+                }
                 Step::Continue
             }
             Ran::Shutdown => Step::End(self.shutdown(machine)?),
