@@ -147,6 +147,8 @@ impl Engine for KvmEngine {
             host: &self.host,
             stats: &mut self.stats,
             msrs: msr::UserMsrs::new(&machine.entry),
+            fallback_if: None,
+            window_wanted: false,
         };
         let result = machine::vcpu::run(&mut cpu, machine);
         drop(kicker);

@@ -30,7 +30,20 @@ pub(crate) struct KvmVcpu<'a> {
     pub stats: &'a mut KvmStats,
     /// The MSRs KVM hands to user space.
     pub msrs: msr::UserMsrs,
+    /// EFLAGS.IF after popek carried out an instruction for KVM (the
+    /// emulation fallback): kvm_run's interrupt flags still describe the
+    /// state before it, and an IRET there may just have opened the window.
+    pub fallback_if: Option<bool>,
+    /// An interrupt waits for the guest to open its interrupt window.
+    pub window_wanted: bool,
 }
+
+/// How soon a vCPU with an interrupt waiting for its window is kicked out
+/// of KVM_RUN to look again. KVM reports the window opening with an exit
+/// of its own (KVM_EXIT_IRQ_WINDOW_OPEN), but kvm-pvm's instruction
+/// emulator only looks for it at the next exit it takes anyway, which a
+/// guest computing with interrupts on may not take for long.
+const WINDOW_POLL: Duration = Duration::from_millis(1);
 
 /// One KVM_RUN's outcome, owned, so the vCPU is free to be queried again.
 enum Ran {
@@ -64,12 +77,17 @@ impl Vcpu for KvmVcpu<'_> {
     /// asks KVM to exit as soon as it can.
     fn inject(&mut self, machine: &mut Machine) -> Result<Option<Exit>, EngineError> {
         let pending = machine.interrupt_pending();
+        let fallback_if = self.fallback_if.take();
         let run = self.fd.get_kvm_run();
+        self.window_wanted = false;
         if !pending {
             run.request_interrupt_window = 0;
             return Ok(None);
         }
-        if run.ready_for_interrupt_injection != 0 && run.if_flag != 0 {
+        // Instructions popek carries out never leave an interrupt shadow.
+        let ready =
+            fallback_if.unwrap_or(run.ready_for_interrupt_injection != 0 && run.if_flag != 0);
+        if ready {
             let vector = machine.acknowledge_interrupt();
             run.request_interrupt_window = 0;
             let irq = kvm_interrupt {
@@ -89,11 +107,17 @@ impl Vcpu for KvmVcpu<'_> {
             }
         } else {
             run.request_interrupt_window = 1;
+            self.window_wanted = true;
         }
         Ok(None)
     }
 
     fn arm_kick(&mut self, after: Option<Duration>) {
+        let after = match (self.window_wanted, after) {
+            (true, Some(t)) => Some(t.min(WINDOW_POLL)),
+            (true, None) => Some(WINDOW_POLL),
+            (false, t) => t,
+        };
         self.kicker.arm(after);
     }
 
@@ -284,6 +308,7 @@ impl KvmVcpu<'_> {
                 self.fd
                     .set_regs(&regs)
                     .map_err(|e| host_err("KVM_SET_REGS", e))?;
+                self.fallback_if = Some(state.eflags & x86::state::flags::IF != 0);
                 Ok(Fallback::Resumed)
             }
             fallback::Emulated::NotMine => Ok(Fallback::NotMine),
