@@ -117,6 +117,13 @@ const GUESTS: &[GuestSpec] = &[
         format: Format::Multiboot,
     },
     GuestSpec {
+        name: "apic",
+        summary: "local APIC and I/O APIC: base MSR, registers, TPR/PPR, self-IPI and EOI, \
+                  timer one-shot and periodic, PIT through the I/O APIC, the PIC beside them, \
+                  and the MSRs a PC guest touches",
+        format: Format::Multiboot,
+    },
+    GuestSpec {
         name: "bzhello",
         summary: "Linux boot protocol entry state, boot_params, e820 map, command line and initrd",
         format: Format::BzImage,

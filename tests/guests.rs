@@ -17,6 +17,8 @@ const KNOWN: &[&str] = &[
     "demo",
     "bzhello",
     "mmio",
+    // Both engines and QEMU: tests/apic.rs.
+    "apic",
     // BT only: tests/vector.rs.
     "vector",
     // tests/nanobench.rs.
