@@ -73,8 +73,8 @@ enum Fallback {
 }
 
 impl Vcpu for KvmVcpu<'_> {
-    /// Injects the PIC's pending interrupt if the guest can take it now, or
-    /// asks KVM to exit as soon as it can.
+    /// Injects the pending interrupt (8259A or local APIC) if the guest can
+    /// take it now, or asks KVM to exit as soon as it can.
     fn inject(&mut self, machine: &mut Machine) -> Result<Option<Exit>, EngineError> {
         let pending = machine.interrupt_pending();
         let fallback_if = self.fallback_if.take();

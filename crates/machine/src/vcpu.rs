@@ -37,8 +37,9 @@ pub enum Step {
 
 /// An engine's virtual CPU as the loop drives it.
 pub trait Vcpu {
-    /// Before each step: delivers the PIC's pending interrupt if the guest
-    /// can take it now, or arranges to exit as soon as it can. `Some(exit)`
+    /// Before each step: delivers the pending interrupt
+    /// ([`Machine::interrupt_pending`]) if the guest can take it now, or
+    /// arranges to exit as soon as it can. `Some(exit)`
     /// ends the run (a delivery that triple-faulted).
     fn inject(&mut self, machine: &mut Machine) -> Result<Option<Exit>, EngineError>;
 
@@ -94,8 +95,8 @@ pub enum Wake {
     Quit,
 }
 
-/// HLT with IF as `interrupts`: sleeps until the PIC has an interrupt for
-/// the guest, polling timers and console input at most [`HALT_POLL`] apart.
+/// HLT with IF as `interrupts`: sleeps until an interrupt controller has
+/// an interrupt for the guest, polling timers and console input at most [`HALT_POLL`] apart.
 pub fn halt(machine: &mut Machine, interrupts: bool) -> Wake {
     loop {
         if interrupts && machine.interrupt_pending() {

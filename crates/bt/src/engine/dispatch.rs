@@ -22,7 +22,8 @@ use super::vm::{host_err, Next, Vm};
 use crate::cache::Context;
 
 impl Vcpu for Vm {
-    /// Delivers the PIC's interrupt if the virtual IF allows it now.
+    /// Delivers the pending interrupt (8259A or local APIC) if the virtual
+    /// IF allows it now.
     fn inject(&mut self, machine: &mut Machine) -> Result<Option<Exit>, EngineError> {
         Ok(match interrupts::interrupt(self, machine)? {
             Next::End(exit) => Some(exit),

@@ -11,7 +11,8 @@ use x86::state::flags;
 use super::code_pages;
 use super::vm::{Next, Vm};
 
-/// Delivers the PIC's interrupt if the guest can take it now.
+/// Delivers the CPU's pending interrupt (the 8259A's through LINT0, or
+/// the local APIC's) if the guest can take it now.
 pub(super) fn interrupt(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
     if std::mem::take(&mut vm.shadow) {
         // The instruction after STI or MOV SS runs alone (a step
