@@ -428,6 +428,22 @@ const fn valid_mtrr_type(t: u8) -> bool {
     matches!(t, 0 | 1 | 4 | 5 | 6)
 }
 
+/// Whether the memory-type fields of `value` are valid for MSR `index`
+/// (reserved bits aside): every byte of the PAT and of a fixed-range MTRR,
+/// the type byte of the default type and of a variable range's base.
+fn valid_types(index: u32, value: u64) -> bool {
+    let var_base = index
+        .checked_sub(IA32_MTRR_PHYSBASE0)
+        .is_some_and(|i| i < 2 * MTRR_VAR_COUNT as u32 && i % 2 == 0);
+    match index {
+        IA32_PAT => value.to_le_bytes().into_iter().all(valid_pat_type),
+        IA32_MTRR_DEF_TYPE => valid_mtrr_type(value as u8),
+        _ if var_base => valid_mtrr_type(value as u8),
+        _ if MTRR_FIXED.contains(&index) => value.to_le_bytes().into_iter().all(valid_mtrr_type),
+        _ => true,
+    }
+}
+
 /// The value MSR `index` holds after a WRMSR of `value` when it held
 /// `current`, or the reason the CPU raises #GP(0) instead.
 pub fn apply_write(
@@ -440,14 +456,7 @@ pub fn apply_write(
     if !info.writable {
         return Err(MsrError::ReadOnly(index));
     }
-    let invalid = value & info.reserved != 0
-        || match info.name {
-            "IA32_PAT" => !value.to_le_bytes().into_iter().all(valid_pat_type),
-            "IA32_MTRR_FIXn" => !value.to_le_bytes().into_iter().all(valid_mtrr_type),
-            "IA32_MTRR_DEF_TYPE" | "IA32_MTRR_PHYSBASEn" => !valid_mtrr_type(value as u8),
-            _ => false,
-        };
-    if invalid {
+    if value & info.reserved != 0 || !valid_types(index, value) {
         return Err(MsrError::InvalidValue(index, value));
     }
     Ok((value & !info.read_only) | (current & info.read_only))
