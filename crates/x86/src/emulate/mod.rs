@@ -108,15 +108,30 @@ pub fn fetch(cpu: &CpuState, mem: &mut impl LinearMemory) -> Result<Instruction,
     let mut bytes = [0u8; 15];
     let mut len = 0;
     let mut fault = None;
-    // Byte by byte, so an instruction that ends just before an unmapped page
+    // One read per page where it can (every read is a guest page walk; a
+    // callout's fetch used to make fifteen), byte by byte where a read
+    // fails, so an instruction that ends just before unreadable memory
     // still decodes.
-    for (i, b) in bytes.iter_mut().enumerate() {
-        let at = cpu.linear_ip().wrapping_add(i as u32);
-        match mem.read(at, std::slice::from_mut(b)) {
-            Ok(()) => len += 1,
-            Err(e) => {
-                fault = Some(e);
-                break;
+    let ip = cpu.linear_ip();
+    let first = ((0x1000 - (ip & 0xFFF)) as usize).min(bytes.len());
+    'chunks: for (start, end) in [(0, first), (first, bytes.len())] {
+        if start == end {
+            continue;
+        }
+        if mem
+            .read(ip.wrapping_add(start as u32), &mut bytes[start..end])
+            .is_ok()
+        {
+            len = end;
+            continue;
+        }
+        for i in start..end {
+            match mem.read(ip.wrapping_add(i as u32), &mut bytes[i..i + 1]) {
+                Ok(()) => len = i + 1,
+                Err(e) => {
+                    fault = Some(e);
+                    break 'chunks;
+                }
             }
         }
     }
