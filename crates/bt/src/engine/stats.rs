@@ -62,6 +62,10 @@ pub struct Phase {
     pub exits: u64,
     /// Callouts of every kind.
     pub callouts: u64,
+    /// Exits by reason.
+    pub exits_by: BTreeMap<&'static str, u64>,
+    /// Callouts by kind.
+    pub callouts_by: BTreeMap<&'static str, u64>,
     /// External interrupts delivered.
     pub interrupts: u64,
     /// The shadow MMU's counters during the phase.
@@ -80,6 +84,8 @@ pub struct PhaseStart {
     cache: Stats,
     exits: u64,
     callouts: u64,
+    exits_by: BTreeMap<&'static str, u64>,
+    callouts_by: BTreeMap<&'static str, u64>,
     interrupts: u64,
     mmu: MmuStats,
     at: std::time::Instant,
@@ -95,6 +101,8 @@ impl PhaseStart {
             cache,
             exits: stats.exits.values().sum(),
             callouts: stats.callouts.values().sum(),
+            exits_by: stats.exits.clone(),
+            callouts_by: stats.callouts.clone(),
             interrupts: stats.interrupts,
             mmu,
             at: std::time::Instant::now(),
@@ -110,6 +118,8 @@ impl PhaseStart {
             cache: end.cache.since(&self.cache),
             exits: end.exits - self.exits,
             callouts: end.callouts - self.callouts,
+            exits_by: map_since(&end.exits_by, &self.exits_by),
+            callouts_by: map_since(&end.callouts_by, &self.callouts_by),
             interrupts: end.interrupts - self.interrupts,
             mmu: end.mmu.since(&self.mmu),
             wall: end.at.duration_since(self.at),
@@ -117,6 +127,18 @@ impl PhaseStart {
             translated: end.translated.saturating_sub(self.translated),
         }
     }
+}
+
+/// The counts of `now` less those of `then`, leaving out kinds that did
+/// not happen in between.
+fn map_since(
+    now: &BTreeMap<&'static str, u64>,
+    then: &BTreeMap<&'static str, u64>,
+) -> BTreeMap<&'static str, u64> {
+    now.iter()
+        .map(|(k, v)| (*k, v - then.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v != 0)
+        .collect()
 }
 
 impl Phase {
@@ -128,11 +150,13 @@ impl Phase {
             Marker::Exit => "\"exit\":true".to_string(),
         };
         format!(
-            "{{{marker},\"cache\":{},\"exits\":{},\"callouts\":{},\"interrupts\":{},\"mmu\":{},\
-             \"time_s\":{{\"wall\":{},\"direct\":{},\"translated\":{}}}}}",
+            "{{{marker},\"cache\":{},\"exits\":{},\"callouts\":{},\"exits_by\":{},\"callouts_by\":{},\
+             \"interrupts\":{},\"mmu\":{},\"time_s\":{{\"wall\":{},\"direct\":{},\"translated\":{}}}}}",
             self.cache.to_json(),
             self.exits,
             self.callouts,
+            BtStats::map_json(&self.exits_by),
+            BtStats::map_json(&self.callouts_by),
             self.interrupts,
             BtStats::fields_json(&self.mmu.fields()),
             self.wall.as_secs_f64(),
@@ -313,6 +337,15 @@ mod tests {
         assert!(j.contains("\"inlined\":{\"cli\":3,\"pushf\":1}"), "{j}");
         assert!(j.contains("\"monitor\":0.005"), "{j}");
         assert!(j.contains("\"phases\":[{\"marker\":2,"), "{j}");
+        let mut later = s.clone();
+        later.callout("out");
+        later.exit("callout");
+        let now = PhaseStart::now(&later, Stats::default(), MmuStats::default());
+        let p = start.until(&now, Marker::Exit).to_json();
+        assert!(
+            p.contains("\"exits_by\":{\"callout\":1},\"callouts_by\":{\"out\":1}"),
+            "{p}"
+        );
         assert!(
             j.contains("{\"mark\":\"say \\\"hi\\\"\\u000a\",\"cache\""),
             "{j}"
