@@ -471,7 +471,8 @@ fn compile_with(
     Ok(objects)
 }
 
-/// Builds `popek-bench` from `linux/bench/*.c` and the demo's compute loop
+/// Builds `popek-bench` from `linux/bench/*.c`, the guests' string
+/// functions and the demo's compute loop
 /// (`demo/user/compute_kernel.c`, so the compute workload runs the very
 /// machine code the demo and the native bench run), with the guests'
 /// code-generation flags and no libc, linked as a static i386 executable
@@ -491,9 +492,13 @@ fn build_linux_bench(src: &Path, out: &Path) -> Result<PathBuf, String> {
     }
     write(&obj_dir.join("workloads.h"), header.as_bytes())?;
 
+    let lib = src.join("lib");
     let mut sources = list_sources(&dir)?;
     sources.push(compute.join("compute_kernel.c"));
-    let objects = compile_with(&sources, &dir, &[&obj_dir, &compute], &obj_dir)?;
+    // memset and memcpy, which gcc may call even in freestanding code: the
+    // guests' own, no copy.
+    sources.push(lib.join("string.c"));
+    let objects = compile_with(&sources, &dir, &[&obj_dir, &compute, &lib], &obj_dir)?;
 
     let elf = out.join("popek-bench");
     let mut ld = Command::new("ld");

@@ -207,20 +207,3 @@ void out_flush(void)
 	sys_write(1, line, line_len);
 	line_len = 0;
 }
-
-void *memset(void *d, int c, u32 n)
-{
-	u8 *p = d;
-	while (n--)
-		*p++ = (u8)c;
-	return d;
-}
-
-void *memcpy(void *d, const void *s, u32 n)
-{
-	u8 *p = d;
-	const u8 *q = s;
-	while (n--)
-		*p++ = *q++;
-	return d;
-}
