@@ -151,7 +151,8 @@ void out_char(char c);
 /* Writes the buffered line to stdout and empties the buffer. */
 void out_flush(void);
 
-/* The compiler may emit calls to these even in freestanding code. */
+/* The compiler may emit calls to these even in freestanding code; they
+ * come from the guests' guests/lib/string.c. */
 void *memset(void *d, int c, u32 n);
 void *memcpy(void *d, const void *s, u32 n);
 
