@@ -11,7 +11,7 @@ use x86::CpuState;
 use crate::bus::{Bus, Buses, SharedDevice, Window};
 use crate::clock::{Clock, HostClock};
 use crate::devices::{
-    cmos, debug_exit, i8042, ioapic, lapic, pci, pic, pit, port80, scratch, uart,
+    cmos, debug_exit, fw_cfg, i8042, ioapic, lapic, pci, pic, pit, port80, scratch, uart,
 };
 use crate::irq::{ChipRegisters, IrqChip, IsaIrq, Part};
 use crate::loader::{self, KernelFormat, LoadError};
@@ -133,16 +133,17 @@ impl MachineBuilder {
     /// Assembles RAM, devices and bus, and loads the kernel.
     pub fn build(self) -> Result<Machine, MachineError> {
         let mut memory = GuestMemory::new(self.memory_mib.saturating_mul(1 << 20))?;
-        let (format, entry, boot_summary) = match (self.raw, self.kernel) {
+        let (format, entry, boot_summary, cmdline_addr) = match (self.raw, self.kernel) {
             (Some((at, bytes, entry)), _) => {
                 memory.write(at, &bytes)?;
                 let summary = vec![format!("raw image: {:#x} bytes at {at:#x}", bytes.len())];
-                (None, entry, summary)
+                (None, entry, summary, 0)
             }
             (None, Some(kernel)) => {
                 let loaded =
                     loader::load(&mut memory, &kernel, self.initrd.as_deref(), &self.cmdline)?;
-                (Some(loaded.format), loaded.entry, loaded.summary)
+                let at = loaded.cmdline_addr as u32;
+                (Some(loaded.format), loaded.entry, loaded.summary, at)
             }
             (None, None) => return Err(MachineError::NoKernel),
         };
@@ -198,6 +199,19 @@ impl MachineBuilder {
             pci::CONFIG_ADDRESS,
             pci::CONFIG_DATA + 3,
             Arc::new(Mutex::new(pci::PciConfig::new())),
+        );
+        let fw_cfg = fw_cfg::FwCfg::new(&fw_cfg::Config {
+            ram_bytes,
+            cpus: 1,
+            cmdline: self.cmdline.clone(),
+            cmdline_addr,
+            memory_map: loader::pc_memory_map(ram_bytes),
+        });
+        attach(
+            &mut bus.pio,
+            fw_cfg::SELECTOR,
+            fw_cfg::DATA,
+            Arc::new(Mutex::new(fw_cfg)),
         );
         let exit = debug_exit::DebugExit::new(stop.clone());
         attach(

@@ -119,6 +119,8 @@ pub struct LoadedKernel {
     pub entry: CpuState,
     /// Human-readable lines saying what was placed where (for `-v`).
     pub summary: Vec<String>,
+    /// Guest-physical address of the NUL-terminated command line.
+    pub cmdline_addr: u64,
 }
 
 /// Why an image was refused.

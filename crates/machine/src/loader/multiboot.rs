@@ -298,6 +298,7 @@ pub fn load(
         format: KernelFormat::Multiboot,
         entry,
         summary,
+        cmdline_addr: layout::CMDLINE,
     })
 }
 
