@@ -8,7 +8,8 @@
 
 use super::{
     boot_cpu_state, check_placement, check_ram, layout, le_u16, le_u32, pc_memory_map,
-    write_boot_gdt, write_cmdline, KernelFormat, LoadError, LoadedKernel, HIGH_MEMORY_START,
+    write_boot_gdt, write_cmdline, BootArea, KernelFormat, LoadError, LoadedKernel,
+    HIGH_MEMORY_START,
 };
 use crate::memory::GuestMemory;
 
@@ -253,8 +254,8 @@ pub fn load(
         .map(|bytes| place_initrd(bytes.len() as u64, &header, kernel_end, ram))
         .transpose()?;
 
-    write_cmdline(mem, cmdline)?;
-    write_boot_gdt(mem)?;
+    write_cmdline(mem, BootArea::DEFAULT, cmdline)?;
+    write_boot_gdt(mem, BootArea::DEFAULT)?;
     mem.write(KERNEL_LOAD_ADDR, kernel)?;
     let mut summary = vec![
         format!(
@@ -287,7 +288,7 @@ pub fn load(
         cmdline.len()
     ));
 
-    let mut entry = boot_cpu_state();
+    let mut entry = boot_cpu_state(BootArea::DEFAULT);
     entry.esi = layout::BOOT_PARAMS as u32;
     entry.eip = KERNEL_LOAD_ADDR as u32;
     entry.ebp = 0;

@@ -8,10 +8,11 @@
 //!
 //! # Low-memory layout
 //!
-//! Everything the loader builds for the kernel sits in one block of
-//! conventional memory, [`layout::AREA_START`]..[`layout::AREA_END`], well
-//! below the EBDA at 0x9FC00, so a kernel that keeps its early allocations
-//! above 1 MiB never lands on it:
+//! Everything the loader builds for the kernel sits in one block, the boot
+//! area. Its default place is conventional memory,
+//! [`layout::AREA_START`]..[`layout::AREA_END`], well below the EBDA at
+//! 0x9FC00, so a kernel that keeps its early allocations above 1 MiB never
+//! lands on it:
 //!
 //! | range             | contents                                          |
 //! |-------------------|---------------------------------------------------|
@@ -31,6 +32,15 @@
 //!
 //! Only one of the multiboot block and boot_params is used for a given
 //! kernel, but they are kept apart so the layout needs no per-protocol cases.
+//!
+//! A multiboot kernel may be linked anywhere in free RAM, below 1 MiB too
+//! (test kernels at 0x8000 are common). When its segments cover part of
+//! the default area, the whole area moves, with the same inner layout, to
+//! the lowest page of usable RAM where it fits clear of the kernel and its
+//! module ([`BootArea`]); the firmware's areas (IVT and BDA, EBDA, BIOS
+//! ROM) are never usable RAM, so neither the kernel nor the area can land
+//! on them. A Linux bzImage always loads at 1 MiB and keeps the default
+//! area.
 
 pub mod linux;
 pub mod multiboot;
@@ -79,6 +89,41 @@ pub mod layout {
 // The whole area must stay in conventional memory, clear of the EBDA.
 const _: () = assert!(layout::AREA_END <= 0x9_F000);
 
+/// Where a kernel's boot area went: the block [`layout`] describes, at
+/// `base` instead of [`layout::AREA_START`], every part at the same offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootArea {
+    base: u64,
+}
+
+impl BootArea {
+    /// The area at its default place.
+    pub const DEFAULT: BootArea = BootArea {
+        base: layout::AREA_START,
+    };
+
+    /// The area at `base` (page aligned).
+    pub const fn at(base: u64) -> Self {
+        BootArea { base }
+    }
+
+    /// Where the area starts.
+    pub const fn base(self) -> u64 {
+        self.base
+    }
+
+    /// Where the part the default layout puts at `default` is.
+    pub const fn of(self, default: u64) -> u64 {
+        default - layout::AREA_START + self.base
+    }
+
+    /// Bytes of the area up to the end of a command line of `cmdline_len`
+    /// bytes and its NUL.
+    pub const fn len_with_cmdline(cmdline_len: u64) -> u64 {
+        layout::CMDLINE - layout::AREA_START + cmdline_len + 1
+    }
+}
+
 /// Selector of the flat 32-bit ring-0 code segment (Linux's `__BOOT_CS`).
 pub const BOOT_CS: u16 = 0x10;
 /// Selector of the flat ring-0 data segment (Linux's `__BOOT_DS`).
@@ -92,6 +137,9 @@ const BOOT_GDT: [u64; 4] = [0, 0, 0x00CF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
 /// Limit of a 32-bit TSS with no I/O bitmap.
 const TSS_LIMIT: u32 = 0x67;
 
+/// The end of what the firmware keeps at the bottom of RAM: the real-mode
+/// IVT and the BIOS data area.
+pub const FIRMWARE_LOW_END: u64 = 0x500;
 /// Where conventional memory ends and the EBDA starts.
 pub const LOW_MEMORY_END: u64 = 0x9_FC00;
 /// Start of the reserved BIOS ROM area below 1 MiB.
@@ -183,6 +231,30 @@ pub enum LoadError {
         end: u64,
         /// RAM size.
         ram: u64,
+    },
+    /// Something would be placed where the PC has no usable RAM.
+    #[error(
+        "{what} at {start:#x}..{end:#x} is not in usable RAM: it overlaps what the PC's memory \
+         map keeps for the firmware (the IVT and BIOS data area below {:#x}, the EBDA, the VGA \
+         window, the BIOS ROM) or a hole",
+        FIRMWARE_LOW_END
+    )]
+    NotUsableRam {
+        /// What was being placed.
+        what: String,
+        /// First byte.
+        start: u64,
+        /// End (exclusive).
+        end: u64,
+    },
+    /// The loader found no free RAM for its own boot data.
+    #[error(
+        "no free RAM for the loader's boot data ({len:#x} bytes: GDT, multiboot information, \
+         stack, command line) clear of the kernel and its module; give the guest more memory"
+    )]
+    NoRoomForBootData {
+        /// Bytes needed.
+        len: u64,
     },
     /// Something would be placed over the loader's boot data in low memory.
     #[error(
@@ -370,8 +442,8 @@ fn check_placement(what: &str, start: u64, len: u64, ram: u64) -> Result<(), Loa
     Ok(())
 }
 
-/// Writes the command line and its NUL at [`layout::CMDLINE`].
-fn write_cmdline(mem: &mut GuestMemory, cmdline: &str) -> Result<(), LoadError> {
+/// Writes the command line and its NUL at [`layout::CMDLINE`] in `area`.
+fn write_cmdline(mem: &mut GuestMemory, area: BootArea, cmdline: &str) -> Result<(), LoadError> {
     let max = layout::CMDLINE_CAPACITY as usize - 1;
     if cmdline.len() > max {
         return Err(LoadError::CommandLineTooLong {
@@ -379,26 +451,28 @@ fn write_cmdline(mem: &mut GuestMemory, cmdline: &str) -> Result<(), LoadError> 
             max,
         });
     }
-    mem.write(layout::CMDLINE, cmdline.as_bytes())?;
-    mem.write(layout::CMDLINE + cmdline.len() as u64, &[0])?;
+    let at = area.of(layout::CMDLINE);
+    mem.write(at, cmdline.as_bytes())?;
+    mem.write(at + cmdline.len() as u64, &[0])?;
     Ok(())
 }
 
-/// Writes the boot GDT at [`layout::GDT`].
-fn write_boot_gdt(mem: &mut GuestMemory) -> Result<(), LoadError> {
+/// Writes the boot GDT at [`layout::GDT`] in `area`.
+fn write_boot_gdt(mem: &mut GuestMemory, area: BootArea) -> Result<(), LoadError> {
     let bytes: Vec<u8> = BOOT_GDT.iter().flat_map(|d| d.to_le_bytes()).collect();
-    mem.write(layout::GDT, &bytes)?;
+    mem.write(area.of(layout::GDT), &bytes)?;
     Ok(())
 }
 
 /// The CPU state both protocols enter with: flat 32-bit protected mode,
-/// paging and interrupts off, GDTR on the boot GDT. Callers set the
-/// protocol's registers (EIP, EAX/EBX or ESI) on top.
-fn boot_cpu_state() -> CpuState {
+/// paging and interrupts off, GDTR on the boot GDT and ESP on the boot
+/// stack of `area`. Callers set the protocol's registers (EIP, EAX/EBX or
+/// ESI) on top.
+fn boot_cpu_state(area: BootArea) -> CpuState {
     let data = Segment::flat_data32(BOOT_DS);
     CpuState {
         eflags: flags::FIXED1,
-        esp: layout::STACK_TOP as u32,
+        esp: area.of(layout::STACK_TOP) as u32,
         cs: Segment::flat_code32(BOOT_CS),
         ds: data,
         es: data,
@@ -406,7 +480,7 @@ fn boot_cpu_state() -> CpuState {
         fs: data,
         gs: data,
         gdtr: TableRegister {
-            base: layout::GDT as u32,
+            base: area.of(layout::GDT) as u32,
             limit: (BOOT_GDT.len() * 8 - 1) as u16,
         },
         // An empty IDT: any exception before the kernel loads its own
@@ -428,6 +502,66 @@ fn boot_cpu_state() -> CpuState {
         ..CpuState::reset()
     }
 }
+
+/// Refuses a kernel range that is not inside one usable region of the PC
+/// memory map, or reaches into the IVT and BIOS data area.
+fn check_usable(what: &str, start: u64, len: u64, ram: u64) -> Result<(), LoadError> {
+    if len == 0 {
+        return Ok(());
+    }
+    let end = start.saturating_add(len);
+    if end > ram {
+        return Err(LoadError::OutsideRam {
+            what: what.to_owned(),
+            start,
+            end,
+            ram,
+        });
+    }
+    let usable = pc_memory_map(ram).iter().any(|r| {
+        r.kind == RegionKind::Usable
+            && start >= r.start.max(FIRMWARE_LOW_END)
+            && end <= r.start + r.len
+    });
+    if !usable {
+        return Err(LoadError::NotUsableRam {
+            what: what.to_owned(),
+            start,
+            end,
+        });
+    }
+    Ok(())
+}
+
+/// Where a boot area of `len` bytes goes: at its default place if that is
+/// free, otherwise at the lowest page of usable RAM (page 0 excluded: the
+/// IVT and the BIOS data area) where it overlaps none of `busy` (start,
+/// end) ranges.
+fn place_boot_area(ram: u64, busy: &[(u64, u64)], len: u64) -> Result<BootArea, LoadError> {
+    let map = pc_memory_map(ram);
+    let usable = || map.iter().filter(|r| r.kind == RegionKind::Usable);
+    let free = |start: u64| {
+        let end = start + len;
+        usable().any(|r| start >= r.start && end <= r.start + r.len)
+            && busy.iter().all(|&(b, e)| e <= start || b >= end)
+    };
+    let default = BootArea::DEFAULT.base();
+    if free(default) {
+        return Ok(BootArea::DEFAULT);
+    }
+    // The lowest free page starts a usable region or follows a busy range.
+    usable()
+        .map(|r| r.start)
+        .chain(busy.iter().map(|&(_, end)| end))
+        .map(|s| align_up(s.max(default), PAGE))
+        .filter(|&s| free(s))
+        .min()
+        .map(BootArea::at)
+        .ok_or(LoadError::NoRoomForBootData { len })
+}
+
+/// A page: the boot area's alignment.
+const PAGE: u64 = 0x1000;
 
 /// Rounds `value` up to a multiple of `align` (a power of two).
 fn align_up(value: u64, align: u64) -> u64 {
@@ -496,7 +630,7 @@ mod tests {
 
     #[test]
     fn boot_state_is_flat_protected_mode_with_interrupts_off() {
-        let s = boot_cpu_state();
+        let s = boot_cpu_state(BootArea::DEFAULT);
         assert_eq!(s.cr0, cr0::PE | cr0::ET);
         assert_eq!(s.eflags, 0x2);
         assert_eq!(s.cs, Segment::flat_code32(0x10));
@@ -515,7 +649,7 @@ mod tests {
     #[test]
     fn gdt_descriptors_decode_to_the_entry_segment_caches() {
         let mut mem = GuestMemory::new(MIN_RAM + 0xF000).unwrap();
-        write_boot_gdt(&mut mem).unwrap();
+        write_boot_gdt(&mut mem, BootArea::DEFAULT).unwrap();
         for (sel, cache) in [
             (BOOT_CS, Segment::flat_code32(BOOT_CS)),
             (BOOT_DS, Segment::flat_data32(BOOT_DS)),

@@ -1,18 +1,20 @@
 //! Multiboot version 1: ELF32 kernels and the a.out kludge.
 //!
-//! The kernel's segments go to their physical addresses; the initrd becomes
-//! the single module, page aligned right after the kernel (at or above
-//! 1 MiB); the information structure, module list, strings and memory map
-//! live in the multiboot block of the low-memory layout (see [`super`]).
+//! The kernel's segments go to their physical addresses, anywhere in usable
+//! RAM (below 1 MiB too); the initrd becomes the single module, page
+//! aligned right after the kernel (at or above 1 MiB); the information
+//! structure, module list, strings, memory map, boot GDT, stack and command
+//! line live in the boot area (see [`super`]), which moves out of the
+//! kernel's way when the kernel covers its default place.
 
 use object::elf::{FileHeader32, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_386, ET_EXEC};
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::Endianness;
 
 use super::{
-    align_up, boot_cpu_state, check_placement, check_ram, layout, le_u32, pc_memory_map,
-    write_boot_gdt, write_cmdline, KernelFormat, LoadError, LoadedKernel, HIGH_MEMORY_START,
-    LOW_MEMORY_END,
+    align_up, boot_cpu_state, check_ram, check_usable, layout, le_u32, pc_memory_map,
+    place_boot_area, write_boot_gdt, write_cmdline, BootArea, KernelFormat, LoadError,
+    LoadedKernel, HIGH_MEMORY_START, LOW_MEMORY_END,
 };
 use crate::memory::GuestMemory;
 
@@ -215,7 +217,7 @@ pub fn load(
 
     let ram = mem.size();
     for (i, piece) in kernel.pieces.iter().enumerate() {
-        check_placement(
+        check_usable(
             &format!("kernel segment {i}"),
             piece.addr,
             piece.mem_len,
@@ -248,12 +250,29 @@ pub fn load(
         _ => None,
     };
 
-    write_cmdline(mem, cmdline)?;
-    write_boot_gdt(mem)?;
+    let mut busy: Vec<(u64, u64)> = kernel
+        .pieces
+        .iter()
+        .map(|p| (p.addr, p.addr + p.mem_len))
+        .collect();
+    if let Some((start, bytes)) = module {
+        busy.push((start, start + bytes.len() as u64));
+    }
+    let area_len = BootArea::len_with_cmdline(cmdline.len() as u64);
+    let area = place_boot_area(ram, &busy, area_len)?;
+    write_cmdline(mem, area, cmdline)?;
+    write_boot_gdt(mem, area)?;
     let mut summary = vec![format!(
         "multiboot kernel ({}), header at file offset {offset:#x}, flags {flags:#x}",
         kernel.kind
     )];
+    if area != BootArea::DEFAULT {
+        summary.push(format!(
+            "boot area moved out of the kernel's way to {:#x}..{:#x}",
+            area.base(),
+            area.base() + area_len
+        ));
+    }
     for piece in &kernel.pieces {
         mem.write(piece.addr, piece.data)?;
         let file_len = piece.data.len() as u64;
@@ -276,19 +295,20 @@ pub fn load(
     }
     write_info(
         mem,
+        area,
         module.map(|(start, bytes)| (start, bytes.len() as u64)),
     )?;
     summary.push(format!(
         "multiboot info at {:#x}, memory map at {:#x}, command line at {:#x} ({} bytes)",
-        layout::MULTIBOOT_INFO,
-        layout::MULTIBOOT_MMAP,
-        layout::CMDLINE,
+        area.of(layout::MULTIBOOT_INFO),
+        area.of(layout::MULTIBOOT_MMAP),
+        area.of(layout::CMDLINE),
         cmdline.len()
     ));
 
-    let mut entry = boot_cpu_state();
+    let mut entry = boot_cpu_state(area);
     entry.eax = BOOTLOADER_MAGIC;
-    entry.ebx = layout::MULTIBOOT_INFO as u32;
+    entry.ebx = area.of(layout::MULTIBOOT_INFO) as u32;
     entry.eip = kernel.entry;
     summary.push(format!(
         "entry EIP={:#x} EAX={:#x} EBX={:#x}",
@@ -298,18 +318,23 @@ pub fn load(
         format: KernelFormat::Multiboot,
         entry,
         summary,
-        cmdline_addr: layout::CMDLINE,
+        cmdline_addr: area.of(layout::CMDLINE),
     })
 }
 
-/// Builds the information structure and what it points to.
-fn write_info(mem: &mut GuestMemory, module: Option<(u64, u64)>) -> Result<(), LoadError> {
+/// Builds the information structure and what it points to in `area`.
+fn write_info(
+    mem: &mut GuestMemory,
+    area: BootArea,
+    module: Option<(u64, u64)>,
+) -> Result<(), LoadError> {
     let ram = mem.size();
     let block = (layout::MULTIBOOT_END - layout::MULTIBOOT_INFO) as usize;
-    mem.slice_mut(layout::MULTIBOOT_INFO, block)?.fill(0);
+    mem.slice_mut(area.of(layout::MULTIBOOT_INFO), block)?
+        .fill(0);
 
-    let loader_name = layout::MULTIBOOT_STRINGS;
-    let module_string = layout::MULTIBOOT_STRINGS + BOOT_LOADER_NAME.len() as u64 + 1;
+    let loader_name = area.of(layout::MULTIBOOT_STRINGS);
+    let module_string = loader_name + BOOT_LOADER_NAME.len() as u64 + 1;
     mem.write(loader_name, BOOT_LOADER_NAME.as_bytes())?;
     mem.write(module_string, MODULE_STRING.as_bytes())?;
 
@@ -319,7 +344,7 @@ fn write_info(mem: &mut GuestMemory, module: Option<(u64, u64)>) -> Result<(), L
         put_u32(&mut entry, 0, start as u32);
         put_u32(&mut entry, 4, (start + len) as u32);
         put_u32(&mut entry, 8, module_string as u32);
-        mem.write(layout::MULTIBOOT_MODULES, &entry)?;
+        mem.write(area.of(layout::MULTIBOOT_MODULES), &entry)?;
         mods_count = 1;
     }
 
@@ -332,7 +357,7 @@ fn write_info(mem: &mut GuestMemory, module: Option<(u64, u64)>) -> Result<(), L
         mmap.extend_from_slice(&region.kind.e820_type().to_le_bytes());
     }
     debug_assert!(layout::MULTIBOOT_MMAP + mmap.len() as u64 <= layout::MULTIBOOT_END);
-    mem.write(layout::MULTIBOOT_MMAP, &mmap)?;
+    mem.write(area.of(layout::MULTIBOOT_MMAP), &mmap)?;
 
     let mut mbi = [0u8; info::SIZE];
     put_u32(
@@ -350,13 +375,21 @@ fn write_info(mem: &mut GuestMemory, module: Option<(u64, u64)>) -> Result<(), L
         info::MEM_UPPER,
         ((ram - HIGH_MEMORY_START) / 1024) as u32,
     );
-    put_u32(&mut mbi, info::CMDLINE, layout::CMDLINE as u32);
+    put_u32(&mut mbi, info::CMDLINE, area.of(layout::CMDLINE) as u32);
     put_u32(&mut mbi, info::MODS_COUNT, mods_count);
-    put_u32(&mut mbi, info::MODS_ADDR, layout::MULTIBOOT_MODULES as u32);
+    put_u32(
+        &mut mbi,
+        info::MODS_ADDR,
+        area.of(layout::MULTIBOOT_MODULES) as u32,
+    );
     put_u32(&mut mbi, info::MMAP_LENGTH, mmap.len() as u32);
-    put_u32(&mut mbi, info::MMAP_ADDR, layout::MULTIBOOT_MMAP as u32);
+    put_u32(
+        &mut mbi,
+        info::MMAP_ADDR,
+        area.of(layout::MULTIBOOT_MMAP) as u32,
+    );
     put_u32(&mut mbi, info::BOOT_LOADER_NAME, loader_name as u32);
-    mem.write(layout::MULTIBOOT_INFO, &mbi)?;
+    mem.write(area.of(layout::MULTIBOOT_INFO), &mbi)?;
     Ok(())
 }
 
@@ -921,12 +954,212 @@ mod tests {
         ));
     }
 
+    /// The information structure's field at `off`, wherever `loaded` put it.
+    fn field(mem: &GuestMemory, loaded: &LoadedKernel, off: usize) -> u32 {
+        mem.read_u32(u64::from(loaded.entry.ebx) + off as u64)
+            .unwrap()
+    }
+
+    /// Everything the loader placed for the kernel: (start, end) of the
+    /// boot GDT, the information structure, the module list, the strings,
+    /// the memory map, the stack and the command line.
+    fn boot_data(mem: &GuestMemory, loaded: &LoadedKernel, cmdline: &str) -> Vec<(u64, u64)> {
+        let at = |off| u64::from(field(mem, loaded, off));
+        let e = &loaded.entry;
+        let gdt = u64::from(e.gdtr.base);
+        let stack_top = u64::from(e.esp);
+        vec![
+            (gdt, gdt + u64::from(e.gdtr.limit) + 1),
+            (u64::from(e.ebx), u64::from(e.ebx) + info::SIZE as u64),
+            (at(info::MODS_ADDR), at(info::MODS_ADDR) + 16),
+            (
+                at(info::BOOT_LOADER_NAME),
+                at(info::BOOT_LOADER_NAME) + 0x100,
+            ),
+            (
+                at(info::MMAP_ADDR),
+                at(info::MMAP_ADDR) + u64::from(field(mem, loaded, info::MMAP_LENGTH)),
+            ),
+            (
+                stack_top - (layout::STACK_TOP - layout::STACK_BOTTOM),
+                stack_top,
+            ),
+            (
+                at(info::CMDLINE),
+                at(info::CMDLINE) + cmdline.len() as u64 + 1,
+            ),
+        ]
+    }
+
+    /// Loads `image` with `initrd` and checks that the kernel's bytes are
+    /// intact, the information structure is whole, and none of the
+    /// loader's data overlaps the kernel, the module or the firmware's
+    /// low memory (IVT, BDA, EBDA and up).
+    fn load_clear_of_kernel(image: &[u8], initrd: Option<&[u8]>, ram: u64) -> LoadedKernel {
+        let mut mem = GuestMemory::new(ram).unwrap();
+        let cmdline = "low kernel";
+        let loaded = super::super::load(&mut mem, image, initrd, cmdline).unwrap();
+        let kernel = parse_kernel(image);
+        let mut busy: Vec<(u64, u64)> = kernel
+            .pieces
+            .iter()
+            .map(|p| (p.addr, p.addr + p.mem_len))
+            .collect();
+        for p in &kernel.pieces {
+            assert_eq!(mem.slice(p.addr, p.data.len()).unwrap(), p.data);
+        }
+        if let Some(initrd) = initrd {
+            let mods = u64::from(field(&mem, &loaded, info::MODS_ADDR));
+            let start = u64::from(mem.read_u32(mods).unwrap());
+            let end = u64::from(mem.read_u32(mods + 4).unwrap());
+            assert_eq!(mem.slice(start, (end - start) as usize).unwrap(), initrd);
+            busy.push((start, end));
+        }
+        busy.push((0, 0x1000));
+        busy.push((LOW_MEMORY_END, HIGH_MEMORY_START));
+        for (start, end) in boot_data(&mem, &loaded, cmdline) {
+            for &(b, e) in &busy {
+                assert!(
+                    end <= b || start >= e,
+                    "boot data {start:#x}..{end:#x} overlaps {b:#x}..{e:#x}"
+                );
+            }
+        }
+        assert_eq!(c_string(&mem, field(&mem, &loaded, info::CMDLINE)), cmdline);
+        assert_eq!(
+            c_string(&mem, field(&mem, &loaded, info::BOOT_LOADER_NAME)),
+            "popek"
+        );
+        assert_eq!(field(&mem, &loaded, info::MEM_LOWER), 639);
+        // The boot GDT the entry state names is the one in memory.
+        let gdt = u64::from(loaded.entry.gdtr.base);
+        assert_eq!(mem.read_u32(gdt + 0x14).unwrap(), 0x00CF_9B00);
+        loaded
+    }
+
+    fn parse_kernel(image: &[u8]) -> KernelImage<'_> {
+        let Probe::Found(offset) = probe(image) else {
+            panic!("no header")
+        };
+        let flags = le_u32(image, offset + hdr::FLAGS).unwrap();
+        if flags & header_flags::AOUT_KLUDGE != 0 {
+            parse_aout(image, offset).unwrap()
+        } else {
+            parse_elf(image).unwrap()
+        }
+    }
+
+    /// An a.out kludge image whose file is loaded whole at `load_addr`,
+    /// with `bss` bytes after it and the header at file offset 0x40.
+    fn aout_at(load_addr: u32, file_len: usize, bss: u32) -> Vec<u8> {
+        let mut image = vec![0xC3u8; file_len];
+        let mut h = mb_header(header_flags::AOUT_KLUDGE | header_flags::PAGE_ALIGN_MODULES);
+        let end = load_addr + file_len as u32;
+        for word in [
+            load_addr + 0x40,
+            load_addr,
+            end,
+            end + bss,
+            load_addr + 0x100,
+        ] {
+            h.extend_from_slice(&word.to_le_bytes());
+        }
+        image[0x40..0x60].copy_from_slice(&h);
+        image
+    }
+
     #[test]
-    fn segment_over_the_loader_area_is_refused() {
+    fn a_kernel_at_the_default_area_moves_the_boot_data() {
         let image = kernel_elf(0, &[text_at(0x1_0000)]);
+        let loaded = load_clear_of_kernel(&image, None, RAM);
+        assert_ne!(u64::from(loaded.entry.ebx), layout::MULTIBOOT_INFO);
+        assert!(loaded
+            .summary
+            .iter()
+            .any(|l| l.contains("moved out of the kernel's way")));
+    }
+
+    #[test]
+    fn an_elf_kernel_linked_at_0x8000_loads_with_its_module() {
+        let seg = Seg {
+            paddr: 0x8000,
+            vaddr: 0x8000,
+            data: vec![0xAB; 0x800],
+            memsz: 0x1_8000,
+        };
+        let image = elf(ELFCLASS32, EM_386, ET_EXEC, 0x8000, &[seg], &mb_header(3));
+        let loaded = load_clear_of_kernel(&image, Some(&[7u8; 5000]), RAM);
+        assert_eq!(loaded.entry.eip, 0x8000);
+        // The lowest free page after the kernel's bss.
+        assert_eq!(loaded.entry.gdtr.base, 0x2_0000);
+        assert!(u64::from(loaded.entry.esp) < LOW_MEMORY_END);
+    }
+
+    #[test]
+    fn an_aout_kludge_kernel_linked_at_0x8000_loads() {
+        let image = aout_at(0x8000, 0x2000, 0x4000);
+        let loaded = load_clear_of_kernel(&image, Some(b"abc"), RAM);
+        assert_eq!(loaded.entry.eip, 0x8100);
+        assert!(loaded.entry.gdtr.base >= 0xE000);
+    }
+
+    #[test]
+    fn a_kernel_filling_low_memory_gets_its_boot_data_above_it() {
+        // From the end of page 0 to the EBDA: no room left below 1 MiB.
+        let image = aout_at(0x1000, 0x1000, (LOW_MEMORY_END - 0x2000) as u32);
+        let loaded = load_clear_of_kernel(&image, Some(&[1u8; 0x3000]), RAM);
+        let gdt = u64::from(loaded.entry.gdtr.base);
+        // Past the module, which follows the kernel at 1 MiB.
+        assert_eq!(gdt, HIGH_MEMORY_START + 0x3000);
+    }
+
+    #[test]
+    fn a_kernel_over_the_firmware_areas_is_refused() {
+        for (at, why) in [
+            (0x400, "BIOS data area"),
+            (0x9_FC00, "EBDA"),
+            (0xA_0000, "VGA window"),
+            (0xF_0000, "BIOS ROM"),
+            (0x9_F000, "straddling the EBDA"),
+        ] {
+            let seg = Seg {
+                paddr: at,
+                vaddr: at,
+                data: vec![0xAB; 0x40],
+                memsz: 0x1000,
+            };
+            let image = kernel_elf(0, &[seg]);
+            let err = load(&mut ram(), &image, None, "").unwrap_err();
+            assert!(
+                matches!(err, LoadError::NotUsableRam { .. }),
+                "{why}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_room_for_the_boot_data_is_refused() {
+        // The kernel takes all usable RAM but page 0's tail.
+        let ram_size = HIGH_MEMORY_START + 0x2_0000;
+        let segs = [
+            Seg {
+                paddr: 0x1000,
+                vaddr: 0x1000,
+                data: vec![1; 0x10],
+                memsz: (LOW_MEMORY_END - 0x1000) as u32,
+            },
+            Seg {
+                paddr: HIGH_MEMORY_START as u32,
+                vaddr: HIGH_MEMORY_START as u32,
+                data: vec![1; 0x10],
+                memsz: 0x1_F000,
+            },
+        ];
+        let image = kernel_elf(0, &segs);
+        let mut mem = GuestMemory::new(ram_size).unwrap();
         assert!(matches!(
-            load(&mut ram(), &image, None, ""),
-            Err(LoadError::OverlapsLoaderArea { .. })
+            load(&mut mem, &image, None, ""),
+            Err(LoadError::NoRoomForBootData { .. })
         ));
     }
 
