@@ -1,8 +1,11 @@
 //! Instructions the host's KVM could not emulate, carried out in user space.
 //!
 //! On a kvm-pvm host, non-paged protected mode runs in KVM's instruction
-//! emulator, which implements IRET and INT n only for real mode and has no
-//! LAR, LSL, VERR or VERW. When it gives up (KVM_EXIT_INTERNAL_ERROR,
+//! emulator, which implements IRET and INT n only for real mode, has no
+//! LAR, LSL, VERR or VERW, and gives up on a far JMP or CALL to a system
+//! descriptor (a TSS or task gate: a hardware task switch, which popek's
+//! emulator carries out, as it does IRET with NT and INT n through a task
+//! gate). When it gives up (KVM_EXIT_INTERNAL_ERROR,
 //! "emulation failed") at one of those instructions, popek performs it with
 //! the callout emulator the BT engine uses (`x86::emulate`), delivers any
 //! exception it raises through the guest IDT, and resumes the guest.
@@ -38,6 +41,8 @@ fn name(kind: Kind) -> Option<&'static str> {
         Kind::Lsl => "lsl",
         Kind::Verr => "verr",
         Kind::Verw => "verw",
+        Kind::FarJmp => "far jmp",
+        Kind::FarCall => "far call",
         _ => return None,
     })
 }

@@ -13,6 +13,7 @@
 
 use crate::descriptor::{self, Descriptor, Gate, GateKind, Selector};
 use crate::state::{flags, CpuState, Segment};
+use crate::task::{self, Source};
 
 /// An exception raised while carrying out an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +118,7 @@ pub enum Event {
 /// Why an operation could not be carried out at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Unsupported {
-    /// A feature popek does not model (task gates, virtual-8086 mode, ...).
+    /// A feature popek does not model (16-bit TSSes, virtual-8086 mode, ...).
     Feature(&'static str),
     /// Delivering a double fault faulted: the CPU shuts down.
     TripleFault,
@@ -267,7 +268,7 @@ pub fn deliver(cpu: &mut CpuState, mem: &mut impl LinearMemory, vec: u8, event: 
         return Err(Exception::with_code(vector::NP, idt_code).into());
     }
     if gate.kind == GateKind::Task {
-        return Err(Failure::Unsupported(Unsupported::Feature("task gates")));
+        return task_gate(cpu, mem, &gate, event, ext);
     }
 
     let cs_sel = Selector(gate.selector);
@@ -330,6 +331,99 @@ pub fn deliver(cpu: &mut CpuState, mem: &mut impl LinearMemory, vec: u8, event: 
     }
     *cpu = new;
     Ok(())
+}
+
+/// Delivery through a task gate: a nested switch to the task its TSS
+/// selector names (SDM vol. 2, INT n, TASK-GATE), then the error code, if
+/// the event has one, pushed on the new task's stack. The old task resumes
+/// at the EIP the CPU state holds (the faulting instruction, or the one
+/// after INT n or the interrupted one). An exception the new task raises
+/// before its first instruction is delivered at once, in its context.
+fn task_gate(
+    cpu: &mut CpuState,
+    mem: &mut impl LinearMemory,
+    gate: &Gate,
+    event: Event,
+    ext: u32,
+) -> Outcome {
+    let sel = Selector(gate.selector);
+    let gp = Exception::gp(u32::from(sel.0 & !3) | ext);
+    if sel.ti() {
+        return Err(gp.into());
+    }
+    let (desc, at) = read_descriptor(cpu, mem, sel, ext)?;
+    if !task::is_tss(&desc) || task::is_busy(&desc) {
+        return Err(gp.into());
+    }
+    if !desc.present {
+        return Err(Exception::with_code(vector::NP, u32::from(sel.0 & !3) | ext).into());
+    }
+    let resume = cpu.eip;
+    let pending = task::switch(cpu, mem, sel, &desc, at, Source::Event { ext }, resume)?;
+    let pending = match (pending, event) {
+        (None, Event::Exception(Some(code))) => push_error_code(cpu, mem, code, ext).err(),
+        (pending, _) => pending,
+    };
+    deliver_pending(cpu, mem, pending)
+}
+
+/// Pushes an exception's error code on the new task's stack (a 32-bit
+/// TSS's task pushes a doubleword).
+fn push_error_code(
+    cpu: &mut CpuState,
+    mem: &mut impl LinearMemory,
+    code: u32,
+    ext: u32,
+) -> Result<(), Exception> {
+    let mut stack = Stack {
+        ss: cpu.ss,
+        esp: cpu.esp,
+        size: 4,
+        fault_sel: ext,
+        supervisor: cpu.cpl() < 3,
+    };
+    stack.push(mem, code)?;
+    cpu.esp = stack.esp;
+    Ok(())
+}
+
+/// Delivers the exception a new task raised before its first instruction
+/// (the task switch is done: this is a new event, not a double fault).
+fn deliver_pending(
+    cpu: &mut CpuState,
+    mem: &mut impl LinearMemory,
+    pending: Option<Exception>,
+) -> Outcome {
+    match pending {
+        Some(e) => deliver_event(cpu, mem, e.vector, Event::Exception(e.error_code))
+            .map_err(Failure::Unsupported),
+        None => Ok(()),
+    }
+}
+
+/// IRET with NT set: back to the task the current TSS's link names,
+/// which must be a busy TSS in the GDT (SDM vol. 2, IRET, TASK-RETURN).
+fn task_return(cpu: &mut CpuState, mem: &mut impl LinearMemory) -> Outcome {
+    let link = Selector(read_tss_u16(
+        mem,
+        cpu.tr.base.wrapping_add(descriptor::tss32::LINK as u32),
+    )?);
+    let ts = Exception::with_code(vector::TS, u32::from(link.0 & !3));
+    if link.ti() || link.is_null() {
+        return Err(ts.into());
+    }
+    let (desc, at) =
+        read_descriptor(cpu, mem, link, 0)
+            .map_err(|e| if e.vector == vector::GP { ts } else { e })?;
+    if !task::is_busy(&desc) {
+        return Err(ts.into());
+    }
+    if !desc.present {
+        return Err(Exception::with_code(vector::NP, u32::from(link.0 & !3)).into());
+    }
+    let resume = cpu.eip;
+    let pending = task::switch(cpu, mem, link, &desc, at, Source::Iret, resume)?;
+    deliver_pending(cpu, mem, pending)
 }
 
 /// The stack for privilege level `dpl` from the current 32-bit TSS, checked
@@ -482,12 +576,12 @@ pub(crate) fn null_outer_data_segments(cpu: &mut CpuState, cpl: u8) {
 }
 
 /// Protected-mode IRET with the given operand size (4 for IRETD, 2 for the
-/// 16-bit form), to the same or an outer privilege level.
+/// 16-bit form), to the same or an outer privilege level, or with NT set
+/// back to the previous task. `cpu.eip` is past the IRET: where the task
+/// an IRET with NT leaves resumes when it is switched to again.
 pub fn iret(cpu: &mut CpuState, mem: &mut impl LinearMemory, size: u32) -> Outcome {
     if cpu.eflags & flags::NT != 0 {
-        return Err(Failure::Unsupported(Unsupported::Feature(
-            "IRET with NT set (task return)",
-        )));
+        return task_return(cpu, mem);
     }
     let eip = stack_read(cpu, mem, 0, size)?;
     let cs_sel = Selector(stack_read(cpu, mem, size, size)? as u16);

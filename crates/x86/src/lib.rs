@@ -14,5 +14,6 @@ pub mod msr;
 pub mod paging;
 pub mod protection;
 pub mod state;
+pub mod task;
 
 pub use state::{CpuState, Segment, TableRegister};

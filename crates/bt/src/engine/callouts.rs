@@ -8,13 +8,12 @@
 use machine::{EngineError, Machine};
 use x86::classify::{kind_of, Kind};
 use x86::emulate;
-use x86::paging::PagingRegs;
 use x86::state::flags;
 
-use super::code_pages::{self, CodePages};
+use super::code_pages;
 use super::interrupts;
 use super::stats::{Marker, PhaseStart};
-use super::vm::{host_err, Next, Vm};
+use super::vm::{Next, Vm};
 
 /// Carries out the instruction at CS:EIP with the emulator.
 pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
@@ -24,6 +23,12 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
         Err(e) => {
             // Same view: a #PF's CR2 travels with it.
             let r = emulate::deliver_fault(&mut vm.cpu, &mut mem, e);
+            let written = std::mem::take(&mut mem.written);
+            code_pages::after_writes(vm, &written)?;
+            if matches!(&r, Ok(eff) if eff.cr3_written) {
+                // Through a task gate, into another address space.
+                code_pages::paging_update(vm, machine, true, None)?;
+            }
             return interrupts::settle(vm, machine, r);
         }
     };
@@ -36,7 +41,7 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
     code_pages::after_writes(vm, &written)?;
     if let Ok(eff) = &r {
         if eff.cr_written || eff.paging_changed || eff.cr3_written || eff.tlb_flush_page.is_some() {
-            paging_update(vm, machine, eff.cr3_written, eff.tlb_flush_page)?;
+            code_pages::paging_update(vm, machine, eff.cr3_written, eff.tlb_flush_page)?;
         }
     }
     let eff = match r {
@@ -97,30 +102,4 @@ pub(super) fn end_phase(vm: &mut Vm, marker: Marker) {
     let phase = vm.phase_start.until(&now, marker);
     vm.stats.phases.push(phase);
     vm.phase_start = now;
-}
-
-/// Takes the guest's paging registers after an instruction that may
-/// have changed them, and drops what they invalidate.
-fn paging_update(
-    vm: &mut Vm,
-    machine: &mut Machine,
-    cr3_written: bool,
-    flush_page: Option<u32>,
-) -> Result<(), EngineError> {
-    let regs = PagingRegs::of(&vm.cpu);
-    let changed = regs != vm.mmu.regs() || cr3_written;
-    if changed {
-        vm.mmu
-            .set_regs(&mut vm.monitor, regs, cr3_written)
-            .map_err(host_err)?;
-    }
-    if let Some(linear) = flush_page {
-        vm.mmu.invlpg(&mut vm.monitor, linear).map_err(host_err)?;
-    }
-    if changed || flush_page.is_some() {
-        CodePages::of(vm)
-            .drop_stale(&mut machine.memory)
-            .map_err(host_err)?;
-    }
-    Ok(())
 }

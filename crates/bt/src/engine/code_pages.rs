@@ -5,7 +5,8 @@
 //! blocks came from a page, the shadow MMU which host mappings show it:
 //! each change here updates both in one call, so the two never disagree.
 
-use machine::{EngineError, GuestMemory};
+use machine::{EngineError, GuestMemory, Machine};
+use x86::paging::PagingRegs;
 
 use super::vm::{host_err, Vm};
 use crate::cache::{BlockId, GuestPage, NewBlock, TranslationCache};
@@ -115,6 +116,33 @@ pub(super) fn after_writes(vm: &mut Vm, pages: &[u32]) -> Result<(), EngineError
         if CodePages::of(vm).invalidate_if_code(p).map_err(host_err)? {
             vm.stats.exit("smc by the monitor");
         }
+    }
+    Ok(())
+}
+
+/// Takes the guest's paging registers after an instruction or event that
+/// may have changed them (MOV to CRn, INVLPG, a task switch), and drops
+/// the shadows and translations they invalidate.
+pub(super) fn paging_update(
+    vm: &mut Vm,
+    machine: &mut Machine,
+    cr3_written: bool,
+    flush_page: Option<u32>,
+) -> Result<(), EngineError> {
+    let regs = PagingRegs::of(&vm.cpu);
+    let changed = regs != vm.mmu.regs() || cr3_written;
+    if changed {
+        vm.mmu
+            .set_regs(&mut vm.monitor, regs, cr3_written)
+            .map_err(host_err)?;
+    }
+    if let Some(linear) = flush_page {
+        vm.mmu.invlpg(&mut vm.monitor, linear).map_err(host_err)?;
+    }
+    if changed || flush_page.is_some() {
+        CodePages::of(vm)
+            .drop_stale(&mut machine.memory)
+            .map_err(host_err)?;
     }
     Ok(())
 }

@@ -38,10 +38,22 @@ pub(super) fn deliver(
     vector: u8,
     event: Event,
 ) -> Result<Next, EngineError> {
+    let cr3 = vm.cpu.cr3;
     let mut mem = GuestLinear::new(&mut machine.memory, &vm.cpu);
     let r = interrupt::deliver_event(&mut vm.cpu, &mut mem, vector, event);
     code_pages::after_writes(vm, &mem.written)?;
+    task_switched(vm, machine, cr3)?;
     settle(vm, machine, r)
+}
+
+/// After a delivery through a task gate, which loads the new task's CR3:
+/// the shadow MMU follows it, as it follows MOV to CR3 (a switch that
+/// keeps CR3 flushes nothing).
+fn task_switched(vm: &mut Vm, machine: &mut Machine, cr3: u32) -> Result<(), EngineError> {
+    if vm.cpu.cr3 != cr3 {
+        code_pages::paging_update(vm, machine, true, None)?;
+    }
+    Ok(())
 }
 
 /// The end of a delivery or emulated operation: run on, or the machine's
@@ -66,9 +78,11 @@ pub(super) fn exception(
     machine: &mut Machine,
     e: Exception,
 ) -> Result<Next, EngineError> {
+    let cr3 = vm.cpu.cr3;
     let mut mem = GuestLinear::new(&mut machine.memory, &vm.cpu);
     let r = emulate::deliver_fault(&mut vm.cpu, &mut mem, e);
     code_pages::after_writes(vm, &mem.written)?;
+    task_switched(vm, machine, cr3)?;
     settle(vm, machine, r)
 }
 

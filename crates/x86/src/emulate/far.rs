@@ -1,18 +1,20 @@
 //! Far CALL, JMP and RET: direct (ptr16:16/ptr16:32) and indirect
-//! (m16:16/m16:32) transfers to code segments at the same privilege, and far
-//! RET to the same or an outer level. Call gates and task switches are
-//! reported as unsupported.
+//! (m16:16/m16:32) transfers to code segments at the same privilege, task
+//! switches to a TSS or through a task gate ([`crate::task`]), and far RET
+//! to the same or an outer level. Call gates are reported as unsupported.
 
 use iced_x86::{Code, Instruction, OpKind};
 
 use super::operand::{linear, offset, push_all, read_mem, set_sp, stack_read, Access};
-use super::{protected, unsupported, Failure};
+use super::{protected, unsupported, Effects, Failure};
 use crate::classify::Kind;
-use crate::descriptor::{types, Descriptor, Selector};
+use crate::descriptor::{types, Descriptor, Gate, Selector};
 use crate::interrupt::{
-    mark_accessed, null_outer_data_segments, read_descriptor, vector, Exception, LinearMemory,
+    deliver_event, mark_accessed, null_outer_data_segments, read_descriptor, vector, Event,
+    Exception, LinearMemory,
 };
 use crate::state::{CpuState, Segment};
+use crate::task::{self, Source};
 
 /// Carries out one of this module's instructions on the working copy, whose
 /// EIP already points past the instruction.
@@ -21,11 +23,24 @@ pub(super) fn execute(
     mem: &mut impl LinearMemory,
     insn: &Instruction,
     kind: Kind,
+    eff: &mut Effects,
 ) -> Result<(), Failure> {
     if kind == Kind::FarRet {
         return far_ret(cpu, mem, insn);
     }
     let (sel, off, size) = target(cpu, mem, insn)?;
+    if protected(cpu) && !Selector(sel).is_null() {
+        let (d, at) = read_descriptor(cpu, mem, Selector(sel), 0)?;
+        if task::is_tss(&d) || (!d.s && d.typ == types::TASK_GATE) {
+            let source = if kind == Kind::FarCall {
+                Source::Call
+            } else {
+                Source::Jmp
+            };
+            eff.delivered = task_transfer(cpu, mem, Selector(sel), d, at, source)?;
+            return Ok(());
+        }
+    }
     let (cs, accessed) = if protected(cpu) {
         let (cs, d, at) = code_target(cpu, mem, Selector(sel), off)?;
         (cs, Some((d, at)))
@@ -93,9 +108,6 @@ fn code_target(
     if !d.is_code() {
         return Err(match (d.s, d.typ) {
             (false, types::CALL_GATE16 | types::CALL_GATE32) => unsupported("call gates"),
-            (false, types::TASK_GATE | types::TSS16_AVAILABLE | types::TSS32_AVAILABLE) => {
-                unsupported("task switch")
-            }
             _ => Exception::gp(code).into(),
         });
     }
@@ -116,6 +128,57 @@ fn code_target(
         return Err(Exception::gp(0).into());
     }
     Ok((cs, d, at))
+}
+
+/// A far JMP or CALL to a TSS or through a task gate (SDM vol. 2, JMP and
+/// CALL: TASK-GATE and TASK-STATE-SEGMENT): the TSS or gate must be
+/// usable at the CPL and the selector's RPL, the TSS available and in the
+/// GDT; the offset is ignored. The old task resumes after the
+/// instruction. Returns the exception the new task raised before its
+/// first instruction, already delivered.
+fn task_transfer(
+    cpu: &mut CpuState,
+    mem: &mut impl LinearMemory,
+    sel: Selector,
+    d: Descriptor,
+    at: u32,
+    source: Source,
+) -> Result<Option<Exception>, Failure> {
+    let gp = |s: Selector| Exception::gp(u32::from(s.0 & !3));
+    let np = |s: Selector| Exception::with_code(vector::NP, u32::from(s.0 & !3));
+    if d.dpl < cpu.cpl() || d.dpl < sel.rpl() {
+        return Err(gp(sel).into());
+    }
+    let (tss_sel, tss, tss_at) = if task::is_tss(&d) {
+        (sel, d, at)
+    } else {
+        if !d.present {
+            return Err(np(sel).into());
+        }
+        let gate = Gate::from_bytes(d.to_bytes()).expect("a task gate decodes as a gate");
+        let tss_sel = Selector(gate.selector);
+        if tss_sel.ti() {
+            return Err(gp(tss_sel).into());
+        }
+        let (tss, tss_at) = read_descriptor(cpu, mem, tss_sel, 0)?;
+        if !task::is_tss(&tss) {
+            return Err(gp(tss_sel).into());
+        }
+        (tss_sel, tss, tss_at)
+    };
+    if task::is_busy(&tss) {
+        return Err(gp(tss_sel).into());
+    }
+    if !tss.present {
+        return Err(np(tss_sel).into());
+    }
+    let resume = cpu.eip;
+    let pending = task::switch(cpu, mem, tss_sel, &tss, tss_at, source, resume)?;
+    if let Some(e) = pending {
+        deliver_event(cpu, mem, e.vector, Event::Exception(e.error_code))
+            .map_err(Failure::Unsupported)?;
+    }
+    Ok(pending)
 }
 
 /// RETF [imm16] to the same or an outer privilege level.
@@ -302,17 +365,12 @@ mod tests {
     }
 
     #[test]
-    fn call_gates_and_task_switches_are_unsupported() {
+    fn call_gates_are_unsupported() {
         let (mut cpu, mut m) = machine();
         let r = run1(&mut cpu, &mut m, &[0x9A, 0, 0, 0, 0, CALL_GATE as u8, 0x00]);
         assert_eq!(
             r,
             Err(Failure::Unsupported(Unsupported::Feature("call gates")))
-        );
-        let r = run1(&mut cpu, &mut m, &[0xEA, 0, 0, 0, 0, 0x30, 0x00]);
-        assert_eq!(
-            r,
-            Err(Failure::Unsupported(Unsupported::Feature("task switch")))
         );
     }
 

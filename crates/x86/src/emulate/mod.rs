@@ -13,8 +13,9 @@
 //! [`crate::interrupt::deliver_event`] ([`execute_and_deliver`] does both).
 //!
 //! Scope: protected mode (CR0.PE set, EFLAGS.VM clear) is modelled in full;
-//! real mode works for everything but INT/IRET; virtual-8086 mode, task
-//! switches, call gates and SYSCALL/SYSRET are reported as
+//! real mode works for everything but INT/IRET; task switches between
+//! 32-bit TSSes are modelled ([`crate::task`]); virtual-8086 mode, 16-bit
+//! TSSes, call gates and SYSCALL/SYSRET are reported as
 //! [`Unsupported::Feature`].
 //!
 //! What the engine must do afterwards is reported in [`Effects`]. Most of it
@@ -32,6 +33,8 @@ mod misc;
 mod operand;
 mod segments;
 mod tables;
+#[cfg(test)]
+mod task_tests;
 #[cfg(test)]
 mod testing;
 
@@ -209,7 +212,9 @@ pub fn execute(
         | Kind::PushSreg
         | Kind::PopSreg
         | Kind::LoadFarPointer => segments::execute(&mut new, mem, insn, kind, &mut eff)?,
-        Kind::FarCall | Kind::FarJmp | Kind::FarRet => far::execute(&mut new, mem, insn, kind)?,
+        Kind::FarCall | Kind::FarJmp | Kind::FarRet => {
+            far::execute(&mut new, mem, insn, kind, &mut eff)?
+        }
         Kind::Int | Kind::Int3 | Kind::Into | Kind::Int1 | Kind::Iret => {
             interrupts::execute(&mut new, mem, insn, kind)?
         }
@@ -220,8 +225,9 @@ pub fn execute(
         Kind::Ident => data::execute(&mut new, mem, insn)?,
         _ => misc::execute(&mut new, plat, insn, kind, &mut eff)?,
     }
-    // The CPU clears RF after every instruction it completes, IRET aside.
-    if kind != Kind::Iret {
+    // The CPU clears RF after every instruction it completes, IRET and
+    // task switches (which load it from the new TSS) aside.
+    if kind != Kind::Iret && new.tr.selector == cpu.tr.selector {
         new.eflags &= !fl::RF;
     }
     let next = next_eip(cpu, insn);
@@ -295,6 +301,9 @@ fn diff(old: &CpuState, new: &CpuState, next: u32, eff: &mut Effects) {
         || (old.cr4 ^ new.cr4) & paging_cr4 != 0
         || (old.efer ^ new.efer) & crate::msr::efer::NXE != 0;
     eff.context_changed |= cs_changed || eff.paging_changed;
+    // A task switch loads CR3, and flushes the TLB only if that changed it
+    // (SDM vol. 3, 4.10.4.1); MOV to CR3 reports itself.
+    eff.cr3_written |= old.cr3 != new.cr3;
     eff.tables_changed |=
         old.gdtr != new.gdtr || old.idtr != new.idtr || old.ldtr != new.ldtr || old.tr != new.tr;
 }
