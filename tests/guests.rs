@@ -23,6 +23,10 @@ const KNOWN: &[&str] = &[
     "vector",
     // tests/nanobench.rs.
     "nanobench",
+    // Both engines and QEMU: tests/tasks.rs, tests/fwcfg.rs, tests/lowload.rs.
+    "tasks",
+    "fwcfg",
+    "lowload",
 ];
 
 fn run_kvm(guest: &str, extra: &[&str]) -> Option<common::Run> {

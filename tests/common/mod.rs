@@ -77,3 +77,52 @@ pub fn assert_pass(run: &Run) -> usize {
     );
     checks
 }
+
+/// The guest as QEMU TCG boots it, the reference the guests are checked
+/// against: `qemu-system-i386 -kernel NAME.elf -append APPEND` with the
+/// isa-debug-exit device popek's port 0xF4 imitates. `None` (and a line
+/// saying so) where QEMU is not installed.
+pub fn qemu(guest: &str, append: &str) -> Option<Run> {
+    use std::time::{Duration, Instant};
+    let qemu = "qemu-system-i386";
+    if Command::new(qemu).arg("--version").output().is_err() {
+        eprintln!("skipped: {qemu} is not installed");
+        return None;
+    }
+    let image = popek_guests::find(guest).expect("the guest is embedded");
+    let elf = std::env::temp_dir().join(format!("popek-{guest}-{}.elf", std::process::id()));
+    std::fs::write(&elf, image.image).unwrap();
+    let mut child = Command::new(qemu)
+        .arg("-kernel")
+        .arg(&elf)
+        .args(["-append", append])
+        .args(["-serial", "stdio", "-display", "none", "-monitor", "none"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
+        .args(["-no-reboot", "-m", "256"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu starts");
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    std::fs::remove_file(&elf).ok();
+    Some(Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        status: out.status.code().unwrap_or(-1),
+    })
+}
+
+/// True on a host whose KVM is kvm-pvm (docs/kvm.md): no paged guests,
+/// and a ring-3 INT n arrives as #UD.
+pub fn kvm_is_pvm() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
+}

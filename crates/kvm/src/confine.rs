@@ -8,7 +8,7 @@
 
 use std::os::fd::RawFd;
 
-use kvm_bindings::{kvm_msrs, kvm_regs, kvm_sregs};
+use kvm_bindings::{kvm_debugregs, kvm_msrs, kvm_regs, kvm_sregs};
 
 /// KVMIO, the ioctl type of every KVM request.
 const KVMIO: u32 = 0xAE;
@@ -23,9 +23,10 @@ const WRITE: u32 = 1;
 
 /// The vCPU requests the run loop makes: run, read and write the
 /// registers (exits, the emulation fallback, register dumps), inject an
-/// interrupt, and tell KVM the local APIC's base (msr.rs: KVM shows its
-/// enable bit in CPUID).
-pub const VCPU_REQUESTS: [u32; 7] = [
+/// interrupt, tell KVM the local APIC's base (msr.rs: KVM shows its
+/// enable bit in CPUID), and update DR6 and DR7 after a task switch the
+/// fallback carried out (vcpu.rs).
+pub const VCPU_REQUESTS: [u32; 9] = [
     ioc(0, 0x80, 0),                                    // KVM_RUN
     ioc(READ, 0x81, std::mem::size_of::<kvm_regs>()),   // KVM_GET_REGS
     ioc(WRITE, 0x82, std::mem::size_of::<kvm_regs>()),  // KVM_SET_REGS
@@ -33,6 +34,8 @@ pub const VCPU_REQUESTS: [u32; 7] = [
     ioc(WRITE, 0x84, std::mem::size_of::<kvm_sregs>()), // KVM_SET_SREGS
     crate::KVM_INTERRUPT as u32,
     ioc(WRITE, 0x89, std::mem::size_of::<kvm_msrs>()), // KVM_SET_MSRS
+    ioc(READ, 0xA1, std::mem::size_of::<kvm_debugregs>()), // KVM_GET_DEBUGREGS
+    ioc(WRITE, 0xA2, std::mem::size_of::<kvm_debugregs>()), // KVM_SET_DEBUGREGS
 ];
 
 /// The KVM engine's allowlist for process `pid` with its vCPU at
@@ -73,6 +76,8 @@ mod tests {
         assert_eq!(VCPU_REQUESTS[4], 0x4138_AE84);
         assert_eq!(VCPU_REQUESTS[5], 0x4004_AE86);
         assert_eq!(VCPU_REQUESTS[6], 0x4008_AE89);
+        assert_eq!(VCPU_REQUESTS[7], 0x8080_AEA1);
+        assert_eq!(VCPU_REQUESTS[8], 0x4080_AEA2);
     }
 
     #[test]

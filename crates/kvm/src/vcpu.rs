@@ -297,9 +297,13 @@ impl KvmVcpu<'_> {
             .get_sregs()
             .map_err(|e| host_err("KVM_GET_SREGS", e))?;
         let mut state = regs::from_kvm(&regs, &sregs);
+        let tr = state.tr;
         match fallback::emulate(&mut state, machine) {
             fallback::Emulated::Done(name) => {
                 *self.stats.emulated.entry(name).or_default() += 1;
+                if state.tr != tr {
+                    self.task_switched(&state)?;
+                }
                 let mut regs = regs;
                 regs::to_kvm(&state, &mut regs, &mut sregs);
                 self.fd
@@ -316,6 +320,24 @@ impl KvmVcpu<'_> {
                 .model_failure(failure, None, state)
                 .map(Fallback::Ended),
         }
+    }
+}
+
+impl KvmVcpu<'_> {
+    /// After a task switch the fallback carried out: the debug registers
+    /// live outside the registers KVM_SET_SREGS writes, so the switch's
+    /// changes to them (DR7's local enables cleared, DR6.BT set for a T
+    /// bit's #DB) are made to KVM's copies here.
+    fn task_switched(&mut self, state: &CpuState) -> Result<(), EngineError> {
+        let mut d = self
+            .fd
+            .get_debug_regs()
+            .map_err(|e| host_err("KVM_GET_DEBUGREGS", e))?;
+        d.dr6 |= u64::from(state.dr[6] & x86::task::DR6_BT);
+        d.dr7 &= !u64::from(x86::task::DR7_LOCAL_ENABLES);
+        self.fd
+            .set_debug_regs(&d)
+            .map_err(|e| host_err("KVM_SET_DEBUGREGS", e))
     }
 }
 

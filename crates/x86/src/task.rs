@@ -31,7 +31,7 @@ pub const TSS32_MIN_LIMIT: u32 = TSS32_SIZE as u32 - 1;
 pub const DR6_BT: u32 = 1 << 15;
 
 /// DR7's local breakpoint enables (L0-L3) and LE, which a switch clears.
-const DR7_LOCAL_ENABLES: u32 = 0x155;
+pub const DR7_LOCAL_ENABLES: u32 = 0x155;
 
 /// The type bit that tells a 32-bit TSS (9, 11) from a 16-bit one (1, 3).
 const TSS_32BIT: u8 = 0x8;
