@@ -334,13 +334,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match m.model_failure(
-            Unsupported::Feature("task switches"),
-            Some("jmp far"),
+            Unsupported::Feature("task switch to a 16-bit TSS"),
+            Some("far-jmp"),
             state,
         ) {
             Err(EngineError::GuestUnsupported(f)) => assert_eq!(
                 f.what,
-                "the guest needs task switches (jmp far), which popek does not model"
+                "the guest needs task switch to a 16-bit TSS (far-jmp), which popek does not model"
             ),
             other => panic!("{other:?}"),
         }

@@ -237,7 +237,9 @@ impl Stack {
 
 /// Delivers one event through the IDT in protected mode. On a fault the
 /// state is unchanged and the caller decides what happens next (see
-/// [`deliver_event`], which applies the double-fault rules).
+/// [`deliver_event`], which applies the double-fault rules). Through a
+/// task gate, a fault past the switch's commit point belongs to the new
+/// task and is delivered here, as a new event.
 pub fn deliver(cpu: &mut CpuState, mem: &mut impl LinearMemory, vec: u8, event: Event) -> Outcome {
     if cpu.eflags & flags::VM != 0 {
         return Err(Failure::Unsupported(Unsupported::Feature(
