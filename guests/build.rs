@@ -15,7 +15,7 @@
 //!
 //! A guest with its own `link.ld` (the demo OS, linked above 0xC0000000) is
 //! linked with that script instead and brings its own multiboot header and
-//! entry: `lib/multiboot*` assume code running where it is linked, at 1 MiB.
+//! entry: `lib/multiboot*` assume code running where `lib/link.ld` links it.
 //! A guest listed in [`USER_PROGRAMS`] also gets user programs: each is
 //! compiled from `<guest>/user/`, linked on its own with `<guest>/user/link.ld`
 //! and embedded into the guest as an ELF file, with a table of them (see
