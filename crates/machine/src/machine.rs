@@ -11,9 +11,9 @@ use x86::CpuState;
 use crate::bus::{Bus, Buses, SharedDevice, Window};
 use crate::clock::{Clock, HostClock};
 use crate::devices::{
-    cmos, debug_exit, i8042, ioapic, lapic, pci, pic, pit, port80, scratch, uart,
+    cmos, debug_exit, hpet, i8042, ioapic, lapic, pci, pic, pit, port80, scratch, uart,
 };
-use crate::irq::{ChipRegisters, IrqChip, IsaIrq, Part};
+use crate::irq::{ChipHpetLines, ChipRegisters, IrqChip, IsaIrq, Part};
 use crate::loader::{self, KernelFormat, LoadError};
 use crate::marks::{MarkLog, MarkingWriter};
 use crate::memory::{GuestMemory, MemoryError};
@@ -158,6 +158,10 @@ impl MachineBuilder {
             self.clock.clone(),
             Box::new(IsaIrq::new(irq.clone(), 0)),
         )));
+        let hpet = Arc::new(Mutex::new(hpet::Hpet::new(
+            self.clock.clone(),
+            Box::new(ChipHpetLines(irq.clone())),
+        )));
         let marks = Arc::new(Mutex::new(MarkLog::default()));
         let console = match &self.mark_prefix {
             Some(prefix) => Box::new(MarkingWriter::new(self.console, prefix, marks.clone())),
@@ -217,6 +221,9 @@ impl MachineBuilder {
             .insert(part(Part::IoApic), ioapic::BASE, ioapic::SIZE)
             .expect("the MMIO map's fixed devices do not overlap");
         bus.mmio
+            .insert(hpet.clone(), hpet::BASE, hpet::SIZE)
+            .expect("the MMIO map's fixed devices do not overlap");
+        bus.mmio
             .insert_window(part(Part::Lapic), lapic_window, lapic::SIZE);
 
         Ok(Machine {
@@ -224,6 +231,7 @@ impl MachineBuilder {
             bus,
             irq,
             pit,
+            hpet,
             uart,
             post,
             marks,
@@ -247,6 +255,7 @@ pub struct Machine {
     /// The interrupt controllers (PIC, I/O APIC, local APIC).
     pub(crate) irq: Arc<Mutex<IrqChip>>,
     pit: Arc<Mutex<pit::Pit>>,
+    hpet: Arc<Mutex<hpet::Hpet>>,
     uart: Arc<Mutex<uart::Uart>>,
     post: Arc<Mutex<port80::PostCode>>,
     marks: Arc<Mutex<MarkLog>>,
@@ -326,6 +335,7 @@ impl Machine {
     /// Advances timers and drains console input; call between guest runs.
     pub fn poll(&mut self) -> Poll {
         self.pit.lock().unwrap().update();
+        self.hpet.lock().unwrap().update();
         self.irq.lock().unwrap().update();
         self.uart.lock().unwrap().flush_if_older(CONSOLE_LATENCY);
         let Some(rx) = &self.input else {
@@ -363,16 +373,17 @@ impl Machine {
         self.poll()
     }
 
-    /// Time until the next interrupt of a virtual timer (the PIT or the
-    /// local APIC timer), if one is armed.
+    /// Time until the next interrupt of a virtual timer (the PIT, the
+    /// HPET or the local APIC timer), if one is armed.
     pub fn next_timer_event(&self) -> Option<Duration> {
         let pit = self.pit.lock().unwrap().ns_until_next_irq();
+        let hpet = self.hpet.lock().unwrap().ns_until_next_irq();
         let lapic = self.irq.lock().unwrap().ns_until_next_irq();
-        let ns = match (pit, lapic) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        ns.map(Duration::from_nanos)
+        [pit, hpet, lapic]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(Duration::from_nanos)
     }
 
     /// True when a halted vCPU could still be woken: a timer is armed or

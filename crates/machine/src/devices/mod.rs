@@ -3,6 +3,7 @@
 
 pub mod cmos;
 pub mod debug_exit;
+pub mod hpet;
 pub mod i8042;
 pub mod ioapic;
 pub mod lapic;
