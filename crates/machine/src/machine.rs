@@ -11,7 +11,7 @@ use x86::CpuState;
 use crate::bus::{Bus, Buses, SharedDevice, Window};
 use crate::clock::{Clock, HostClock};
 use crate::devices::{
-    cmos, debug_exit, hpet, i8042, ioapic, lapic, pci, pic, pit, port80, scratch, uart,
+    acpi_pm, cmos, debug_exit, hpet, i8042, ioapic, lapic, pci, pic, pit, port80, scratch, uart,
 };
 use crate::irq::{ChipHpetLines, ChipRegisters, IrqChip, IsaIrq, Part};
 use crate::loader::{self, KernelFormat, LoadError};
@@ -195,6 +195,17 @@ impl MachineBuilder {
             cmos::DATA,
             Arc::new(Mutex::new(rtc)),
         );
+        let pm = Arc::new(Mutex::new(acpi_pm::AcpiPm::new(
+            self.clock.clone(),
+            Box::new(IsaIrq::new(irq.clone(), acpi_pm::SCI_IRQ)),
+            stop.clone(),
+        )));
+        attach(
+            &mut bus.pio,
+            acpi_pm::BASE,
+            acpi_pm::BASE + acpi_pm::SIZE - 1,
+            pm.clone(),
+        );
         let post = Arc::new(Mutex::new(port80::PostCode::new()));
         attach(&mut bus.pio, port80::PORT, port80::PORT, post.clone());
         attach(
@@ -232,6 +243,7 @@ impl MachineBuilder {
             irq,
             pit,
             hpet,
+            pm,
             uart,
             post,
             marks,
@@ -256,6 +268,7 @@ pub struct Machine {
     pub(crate) irq: Arc<Mutex<IrqChip>>,
     pit: Arc<Mutex<pit::Pit>>,
     hpet: Arc<Mutex<hpet::Hpet>>,
+    pm: Arc<Mutex<acpi_pm::AcpiPm>>,
     uart: Arc<Mutex<uart::Uart>>,
     post: Arc<Mutex<port80::PostCode>>,
     marks: Arc<Mutex<MarkLog>>,
@@ -336,6 +349,7 @@ impl Machine {
     pub fn poll(&mut self) -> Poll {
         self.pit.lock().unwrap().update();
         self.hpet.lock().unwrap().update();
+        self.pm.lock().unwrap().update();
         self.irq.lock().unwrap().update();
         self.uart.lock().unwrap().flush_if_older(CONSOLE_LATENCY);
         let Some(rx) = &self.input else {
@@ -374,12 +388,13 @@ impl Machine {
     }
 
     /// Time until the next interrupt of a virtual timer (the PIT, the
-    /// HPET or the local APIC timer), if one is armed.
+    /// HPET, the PM timer's SCI or the local APIC timer), if one is armed.
     pub fn next_timer_event(&self) -> Option<Duration> {
         let pit = self.pit.lock().unwrap().ns_until_next_irq();
         let hpet = self.hpet.lock().unwrap().ns_until_next_irq();
+        let pm = self.pm.lock().unwrap().ns_until_next_irq();
         let lapic = self.irq.lock().unwrap().ns_until_next_irq();
-        [pit, hpet, lapic]
+        [pit, hpet, pm, lapic]
             .into_iter()
             .flatten()
             .min()

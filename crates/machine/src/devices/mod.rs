@@ -1,6 +1,7 @@
 //! The PC's devices, one file each. Every device is a plain state machine
 //! behind [`crate::BusDevice`], testable without a VM.
 
+pub mod acpi_pm;
 pub mod cmos;
 pub mod debug_exit;
 pub mod hpet;
