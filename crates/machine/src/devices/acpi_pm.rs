@@ -74,9 +74,14 @@ pub mod enable {
     pub const TMR: u16 = 1 << 0;
     /// An SCI when GBL_STS is set.
     pub const GBL: u16 = 1 << 5;
-    /// Bits that stick: the events this machine has. ACPICA writes an
-    /// enable bit and reads it back to learn whether the event exists.
-    pub const WRITABLE: u16 = TMR | GBL;
+    /// An SCI when RTC_STS is set.
+    pub const RTC: u16 = 1 << 10;
+    /// Bits that stick. ACPICA writes an enable bit and reads it back to
+    /// learn whether the event exists, and reports an error if it does
+    /// not: the timer and the global lock exist; the RTC alarm does not
+    /// (the FADT's FIX_RTC says so), but Linux's rtc-cmos enables its
+    /// event whatever the FADT says, so RTC_EN sticks and never fires.
+    pub const WRITABLE: u16 = TMR | GBL | RTC;
 }
 
 /// PM1 control bits.
@@ -356,7 +361,10 @@ mod tests {
     fn only_the_events_this_machine_has_can_be_enabled() {
         let (mut pm, _, _, _) = pm();
         outw(&mut pm, PM1_EN, 0xFFFF);
-        assert_eq!(inw(&mut pm, PM1_EN), enable::TMR | enable::GBL);
+        assert_eq!(
+            inw(&mut pm, PM1_EN),
+            enable::TMR | enable::GBL | enable::RTC
+        );
     }
 
     #[test]
