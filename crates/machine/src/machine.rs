@@ -480,6 +480,47 @@ mod tests {
     }
 
     #[test]
+    fn the_hpet_and_the_pm_block_answer_where_the_firmware_tables_say() {
+        let m = machine();
+        let mut b = [0u8; 4];
+        m.mmio_read(hpet::BASE + hpet::CAPABILITIES, &mut b);
+        assert_eq!(u32::from_le_bytes(b), 0x8086_A201);
+        // PM1_CNT reads SCI_EN: always in ACPI mode.
+        let mut w = [0u8; 2];
+        m.io_in(acpi_pm::PM1A_CNT, &mut w);
+        assert_eq!(u16::from_le_bytes(w), acpi_pm::control::SCI_EN);
+        assert_eq!(m.bus.pio.unclaimed() + m.bus.mmio.unclaimed(), 0);
+    }
+
+    #[test]
+    fn an_armed_hpet_timer_is_a_timer_event() {
+        let m = machine();
+        assert_eq!(m.next_timer_event(), None);
+        let cfg = hpet::TIMERS + 2 * hpet::TIMER_STRIDE + hpet::TIMER_CONFIG;
+        let route = 20 << hpet::timer::ROUTE_SHIFT;
+        let on = (hpet::timer::INT_ENABLE | route) as u32;
+        m.mmio_write(hpet::BASE + cfg, &on.to_le_bytes());
+        let cmp = hpet::TIMERS + 2 * hpet::TIMER_STRIDE + hpet::TIMER_COMPARATOR;
+        m.mmio_write(hpet::BASE + cmp, &1_000_000u64.to_le_bytes());
+        m.mmio_write(hpet::BASE + hpet::CONFIG, &[hpet::config::ENABLE as u8]);
+        let next = m
+            .next_timer_event()
+            .expect("the HPET's match is a deadline");
+        assert!(next <= Duration::from_millis(10), "{next:?}");
+    }
+
+    #[test]
+    fn an_s5_write_asks_for_a_power_off() {
+        let m = machine();
+        let s5 = acpi_pm::S5_SLEEP_TYPE << acpi_pm::control::SLP_TYP_SHIFT;
+        m.io_out(
+            acpi_pm::PM1A_CNT,
+            &(s5 | acpi_pm::control::SLP_EN).to_le_bytes(),
+        );
+        assert_eq!(m.take_stop(), Some(StopReason::PowerOff));
+    }
+
+    #[test]
     fn ports_and_mmio_are_separate_address_spaces() {
         let m = machine();
         let mut b = [0u8; 1];
