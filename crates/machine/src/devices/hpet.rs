@@ -388,7 +388,9 @@ impl Hpet {
                 self.rearm_all(now);
             }
             _ => match timer_register(reg) {
-                Some((n, TIMER_CONFIG)) => self.write_timer_config(n, merge(self.timers[n].config)),
+                Some((n, TIMER_CONFIG)) => {
+                    self.write_timer_config(n, merge(self.timers[n].config), now)
+                }
                 Some((n, TIMER_COMPARATOR)) => self.write_comparator(n, value, mask, now),
                 _ => {}
             },
@@ -414,7 +416,7 @@ impl Hpet {
         self.update_at(now);
     }
 
-    fn write_timer_config(&mut self, n: usize, value: u64) {
+    fn write_timer_config(&mut self, n: usize, value: u64, now: u64) {
         let t = &mut self.timers[n];
         let mut new = value & timer::WRITABLE;
         let pin = (new & timer::ROUTE) >> timer::ROUTE_SHIFT;
@@ -431,7 +433,7 @@ impl Hpet {
         if new & timer::LEVEL == 0 {
             self.status &= !(1 << n);
         }
-        let count = self.counter(self.clock.now_ns());
+        let count = self.counter(now);
         let t = &mut self.timers[n];
         t.next = t.next_match(count);
         self.refresh_line(n);
