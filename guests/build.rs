@@ -144,6 +144,14 @@ const GUESTS: &[GuestSpec] = &[
         format: Format::Multiboot,
     },
     GuestSpec {
+        name: "firmware",
+        summary: "ACPI (RSDP, RSDT, FADT, FACS, DSDT, MADT, HPET) and MP tables: checksums and \
+                  contents; the HPET counter and the PM timer against the TSC; HPET one-shot, \
+                  periodic and level-triggered interrupts through the I/O APIC; ends with an \
+                  ACPI S5 power-off",
+        format: Format::Multiboot,
+    },
+    GuestSpec {
         name: "bzhello",
         summary: "Linux boot protocol entry state, boot_params, e820 map, command line and initrd",
         format: Format::BzImage,

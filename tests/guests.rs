@@ -19,6 +19,8 @@ const KNOWN: &[&str] = &[
     "mmio",
     // Both engines and QEMU: tests/apic.rs.
     "apic",
+    // Both engines and QEMU, ends with an ACPI power-off: tests/firmware.rs.
+    "firmware",
     // BT only: tests/vector.rs.
     "vector",
     // tests/nanobench.rs.

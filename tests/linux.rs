@@ -2,6 +2,11 @@
 //! busybox shell of our initramfs, and the test types commands into the
 //! serial console through popek's stdin and checks what they print.
 //!
+//! Each boot also checks what the firmware tables give the kernel: no
+//! ACPI errors, the timer on the I/O APIC and the local APIC timer
+//! running, a TSC that stays stable with the HPET and the ACPI PM timer
+//! beside it, and a power-off through ACPI S5.
+//!
 //! The kernels and busybox come from Debian's package registry through
 //! guests/linux/fetch (cached outside the tree). If the registry cannot be
 //! reached the test fails and says so: it never passes without a boot.
@@ -134,6 +139,29 @@ fn boots_to_a_shell(flavour: &str, kernel: PathBuf, initrd: &str, version: &str)
         uname.contains(version),
         "{flavour}: uname -r said {uname:?}, not {version}"
     );
+    let interrupts = c.run("cat /proc/interrupts");
+    let timer = interrupts
+        .lines()
+        .find(|l| l.trim_start().starts_with("0:"));
+    assert!(
+        timer.is_some_and(|l| l.contains("IO-APIC") && l.contains("2-edge") && l.contains("timer")),
+        "{flavour}: the timer is not on I/O APIC pin 2:\n{interrupts}"
+    );
+    let local_timer = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.trim_start().strip_prefix("LOC:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{flavour}: no LOC line in /proc/interrupts:\n{text}"))
+    };
+    let loc_before = local_timer(&interrupts);
+    // Commands stay short: busybox's line editing wraps a longer echo.
+    let clocks = c.run("cat /sys/devices/system/clocksource/*/available_clocksource");
+    for clock in ["tsc", "hpet", "acpi_pm"] {
+        assert!(
+            clocks.split_whitespace().any(|w| w == clock),
+            "{flavour}: no {clock} clocksource:\n{clocks}"
+        );
+    }
     let cpuinfo = c.run("cat /proc/cpuinfo");
     for field in [
         "vendor_id\t: GenuineIntel",
@@ -159,6 +187,16 @@ fn boots_to_a_shell(flavour: &str, kernel: PathBuf, initrd: &str, version: &str)
         bad.trim_start().starts_with("dmesg-checked"),
         "{flavour}: dmesg has Oops, BUG or WARNING lines:\n{bad}"
     );
+    let acpi = c.run("dmesg | grep -E 'ACPI.*(Error|Warn)|unstable'; echo acpi-checked");
+    assert!(
+        acpi.trim_start().starts_with("acpi-checked"),
+        "{flavour}: dmesg has ACPI errors or warnings, or an unstable TSC:\n{acpi}"
+    );
+    let loc_after = local_timer(&c.run("cat /proc/interrupts"));
+    assert!(
+        loc_after > loc_before,
+        "{flavour}: the local APIC timer stopped at {loc_before}"
+    );
 
     let stdin = c.child.stdin.as_mut().unwrap();
     stdin.write_all(b"poweroff -f\n").unwrap();
@@ -176,6 +214,12 @@ fn boots_to_a_shell(flavour: &str, kernel: PathBuf, initrd: &str, version: &str)
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0), "{flavour}:\n{}", c.text());
+    let text = c.text();
+    assert!(
+        text.contains("reboot: Power down")
+            && text.contains("popek: the guest powered the machine off (ACPI S5)"),
+        "{flavour}: poweroff -f did not go through ACPI S5:\n{text}"
+    );
 }
 
 /// Both flavours in one test, one after the other: each boot keeps a core

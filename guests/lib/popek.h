@@ -70,6 +70,9 @@ void check(const char *what, int passed);
 void check_eq(const char *what, u32 got, u32 want);
 /* Prints "ok   what" or "FAIL what (got "..", want "..")". */
 void check_str(const char *what, const char *got, const char *want);
+/* Prints PASS n/n or FAIL k/n; returns whether every check passed (for a
+ * guest that leaves the VM some other way). */
+int verdict(void);
 /* Prints PASS n/n or FAIL k/n and leaves the VM through port 0xF4. */
 void finish(void) __attribute__((noreturn));
 /* Stops the CPU for good (used if the exit port did not stop the VM). */

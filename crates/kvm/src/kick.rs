@@ -1,4 +1,4 @@
-//! Kicking the vCPU out of KVM_RUN when the virtual PIT's next interrupt
+//! Kicking the vCPU out of KVM_RUN when a virtual timer's next interrupt
 //! comes due, so a guest that computes without exiting still sees its timer.
 //!
 //! A helper thread sleeps until the deadline the run loop publishes, then

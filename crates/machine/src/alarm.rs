@@ -1,6 +1,7 @@
 //! An alarm clock for a vCPU: a thread that calls back when the deadline it
 //! was armed with passes. Both engines use it to kick their vCPU out of
-//! guest code when the virtual PIT's next interrupt comes due, so a guest
+//! guest code when a virtual timer's next interrupt comes due (the PIT, the
+//! HPET, the PM timer, the local APIC timer), so a guest
 //! that computes without exiting still sees its timer.
 
 use std::sync::{Arc, Condvar, Mutex};

@@ -21,8 +21,10 @@ pub enum Exit {
     DebugExit(u32),
     /// The guest reset the machine through the i8042.
     Reset,
+    /// The guest powered the machine off (ACPI S5).
+    PowerOff,
     /// The guest halted with interrupts disabled and nothing can wake it:
-    /// the closest a PC without ACPI has to "power off".
+    /// how a kernel that does not use ACPI "powers off".
     Halted(Box<CpuState>),
     /// The guest triple-faulted (or the CPU shut down for another reason).
     Shutdown(Box<GuestFault>),
@@ -39,7 +41,7 @@ impl Exit {
     pub fn exit_status(&self) -> i32 {
         match self {
             Exit::DebugExit(v) => crate::StopReason::DebugExit(*v).exit_status(),
-            Exit::Reset | Exit::Halted(_) | Exit::UserQuit => 0,
+            Exit::Reset | Exit::PowerOff | Exit::Halted(_) | Exit::UserQuit => 0,
             // Even, so they can never be mistaken for a debug-port exit.
             Exit::Shutdown(_) => STATUS_SHUTDOWN,
             Exit::Escape(_) => STATUS_ESCAPE,
@@ -53,6 +55,7 @@ impl From<crate::StopReason> for Exit {
         match stop {
             crate::StopReason::DebugExit(v) => Exit::DebugExit(v),
             crate::StopReason::Reset => Exit::Reset,
+            crate::StopReason::PowerOff => Exit::PowerOff,
         }
     }
 }

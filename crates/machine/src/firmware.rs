@@ -8,6 +8,20 @@
 //! KiB (linux-i386.md beside design.md). It also scans the BIOS area at
 //! 0xF0000 for an SMBIOS entry point, which names the machine in its log
 //! and in /sys/class/dmi (without one: "DMI not present or invalid").
+//!
+//! The BIOS area (0xF0000-0xFFFFF, reserved in the e820 map) also holds
+//! the tables that describe the machine's devices, each in its own module:
+//!
+//! | range           | contents                                        |
+//! |-----------------|-------------------------------------------------|
+//! | 0xF0000..       | SMBIOS entry point and structures               |
+//! | 0xF0800..0xF1000| MP floating pointer and configuration table ([`mptable`]) |
+//! | 0xF1000..0xF2000| ACPI: RSDP, RSDT, FADT, FACS, DSDT, MADT, HPET ([`acpi`]) |
+
+pub mod acpi;
+pub mod mptable;
+
+const _: () = assert!(mptable::AREA_END <= acpi::RSDP_ADDR);
 
 use crate::loader::{HIGH_MEMORY_START, LOW_MEMORY_END};
 use crate::memory::{GuestMemory, MemoryError};
@@ -145,8 +159,8 @@ fn install_smbios(mem: &mut GuestMemory) -> Result<(), MemoryError> {
     mem.write(SMBIOS_TABLE, &table)
 }
 
-/// Writes the BDA, the EBDA and the SMBIOS tables for `mem`, which must
-/// hold at least 1 MiB.
+/// Writes the BDA, the EBDA, the SMBIOS, MP and ACPI tables for `mem`,
+/// which must hold at least 1 MiB.
 pub fn install(mem: &mut GuestMemory) -> Result<(), MemoryError> {
     debug_assert!(mem.size() >= HIGH_MEMORY_START);
     mem.write(BDA_COM_PORTS, &[0; BDA_SIZE as usize])?;
@@ -158,7 +172,10 @@ pub fn install(mem: &mut GuestMemory) -> Result<(), MemoryError> {
     mem.write_u16(BDA_BASE_MEMORY_KIB, (EBDA_START >> 10) as u16)?;
     mem.write(EBDA_START, &[0; 1024])?;
     mem.write(EBDA_START, &[EBDA_KIB])?;
-    install_smbios(mem)
+    install_smbios(mem)?;
+    mptable::install(mem)?;
+    acpi::install(mem)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -176,6 +193,15 @@ mod tests {
         assert_eq!(mem.slice(ebda, 1).unwrap()[0], 1, "EBDA size in KiB");
         assert_eq!(mem.read_u16(BDA_COM_PORTS).unwrap(), 0x3F8);
         assert_eq!(mem.read_u16(BDA_COM_PORTS + 2).unwrap(), 0);
+    }
+
+    #[test]
+    fn the_tables_do_not_overlap() {
+        let mut mem = GuestMemory::new(2 << 20).unwrap();
+        install(&mut mem).unwrap();
+        let e = mem.slice(SMBIOS_ENTRY, 0x1F).unwrap().to_vec();
+        let len = u64::from(u16::from_le_bytes([e[0x16], e[0x17]]));
+        assert!(SMBIOS_TABLE + len <= mptable::FLOATING_POINTER);
     }
 
     #[test]

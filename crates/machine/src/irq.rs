@@ -13,6 +13,10 @@
 //! INTR reaches the CPU through the local APIC's LINT0 in ExtINT mode
 //! (virtual wire), or straight when the local APIC is globally disabled,
 //! so a guest that never touches an APIC runs as on a PC without one.
+//!
+//! The HPET's legacy replacement route takes ISA IRQ 0 and 8 over from the
+//! PIT and the RTC while the guest has it on (see [`HpetLines`]); its
+//! other routes drive I/O APIC pins no ISA line drives (16-23).
 
 use std::sync::{Arc, Mutex};
 
@@ -45,6 +49,10 @@ pub fn isa_pin(irq: u8) -> usize {
     }
 }
 
+/// The ISA lines the HPET's legacy replacement route takes over: its
+/// timer 0 drives IRQ 0 (the PIT's), timer 1 IRQ 8 (the RTC's).
+pub const LEGACY_REPLACEMENT_IRQS: [u8; 2] = [0, 8];
+
 /// The 8259A pair, the I/O APIC and the local APIC: everything between an
 /// interrupt line and the CPU.
 pub struct IrqChip {
@@ -54,6 +62,14 @@ pub struct IrqChip {
     pub ioapic: IoApic,
     /// The CPU's local APIC (0xFEE00000, or where its base MSR moves it).
     pub lapic: Lapic,
+    /// The HPET's legacy replacement route is on: IRQ 0 and 8 carry its
+    /// timers 0 and 1, and the PIT's and the RTC's outputs go nowhere.
+    legacy_replacement: bool,
+    /// The levels the ISA devices drive, by IRQ (kept while muted, so the
+    /// line takes its device's level back when the route is switched off).
+    device_levels: u16,
+    /// The levels the HPET's timers 0 and 1 drive on IRQ 0 and 8.
+    hpet_levels: u16,
 }
 
 impl IrqChip {
@@ -64,13 +80,59 @@ impl IrqChip {
             pic: PicPair::new(),
             ioapic: IoApic::new(),
             lapic: Lapic::after_firmware(clock, window),
+            legacy_replacement: false,
+            device_levels: 0,
+            hpet_levels: 0,
         }
     }
 
-    /// Drives ISA IRQ `irq` (0..=15) to `level`.
-    pub fn set_isa_irq(&mut self, irq: u8, level: bool) {
+    /// The line itself: both controllers hear `level` on ISA IRQ `irq`.
+    fn drive_isa(&mut self, irq: u8, level: bool) {
         self.pic.set_irq(irq, level);
         if let Some(msg) = self.ioapic.set_pin(isa_pin(irq), level) {
+            self.lapic.deliver(msg);
+        }
+    }
+
+    /// An ISA device drives its IRQ `irq` (0..=15) to `level`; the PIT's
+    /// IRQ 0 and the RTC's IRQ 8 go nowhere while the HPET replaces them.
+    pub fn set_isa_irq(&mut self, irq: u8, level: bool) {
+        set_bit(&mut self.device_levels, irq, level);
+        if !(self.legacy_replacement && LEGACY_REPLACEMENT_IRQS.contains(&irq)) {
+            self.drive_isa(irq, level);
+        }
+    }
+
+    /// The HPET's legacy replacement output for ISA IRQ `irq` (0 or 8).
+    pub fn set_hpet_legacy_irq(&mut self, irq: u8, level: bool) {
+        debug_assert!(LEGACY_REPLACEMENT_IRQS.contains(&irq));
+        set_bit(&mut self.hpet_levels, irq, level);
+        if self.legacy_replacement {
+            self.drive_isa(irq, level);
+        }
+    }
+
+    /// Switches IRQ 0 and 8 between their ISA devices and the HPET; each
+    /// line takes the level of its new source.
+    pub fn set_legacy_replacement(&mut self, on: bool) {
+        if on == self.legacy_replacement {
+            return;
+        }
+        self.legacy_replacement = on;
+        let levels = if on {
+            self.hpet_levels
+        } else {
+            self.device_levels
+        };
+        for irq in LEGACY_REPLACEMENT_IRQS {
+            self.drive_isa(irq, levels & (1 << irq) != 0);
+        }
+    }
+
+    /// Drives I/O APIC pin `pin` (one no ISA line drives, 16..24) to `level`.
+    pub fn set_gsi(&mut self, pin: usize, level: bool) {
+        debug_assert!(pin >= 16, "pins below 16 belong to the ISA lines");
+        if let Some(msg) = self.ioapic.set_pin(pin, level) {
             self.lapic.deliver(msg);
         }
     }
@@ -114,6 +176,14 @@ impl IrqChip {
     }
 }
 
+fn set_bit(bits: &mut u16, irq: u8, on: bool) {
+    if on {
+        *bits |= 1 << irq;
+    } else {
+        *bits &= !(1 << irq);
+    }
+}
+
 /// An IRQ line wired to ISA IRQ `irq` of the machine's [`IrqChip`].
 pub struct IsaIrq {
     chip: Arc<Mutex<IrqChip>>,
@@ -131,6 +201,42 @@ impl IsaIrq {
 impl IrqLine for IsaIrq {
     fn set_level(&self, level: bool) {
         self.chip.lock().unwrap().set_isa_irq(self.irq, level);
+    }
+}
+
+/// Where one of the HPET's timers delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HpetRoute {
+    /// Through the legacy replacement route: ISA IRQ 0 or 8, which both
+    /// the 8259A and the I/O APIC hear.
+    Legacy(u8),
+    /// Straight to an I/O APIC pin (16..24).
+    Pin(u8),
+}
+
+/// The HPET's outputs: what its timers drive and whether its legacy
+/// replacement route has taken over IRQ 0 and 8.
+pub trait HpetLines: Send {
+    /// Drives the line `route` names to `level`.
+    fn set(&self, route: HpetRoute, level: bool);
+    /// Turns the legacy replacement route on or off.
+    fn set_legacy_replacement(&self, on: bool);
+}
+
+/// The HPET's outputs wired to the machine's [`IrqChip`].
+pub struct ChipHpetLines(pub Arc<Mutex<IrqChip>>);
+
+impl HpetLines for ChipHpetLines {
+    fn set(&self, route: HpetRoute, level: bool) {
+        let mut chip = self.0.lock().unwrap();
+        match route {
+            HpetRoute::Legacy(irq) => chip.set_hpet_legacy_irq(irq, level),
+            HpetRoute::Pin(pin) => chip.set_gsi(usize::from(pin), level),
+        }
+    }
+
+    fn set_legacy_replacement(&self, on: bool) {
+        self.0.lock().unwrap().set_legacy_replacement(on);
     }
 }
 
@@ -308,6 +414,39 @@ mod tests {
         line.set_level(false);
         lapic_write(&mut l, lapic::EOI, 0);
         assert!(!chip.lock().unwrap().has_interrupt());
+    }
+
+    #[test]
+    fn legacy_replacement_hands_irq_0_and_8_to_the_hpet_and_back() {
+        let chip = chip();
+        let mut pic = regs(&chip, Part::Pic);
+        pic_init(&mut pic);
+        let pit = IsaIrq::new(chip.clone(), 0);
+        let hpet = ChipHpetLines(chip.clone());
+        hpet.set_legacy_replacement(true);
+        pit.pulse();
+        assert!(!chip.lock().unwrap().has_interrupt(), "the PIT is cut off");
+        hpet.set(HpetRoute::Legacy(0), true);
+        assert_eq!(chip.lock().unwrap().acknowledge(), 0x20);
+        // Switching back hands the line to the PIT at the PIT's level (low).
+        hpet.set_legacy_replacement(false);
+        hpet.set(HpetRoute::Legacy(0), false);
+        out(&mut pic, pic::MASTER_CMD, 0x20);
+        assert!(!chip.lock().unwrap().has_interrupt());
+        pit.pulse();
+        assert_eq!(chip.lock().unwrap().acknowledge(), 0x20);
+    }
+
+    #[test]
+    fn the_hpet_drives_pins_above_the_isa_lines() {
+        let chip = chip();
+        let mut io = regs(&chip, Part::IoApic);
+        ioapic_write(&mut io, ioapic::REG_REDIRECTION + 2 * 20, 0x8000 | 0x61);
+        let hpet = ChipHpetLines(chip.clone());
+        hpet.set(HpetRoute::Pin(20), true);
+        let mut c = chip.lock().unwrap();
+        assert_eq!(c.acknowledge(), 0x61);
+        assert!(!c.pic.has_interrupt(), "the 8259A has no pin 20");
     }
 
     #[test]

@@ -11,9 +11,10 @@ use x86::CpuState;
 use crate::bus::{Bus, Buses, SharedDevice, Window};
 use crate::clock::{Clock, HostClock};
 use crate::devices::{
-    cmos, debug_exit, fw_cfg, i8042, ioapic, lapic, pci, pic, pit, port80, scratch, uart,
+    acpi_pm, cmos, debug_exit, fw_cfg, hpet, i8042, ioapic, lapic, pci, pic, pit, port80, scratch,
+    uart,
 };
-use crate::irq::{ChipRegisters, IrqChip, IsaIrq, Part};
+use crate::irq::{ChipHpetLines, ChipRegisters, IrqChip, IsaIrq, Part};
 use crate::loader::{self, KernelFormat, LoadError};
 use crate::marks::{MarkLog, MarkingWriter};
 use crate::memory::{GuestMemory, MemoryError};
@@ -159,6 +160,10 @@ impl MachineBuilder {
             self.clock.clone(),
             Box::new(IsaIrq::new(irq.clone(), 0)),
         )));
+        let hpet = Arc::new(Mutex::new(hpet::Hpet::new(
+            self.clock.clone(),
+            Box::new(ChipHpetLines(irq.clone())),
+        )));
         let marks = Arc::new(Mutex::new(MarkLog::default()));
         let console = match &self.mark_prefix {
             Some(prefix) => Box::new(MarkingWriter::new(self.console, prefix, marks.clone())),
@@ -191,6 +196,17 @@ impl MachineBuilder {
             cmos::INDEX,
             cmos::DATA,
             Arc::new(Mutex::new(rtc)),
+        );
+        let pm = Arc::new(Mutex::new(acpi_pm::AcpiPm::new(
+            self.clock.clone(),
+            Box::new(IsaIrq::new(irq.clone(), acpi_pm::SCI_IRQ)),
+            stop.clone(),
+        )));
+        attach(
+            &mut bus.pio,
+            acpi_pm::BASE,
+            acpi_pm::BASE + acpi_pm::SIZE - 1,
+            pm.clone(),
         );
         let post = Arc::new(Mutex::new(port80::PostCode::new()));
         attach(&mut bus.pio, port80::PORT, port80::PORT, post.clone());
@@ -231,6 +247,9 @@ impl MachineBuilder {
             .insert(part(Part::IoApic), ioapic::BASE, ioapic::SIZE)
             .expect("the MMIO map's fixed devices do not overlap");
         bus.mmio
+            .insert(hpet.clone(), hpet::BASE, hpet::SIZE)
+            .expect("the MMIO map's fixed devices do not overlap");
+        bus.mmio
             .insert_window(part(Part::Lapic), lapic_window, lapic::SIZE);
 
         Ok(Machine {
@@ -238,6 +257,8 @@ impl MachineBuilder {
             bus,
             irq,
             pit,
+            hpet,
+            pm,
             uart,
             post,
             marks,
@@ -261,6 +282,8 @@ pub struct Machine {
     /// The interrupt controllers (PIC, I/O APIC, local APIC).
     pub(crate) irq: Arc<Mutex<IrqChip>>,
     pit: Arc<Mutex<pit::Pit>>,
+    hpet: Arc<Mutex<hpet::Hpet>>,
+    pm: Arc<Mutex<acpi_pm::AcpiPm>>,
     uart: Arc<Mutex<uart::Uart>>,
     post: Arc<Mutex<port80::PostCode>>,
     marks: Arc<Mutex<MarkLog>>,
@@ -340,6 +363,8 @@ impl Machine {
     /// Advances timers and drains console input; call between guest runs.
     pub fn poll(&mut self) -> Poll {
         self.pit.lock().unwrap().update();
+        self.hpet.lock().unwrap().update();
+        self.pm.lock().unwrap().update();
         self.irq.lock().unwrap().update();
         self.uart.lock().unwrap().flush_if_older(CONSOLE_LATENCY);
         let Some(rx) = &self.input else {
@@ -377,16 +402,18 @@ impl Machine {
         self.poll()
     }
 
-    /// Time until the next interrupt of a virtual timer (the PIT or the
-    /// local APIC timer), if one is armed.
+    /// Time until the next interrupt of a virtual timer (the PIT, the
+    /// HPET, the PM timer's SCI or the local APIC timer), if one is armed.
     pub fn next_timer_event(&self) -> Option<Duration> {
         let pit = self.pit.lock().unwrap().ns_until_next_irq();
+        let hpet = self.hpet.lock().unwrap().ns_until_next_irq();
+        let pm = self.pm.lock().unwrap().ns_until_next_irq();
         let lapic = self.irq.lock().unwrap().ns_until_next_irq();
-        let ns = match (pit, lapic) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        ns.map(Duration::from_nanos)
+        [pit, hpet, pm, lapic]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(Duration::from_nanos)
     }
 
     /// True when a halted vCPU could still be woken: a timer is armed or
@@ -465,6 +492,47 @@ mod tests {
         assert_eq!((codes, seen), (vec![1, 2], 2));
         m.io_out(port80::PORT, &[3]);
         assert_eq!(m.post_codes_since(seen), (vec![3], 3));
+    }
+
+    #[test]
+    fn the_hpet_and_the_pm_block_answer_where_the_firmware_tables_say() {
+        let m = machine();
+        let mut b = [0u8; 4];
+        m.mmio_read(hpet::BASE + hpet::CAPABILITIES, &mut b);
+        assert_eq!(u32::from_le_bytes(b), 0x8086_A201);
+        // PM1_CNT reads SCI_EN: always in ACPI mode.
+        let mut w = [0u8; 2];
+        m.io_in(acpi_pm::PM1A_CNT, &mut w);
+        assert_eq!(u16::from_le_bytes(w), acpi_pm::control::SCI_EN);
+        assert_eq!(m.bus.pio.unclaimed() + m.bus.mmio.unclaimed(), 0);
+    }
+
+    #[test]
+    fn an_armed_hpet_timer_is_a_timer_event() {
+        let m = machine();
+        assert_eq!(m.next_timer_event(), None);
+        let cfg = hpet::TIMERS + 2 * hpet::TIMER_STRIDE + hpet::TIMER_CONFIG;
+        let route = 20 << hpet::timer::ROUTE_SHIFT;
+        let on = (hpet::timer::INT_ENABLE | route) as u32;
+        m.mmio_write(hpet::BASE + cfg, &on.to_le_bytes());
+        let cmp = hpet::TIMERS + 2 * hpet::TIMER_STRIDE + hpet::TIMER_COMPARATOR;
+        m.mmio_write(hpet::BASE + cmp, &1_000_000u64.to_le_bytes());
+        m.mmio_write(hpet::BASE + hpet::CONFIG, &[hpet::config::ENABLE as u8]);
+        let next = m
+            .next_timer_event()
+            .expect("the HPET's match is a deadline");
+        assert!(next <= Duration::from_millis(10), "{next:?}");
+    }
+
+    #[test]
+    fn an_s5_write_asks_for_a_power_off() {
+        let m = machine();
+        let s5 = acpi_pm::S5_SLEEP_TYPE << acpi_pm::control::SLP_TYP_SHIFT;
+        m.io_out(
+            acpi_pm::PM1A_CNT,
+            &(s5 | acpi_pm::control::SLP_EN).to_le_bytes(),
+        );
+        assert_eq!(m.take_stop(), Some(StopReason::PowerOff));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! How a device asks the engine to stop the VM (the debug-exit port, the
-//! i8042 reset line): it records a reason that the run loop checks after
+//! i8042 reset line, ACPI power-off): it records a reason that the run loop checks after
 //! every I/O exit.
 
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,8 @@ pub enum StopReason {
     DebugExit(u32),
     /// The guest pulsed the reset line (i8042 command 0xFE).
     Reset,
+    /// The guest entered ACPI S5 (soft off) through PM1a_CNT.
+    PowerOff,
 }
 
 impl StopReason {
@@ -19,7 +21,7 @@ impl StopReason {
     pub fn exit_status(self) -> i32 {
         match self {
             StopReason::DebugExit(v) => ((v << 1) | 1) as i32 & 0xFF,
-            StopReason::Reset => 0,
+            StopReason::Reset | StopReason::PowerOff => 0,
         }
     }
 }

@@ -246,6 +246,19 @@ mod tests {
     }
 
     #[test]
+    fn an_acpi_power_off_ends_the_run_with_status_0() {
+        let mut m = machine();
+        let mut v = Scripted::new(vec![Step::Continue, Step::Continue]);
+        v.at = Some((0, |m| {
+            use crate::devices::acpi_pm::{control, PM1A_CNT};
+            m.io_out(PM1A_CNT, &control::SLP_EN.to_le_bytes());
+        }));
+        let exit = run(&mut v, &mut m).unwrap();
+        assert!(matches!(exit, Exit::PowerOff), "{exit:?}");
+        assert_eq!(exit.exit_status(), 0);
+    }
+
+    #[test]
     fn a_stop_wins_over_a_halt_in_the_same_step() {
         let mut m = machine();
         let mut v = Scripted::new(vec![Step::Halt { interrupts: false }]);

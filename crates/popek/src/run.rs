@@ -260,6 +260,7 @@ fn report(exit: &Exit) {
     match exit {
         Exit::DebugExit(v) => tracing::info!("guest wrote {v:#x} to the debug-exit port"),
         Exit::Reset => eprintln!("popek: the guest reset the machine; there is no firmware to reboot into, so the run ends here"),
+        Exit::PowerOff => eprintln!("popek: the guest powered the machine off (ACPI S5)"),
         Exit::Halted(state) => eprintln!(
             "popek: the guest halted at EIP={:08x} with nothing left to wake it",
             state.eip

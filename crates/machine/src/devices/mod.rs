@@ -1,9 +1,11 @@
 //! The PC's devices, one file each. Every device is a plain state machine
 //! behind [`crate::BusDevice`], testable without a VM.
 
+pub mod acpi_pm;
 pub mod cmos;
 pub mod debug_exit;
 pub mod fw_cfg;
+pub mod hpet;
 pub mod i8042;
 pub mod ioapic;
 pub mod lapic;

@@ -28,7 +28,7 @@
 //! | 0x10000..0x20000  | boot stack (ESP = 0x20000 at entry)               |
 //! | 0x20000..0x30000  | kernel command line (NUL-terminated)              |
 //! | 0x9FC00..0xA0000  | extended BIOS data area ([`crate::firmware`])     |
-//! | 0xF0000..0xF0100  | SMBIOS entry point and tables ([`crate::firmware`]) |
+//! | 0xF0000..0xF2000  | SMBIOS, MP and ACPI tables ([`crate::firmware`])   |
 //!
 //! Only one of the multiboot block and boot_params is used for a given
 //! kernel, but they are kept apart so the layout needs no per-protocol cases.
