@@ -127,6 +127,15 @@ impl Console {
     }
 }
 
+/// A failed assertion must not leave popek running: with the test's end
+/// its stdin closes, and a guest idling in its shell runs on without input.
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 const PROMPT: &str = "/ # ";
 
 fn boots_to_a_shell(flavour: &str, kernel: PathBuf, initrd: &str, version: &str) {
