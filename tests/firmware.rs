@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use common::{kvm_available, popek, Run};
 
 /// Checks the guest makes only where CPUID's hypervisor leaf says popek:
@@ -103,39 +100,8 @@ fn firmware_under_kvm_is_the_same_as_under_bt() {
 /// power-off fails).
 #[test]
 fn firmware_under_qemu_tcg() {
-    let qemu = "qemu-system-i386";
-    if Command::new(qemu).arg("--version").output().is_err() {
-        eprintln!("skipped: {qemu} is not installed");
+    let Some(run) = common::qemu("firmware", "") else {
         return;
-    }
-    let guest = popek_guests::find("firmware").expect("the firmware guest is embedded");
-    let elf = std::env::temp_dir().join(format!("popek-firmware-{}.elf", std::process::id()));
-    std::fs::write(&elf, guest.image).unwrap();
-    let mut child = Command::new(qemu)
-        .arg("-kernel")
-        .arg(&elf)
-        .args(["-serial", "stdio", "-display", "none", "-monitor", "none"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
-        .args(["-no-reboot", "-m", "256"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("qemu starts");
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(120) {
-            child.kill().unwrap();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    std::fs::remove_file(&elf).ok();
-    let run = Run {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        status: out.status.code().unwrap_or(-1),
     };
     let checks = assert_pass_and_power_off(&run);
     assert!(run.stdout.contains("(not popek)"), "{}", run.show());
