@@ -418,10 +418,11 @@ fn check_ram(mem: &GuestMemory) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Checks that `len` bytes at `start` lie in RAM and clear of the loader's area.
-fn check_placement(what: &str, start: u64, len: u64, ram: u64) -> Result<(), LoadError> {
+/// The end of `len` bytes at `start` if they lie in RAM (`None` if there
+/// are none), the start of both placement checks.
+fn end_in_ram(what: &str, start: u64, len: u64, ram: u64) -> Result<Option<u64>, LoadError> {
     if len == 0 {
-        return Ok(());
+        return Ok(None);
     }
     let end = start.saturating_add(len);
     if end > ram {
@@ -432,6 +433,14 @@ fn check_placement(what: &str, start: u64, len: u64, ram: u64) -> Result<(), Loa
             ram,
         });
     }
+    Ok(Some(end))
+}
+
+/// Checks that `len` bytes at `start` lie in RAM and clear of the loader's area.
+fn check_placement(what: &str, start: u64, len: u64, ram: u64) -> Result<(), LoadError> {
+    let Some(end) = end_in_ram(what, start, len, ram)? else {
+        return Ok(());
+    };
     if start < layout::AREA_END && end > layout::AREA_START {
         return Err(LoadError::OverlapsLoaderArea {
             what: what.to_owned(),
@@ -506,18 +515,9 @@ fn boot_cpu_state(area: BootArea) -> CpuState {
 /// Refuses a kernel range that is not inside one usable region of the PC
 /// memory map, or reaches into the IVT and BIOS data area.
 fn check_usable(what: &str, start: u64, len: u64, ram: u64) -> Result<(), LoadError> {
-    if len == 0 {
+    let Some(end) = end_in_ram(what, start, len, ram)? else {
         return Ok(());
-    }
-    let end = start.saturating_add(len);
-    if end > ram {
-        return Err(LoadError::OutsideRam {
-            what: what.to_owned(),
-            start,
-            end,
-            ram,
-        });
-    }
+    };
     let usable = pc_memory_map(ram).iter().any(|r| {
         r.kind == RegionKind::Usable
             && start >= r.start.max(FIRMWARE_LOW_END)
