@@ -118,10 +118,14 @@ impl Tools {
         Ok(path)
     }
 
-    /// Writes an executable file into the scratch folder.
+    /// An executable file of `bytes` in the scratch folder, written on
+    /// first use (every native run of a bench uses the same program).
     pub fn executable(&self, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
         use std::os::unix::fs::PermissionsExt;
         let path = self.tmp.join(name);
+        if path.exists() {
+            return Ok(path);
+        }
         std::fs::write(&path, bytes)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
         Ok(path)
