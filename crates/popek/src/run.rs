@@ -85,6 +85,11 @@ pub struct RunArgs {
     /// of 4K from 4K to 3M).
     #[arg(long, value_parser = parse_tc_size, default_value = "2M")]
     tc_size: u32,
+    /// Run guest user code in the bt monitor's own process, re-protecting
+    /// guest kernel pages at every user/kernel switch, instead of in a
+    /// process of its own (for comparison: docs/perf.md).
+    #[arg(long)]
+    one_process: bool,
 }
 
 /// Reads the file a user named as `what` (kernel, initrd): only a regular
@@ -205,6 +210,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         },
         EngineKind::Bt => Box::new(bt::engine::BtEngine::new(bt::engine::BtOptions {
             tc_size: args.tc_size,
+            user_process: !args.one_process,
         })),
     };
     for line in &machine.boot_summary {

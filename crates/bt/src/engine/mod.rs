@@ -55,6 +55,10 @@ use vm::Vm;
 pub struct BtOptions {
     /// Size of the translation cache's code buffer in bytes.
     pub tc_size: u32,
+    /// Run guest user code in a process of its own (the default), so that
+    /// user/kernel switches need no page re-protection; else in the
+    /// monitor's process, as before (docs/perf.md).
+    pub user_process: bool,
 }
 
 /// Smallest `tc_size`: one chunk that holds the largest block.
@@ -80,6 +84,7 @@ impl Default for BtOptions {
     fn default() -> Self {
         BtOptions {
             tc_size: DEFAULT_TC_SIZE,
+            user_process: true,
         }
     }
 }
@@ -121,7 +126,7 @@ impl Engine for BtEngine {
 
     fn run(&mut self, machine: &mut Machine) -> Result<Exit, EngineError> {
         let start = Instant::now();
-        let mut vm = Vm::new(machine, self.opts.tc_size)?;
+        let mut vm = Vm::new(machine, self.opts)?;
         let result = machine::vcpu::run(&mut vm, machine);
         machine.flush_console();
         if !vm.stats.phases.is_empty() {

@@ -60,11 +60,18 @@ pub(super) struct Vm {
 }
 
 impl Vm {
-    /// Sets up a run: the monitor, a translation cache of `tc_size`
-    /// bytes, the alarm, and the virtual CPU at the machine's entry state.
-    pub(super) fn new(machine: &mut Machine, tc_size: u32) -> Result<Vm, EngineError> {
-        let mut monitor = Monitor::new(&machine.memory).map_err(host_err)?;
-        let (table, code) = monitor.translation_regions(tc_size).map_err(host_err)?;
+    /// Sets up a run: the monitor (with a user-code process if `opts`
+    /// say so), a translation cache of `opts.tc_size` bytes, the alarm, and the virtual CPU at the machine's entry state.
+    pub(super) fn new(machine: &mut Machine, opts: super::BtOptions) -> Result<Vm, EngineError> {
+        let mut monitor = if opts.user_process {
+            Monitor::with_user_process(&machine.memory)
+        } else {
+            Monitor::new(&machine.memory)
+        }
+        .map_err(host_err)?;
+        let (table, code) = monitor
+            .translation_regions(opts.tc_size)
+            .map_err(host_err)?;
         let miss = monitor
             .install_stub_code(&translate::miss_handler(0))
             .map_err(host_err)?;
@@ -80,7 +87,8 @@ impl Vm {
             cpu: machine.entry.clone(),
             extras: CpuExtras::new(),
             alarm,
-            mmu: Shadow::new(machine.memory.size(), PagingRegs::of(&machine.entry)),
+            mmu: Shadow::new(machine.memory.size(), PagingRegs::of(&machine.entry))
+                .split_views(opts.user_process),
             resume: None,
             smc_step: false,
             last_callout_faulted: false,

@@ -122,6 +122,11 @@ pub struct Shadow {
     regs: PagingRegs,
     /// The user view's protections are applied (else the kernel view's).
     user_view: bool,
+    /// Guest user code runs in a process of its own
+    /// ([`Monitor::with_user_process`]): this process always has the
+    /// kernel view and that one the user view, so there is nothing to
+    /// switch, expose or hide.
+    split: bool,
     /// Mapped linear pages (paging on only).
     pages: BTreeMap<u32, Mapping>,
     /// Physical page -> linear pages mapping it.
@@ -161,6 +166,7 @@ impl Shadow {
                 ..regs
             },
             user_view: false,
+            split: false,
             pages: BTreeMap::new(),
             aliases: HashMap::new(),
             differs: BTreeSet::new(),
@@ -172,6 +178,13 @@ impl Shadow {
             code_linear: HashMap::new(),
             stats: MmuStats::default(),
         }
+    }
+
+    /// Keeps the two views in two processes: `monitor` has a user-code
+    /// process ([`Monitor::has_user_process`]). Before any mapping.
+    pub fn split_views(mut self, split: bool) -> Shadow {
+        self.split = split;
+        self
     }
 
     /// The counters so far.
@@ -227,7 +240,7 @@ impl Shadow {
     /// the kernel view it is exposed at once: the guest is touching it).
     fn applied(&self, m: &Mapping) -> Prot {
         let (k, u) = self.prots(m);
-        if self.user_view {
+        if self.user_view && !self.split {
             u
         } else {
             k
@@ -237,7 +250,9 @@ impl Shadow {
     /// The protection linear page `lp`, mapped as `m`, carries now.
     fn applied_at(&self, lp: u32, m: &Mapping) -> Prot {
         let (k, u) = self.prots(m);
-        if self.user_view || (k != u && !self.exposed.contains(&lp)) {
+        if self.split {
+            k
+        } else if self.user_view || (k != u && !self.exposed.contains(&lp)) {
             u
         } else {
             k
@@ -300,7 +315,11 @@ impl Shadow {
             return Ok(Fill::CodeWrite(m.phys));
         }
         if self.pages.get(&lp) == Some(&m) {
-            if !self.user_view && self.differs.contains(&lp) && !self.exposed.contains(&lp) {
+            if !self.split
+                && !self.user_view
+                && self.differs.contains(&lp)
+                && !self.exposed.contains(&lp)
+            {
                 // Translated code touched a page that still carries the
                 // user view's protection: give it the kernel view's.
                 monitor.protect(lp * PAGE_SIZE, PAGE_SIZE, self.prots(&m).0)?;
@@ -316,12 +335,14 @@ impl Shadow {
         }
         let (first, n) = self.run_around(mem, layout, lp, &m, &t);
         let prot = self.applied(&m);
+        let user = self.prots(&m).1;
         let phys0 = m.phys - (lp - first);
-        monitor.map(
+        monitor.map_views(
             first * PAGE_SIZE,
             u64::from(phys0) * u64::from(PAGE_SIZE),
             n * PAGE_SIZE,
             prot,
+            user,
             true,
         )?;
         self.stats.maps += 1;
@@ -338,15 +359,16 @@ impl Shadow {
             }
             if first + i == lp {
                 self.prefetched.remove(&lp);
-            } else if self.differs.contains(&(first + i)) {
+            } else if !self.split && self.differs.contains(&(first + i)) {
                 self.prefetched.insert(first + i);
             }
             // The run was mapped with the faulting page's protection; a page
             // of it that holds translations (or sits beside one that does)
             // needs its own.
             let p = self.applied_at(first + i, &page);
-            if p != prot {
-                monitor.protect((first + i) * PAGE_SIZE, PAGE_SIZE, p)?;
+            let u = self.prots(&page).1;
+            if p != prot || (self.split && u != user) {
+                monitor.protect_views((first + i) * PAGE_SIZE, PAGE_SIZE, p, u)?;
             }
         }
         Ok(Fill::Mapped)
@@ -517,7 +539,7 @@ impl Shadow {
     /// supervisor page at each entry cost Debian's kernel ~120 `mprotect`s
     /// of ~500 pages per system call (docs/perf.md).
     pub fn set_view(&mut self, monitor: &mut Monitor, user: bool) -> Result<(), MonitorError> {
-        if self.user_view == user {
+        if self.split || self.user_view == user {
             return Ok(());
         }
         self.user_view = user;
@@ -711,7 +733,8 @@ impl Shadow {
         for lp in lps {
             let m = self.pages[&lp];
             self.record(lp, m);
-            monitor.protect(lp * PAGE_SIZE, PAGE_SIZE, self.applied_at(lp, &m))?;
+            let user = self.prots(&m).1;
+            monitor.protect_views(lp * PAGE_SIZE, PAGE_SIZE, self.applied_at(lp, &m), user)?;
             self.stats.protects += 1;
             self.stats.pages_protected += 1;
         }

@@ -38,6 +38,7 @@ pub mod ldt;
 pub mod region;
 pub mod seccomp;
 pub mod switch;
+mod user_space;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub use error::MonitorError;
 use gate::Gate;
 pub use gate::RegionStats;
 use ldt::{Slot, UserDesc, View};
+use user_space::{Op, UserSpace};
 
 /// Why direct execution of guest user code stopped. The guest registers at
 /// the exit are in the `CpuState` given to [`Monitor::run_user`].
@@ -225,6 +227,9 @@ pub struct Monitor {
     huge_kb: u64,
     /// `irq_pending` for the vCPU area at the next run of translated code.
     irq_pending: u16,
+    /// The process guest user code runs in, if not this one
+    /// ([`Monitor::with_user_process`]).
+    user: Option<UserSpace>,
     // The areas, signal state and LDT belong to the creating thread.
     _not_send: std::marker::PhantomData<*mut ()>,
 }
@@ -303,6 +308,34 @@ impl Monitor {
         Monitor::with_layout(mem, Layout::DEFAULT)
     }
 
+    /// [`Monitor::new`], with guest user code run in a child process of
+    /// its own (user_space.rs): this process then keeps the kernel view of
+    /// guest memory for good, the child only ever the user view, and a
+    /// switch between the two is a hand-off instead of re-protecting
+    /// pages. Call it before any other thread starts: the child is forked.
+    pub fn with_user_process(mem: &GuestMemory) -> Result<Monitor, MonitorError> {
+        let mut monitor = Monitor::new(mem)?;
+        monitor.user = Some(UserSpace::spawn(&mut monitor)?);
+        Ok(monitor)
+    }
+
+    /// Whether guest user code runs in a process of its own.
+    pub fn has_user_process(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// Hand-offs to the user-code process so far (0 without one).
+    pub fn handoffs(&self) -> u64 {
+        self.user.as_ref().map_or(0, UserSpace::handoffs)
+    }
+
+    /// The child's set-up, in the child: the monitor region closed for
+    /// good and the process confined as the monitor's own is later.
+    fn become_user_process(&mut self) -> Result<(), MonitorError> {
+        self.gate.close()?;
+        self.confine()
+    }
+
     /// Sets up direct execution for this process on the calling thread:
     /// reserves the low 4 GiB, maps the monitor region where `layout` puts
     /// it and the host area,
@@ -361,6 +394,7 @@ impl Monitor {
             gate,
             huge_kb,
             irq_pending: 0,
+            user: None,
             _not_send: std::marker::PhantomData,
         };
         monitor.map_identity()?;
@@ -380,6 +414,20 @@ impl Monitor {
         prot: Prot,
         populate: bool,
     ) -> Result<(), MonitorError> {
+        self.map_views(linear, phys, len, prot, prot, populate)
+    }
+
+    /// [`Monitor::map`] with protection `prot` in this process and `user`
+    /// in the user-code process (where there is one).
+    pub fn map_views(
+        &mut self,
+        linear: u32,
+        phys: u64,
+        len: u32,
+        prot: Prot,
+        user: Prot,
+        populate: bool,
+    ) -> Result<(), MonitorError> {
         self.space.map_ram(
             (self.ram.as_fd(), self.ram_size),
             linear,
@@ -387,7 +435,17 @@ impl Monitor {
             len,
             prot,
             populate,
-        )
+        )?;
+        if let Some(u) = &mut self.user {
+            u.push(Op::Map {
+                linear,
+                len,
+                phys,
+                prot: user,
+                populate,
+            })?;
+        }
+        Ok(())
     }
 
     /// Where the monitor region lies.
@@ -428,12 +486,36 @@ impl Monitor {
 
     /// Unmaps a guest linear range (accesses then fault with #PF).
     pub fn unmap(&mut self, linear: u32, len: u32) -> Result<(), MonitorError> {
-        self.space.unmap(linear, len)
+        self.space.unmap(linear, len)?;
+        if let Some(u) = &mut self.user {
+            u.push(Op::Unmap { linear, len })?;
+        }
+        Ok(())
     }
 
     /// Changes the protections of a mapped guest linear range.
     pub fn protect(&mut self, linear: u32, len: u32, prot: Prot) -> Result<(), MonitorError> {
-        self.space.protect(linear, len, prot)
+        self.protect_views(linear, len, prot, prot)
+    }
+
+    /// [`Monitor::protect`] with `prot` in this process and `user` in the
+    /// user-code process (where there is one).
+    pub fn protect_views(
+        &mut self,
+        linear: u32,
+        len: u32,
+        prot: Prot,
+        user: Prot,
+    ) -> Result<(), MonitorError> {
+        self.space.protect(linear, len, prot)?;
+        if let Some(u) = &mut self.user {
+            u.push(Op::Protect {
+                linear,
+                len,
+                prot: user,
+            })?;
+        }
+        Ok(())
     }
 
     /// Confines the whole process to the system calls the monitor needs
@@ -441,7 +523,7 @@ impl Monitor {
     /// thread has started and finished its own start-up.
     pub fn confine(&self) -> Result<(), MonitorError> {
         use std::os::fd::AsRawFd;
-        seccomp::confine(self.ram.as_raw_fd())
+        seccomp::confine(self.ram.as_raw_fd(), self.user.as_ref().map(UserSpace::pid))
     }
 
     /// A handle other threads (timers) use to interrupt the guest.
@@ -741,6 +823,14 @@ impl Monitor {
     pub fn run_user(&mut self, cpu: &mut CpuState) -> Result<DirectExit, MonitorError> {
         if std::thread::current().id() != self.thread {
             return Err(MonitorError::WrongThread);
+        }
+        if let Some(u) = &mut self.user {
+            if switch::take_pending_kick() {
+                return Ok(DirectExit::Interrupted);
+            }
+            let (exit, deferred) = u.run(cpu)?;
+            self.deferred = deferred;
+            return Ok(exit);
         }
         if cpu.cpl() != 3 || cpu.eflags & flags::VM != 0 {
             return Err(MonitorError::NotUserMode(format!(

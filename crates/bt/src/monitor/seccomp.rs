@@ -82,8 +82,18 @@ pub fn program() -> Vec<libc::sock_filter> {
 /// PROT_NONE reservations (anonymous, MAP_FIXED) are the common list's
 /// anonymous mappings, held below 4 GiB by the prefix because they are
 /// fixed.
-pub fn allowlist(pid: u32, ram_fd: RawFd, outputs: &[RawFd]) -> sandbox::Allowlist {
+pub fn allowlist(
+    pid: u32,
+    ram_fd: RawFd,
+    outputs: &[RawFd],
+    child: Option<i32>,
+) -> sandbox::Allowlist {
     let mut l = sandbox::Allowlist::common_for(pid, outputs);
+    if let Some(child) = child {
+        // The user-code process: kicks passed on, and its death noticed.
+        l.allow_if(libc::SYS_tgkill, [sandbox::arg_is(0, child as u32)]);
+        l.allow_if(libc::SYS_wait4, [sandbox::arg_is(0, child as u32)]);
+    }
     // modify_ldt(func, ptr, bytecount): func 1 writes an entry.
     l.allow_if(libc::SYS_modify_ldt, [sandbox::arg_is(0, 1)]);
     // mmap(addr, len, prot, flags, fd, off)
@@ -147,8 +157,8 @@ pub fn install() -> Result<(), MonitorError> {
 /// Installs filter 2 on every thread of the process (each must be running
 /// already: see the sandbox crate). A call it refuses reaches the monitor's
 /// SIGSYS handler from host code, which reports it and exits 10.
-pub fn confine(ram_fd: RawFd) -> Result<(), MonitorError> {
-    let list = allowlist(std::process::id(), ram_fd, &sandbox::outputs());
+pub fn confine(ram_fd: RawFd, child: Option<i32>) -> Result<(), MonitorError> {
+    let list = allowlist(std::process::id(), ram_fd, &sandbox::outputs(), child);
     list.confine()
         .map_err(|e| MonitorError::Host(format!("confining the process: {e}")))
 }
@@ -218,7 +228,7 @@ mod tests {
     #[test]
     fn the_allowlist_takes_the_monitors_calls_and_no_others() {
         let ram = 4;
-        let p = allowlist(1234, ram, &[]).program().unwrap();
+        let p = allowlist(1234, ram, &[], None).program().unwrap();
         let fixed = libc::MAP_SHARED | libc::MAP_FIXED;
         let reserve =
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED;

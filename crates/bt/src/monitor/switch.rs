@@ -663,6 +663,42 @@ pub unsafe fn area<'a>() -> &'a mut HostArea {
     unsafe { &mut *area_ptr() }
 }
 
+/// The guest's XSAVE image in the host area (what the next entry loads
+/// and the last exit saved).
+///
+/// # Safety
+/// As for [`area`].
+pub unsafe fn guest_image<'a>() -> &'a mut [u8] {
+    let area = area_ptr();
+    let at = area as usize + GUEST_IMAGE_OFFSET;
+    // SAFETY: the caller guarantees initialisation and exclusivity; the
+    // init image follows the guest image, so their distance is its length.
+    unsafe {
+        let len = (*area).init_image as usize - at;
+        std::slice::from_raw_parts_mut(at as *mut u8, len)
+    }
+}
+
+/// Whether a kick arrived while host code ran since the last check (and
+/// forgets it). False before [`init_area`].
+pub fn take_pending_kick() -> bool {
+    let area = area_ptr();
+    if area.is_null() {
+        return false;
+    }
+    // SAFETY: a non-null host area is mapped for the life of the process;
+    // the signal handler writes this field with a volatile store on this
+    // thread only.
+    unsafe {
+        let p = core::ptr::addr_of_mut!((*area).pending_kick);
+        let was = p.read_volatile() != 0;
+        if was {
+            p.write_volatile(0);
+        }
+        was
+    }
+}
+
 /// Exclusive access to the vCPU area while the guest is not running.
 ///
 /// # Safety

@@ -1,0 +1,405 @@
+//! Guest user code in a host process of its own (issue 15, docs/perf.md).
+//!
+//! In one process, every switch between guest user code and the guest
+//! kernel re-protected each supervisor page the kernel had used: Debian's
+//! kernel made that ~50 `mprotect` calls per system call, more than half of
+//! its cost. Here the monitor's process keeps the kernel view of guest
+//! memory for good (translated kernel code runs there), and guest user code
+//! runs in a child forked at set-up whose low 4 GiB only ever hold the user
+//! view: supervisor pages are never accessible there and the monitor region
+//! is closed for good. A user/kernel transition is a hand-off through one
+//! shared mapping (registers, vector state, the exit) instead.
+//!
+//! The child is a copy of the monitor taken at fork, running the same
+//! direct-execution code ([`Monitor::run_user`] with no child of its own):
+//! its own LDT, signal handlers, alternate stack and host area. Changes to
+//! guest mappings meant for it are queued ([`Op`]) and applied by the child
+//! right before it next runs the guest, so a fill or an INVLPG costs the
+//! child nothing until it matters.
+//!
+//! Kicks (timer signals) go to the monitor's thread as before; while the
+//! child runs the guest, the monitor's wait passes them on. The child dies
+//! with the monitor's thread (PR_SET_PDEATHSIG), and the monitor notices a
+//! dead child at its next wait (`waitpid`).
+
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use x86::CpuState;
+
+use super::{switch, DirectExit, Monitor, MonitorError, Prot};
+
+/// Queued mapping changes before the monitor hands the child a batch of
+/// its own (a CR3 switch of a large process queues one unmap per run).
+const MAX_OPS: usize = 4096;
+
+/// Room for the guest's XSAVE image (AVX-512 needs ~2.7 KiB; the AMX tiles
+/// are left out of the image, see switch.rs).
+const MAX_IMAGE: usize = 16 * 1024;
+
+/// Polls of the shared turn word before a side sleeps in the kernel: a
+/// hand-off to a waiter that is still polling costs no wake-up. Most user
+/// runs between two kernel entries are shorter than this (~20 µs).
+const SPIN: u32 = 20_000;
+
+/// Whose turn it is, in [`Channel::turn`].
+const MONITOR_TURN: u32 = 0;
+const CHILD_TURN: u32 = 1;
+
+/// What the child does on its turn, in [`Channel::kind`].
+const APPLY: u32 = 0;
+const RUN: u32 = 1;
+
+/// One change to the child's guest mappings.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Op {
+    Map {
+        linear: u32,
+        len: u32,
+        phys: u64,
+        prot: Prot,
+        populate: bool,
+    },
+    Protect {
+        linear: u32,
+        len: u32,
+        prot: Prot,
+    },
+    Unmap {
+        linear: u32,
+        len: u32,
+    },
+}
+
+/// How the child's turn ended.
+#[derive(Clone, Copy)]
+enum Reply {
+    Exit {
+        exit: DirectExit,
+        /// The exit behind a `ForeignSelectors` report.
+        deferred: Option<DirectExit>,
+    },
+    NotRun,
+    Failed {
+        msg: [u8; 240],
+        len: u8,
+    },
+}
+
+/// The one mapping both processes share (above 4 GiB, out of reach of
+/// guest code).
+#[repr(C)]
+struct Channel {
+    /// [`MONITOR_TURN`] or [`CHILD_TURN`]; a futex word.
+    turn: AtomicU32,
+    kind: u32,
+    ops_len: u32,
+    ops: [MaybeUninit<Op>; MAX_OPS],
+    cpu: MaybeUninit<CpuState>,
+    reply: MaybeUninit<Reply>,
+    image_len: u32,
+    image: [u8; MAX_IMAGE],
+}
+
+/// The monitor's handle on its child.
+#[derive(Debug)]
+pub(super) struct UserSpace {
+    pid: i32,
+    ch: *mut Channel,
+    /// Hand-offs so far (`--stats`).
+    handoffs: u64,
+}
+
+fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout: Option<&libc::timespec>) -> i64 {
+    // SAFETY: `word` is a live, aligned u32 in a shared mapping (no
+    // FUTEX_PRIVATE_FLAG: two processes use it); the timeout, if any, lives
+    // for the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            op,
+            val,
+            timeout.map_or(std::ptr::null(), |t| t as *const libc::timespec),
+            0,
+            0,
+        )
+    }
+}
+
+/// Waits until `turn` holds `want`: polls first, then sleeps in the kernel.
+/// `on_wake` runs after each sleep and each thousand polls; an error from
+/// it ends the wait.
+fn wait_turn(
+    turn: &AtomicU32,
+    want: u32,
+    timeout: Option<&libc::timespec>,
+    mut on_wake: impl FnMut() -> Result<(), MonitorError>,
+) -> Result<(), MonitorError> {
+    let mut polls = 0u32;
+    loop {
+        let now = turn.load(Ordering::Acquire);
+        if now == want {
+            return Ok(());
+        }
+        if polls < SPIN {
+            polls += 1;
+            if polls % 1024 == 0 {
+                on_wake()?;
+            }
+            std::hint::spin_loop();
+            continue;
+        }
+        futex(turn, libc::FUTEX_WAIT, now, timeout);
+        on_wake()?;
+    }
+}
+
+fn pass_turn(turn: &AtomicU32, to: u32) {
+    turn.store(to, Ordering::Release);
+    futex(turn, libc::FUTEX_WAKE, 1, None);
+}
+
+impl UserSpace {
+    /// Forks the child from `monitor` (which must have no child yet, its
+    /// handlers, alternate stack and filter installed) and returns the
+    /// monitor's handle. In the child this never returns: it serves the
+    /// monitor until the monitor's thread ends.
+    pub(super) fn spawn(monitor: &mut Monitor) -> Result<UserSpace, MonitorError> {
+        let len = std::mem::size_of::<Channel>().next_multiple_of(4096);
+        // SAFETY: a fresh shared anonymous mapping wherever the kernel likes
+        // (the low 4 GiB are reserved, so above them); zeroed, which is a
+        // valid Channel (turn MONITOR_TURN, no ops).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(host_error("mmap of the user-process channel"));
+        }
+        if (p as u64) < 1 << 32 {
+            return Err(MonitorError::Host(format!(
+                "the user-process channel landed at {p:p}, within reach of 32-bit code"
+            )));
+        }
+        let ch = p.cast::<Channel>();
+        // SAFETY: getpid has no memory effects.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: fork duplicates only this thread. The child touches no
+        // lock another thread may hold: it runs the monitor's own code
+        // (system calls, its copy of this Monitor, glibc's malloc, which
+        // glibc keeps usable across fork) and never returns from `serve`.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(host_error("fork of the user-code process"));
+        }
+        if pid == 0 {
+            serve(monitor, ch, parent);
+        }
+        Ok(UserSpace {
+            pid,
+            ch,
+            handoffs: 0,
+        })
+    }
+
+    /// The child's process id.
+    pub(super) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Hand-offs to the child so far.
+    pub(super) fn handoffs(&self) -> u64 {
+        self.handoffs
+    }
+
+    fn channel(&mut self) -> &mut Channel {
+        // SAFETY: the mapping lives as long as the process; on the
+        // monitor's turn the child does not touch it, and `&mut self`
+        // makes this the only reference on the monitor's side.
+        unsafe { &mut *self.ch }
+    }
+
+    /// Queues a change of the child's mappings; a full queue is handed
+    /// over first.
+    pub(super) fn push(&mut self, op: Op) -> Result<(), MonitorError> {
+        if self.channel().ops_len as usize == MAX_OPS {
+            self.handoff(APPLY)?;
+            self.take_reply()?;
+        }
+        let ch = self.channel();
+        ch.ops[ch.ops_len as usize] = MaybeUninit::new(op);
+        ch.ops_len += 1;
+        Ok(())
+    }
+
+    /// Runs guest user code in the child from `cpu` (its vector state from
+    /// this process's host area) and brings the exit, the registers and the
+    /// vector state back: what [`Monitor::run_user`] does in one process.
+    pub(super) fn run(
+        &mut self,
+        cpu: &mut CpuState,
+    ) -> Result<(DirectExit, Option<DirectExit>), MonitorError> {
+        {
+            // SAFETY: the monitor's host area and its guest image are ours
+            // between runs; the image is no larger than the channel's.
+            let image = unsafe { switch::guest_image() };
+            let ch = self.channel();
+            ch.cpu = MaybeUninit::new(cpu.clone());
+            ch.image_len = image.len() as u32;
+            ch.image[..image.len()].copy_from_slice(image);
+        }
+        self.handoff(RUN)?;
+        let r = self.take_reply();
+        let ch = self.channel();
+        // SAFETY: the child wrote back the state it was given, run or not.
+        *cpu = unsafe { ch.cpu.assume_init_read() };
+        let len = ch.image_len as usize;
+        // SAFETY: as above.
+        let image = unsafe { switch::guest_image() };
+        image.copy_from_slice(&ch.image[..len]);
+        match r? {
+            Some(exit) => Ok(exit),
+            None => Ok((DirectExit::Interrupted, None)),
+        }
+    }
+
+    fn take_reply(&mut self) -> Result<Option<(DirectExit, Option<DirectExit>)>, MonitorError> {
+        // SAFETY: the child wrote a reply before passing the turn back.
+        match unsafe { self.channel().reply.assume_init_read() } {
+            Reply::Exit { exit, deferred } => Ok(Some((exit, deferred))),
+            Reply::NotRun => Ok(None),
+            Reply::Failed { msg, len } => Err(MonitorError::Host(format!(
+                "in the user-code process: {}",
+                String::from_utf8_lossy(&msg[..usize::from(len)])
+            ))),
+        }
+    }
+
+    /// Gives the child its turn and waits for it to end, passing kicks on
+    /// and noticing a dead child.
+    fn handoff(&mut self, kind: u32) -> Result<(), MonitorError> {
+        self.handoffs += 1;
+        let pid = self.pid;
+        let ch = self.channel();
+        ch.kind = kind;
+        pass_turn(&ch.turn, CHILD_TURN);
+        let timeout = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        // SAFETY: the turn word lives as long as the mapping; only atomics
+        // touch it.
+        let turn = unsafe { &(*self.ch).turn };
+        wait_turn(turn, MONITOR_TURN, Some(&timeout), || {
+            if switch::take_pending_kick() {
+                // SAFETY: tgkill only sends a signal to our child.
+                unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, switch::KICK_SIGNAL) };
+            }
+            child_alive(pid)
+        })?;
+        let ch = self.channel();
+        ch.ops_len = 0;
+        Ok(())
+    }
+}
+
+/// An error unless the child still runs.
+fn child_alive(pid: i32) -> Result<(), MonitorError> {
+    let mut status = 0;
+    // SAFETY: waitpid writes only `status`.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if r == pid {
+        let how = if libc::WIFSIGNALED(status) {
+            format!("killed by signal {}", libc::WTERMSIG(status))
+        } else {
+            format!("exited with status {}", libc::WEXITSTATUS(status))
+        };
+        return Err(MonitorError::Host(format!(
+            "the user-code process {pid} {how}"
+        )));
+    }
+    Ok(())
+}
+
+fn host_error(what: &str) -> MonitorError {
+    MonitorError::Host(format!("{what}: {}", std::io::Error::last_os_error()))
+}
+
+/// The child's life: set up, then on each turn apply the queued mapping
+/// changes and, if asked, run guest user code once.
+fn serve(monitor: &mut Monitor, ch: *mut Channel, parent: i32) -> ! {
+    // SAFETY: prctl with integer arguments; getppid has no memory effects.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(0);
+        }
+        libc::prctl(libc::PR_SET_NAME, c"popek-user".as_ptr());
+    }
+    // SAFETY: this process has one thread, the child's copy of the
+    // monitor's, and no run is under way.
+    unsafe { switch::area().vcpu_tid = libc::getpid() };
+    let setup = monitor.become_user_process();
+    // SAFETY: the monitor only touches the channel on its own turn.
+    let turn = unsafe { &(*ch).turn };
+    loop {
+        let _ = wait_turn(turn, CHILD_TURN, None, || Ok(()));
+        // SAFETY: it is our turn: the monitor does not touch the channel.
+        let c = unsafe { &mut *ch };
+        let reply = match setup.clone().and_then(|()| turn_work(monitor, c)) {
+            Ok(r) => r,
+            Err(e) => {
+                let s = e.to_string();
+                let mut msg = [0u8; 240];
+                let len = s.len().min(msg.len());
+                msg[..len].copy_from_slice(&s.as_bytes()[..len]);
+                Reply::Failed {
+                    msg,
+                    len: len as u8,
+                }
+            }
+        };
+        c.reply = MaybeUninit::new(reply);
+        pass_turn(turn, MONITOR_TURN);
+    }
+}
+
+/// One turn of the child.
+fn turn_work(monitor: &mut Monitor, c: &mut Channel) -> Result<Reply, MonitorError> {
+    for op in &c.ops[..c.ops_len as usize] {
+        // SAFETY: the monitor initialised the first `ops_len` entries.
+        match unsafe { op.assume_init() } {
+            Op::Map {
+                linear,
+                len,
+                phys,
+                prot,
+                populate,
+            } => monitor.map(linear, phys, len, prot, populate)?,
+            Op::Protect { linear, len, prot } => monitor.protect(linear, len, prot)?,
+            Op::Unmap { linear, len } => monitor.unmap(linear, len)?,
+        }
+    }
+    if c.kind != RUN {
+        return Ok(Reply::NotRun);
+    }
+    // SAFETY: the monitor wrote the state for a RUN.
+    let mut cpu = unsafe { c.cpu.assume_init_read() };
+    let len = c.image_len as usize;
+    // SAFETY: our host area's image is ours between runs.
+    let image = unsafe { switch::guest_image() };
+    image.copy_from_slice(&c.image[..len]);
+    let r = monitor.run_user(&mut cpu);
+    let deferred = monitor.take_deferred_exit();
+    c.cpu = MaybeUninit::new(cpu);
+    c.image[..len].copy_from_slice(image);
+    let exit = r?;
+    Ok(Reply::Exit { exit, deferred })
+}
