@@ -332,8 +332,9 @@ impl Monitor {
     /// The child's set-up, in the child: the monitor region closed for
     /// good and the process confined as the monitor's own is later.
     fn become_user_process(&mut self) -> Result<(), MonitorError> {
+        use std::os::fd::AsRawFd;
         self.gate.close()?;
-        self.confine()
+        seccomp::confine_user_process(self.ram.as_raw_fd())
     }
 
     /// Sets up direct execution for this process on the calling thread:

@@ -163,6 +163,66 @@ pub fn confine(ram_fd: RawFd, child: Option<i32>) -> Result<(), MonitorError> {
         .map_err(|e| MonitorError::Host(format!("confining the process: {e}")))
 }
 
+/// The user-code process's list (monitor/user_space.rs): far shorter
+/// than the monitor's, since that process only waits for its turn,
+/// changes guest mappings and LDT shadows, and runs guest code. It cannot
+/// read the terminal, write anywhere but stderr (a popek bug's report),
+/// signal anyone but itself or make executable memory above 4 GiB.
+pub fn user_process_allowlist(pid: u32, ram_fd: RawFd) -> sandbox::Allowlist {
+    use libc::*;
+    let mut l = sandbox::Allowlist::new();
+    for nr in [
+        SYS_futex,
+        SYS_gettid,
+        SYS_getpid,
+        SYS_rt_sigreturn,
+        SYS_rt_sigaction,
+        SYS_rt_sigprocmask,
+        SYS_sched_yield,
+        SYS_brk,
+        SYS_munmap,
+        SYS_mprotect,
+        SYS_exit,
+        SYS_exit_group,
+    ] {
+        l.allow(nr);
+    }
+    // The allocator's memory, and guest RAM at fixed addresses.
+    l.allow_if(
+        SYS_mmap,
+        [
+            sandbox::arg_has(3, MAP_ANONYMOUS as u32),
+            sandbox::arg_lacks(2, PROT_EXEC as u32),
+        ],
+    );
+    l.allow_if(
+        SYS_mmap,
+        [
+            sandbox::arg_is(4, ram_fd as u32),
+            sandbox::arg_has(3, MAP_FIXED as u32),
+            sandbox::arg_lacks(3, MAP_ANONYMOUS as u32),
+        ],
+    );
+    l.allow_if(SYS_modify_ldt, [sandbox::arg_is(0, 1)]);
+    l.allow_if(SYS_tgkill, [sandbox::arg_is(0, pid)]);
+    // A refused call's report: its line, its thread's name, and the
+    // terminal's modes put back.
+    l.allow_if(SYS_write, [sandbox::arg_is(0, 2)]);
+    l.allow_if(SYS_prctl, [sandbox::arg_is(0, PR_GET_NAME as u32)]);
+    l.allow_if(
+        SYS_ioctl,
+        [sandbox::arg_is(0, 0), sandbox::arg_is(1, TCSETS as u32)],
+    );
+    l
+}
+
+/// Confines the user-code process to [`user_process_allowlist`].
+pub fn confine_user_process(ram_fd: RawFd) -> Result<(), MonitorError> {
+    let list = user_process_allowlist(std::process::id(), ram_fd);
+    list.confine_quietly()
+        .map_err(|e| MonitorError::Host(format!("confining the user-code process: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

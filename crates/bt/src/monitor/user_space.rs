@@ -38,9 +38,12 @@ const MAX_OPS: usize = 4096;
 const MAX_IMAGE: usize = 16 * 1024;
 
 /// Polls of the shared turn word before a side sleeps in the kernel: a
-/// hand-off to a waiter that is still polling costs no wake-up. Most user
-/// runs between two kernel entries are shorter than this (~20 µs).
-const SPIN: u32 = 20_000;
+/// hand-off to a waiter that is still polling costs no wake-up, which on
+/// this VM host takes ~10 µs. A Linux getppid round trip took 105 k cycles
+/// with no polling, 101 k with 100 polls, 59 k with 1,000 and 56-58 k with
+/// 5,000 or 20,000 (docs/perf.md); fewer polls leave more of the second
+/// core to other work.
+const SPIN: u32 = 5_000;
 
 /// Whose turn it is, in [`Channel::turn`].
 const MONITOR_TURN: u32 = 0;
@@ -92,6 +95,9 @@ enum Reply {
 struct Channel {
     /// [`MONITOR_TURN`] or [`CHILD_TURN`]; a futex word.
     turn: AtomicU32,
+    /// Non-zero while a side sleeps on `turn` (else passing the turn needs
+    /// no wake-up call: the other side is polling).
+    sleeping: AtomicU32,
     kind: u32,
     ops_len: u32,
     ops: [MaybeUninit<Op>; MAX_OPS],
@@ -132,6 +138,7 @@ fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout: Option<&libc::tim
 /// it ends the wait.
 fn wait_turn(
     turn: &AtomicU32,
+    sleeping: &AtomicU32,
     want: u32,
     timeout: Option<&libc::timespec>,
     mut on_wake: impl FnMut() -> Result<(), MonitorError>,
@@ -150,14 +157,22 @@ fn wait_turn(
             std::hint::spin_loop();
             continue;
         }
-        futex(turn, libc::FUTEX_WAIT, now, timeout);
+        // SeqCst pairs with `pass_turn`: either the passer sees `sleeping`
+        // or the futex call sees the new turn (and returns at once).
+        sleeping.store(1, Ordering::SeqCst);
+        if turn.load(Ordering::SeqCst) == now {
+            futex(turn, libc::FUTEX_WAIT, now, timeout);
+        }
+        sleeping.store(0, Ordering::SeqCst);
         on_wake()?;
     }
 }
 
-fn pass_turn(turn: &AtomicU32, to: u32) {
-    turn.store(to, Ordering::Release);
-    futex(turn, libc::FUTEX_WAKE, 1, None);
+fn pass_turn(turn: &AtomicU32, sleeping: &AtomicU32, to: u32) {
+    turn.store(to, Ordering::SeqCst);
+    if sleeping.load(Ordering::SeqCst) != 0 {
+        futex(turn, libc::FUTEX_WAKE, 1, None);
+    }
 }
 
 impl UserSpace {
@@ -259,7 +274,8 @@ impl UserSpace {
         let r = self.take_reply();
         let ch = self.channel();
         // SAFETY: the child wrote back the state it was given, run or not.
-        *cpu = unsafe { ch.cpu.assume_init_read() };
+        let got = unsafe { ch.cpu.assume_init_read() };
+        accept_user_state(cpu, &got);
         let len = ch.image_len as usize;
         // SAFETY: as above.
         let image = unsafe { switch::guest_image() };
@@ -289,15 +305,15 @@ impl UserSpace {
         let pid = self.pid;
         let ch = self.channel();
         ch.kind = kind;
-        pass_turn(&ch.turn, CHILD_TURN);
+        pass_turn(&ch.turn, &ch.sleeping, CHILD_TURN);
         let timeout = libc::timespec {
             tv_sec: 0,
             tv_nsec: 100_000_000,
         };
-        // SAFETY: the turn word lives as long as the mapping; only atomics
-        // touch it.
-        let turn = unsafe { &(*self.ch).turn };
-        wait_turn(turn, MONITOR_TURN, Some(&timeout), || {
+        // SAFETY: the turn words live as long as the mapping; only atomics
+        // touch them.
+        let (turn, sleeping) = unsafe { (&(*self.ch).turn, &(*self.ch).sleeping) };
+        wait_turn(turn, sleeping, MONITOR_TURN, Some(&timeout), || {
             if switch::take_pending_kick() {
                 // SAFETY: tgkill only sends a signal to our child.
                 unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, switch::KICK_SIGNAL) };
@@ -307,6 +323,31 @@ impl UserSpace {
         let ch = self.channel();
         ch.ops_len = 0;
         Ok(())
+    }
+}
+
+/// Takes from `got`, the state the child sends back, only what guest
+/// user code can change: the general registers, EIP, the flags user code
+/// owns, and null selectors it loaded into DS, ES, FS or GS. The child
+/// runs guest code, which could have reached 64-bit mode and rewritten
+/// the channel: nothing else it says is believed.
+fn accept_user_state(cpu: &mut CpuState, got: &CpuState) {
+    [
+        cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.esp, cpu.ebp, cpu.esi, cpu.edi, cpu.eip,
+    ] = [
+        got.eax, got.ecx, got.edx, got.ebx, got.esp, got.ebp, got.esi, got.edi, got.eip,
+    ];
+    cpu.eflags = super::merge_flags(cpu.eflags, got.eflags, super::USER_FLAGS);
+    for (seg, new) in [&mut cpu.ds, &mut cpu.es, &mut cpu.fs, &mut cpu.gs]
+        .into_iter()
+        .zip([got.ds, got.es, got.fs, got.gs])
+    {
+        if new.selector != seg.selector && new.selector & !3 == 0 {
+            *seg = x86::Segment {
+                selector: new.selector,
+                ..x86::Segment::unusable()
+            };
+        }
     }
 }
 
@@ -347,10 +388,11 @@ fn serve(monitor: &mut Monitor, ch: *mut Channel, parent: i32) -> ! {
     // monitor's, and no run is under way.
     unsafe { switch::area().vcpu_tid = libc::getpid() };
     let setup = monitor.become_user_process();
-    // SAFETY: the monitor only touches the channel on its own turn.
-    let turn = unsafe { &(*ch).turn };
+    // SAFETY: the monitor only touches the channel on its own turn, but
+    // for these two atomics.
+    let (turn, sleeping) = unsafe { (&(*ch).turn, &(*ch).sleeping) };
     loop {
-        let _ = wait_turn(turn, CHILD_TURN, None, || Ok(()));
+        let _ = wait_turn(turn, sleeping, CHILD_TURN, None, || Ok(()));
         // SAFETY: it is our turn: the monitor does not touch the channel.
         let c = unsafe { &mut *ch };
         let reply = match setup.clone().and_then(|()| turn_work(monitor, c)) {
@@ -367,7 +409,7 @@ fn serve(monitor: &mut Monitor, ch: *mut Channel, parent: i32) -> ! {
             }
         };
         c.reply = MaybeUninit::new(reply);
-        pass_turn(turn, MONITOR_TURN);
+        pass_turn(turn, sleeping, MONITOR_TURN);
     }
 }
 
