@@ -1157,3 +1157,124 @@ fn registers_at_entry_are_the_guests_and_survive_an_exit() {
         },
     );
 }
+
+/// Guest RAM with `code` at [`CODE`] and a monitor over it that runs guest
+/// user code in a process of its own.
+fn setup_user_process(code: &[u8]) -> (GuestMemory, Monitor) {
+    let mut mem = GuestMemory::new(RAM).unwrap();
+    mem.write(u64::from(CODE), code).unwrap();
+    let monitor = Monitor::with_user_process(&mem).unwrap();
+    assert!(monitor.has_user_process());
+    (mem, monitor)
+}
+
+#[test]
+fn user_code_runs_in_its_own_process() {
+    in_child("user_code_runs_in_its_own_process", || {
+        let code = [
+            0xB8, 4, 0, 0, 0, // mov eax, 4
+            0xBB, 0x78, 0x56, 0x34, 0x12, // mov ebx, 0x12345678
+            0xCD, 0x80, // int 0x80
+            0x0F, 0x0B, // ud2
+        ];
+        let (_mem, mut m) = setup_user_process(&code);
+        let child = m.user_process_id().unwrap();
+        // SAFETY: getpid has no preconditions.
+        assert_ne!(child, unsafe { libc::getpid() });
+        let mut cpu = user_state(CODE);
+        cpu.edi = 0x5555_AAAA;
+        assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Syscall);
+        assert_eq!(cpu.eip, CODE + 12);
+        assert_eq!((cpu.eax, cpu.ebx, cpu.edi), (4, 0x1234_5678, 0x5555_AAAA));
+        assert_eq!(m.run_user(&mut cpu).unwrap(), fault(6, None, None));
+        assert_eq!(cpu.eip, CODE + 12);
+        assert_eq!(m.handoffs(), 2);
+    });
+}
+
+#[test]
+fn mapping_changes_reach_the_user_process() {
+    in_child("mapping_changes_reach_the_user_process", || {
+        let code = [
+            0xA1, 0x00, 0x00, 0x20, 0x00, // mov eax, [0x200000]
+            0xCD, 0x80, // int 0x80
+        ];
+        let (mut mem, mut m) = setup_user_process(&code);
+        mem.write(0x20_0000, &0xCAFE_F00Du32.to_le_bytes()).unwrap();
+        // Unmapped after the fork: the child must not see the page.
+        m.unmap(0x20_0000, 4096).unwrap();
+        let mut cpu = user_state(CODE);
+        assert_eq!(
+            m.run_user(&mut cpu).unwrap(),
+            fault(14, Some(4), Some(0x20_0000))
+        );
+        assert_eq!(cpu.eip, CODE);
+        // Mapped again with user-only rights that differ from this
+        // process's: the child reads it; this process keeps no access.
+        m.map_views(0x20_0000, 0x20_0000, 4096, Prot::NONE, Prot::R, false)
+            .unwrap();
+        assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Syscall);
+        assert_eq!(cpu.eax, 0xCAFE_F00D);
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let line = maps
+            .lines()
+            .find(|l| l.starts_with("00200000-"))
+            .expect("the page's line");
+        assert!(line.contains(" ---"), "{line}");
+    });
+}
+
+#[test]
+fn vector_state_crosses_to_the_user_process_and_back() {
+    in_child("vector_state_crosses_to_the_user_process_and_back", || {
+        let code = [
+            0x66, 0x0F, 0x6E, 0xC0, // movd xmm0, eax
+            0xCD, 0x80, // int 0x80
+            0x66, 0x0F, 0x7E, 0xC1, // movd ecx, xmm0
+            0xCD, 0x80, // int 0x80
+        ];
+        let (_mem, mut m) = setup_user_process(&code);
+        let mut cpu = user_state(CODE);
+        cpu.eax = 0x1357_9BDF;
+        assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Syscall);
+        assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Syscall);
+        assert_eq!(cpu.ecx, 0x1357_9BDF);
+    });
+}
+
+#[test]
+fn a_timer_interrupts_user_code_in_its_own_process() {
+    in_child("a_timer_interrupts_user_code_in_its_own_process", || {
+        let code = [
+            0x40, // inc eax
+            0xEB, 0xFD, // jmp -3
+        ];
+        let (_mem, mut m) = setup_user_process(&code);
+        let mut cpu = user_state(CODE);
+        let kicker = m.kicker();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            kicker.kick();
+        });
+        assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Interrupted);
+        t.join().unwrap();
+        assert!((CODE..CODE + 3).contains(&cpu.eip), "eip {:#x}", cpu.eip);
+        assert!(cpu.eax > 0, "the loop made no progress");
+    });
+}
+
+#[test]
+fn a_dead_user_process_is_an_error() {
+    in_child("a_dead_user_process_is_an_error", || {
+        let (_mem, mut m) = setup_user_process(&[0xCD, 0x80]);
+        let child = m.user_process_id().unwrap();
+        // SAFETY: kill only sends a signal, to our own child.
+        assert_eq!(unsafe { libc::kill(child, libc::SIGKILL) }, 0);
+        let mut cpu = user_state(CODE);
+        let err = m.run_user(&mut cpu).unwrap_err().to_string();
+        assert!(
+            err.contains("user-code process") && err.contains("signal 9"),
+            "{err}"
+        );
+    });
+}

@@ -324,6 +324,11 @@ impl Monitor {
         self.user.is_some()
     }
 
+    /// The user-code process's id, if there is one.
+    pub fn user_process_id(&self) -> Option<i32> {
+        self.user.as_ref().map(UserSpace::pid)
+    }
+
     /// Hand-offs to the user-code process so far (0 without one).
     pub fn handoffs(&self) -> u64 {
         self.user.as_ref().map_or(0, UserSpace::handoffs)

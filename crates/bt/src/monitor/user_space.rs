@@ -75,6 +75,8 @@ pub(super) enum Op {
 }
 
 /// How the child's turn ended.
+// It lives in the shared mapping, where nothing can be boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy)]
 enum Reply {
     Exit {
@@ -95,9 +97,11 @@ enum Reply {
 struct Channel {
     /// [`MONITOR_TURN`] or [`CHILD_TURN`]; a futex word.
     turn: AtomicU32,
-    /// Non-zero while a side sleeps on `turn` (else passing the turn needs
-    /// no wake-up call: the other side is polling).
-    sleeping: AtomicU32,
+    /// Non-zero while the side waiting for turn `i` sleeps on `turn` (else
+    /// passing it that turn needs no wake-up call: it is polling). One
+    /// word per side: a shared one let a side that woke up clear the
+    /// other's announcement, and both slept for good.
+    sleeping: [AtomicU32; 2],
     kind: u32,
     ops_len: u32,
     ops: [MaybeUninit<Op>; MAX_OPS],
@@ -138,7 +142,7 @@ fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout: Option<&libc::tim
 /// it ends the wait.
 fn wait_turn(
     turn: &AtomicU32,
-    sleeping: &AtomicU32,
+    sleeping: &[AtomicU32; 2],
     want: u32,
     timeout: Option<&libc::timespec>,
     mut on_wake: impl FnMut() -> Result<(), MonitorError>,
@@ -151,7 +155,7 @@ fn wait_turn(
         }
         if polls < SPIN {
             polls += 1;
-            if polls % 1024 == 0 {
+            if polls.is_multiple_of(1024) {
                 on_wake()?;
             }
             std::hint::spin_loop();
@@ -159,18 +163,19 @@ fn wait_turn(
         }
         // SeqCst pairs with `pass_turn`: either the passer sees `sleeping`
         // or the futex call sees the new turn (and returns at once).
-        sleeping.store(1, Ordering::SeqCst);
+        let mine = &sleeping[want as usize];
+        mine.store(1, Ordering::SeqCst);
         if turn.load(Ordering::SeqCst) == now {
             futex(turn, libc::FUTEX_WAIT, now, timeout);
         }
-        sleeping.store(0, Ordering::SeqCst);
+        mine.store(0, Ordering::SeqCst);
         on_wake()?;
     }
 }
 
-fn pass_turn(turn: &AtomicU32, sleeping: &AtomicU32, to: u32) {
+fn pass_turn(turn: &AtomicU32, sleeping: &[AtomicU32; 2], to: u32) {
     turn.store(to, Ordering::SeqCst);
-    if sleeping.load(Ordering::SeqCst) != 0 {
+    if sleeping[to as usize].load(Ordering::SeqCst) != 0 {
         futex(turn, libc::FUTEX_WAKE, 1, None);
     }
 }
