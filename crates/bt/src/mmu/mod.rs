@@ -129,6 +129,9 @@ pub struct Shadow {
     split: bool,
     /// Mapped linear pages (paging on only).
     pages: BTreeMap<u32, Mapping>,
+    /// The non-global ones among them: what a CR3 switch drops, without
+    /// walking the thousands of global kernel pages Linux keeps mapped.
+    nonglobal: BTreeSet<u32>,
     /// Physical page -> linear pages mapping it.
     aliases: HashMap<u32, BTreeSet<u32>>,
     /// Linear pages whose kernel and user protections differ.
@@ -149,9 +152,15 @@ pub struct Shadow {
     entries: u32,
     /// Physical pages holding translations.
     code: HashSet<u32>,
-    /// Linear page -> physical page of every page translated from while
-    /// paging was on, to find translations a remapping makes stale.
-    code_linear: HashMap<u32, u32>,
+    /// Linear page -> (physical page, mapped global at the last look) of
+    /// every page translated from while paging was on, to find
+    /// translations a remapping makes stale.
+    code_linear: HashMap<u32, (u32, bool)>,
+    /// Whether a change since the last [`Shadow::stale_code`] may have
+    /// remapped global pages too (anything but a CR3 switch that keeps
+    /// them: Linux's kernel text is global, and walking its few hundred
+    /// translated pages at every context switch cost fork+wait ~4%).
+    globals_changed: bool,
     stats: MmuStats,
 }
 
@@ -168,6 +177,7 @@ impl Shadow {
             user_view: false,
             split: false,
             pages: BTreeMap::new(),
+            nonglobal: BTreeSet::new(),
             aliases: HashMap::new(),
             differs: BTreeSet::new(),
             prefetched: BTreeSet::new(),
@@ -176,6 +186,7 @@ impl Shadow {
             entries: 0,
             code: HashSet::new(),
             code_linear: HashMap::new(),
+            globals_changed: true,
             stats: MmuStats::default(),
         }
     }
@@ -265,6 +276,11 @@ impl Shadow {
         if let Some(old) = self.pages.insert(lp, m) {
             self.forget_alias(lp, old.phys);
         }
+        if m.global {
+            self.nonglobal.remove(&lp);
+        } else {
+            self.nonglobal.insert(lp);
+        }
         self.aliases.entry(m.phys).or_default().insert(lp);
         let (k, u) = self.prots(&m);
         if k != u {
@@ -297,8 +313,9 @@ impl Shadow {
         let t = match paging::walk(mem, &self.regs, linear, access, true) {
             Ok(t) => t,
             Err(code) => {
-                // A #PF drops the TLB entry for the address.
-                self.invlpg(monitor, linear)?;
+                // A #PF drops the TLB entry for the address (it remaps
+                // nothing: translations stay).
+                self.drop_entry(monitor, linear)?;
                 return Ok(Fill::GuestFault(code));
             }
         };
@@ -440,6 +457,18 @@ impl Shadow {
         if !self.paging() {
             return Ok(());
         }
+        // The guest may have remapped it, global or not, and even with no
+        // shadow of it a translation may come from it.
+        self.globals_changed = true;
+        self.drop_entry(monitor, linear)
+    }
+
+    /// What INVLPG does to the shadows, without its meaning for
+    /// translations.
+    fn drop_entry(&mut self, monitor: &mut Monitor, linear: u32) -> Result<(), MonitorError> {
+        if !self.paging() {
+            return Ok(());
+        }
         let lp = linear / PAGE_SIZE;
         // The page itself may be unmapped while others of its large page
         // are mapped (a fill maps a window of a large page, not all of it).
@@ -467,6 +496,7 @@ impl Shadow {
         }
         for &p in doomed {
             if let Some(m) = self.pages.remove(&p) {
+                self.nonglobal.remove(&p);
                 self.forget_alias(p, m.phys);
                 self.differs.remove(&p);
                 self.prefetched.remove(&p);
@@ -479,12 +509,11 @@ impl Shadow {
 
     /// Drops every shadow, or every non-global one.
     fn flush(&mut self, monitor: &mut Monitor, global_too: bool) -> Result<(), MonitorError> {
-        let doomed: Vec<u32> = self
-            .pages
-            .iter()
-            .filter(|(_, m)| global_too || !m.global)
-            .map(|(&p, _)| p)
-            .collect();
+        let doomed: Vec<u32> = if global_too {
+            self.pages.keys().copied().collect()
+        } else {
+            self.nonglobal.iter().copied().collect()
+        };
         self.drop_pages(monitor, &doomed)
     }
 
@@ -498,6 +527,13 @@ impl Shadow {
         cr3_written: bool,
     ) -> Result<(), MonitorError> {
         let old = std::mem::replace(&mut self.regs, new);
+        let cr3_switch = old.enabled()
+            && new.enabled()
+            && !old.flushes_all(&new)
+            && (cr3_written || old.cr3 != new.cr3);
+        if !cr3_switch {
+            self.globals_changed = true;
+        }
         match (old.enabled(), new.enabled()) {
             (false, false) => {}
             (false, true) => {
@@ -682,7 +718,7 @@ impl Shadow {
         linear: u32,
     ) -> Result<(), MonitorError> {
         if self.paging() {
-            self.code_linear.insert(linear, phys);
+            self.code_linear.insert(linear, (phys, false));
         }
         if !self.code.insert(phys) {
             return Ok(());
@@ -695,7 +731,7 @@ impl Shadow {
         if !self.code.remove(&phys) {
             return Ok(());
         }
-        self.code_linear.retain(|_, p| *p != phys);
+        self.code_linear.retain(|_, (p, _)| *p != phys);
         self.reprotect_phys(monitor, phys)
     }
 
@@ -748,18 +784,26 @@ impl Shadow {
     pub fn stale_code(&mut self, mem: &mut GuestMemory) -> Vec<u32> {
         let mut stale = Vec::new();
         let regs = self.regs;
-        self.code_linear.retain(|&lp, &mut phys| {
+        let all = std::mem::replace(&mut self.globals_changed, false);
+        self.code_linear.retain(|&lp, (phys, global)| {
+            if *global && !all {
+                // A CR3 switch keeps global pages, as a TLB does.
+                return true;
+            }
             let now = if regs.enabled() {
                 paging::walk(mem, &regs, lp * PAGE_SIZE, Access::FETCH, false)
                     .ok()
-                    .map(|t| (t.phys >> 12) as u32)
+                    .map(|t| {
+                        *global = t.global;
+                        (t.phys >> 12) as u32
+                    })
             } else {
                 Some(lp)
             };
-            if now == Some(phys) {
+            if now == Some(*phys) {
                 return true;
             }
-            stale.push(phys);
+            stale.push(*phys);
             false
         });
         stale.sort_unstable();
