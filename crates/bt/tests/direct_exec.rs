@@ -1211,8 +1211,15 @@ fn mapping_changes_reach_the_user_process() {
         assert_eq!(cpu.eip, CODE);
         // Mapped again with user-only rights that differ from this
         // process's: the child reads it; this process keeps no access.
-        m.map_views(0x20_0000, 0x20_0000, 4096, Prot::NONE, Prot::R, false)
-            .unwrap();
+        m.map_views(
+            0x20_0000,
+            0x20_0000,
+            4096,
+            Some(Prot::NONE),
+            Some(Prot::R),
+            false,
+        )
+        .unwrap();
         assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Syscall);
         assert_eq!(cpu.eax, 0xCAFE_F00D);
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();

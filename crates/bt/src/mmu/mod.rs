@@ -132,6 +132,12 @@ pub struct Shadow {
     /// The non-global ones among them: what a CR3 switch drops, without
     /// walking the thousands of global kernel pages Linux keeps mapped.
     nonglobal: BTreeSet<u32>,
+    /// With `split`: pages of `pages` mapped in the user-code process only,
+    /// because guest user code faulted on them. Translated kernel code
+    /// gets them mapped here at its first touch; most it never touches
+    /// (fork+wait mapped ~8 pages a round here for nothing, each an
+    /// `mmap` at ~4 µs, and unmapped them at the next CR3 switch).
+    absent_here: HashSet<u32>,
     /// Physical page -> linear pages mapping it.
     aliases: HashMap<u32, BTreeSet<u32>>,
     /// Linear pages whose kernel and user protections differ.
@@ -178,6 +184,7 @@ impl Shadow {
             split: false,
             pages: BTreeMap::new(),
             nonglobal: BTreeSet::new(),
+            absent_here: HashSet::new(),
             aliases: HashMap::new(),
             differs: BTreeSet::new(),
             prefetched: BTreeSet::new(),
@@ -332,6 +339,22 @@ impl Shadow {
             return Ok(Fill::CodeWrite(m.phys));
         }
         if self.pages.get(&lp) == Some(&m) {
+            if self.split && !access.user && self.absent_here.remove(&lp) {
+                // Translated code touched a page only the user-code
+                // process had.
+                monitor.map_views(
+                    lp * PAGE_SIZE,
+                    u64::from(m.phys) * u64::from(PAGE_SIZE),
+                    PAGE_SIZE,
+                    Some(self.applied_at(lp, &m)),
+                    None,
+                    true,
+                )?;
+                self.stats.maps += 1;
+                self.stats.pages_mapped += 1;
+                self.stats.hidden_faults += 1;
+                return Ok(Fill::Mapped);
+            }
             if !self.split
                 && !self.user_view
                 && self.differs.contains(&lp)
@@ -354,12 +377,19 @@ impl Shadow {
         let prot = self.applied(&m);
         let user = self.prots(&m).1;
         let phys0 = m.phys - (lp - first);
+        // A fault of guest user code maps the run in its process only.
+        let here = !(self.split && access.user);
+        if !here && self.pages.contains_key(&lp) && !self.absent_here.contains(&lp) {
+            // The old mapping of the page stays here otherwise.
+            monitor.unmap_views(lp * PAGE_SIZE, PAGE_SIZE, true, false)?;
+            self.stats.unmaps += 1;
+        }
         monitor.map_views(
             first * PAGE_SIZE,
             u64::from(phys0) * u64::from(PAGE_SIZE),
             n * PAGE_SIZE,
-            prot,
-            user,
+            here.then_some(prot),
+            Some(user),
             true,
         )?;
         self.stats.maps += 1;
@@ -371,6 +401,11 @@ impl Shadow {
                 ..m
             };
             self.record(first + i, page);
+            if here {
+                self.absent_here.remove(&(first + i));
+            } else {
+                self.absent_here.insert(first + i);
+            }
             if !self.user_view && self.differs.contains(&(first + i)) {
                 self.exposed.insert(first + i);
             }
@@ -384,8 +419,8 @@ impl Shadow {
             // needs its own.
             let p = self.applied_at(first + i, &page);
             let u = self.prots(&page).1;
-            if p != prot || (self.split && u != user) {
-                monitor.protect_views((first + i) * PAGE_SIZE, PAGE_SIZE, p, u)?;
+            if (here && p != prot) || (self.split && u != user) {
+                monitor.protect_views((first + i) * PAGE_SIZE, PAGE_SIZE, here.then_some(p), u)?;
             }
         }
         Ok(Fill::Mapped)
@@ -490,11 +525,25 @@ impl Shadow {
 
     /// Unmaps `doomed` (sorted linear pages), one call per run.
     fn drop_pages(&mut self, monitor: &mut Monitor, doomed: &[u32]) -> Result<(), MonitorError> {
-        for (first, n, ()) in runs(doomed.iter().map(|&p| (p, ()))) {
-            monitor.unmap(first * PAGE_SIZE, n * PAGE_SIZE)?;
-            self.stats.unmaps += 1;
+        if self.absent_here.is_empty() {
+            for (first, n, ()) in runs(doomed.iter().map(|&p| (p, ()))) {
+                monitor.unmap(first * PAGE_SIZE, n * PAGE_SIZE)?;
+                self.stats.unmaps += 1;
+            }
+        } else {
+            // Each process unmaps only what it has: a run that spans
+            // pages absent here is split here, whole there.
+            for (first, n, ()) in runs(doomed.iter().map(|&p| (p, ()))) {
+                monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, false, true)?;
+                self.stats.unmaps += 1;
+            }
+            let here = doomed.iter().filter(|p| !self.absent_here.contains(p));
+            for (first, n, ()) in runs(here.map(|&p| (p, ()))) {
+                monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, true, false)?;
+            }
         }
         for &p in doomed {
+            self.absent_here.remove(&p);
             if let Some(m) = self.pages.remove(&p) {
                 self.nonglobal.remove(&p);
                 self.forget_alias(p, m.phys);
@@ -770,7 +819,8 @@ impl Shadow {
             let m = self.pages[&lp];
             self.record(lp, m);
             let user = self.prots(&m).1;
-            monitor.protect_views(lp * PAGE_SIZE, PAGE_SIZE, self.applied_at(lp, &m), user)?;
+            let here = (!self.absent_here.contains(&lp)).then(|| self.applied_at(lp, &m));
+            monitor.protect_views(lp * PAGE_SIZE, PAGE_SIZE, here, user)?;
             self.stats.protects += 1;
             self.stats.pages_protected += 1;
         }

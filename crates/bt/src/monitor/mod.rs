@@ -420,29 +420,32 @@ impl Monitor {
         prot: Prot,
         populate: bool,
     ) -> Result<(), MonitorError> {
-        self.map_views(linear, phys, len, prot, prot, populate)
+        self.map_views(linear, phys, len, Some(prot), Some(prot), populate)
     }
 
-    /// [`Monitor::map`] with protection `prot` in this process and `user`
-    /// in the user-code process (where there is one).
+    /// [`Monitor::map`] with protection `here` in this process and `user`
+    /// in the user-code process (where there is one); None leaves that
+    /// process's mapping as it is.
     pub fn map_views(
         &mut self,
         linear: u32,
         phys: u64,
         len: u32,
-        prot: Prot,
-        user: Prot,
+        here: Option<Prot>,
+        user: Option<Prot>,
         populate: bool,
     ) -> Result<(), MonitorError> {
-        self.space.map_ram(
-            (self.ram.as_fd(), self.ram_size),
-            linear,
-            phys,
-            len,
-            prot,
-            populate,
-        )?;
-        if let Some(u) = &mut self.user {
+        if let Some(prot) = here {
+            self.space.map_ram(
+                (self.ram.as_fd(), self.ram_size),
+                linear,
+                phys,
+                len,
+                prot,
+                populate,
+            )?;
+        }
+        if let (Some(u), Some(user)) = (&mut self.user, user) {
             u.push(Op::Map {
                 linear,
                 len,
@@ -492,8 +495,22 @@ impl Monitor {
 
     /// Unmaps a guest linear range (accesses then fault with #PF).
     pub fn unmap(&mut self, linear: u32, len: u32) -> Result<(), MonitorError> {
-        self.space.unmap(linear, len)?;
-        if let Some(u) = &mut self.user {
+        self.unmap_views(linear, len, true, true)
+    }
+
+    /// [`Monitor::unmap`] in this process (`here`) and in the user-code
+    /// process (`user`, where there is one).
+    pub fn unmap_views(
+        &mut self,
+        linear: u32,
+        len: u32,
+        here: bool,
+        user: bool,
+    ) -> Result<(), MonitorError> {
+        if here {
+            self.space.unmap(linear, len)?;
+        }
+        if let (Some(u), true) = (&mut self.user, user) {
             u.push(Op::Unmap { linear, len })?;
         }
         Ok(())
@@ -501,19 +518,22 @@ impl Monitor {
 
     /// Changes the protections of a mapped guest linear range.
     pub fn protect(&mut self, linear: u32, len: u32, prot: Prot) -> Result<(), MonitorError> {
-        self.protect_views(linear, len, prot, prot)
+        self.protect_views(linear, len, Some(prot), prot)
     }
 
-    /// [`Monitor::protect`] with `prot` in this process and `user` in the
-    /// user-code process (where there is one).
+    /// [`Monitor::protect`] with `here` in this process (None: leave it,
+    /// the range is not mapped here) and `user` in the user-code process
+    /// (where there is one).
     pub fn protect_views(
         &mut self,
         linear: u32,
         len: u32,
-        prot: Prot,
+        here: Option<Prot>,
         user: Prot,
     ) -> Result<(), MonitorError> {
-        self.space.protect(linear, len, prot)?;
+        if let Some(prot) = here {
+            self.space.protect(linear, len, prot)?;
+        }
         if let Some(u) = &mut self.user {
             u.push(Op::Protect {
                 linear,
