@@ -48,8 +48,9 @@ pub const TABLE_ENTRIES: u32 = 1 << TABLE_BITS;
 /// Bytes per entry: the negated guest EIP, then the host address (the
 /// probe reads `gs:[TABLE + slot*8]` and `gs:[TABLE + slot*8 + 4]`).
 pub const TABLE_ENTRY_SIZE: u32 = 8;
-/// Bytes of the whole table (512 KiB).
-pub const TABLE_SIZE: u32 = TABLE_ENTRIES * TABLE_ENTRY_SIZE;
+/// Bytes of the whole table (512 KiB and one entry: the last slot's second
+/// entry, see `cache::lookup`).
+pub const TABLE_SIZE: u32 = (TABLE_ENTRIES + 1) * TABLE_ENTRY_SIZE;
 
 const _: () = assert!(TABLE_OFFSET + TABLE_SIZE <= TC_OFFSET);
 const _: () = assert!(STUB_OFFSET + STUB_SIZE <= TABLE_OFFSET);

@@ -2,23 +2,37 @@
 //! guest EIP to host address that emitted 32-bit code probes itself.
 //!
 //! The probe runs between two guest instructions whose arithmetic flags live
-//! in the host EFLAGS, so it must not change them: no CMP, AND, IMUL or SHR.
-//! Hence the layout. Entries are indexed by the low 16 bits of the EIP
-//! (`movzx` computes that without touching flags) and store the *negated*
-//! EIP, so that `lea` adds it to the EIP for a zero exactly on a match and
-//! `jecxz` tests that zero:
+//! in the host EFLAGS, so it must not change them: no CMP, AND, XOR, IMUL
+//! or SHR. Hence the layout. Entries are indexed by [`slot`], the low 16
+//! bits of the EIP plus its byte-swapped self (MOV, BSWAP, LEA and MOVZX
+//! compute that without touching flags), and store the *negated* EIP, so
+//! that `lea` adds it to the EIP for a zero exactly on a match and `jecxz`
+//! tests that zero:
 //!
 //! ```text
 //!     ; target guest EIP in EAX, guest EAX and ECX saved in the vCPU area
-//!     movzx ecx, ax
+//!     mov   ecx, eax
+//!     bswap ecx
+//!     lea   ecx, [ecx + eax]
+//!     movzx ecx, cx                       ; the slot
 //!     mov   ecx, gs:[TABLE + ecx*8]       ; -eip of the entry
 //!     lea   ecx, [ecx + eax]
 //!     jecxz hit
 //!     ...                                 ; miss: exit to the dispatcher
 //! hit:
-//!     movzx ecx, ax
+//!     ...                                 ; the slot again
 //!     mov   ecx, gs:[TABLE + ecx*8 + 4]   ; host address
 //! ```
+//!
+//! The slot was the low 16 bits alone until Linux's fork+wait showed ~18
+//! misses a round from pairs of return addresses 64 KiB apart (0xc6282df9
+//! and 0xc60b2df9) evicting each other at every call; adding the swapped
+//! bytes mixes bits 16-31 in, which left ~11, now from pairs whose sums
+//! meet (a few thousand hot targets in 65,536 slots always collide
+//! somewhere). So a slot has two entries: its own and the next one. The
+//! inline probe tries the first; the shared miss handler tries the second
+//! before it leaves (`Emitter::miss_handler`), and [`IndirectTable::insert`]
+//! puts a target in the second when another holds the first.
 //!
 //! An empty entry holds `-0 = 0` and the address of the miss handler, so
 //! a probe for EIP 0 that "matches" an empty slot still lands in the
@@ -30,9 +44,10 @@ use crate::monitor::region::Region;
 
 use crate::contract::{TABLE_ENTRIES, TABLE_ENTRY_SIZE, TABLE_SIZE};
 
-/// The slot of `eip`: its low 16 bits.
+/// The slot of `eip`: the low 16 bits of `eip + bswap(eip)`, what the
+/// emitted probe computes (see the module's text).
 pub fn slot(eip: u32) -> u32 {
-    eip & (TABLE_ENTRIES - 1)
+    eip.swap_bytes().wrapping_add(eip) & (TABLE_ENTRIES - 1)
 }
 
 /// The Rust side of the table: fills it on dispatcher misses, empties it on
@@ -98,41 +113,65 @@ impl IndirectTable {
         b[4..].copy_from_slice(&host.to_le_bytes());
     }
 
+    /// The entries a probe for `eip` reads, in order.
+    fn entries(eip: u32) -> [u32; 2] {
+        let s = slot(eip);
+        [s, s + 1]
+    }
+
     /// What a probe for `eip` would jump to, if it is a translation.
     pub fn get(&self, eip: u32) -> Option<u32> {
-        let (neg, h) = self.read(slot(eip));
-        (neg.wrapping_add(eip) == 0 && h != self.miss).then_some(h)
+        Self::entries(eip).into_iter().find_map(|e| {
+            let (neg, h) = self.read(e);
+            (neg.wrapping_add(eip) == 0 && h != self.miss).then_some(h)
+        })
     }
 
-    /// Points `eip` at `host`, replacing whatever shared its slot.
+    /// Points `eip` at `host`: in the entry that already names `eip`, else
+    /// in the first free one of its two, else in the first, replacing what
+    /// was there.
     pub fn insert(&mut self, eip: u32, host: u32) {
-        self.write(slot(eip), eip.wrapping_neg(), host);
+        let [first, second] = Self::entries(eip);
+        let held = |e: u32| {
+            let (neg, h) = self.read(e);
+            neg == eip.wrapping_neg() && h != self.miss
+        };
+        let free = |e: u32| self.read(e).1 == self.miss;
+        let e = if held(first) || (!held(second) && free(first)) {
+            first
+        } else if held(second) || free(second) {
+            second
+        } else {
+            first
+        };
+        self.write(e, eip.wrapping_neg(), host);
     }
 
-    /// Empties the slot of a dropped block (guest start `eip`, translation
-    /// at `host`) if it still names that block, so a newer translation that
-    /// took the slot survives. Returns whether an entry was removed.
+    /// Empties the entry of a dropped block (guest start `eip`,
+    /// translation at `host`) if it still names that block, so a newer
+    /// translation that took it survives. Returns whether an entry was
+    /// removed.
     pub fn remove_block(&mut self, eip: u32, host: u32) -> bool {
-        let s = slot(eip);
-        if self.read(s) == (eip.wrapping_neg(), host) && host != self.miss {
-            self.write(s, 0, self.miss);
-            true
-        } else {
-            false
+        for e in Self::entries(eip) {
+            if self.read(e) == (eip.wrapping_neg(), host) && host != self.miss {
+                self.write(e, 0, self.miss);
+                return true;
+            }
         }
+        false
     }
 
     /// Empties every entry.
     pub fn clear(&mut self) {
-        for s in 0..TABLE_ENTRIES {
-            self.write(s, 0, self.miss);
+        for e in 0..=TABLE_ENTRIES {
+            self.write(e, 0, self.miss);
         }
     }
 
     /// Entries in use.
     pub fn occupied(&self) -> usize {
-        (0..TABLE_ENTRIES)
-            .filter(|&s| self.read(s).1 != self.miss)
+        (0..=TABLE_ENTRIES)
+            .filter(|&e| self.read(e).1 != self.miss)
             .count()
     }
 }
@@ -152,31 +191,69 @@ mod tests {
         assert_eq!(t.get(0), None);
         t.insert(0xC012_3456, 0xFFC1_0020);
         let s = slot(0xC012_3456) as usize;
-        assert_eq!(s, 0x3456);
+        // 0x3456 + 0x12C0 (the swapped bytes' low half).
+        assert_eq!(s, 0x4716);
         let raw = &t.region.bytes()[s * 8..s * 8 + 8];
         assert_eq!(raw, &[0xAA, 0xCB, 0xED, 0x3F, 0x20, 0x00, 0xC1, 0xFF]);
         assert_eq!(t.get(0xC012_3456), Some(0xFFC1_0020));
-        assert_eq!(t.get(0xC013_3456), None, "same slot, other EIP");
+        // Another EIP in the slot.
+        let other = (1..)
+            .map(|i| 0xC012_3456 + (i << 8))
+            .find(|&e| slot(e) as usize == s)
+            .unwrap();
+        assert_eq!(t.get(other), None, "same slot, other EIP");
         assert_eq!(t.occupied(), 1);
     }
 
     #[test]
-    fn collisions_replace_and_remove_is_precise() {
+    fn a_slot_holds_two_and_a_third_replaces_the_first() {
         let mut t = IndirectTable::anonymous(MISS).unwrap();
-        let (a, b) = (0x1_1000u32, 0x2_1000u32);
-        assert_eq!(slot(a), slot(b));
+        let a = 0x1_1000u32;
+        let mut same = (1..).map(|i| a + (i << 8)).filter(|&e| slot(e) == slot(a));
+        let (b, c) = (same.next().unwrap(), same.next().unwrap());
         t.insert(a, 0x100);
         t.insert(b, 0x200);
-        assert_eq!(t.get(a), None);
+        // Both fit: the second went to the next entry.
+        assert_eq!(t.get(a), Some(0x100));
         assert_eq!(t.get(b), Some(0x200));
-        // Dropping block `a` must not knock out `b`, which took the slot.
+        // A retranslation of `b` stays where `b` is.
+        t.insert(b, 0x280);
+        assert_eq!((t.get(a), t.get(b)), (Some(0x100), Some(0x280)));
+        // A third takes the first entry.
+        t.insert(c, 0x300);
+        assert_eq!(
+            (t.get(a), t.get(b), t.get(c)),
+            (None, Some(0x280), Some(0x300))
+        );
+        // Dropping block `a` must not knock out `c`, which took its entry.
         assert!(!t.remove_block(a, 0x100));
-        assert_eq!(t.get(b), Some(0x200));
+        assert_eq!(t.get(c), Some(0x300));
         // Nor does a stale translation of `b` at another address.
-        assert!(!t.remove_block(b, 0x300));
-        assert!(t.remove_block(b, 0x200));
-        assert_eq!(t.get(b), None);
+        assert!(!t.remove_block(b, 0x200));
+        assert!(t.remove_block(b, 0x280));
+        assert!(t.remove_block(c, 0x300));
         assert_eq!(t.occupied(), 0);
+    }
+
+    #[test]
+    fn the_last_slot_spills_into_the_extra_entry() {
+        let mut t = IndirectTable::anonymous(MISS).unwrap();
+        let mut last = (0u32..).filter(|&e| slot(e) == TABLE_ENTRIES - 1);
+        let (a, b) = (last.next().unwrap(), last.next().unwrap());
+        t.insert(a, 0x100);
+        t.insert(b, 0x200);
+        assert_eq!((t.get(a), t.get(b)), (Some(0x100), Some(0x200)));
+        assert_eq!(t.occupied(), 2);
+    }
+
+    #[test]
+    fn targets_64k_apart_get_different_slots() {
+        // Return addresses from Linux's fork+wait that shared a slot when
+        // it was the low 16 bits alone.
+        assert_ne!(slot(0xC628_2DF9), slot(0xC60B_2DF9));
+        assert_ne!(slot(0xC60D_23C3), slot(0xC60B_23C3));
+        // Neighbours within 64 KiB still get neighbouring slots.
+        assert_eq!(slot(0xC012_3457), slot(0xC012_3456) + 1);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::contract::gs::{
     EXIT_FAR, FROM, GUEST_CR, GUEST_FS, GUEST_GS, GUEST_SEL, INLINED, INLINE_HITS, IRQ_PENDING,
     SAVED_EAX, SAVED_ECX, STI_SHADOW_AT, TABLE, TARGET, TC_ARG, TC_REASON, VIF, VSYS,
 };
-use crate::contract::{Inline, VIRTUAL_SYSTEM_FLAGS};
+use crate::contract::{Inline, TABLE_ENTRY_SIZE, VIRTUAL_SYSTEM_FLAGS};
 
 /// GS offset where inline POPF keeps the value it popped (`scratch[2]`).
 const POPPED: i32 = TARGET;
@@ -184,20 +184,35 @@ impl Emitter {
         self.ops.extend(bytes);
     }
 
-    /// The inline probe of the indirect-branch table for the linear target
-    /// in EAX (guest EAX and ECX already saved): on a hit, restores both and
-    /// jumps to the translation; on a miss, jumps to `miss` with EAX still
-    /// holding the target. With `always_miss` (single-step blocks, which
-    /// must return to the monitor after one instruction) it only jumps to
-    /// `miss`.
-    pub fn probe(&mut self, miss: u32, always_miss: bool) {
-        if always_miss {
-            self.jmp_to(miss);
-            return;
-        }
+    /// ECX = the table slot of the EIP in EAX (`cache::lookup::slot`):
+    /// the low 16 bits of EIP plus its byte-swapped self, so that targets
+    /// 64 KiB apart do not share a slot. MOV, BSWAP, LEA and MOVZX leave
+    /// the flags alone.
+    fn slot_of_eax(&mut self) {
         dynasm!(self.ops
             ; .arch x86
-            ; movzx ecx, ax
+            ; mov ecx, eax
+            ; bswap ecx
+            ; lea ecx, [ecx + eax]
+            ; movzx ecx, cx
+        );
+    }
+
+    /// The inline probe of the indirect-branch table for the linear target
+    /// in EAX (guest EAX and ECX already saved): on a hit, restores both and
+    /// jumps to the translation; on a miss, jumps to the shared handler at
+    /// `miss` with EAX still holding the target, which probes the second
+    /// entry ([`Emitter::miss_handler`]). With `always_miss` (single-step
+    /// blocks, which must return to the monitor after one instruction) it
+    /// only jumps to the handler's part that leaves.
+    pub fn probe(&mut self, miss: u32, always_miss: bool) {
+        if always_miss {
+            self.jmp_to(miss + plain_miss_offset());
+            return;
+        }
+        self.slot_of_eax();
+        dynasm!(self.ops
+            ; .arch x86
             ; gs mov ecx, [ecx * 8 + TABLE]
             ; lea ecx, [ecx + eax]
         );
@@ -206,10 +221,18 @@ impl Emitter {
         // slot that holds an EIP 64 KiB away would then "match").
         self.ops.extend([0xE3, JMP_LEN as u8]);
         self.jmp_to(miss);
+        self.probe_hit(0);
+    }
+
+    /// A probe's hit in entry `way` (0 or 1) past the slot of the EIP in
+    /// EAX: the host address becomes the jump target, the hit is counted,
+    /// guest EAX and ECX come back.
+    fn probe_hit(&mut self, way: i32) {
+        let host = TABLE + 4 + way * TABLE_ENTRY_SIZE as i32;
+        self.slot_of_eax();
         dynasm!(self.ops
             ; .arch x86
-            ; movzx ecx, ax
-            ; gs mov ecx, [ecx * 8 + TABLE + 4]
+            ; gs mov ecx, [ecx * 8 + host]
             ; gs mov DWORD [TARGET], ecx
             // Count the hit; LEA, unlike INC, leaves the guest's flags alone.
             ; gs mov ecx, DWORD [INLINE_HITS]
@@ -221,10 +244,32 @@ impl Emitter {
         );
     }
 
-    /// The shared miss handler: the target in EAX becomes the exit
-    /// argument, guest EAX and ECX come back, and translated code leaves
-    /// with `reason`.
+    /// The shared miss handler, for a probe of the EIP in EAX that missed
+    /// its slot's entry: it probes the next entry (the table is a
+    /// two-entry window per slot, see `cache::lookup`) and jumps there on
+    /// a hit; otherwise, from [`plain_miss_offset`] on, the target becomes
+    /// the exit argument, guest EAX and ECX come back, and translated code
+    /// leaves with `reason`.
     pub fn miss_handler(&mut self, reason: u32) {
+        let mut plain = Emitter::new(0);
+        plain.plain_miss(reason);
+        let plain = plain.finish();
+        self.slot_of_eax();
+        let way1 = TABLE + TABLE_ENTRY_SIZE as i32;
+        dynasm!(self.ops
+            ; .arch x86
+            ; gs mov ecx, [ecx * 8 + way1]
+            ; lea ecx, [ecx + eax]
+        );
+        // `jecxz` over the part that leaves, in bytes (see `probe`).
+        let len = u8::try_from(plain.len()).expect("a short exit");
+        self.ops.extend([0xE3, len]);
+        debug_assert_eq!(self.offset(), plain_miss_offset());
+        self.ops.extend(plain);
+        self.probe_hit(1);
+    }
+
+    fn plain_miss(&mut self, reason: u32) {
         let reason = reason as i32;
         dynasm!(self.ops
             ; .arch x86
@@ -445,4 +490,18 @@ impl Emitter {
             .finalize()
             .expect("no unresolved labels in emitted code")
     }
+}
+
+/// Where the shared miss handler's part that only leaves begins: the
+/// second-entry probe before it is a fixed sequence.
+pub fn plain_miss_offset() -> u32 {
+    let mut em = Emitter::new(0);
+    em.slot_of_eax();
+    let way1 = TABLE + TABLE_ENTRY_SIZE as i32;
+    dynasm!(em.ops
+        ; .arch x86
+        ; gs mov ecx, [ecx * 8 + way1]
+        ; lea ecx, [ecx + eax]
+    );
+    em.offset() + 2
 }
