@@ -138,14 +138,15 @@ fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout: Option<&libc::tim
 }
 
 /// Waits until `turn` holds `want`: polls first, then sleeps in the kernel.
-/// `on_wake` runs after each sleep and each thousand polls; an error from
-/// it ends the wait.
+/// `on_poll` runs every thousand polls and after each sleep, `on_timeout`
+/// when a sleep timed out; an error from it ends the wait.
 fn wait_turn(
     turn: &AtomicU32,
     sleeping: &[AtomicU32; 2],
     want: u32,
     timeout: Option<&libc::timespec>,
-    mut on_wake: impl FnMut() -> Result<(), MonitorError>,
+    mut on_poll: impl FnMut(),
+    mut on_timeout: impl FnMut() -> Result<(), MonitorError>,
 ) -> Result<(), MonitorError> {
     let mut polls = 0u32;
     loop {
@@ -156,7 +157,7 @@ fn wait_turn(
         if polls < SPIN {
             polls += 1;
             if polls.is_multiple_of(1024) {
-                on_wake()?;
+                on_poll();
             }
             std::hint::spin_loop();
             continue;
@@ -165,11 +166,18 @@ fn wait_turn(
         // or the futex call sees the new turn (and returns at once).
         let mine = &sleeping[want as usize];
         mine.store(1, Ordering::SeqCst);
-        if turn.load(Ordering::SeqCst) == now {
-            futex(turn, libc::FUTEX_WAIT, now, timeout);
-        }
+        let slept = if turn.load(Ordering::SeqCst) == now {
+            futex(turn, libc::FUTEX_WAIT, now, timeout)
+        } else {
+            0
+        };
+        let timed_out =
+            slept < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT);
         mine.store(0, Ordering::SeqCst);
-        on_wake()?;
+        on_poll();
+        if timed_out {
+            on_timeout()?;
+        }
     }
 }
 
@@ -318,13 +326,19 @@ impl UserSpace {
         // SAFETY: the turn words live as long as the mapping; only atomics
         // touch them.
         let (turn, sleeping) = unsafe { (&(*self.ch).turn, &(*self.ch).sleeping) };
-        wait_turn(turn, sleeping, MONITOR_TURN, Some(&timeout), || {
-            if switch::take_pending_kick() {
-                // SAFETY: tgkill only sends a signal to our child.
-                unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, switch::KICK_SIGNAL) };
-            }
-            child_alive(pid)
-        })?;
+        wait_turn(
+            turn,
+            sleeping,
+            MONITOR_TURN,
+            Some(&timeout),
+            || {
+                if switch::take_pending_kick() {
+                    // SAFETY: tgkill only sends a signal to our child.
+                    unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, switch::KICK_SIGNAL) };
+                }
+            },
+            || child_alive(pid),
+        )?;
         let ch = self.channel();
         ch.ops_len = 0;
         Ok(())
@@ -397,7 +411,7 @@ fn serve(monitor: &mut Monitor, ch: *mut Channel, parent: i32) -> ! {
     // for these two atomics.
     let (turn, sleeping) = unsafe { (&(*ch).turn, &(*ch).sleeping) };
     loop {
-        let _ = wait_turn(turn, sleeping, CHILD_TURN, None, || Ok(()));
+        let _ = wait_turn(turn, sleeping, CHILD_TURN, None, || {}, || Ok(()));
         // SAFETY: it is our turn: the monitor does not touch the channel.
         let c = unsafe { &mut *ch };
         let reply = match setup.clone().and_then(|()| turn_work(monitor, c)) {
