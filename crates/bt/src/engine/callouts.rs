@@ -65,6 +65,12 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
     }
     vm.last_callout_faulted = eff.delivered.is_some();
     vm.shadow = eff.interrupt_shadow;
+    // A data segment load touches no device, timer, interrupt flag or
+    // privilege level: nothing a turn of the vCPU loop (device poll,
+    // interrupt delivery, alarm) would act on. Linux loads three at each
+    // kernel entry and three at each exit.
+    vm.go_on =
+        matches!(kind, Kind::MovToSreg | Kind::PopSreg) && !vm.last_callout_faulted && !vm.shadow;
     if eff.halted {
         // The machine's vCPU loop waits for the interrupt that wakes it.
         return Ok(Next::Halt {

@@ -54,7 +54,12 @@ impl Vcpu for Vm {
             self.mmu
                 .set_view(&mut self.monitor, false)
                 .map_err(host_err)?;
-            run_kernel(self, machine)
+            loop {
+                let next = run_kernel(self, machine)?;
+                if !(self.go_on && matches!(next, Next::Continue) && self.cpu.cpl() == 0) {
+                    return Ok(next);
+                }
+            }
         }
     }
 
@@ -73,6 +78,7 @@ fn run_user(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
 
 /// Runs translated guest kernel code and handles its exit.
 fn run_kernel(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
+    vm.go_on = false;
     let resumed = vm.resume.take();
     let ctx = context(vm);
     let (host, block) = match resumed {
@@ -100,6 +106,9 @@ fn run_kernel(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
         }
     }
     let (mut next, completed, link) = next?;
+    if ctx.step || trap_after {
+        vm.go_on = false;
+    }
     match link {
         Some(Link::Chain(from)) => next = chain(vm, machine, from)?,
         Some(Link::Publish) => next = publish(vm, machine)?,

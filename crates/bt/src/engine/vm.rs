@@ -48,6 +48,10 @@ pub(super) struct Vm {
     pub(super) shadow: bool,
     /// The last callout raised an exception (delivered to the guest).
     pub(super) last_callout_faulted: bool,
+    /// The last exit was a callout that changes nothing the vCPU loop
+    /// looks at (a data segment load): translated code goes on without a
+    /// turn of the loop.
+    pub(super) go_on: bool,
     /// Phase markers (POST codes) already taken a snapshot for: the
     /// `seen` of [`Machine::post_codes_since`].
     pub(super) markers_seen: u64,
@@ -92,6 +96,7 @@ impl Vm {
             resume: None,
             smc_step: false,
             last_callout_faulted: false,
+            go_on: false,
             shadow: false,
             markers_seen: 0,
             marks_seen: 0,
