@@ -156,7 +156,17 @@ fn a_small_translation_cache_evicts_and_is_still_correct() {
 /// (the write, C7 06, comes right after).
 #[test]
 fn hostile_host_selector_ends_the_vm() {
-    let run = run_bt("hostile", &["--append", "attack=a"]);
+    // Guest user code in its own process (the default) and in the
+    // monitor's (`--one-process`) alike.
+    for mode in [None, Some("--one-process")] {
+        hostile_host_selector_ends_the_vm_in(mode);
+    }
+}
+
+fn hostile_host_selector_ends_the_vm_in(mode: Option<&str>) {
+    let mut args = vec!["--append", "attack=a"];
+    args.extend(mode);
+    let run = run_bt("hostile", &args);
     assert_eq!(run.status, 8, "a security stop\n{}", run.show());
     assert!(
         run.stderr.contains("host's selector 0x002b"),
@@ -205,9 +215,17 @@ fn hostile_protection_keys_get_ud_and_the_monitor_region_is_the_guests() {
 }
 
 fn hostile_breach_is_stopped(attack: &str) {
+    for mode in [None, Some("--one-process")] {
+        hostile_breach_is_stopped_in(attack, mode);
+    }
+}
+
+fn hostile_breach_is_stopped_in(attack: &str, mode: Option<&str>) {
     let marker = std::path::Path::new("/tmp/popek-hostile-c");
     std::fs::remove_file(marker).ok();
-    let run = run_bt("hostile", &["--append", attack]);
+    let mut args = vec!["--append", attack];
+    args.extend(mode);
+    let run = run_bt("hostile", &args);
     assert_eq!(run.status, 8, "a security stop\n{}", run.show());
     assert!(
         run.stderr.contains("left its code segment"),

@@ -62,3 +62,38 @@ fn paging_statistics_count_hidden_and_delivered_faults() {
     assert!(mmu_field(&json, "cr3_switches") >= 1, "{json}");
     assert!(mmu_field(&json, "full_flushes") >= 2, "{json}");
 }
+
+/// The paging guest's MMU counters from `--stats-json`, run with `extra`.
+fn paging_stats(name: &str, extra: &[&str]) -> String {
+    let dir = std::env::temp_dir().join(format!("popek-mmu-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("paging.json");
+    let mut args = vec!["--stats-json", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let run = run_bt("paging", &args);
+    assert_pass(&run);
+    let json = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    json
+}
+
+#[test]
+fn user_code_in_its_own_process_needs_no_view_switches() {
+    // The default: guest user code runs in a process that only ever has
+    // the user view, so no page is re-protected at a user/kernel switch.
+    let json = paging_stats("split", &[]);
+    assert_eq!(mmu_field(&json, "view_switches"), 0, "{json}");
+    assert!(mmu_field(&json, "shadow_faults_hidden") > 0, "{json}");
+}
+
+#[test]
+fn one_process_mode_still_passes_with_view_switches() {
+    // `--one-process`: the user view is made by re-protecting the
+    // supervisor pages at every switch, as before the user-code process.
+    let json = paging_stats("one", &["--one-process"]);
+    assert!(mmu_field(&json, "view_switches") > 0, "{json}");
+    assert!(
+        mmu_field(&json, "pages_protected") >= mmu_field(&json, "protection_calls"),
+        "{json}"
+    );
+}
