@@ -133,7 +133,7 @@ pub(super) fn paging_update(
     let changed = regs != vm.mmu.regs() || cr3_written;
     if changed {
         vm.mmu
-            .set_regs(&mut vm.monitor, regs, cr3_written)
+            .set_regs(&mut vm.monitor, &mut machine.memory, regs, cr3_written)
             .map_err(host_err)?;
     }
     if let Some(linear) = flush_page {

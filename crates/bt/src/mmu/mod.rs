@@ -52,6 +52,10 @@ const HOT_REBUILD: u32 = 32;
 /// would take; above it, only the hot set.
 const RESTORE_ALL: usize = 256;
 
+/// The most non-global shadows a CR3 switch checks against the new page
+/// tables one by one ([`Shadow::flush_changed`]); more are dropped.
+const REVALIDATE_MAX: usize = 512;
+
 /// The most hidden pages a restoring run is extended across to join the
 /// next (see [`Shadow::across_restorable_gaps`]).
 const RESTORE_GAP: u32 = 16;
@@ -566,12 +570,50 @@ impl Shadow {
         self.drop_pages(monitor, &doomed)
     }
 
+    /// What a CR3 switch does to the non-global shadows: drops those the
+    /// new tables map otherwise, and keeps a page the new tables map to
+    /// the same physical page with the same rights, accessed (and dirty,
+    /// if the shadow let writes through) already, as a TLB refill would
+    /// find it. Processes forked from one another share their text, and
+    /// every context switch dropped it and faulted it back a page at a
+    /// time (~4 fills a round of Linux's ctxsw). Past
+    /// [`REVALIDATE_MAX`] pages the walks would cost more than the fills,
+    /// and all go.
+    fn flush_changed(
+        &mut self,
+        monitor: &mut Monitor,
+        mem: &mut GuestMemory,
+    ) -> Result<(), MonitorError> {
+        if self.nonglobal.len() > REVALIDATE_MAX {
+            return self.flush(monitor, false);
+        }
+        let regs = self.regs;
+        let doomed: Vec<u32> = self
+            .nonglobal
+            .iter()
+            .copied()
+            .filter(|&lp| {
+                let m = self.pages[&lp];
+                match paging::walk(mem, &regs, lp * PAGE_SIZE, Access::READ, false) {
+                    Ok(t) => {
+                        let n = Mapping::of(&t, lp * PAGE_SIZE);
+                        n != m || !t.accessed
+                    }
+                    Err(_) => true,
+                }
+            })
+            .collect();
+        self.stats.kept_at_cr3 += (self.nonglobal.len() - doomed.len()) as u64;
+        self.drop_pages(monitor, &doomed)
+    }
+
     /// Takes the guest's new paging registers after a control-register
     /// write, dropping the shadows they invalidate. `cr3_written`: CR3 was
     /// written, even with its old value.
     pub fn set_regs(
         &mut self,
         monitor: &mut Monitor,
+        mem: &mut GuestMemory,
         new: PagingRegs,
         cr3_written: bool,
     ) -> Result<(), MonitorError> {
@@ -605,7 +647,7 @@ impl Shadow {
                     self.flush(monitor, true)?;
                     self.stats.full_flushes += 1;
                 } else if cr3_written || old.cr3 != new.cr3 {
-                    self.flush(monitor, false)?;
+                    self.flush_changed(monitor, mem)?;
                     self.stats.cr3_switches += 1;
                 }
             }

@@ -18,8 +18,12 @@ pub struct MmuStats {
     /// Pages those protection changes covered (what their cost grows with:
     /// the host kernel rewrites one page-table entry per present page).
     pub pages_protected: u64,
-    /// CR3 writes that dropped the non-global shadows.
+    /// CR3 writes that dropped the non-global shadows the new tables map
+    /// otherwise.
     pub cr3_switches: u64,
+    /// Non-global shadows a CR3 write kept: the new page tables map them
+    /// the same way.
+    pub kept_at_cr3: u64,
     /// Paging-mode changes that dropped every shadow.
     pub full_flushes: u64,
     /// INVLPGs (and delivered #PFs) that dropped a mapped page.
@@ -46,6 +50,7 @@ impl MmuStats {
             protects: self.protects - earlier.protects,
             pages_protected: self.pages_protected - earlier.pages_protected,
             cr3_switches: self.cr3_switches - earlier.cr3_switches,
+            kept_at_cr3: self.kept_at_cr3 - earlier.kept_at_cr3,
             full_flushes: self.full_flushes - earlier.full_flushes,
             invlpgs: self.invlpgs - earlier.invlpgs,
             view_switches: self.view_switches - earlier.view_switches,
@@ -55,7 +60,7 @@ impl MmuStats {
     }
 
     /// Name and value of every counter, in display order.
-    pub fn fields(&self) -> [(&'static str, u64); 13] {
+    pub fn fields(&self) -> [(&'static str, u64); 14] {
         [
             ("shadow faults hidden", self.hidden_faults),
             ("page faults delivered", self.guest_faults),
@@ -65,6 +70,7 @@ impl MmuStats {
             ("protection calls", self.protects),
             ("pages protected", self.pages_protected),
             ("cr3 switches", self.cr3_switches),
+            ("kept at cr3 switches", self.kept_at_cr3),
             ("full flushes", self.full_flushes),
             ("invlpg drops", self.invlpgs),
             ("view switches", self.view_switches),
