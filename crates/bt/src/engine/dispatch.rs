@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+use x86::paging::Access;
+
 use machine::vcpu::Vcpu;
 use machine::{EngineError, Exit, Machine};
 use x86::interrupt::Exception;
@@ -70,6 +72,21 @@ impl Vcpu for Vm {
 
 /// Runs guest user code directly and handles its exit.
 fn run_user(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
+    if let Some(addr) = vm.refill.take() {
+        // A read walk sets only the accessed bit, which a CPU may set
+        // ahead of an access; where the tables still refuse, nothing
+        // happens (the retry faults and the guest sees that).
+        let read = Access {
+            write: false,
+            user: true,
+            fetch: false,
+        };
+        if vm.mmu.paging() {
+            vm.mmu
+                .prefill(&mut vm.monitor, &mut machine.memory, addr, read)
+                .map_err(host_err)?;
+        }
+    }
     let t = Instant::now();
     let exit = vm.monitor.run_user(&mut vm.cpu).map_err(host_err)?;
     vm.stats.direct += t.elapsed();

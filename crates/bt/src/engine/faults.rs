@@ -55,6 +55,10 @@ pub(super) fn host_page_fault(
             return Ok(Next::Continue);
         }
         Fill::GuestFault(code) => {
+            if vm.cpu.cpl() == 3 {
+                // The guest kernel is about to map it: see `Vm::refill`.
+                vm.refill = Some(addr);
+            }
             return interrupts::page_fault(vm, machine, addr, code, "guest page fault");
         }
         Fill::CodeWrite(phys) => {

@@ -52,6 +52,11 @@ pub(super) struct Vm {
     /// looks at (a data segment load): translated code goes on without a
     /// turn of the loop.
     pub(super) go_on: bool,
+    /// A page guest user code faulted on and the guest kernel is handling:
+    /// at the next return to user code, the shadow maps it if the guest's
+    /// tables now allow a read, saving the host fault of the retry (an
+    /// exit from the user-code process and back).
+    pub(super) refill: Option<u32>,
     /// Phase markers (POST codes) already taken a snapshot for: the
     /// `seen` of [`Machine::post_codes_since`].
     pub(super) markers_seen: u64,
@@ -97,6 +102,7 @@ impl Vm {
             smc_step: false,
             last_callout_faulted: false,
             go_on: false,
+            refill: None,
             shadow: false,
             markers_seen: 0,
             marks_seen: 0,

@@ -430,6 +430,28 @@ impl Shadow {
         Ok(Fill::Mapped)
     }
 
+    /// Maps the page at `linear` ahead of an `access` the guest is about
+    /// to make, if its tables allow it (else nothing: the access will fault
+    /// and the guest see it then). Returns whether it mapped.
+    pub fn prefill(
+        &mut self,
+        monitor: &mut Monitor,
+        mem: &mut GuestMemory,
+        linear: u32,
+        access: Access,
+    ) -> Result<bool, MonitorError> {
+        if paging::walk(mem, &self.regs, linear, access, false).is_err() {
+            return Ok(false);
+        }
+        let fill = self.fill(monitor, mem, linear, access)?;
+        if fill == Fill::Mapped {
+            // Counted apart: no host fault was hidden.
+            self.stats.hidden_faults -= 1;
+            self.stats.prefills += 1;
+        }
+        Ok(fill == Fill::Mapped)
+    }
+
     /// The run of linear pages around `lp` to map with it: pages the guest
     /// maps with the same rights to consecutive physical pages and has
     /// already accessed (a large page counts as one accessed entry), not yet

@@ -24,6 +24,8 @@ pub struct MmuStats {
     /// Non-global shadows a CR3 write kept: the new page tables map them
     /// the same way.
     pub kept_at_cr3: u64,
+    /// Pages mapped ahead of user code's retry of a faulting access.
+    pub prefills: u64,
     /// Paging-mode changes that dropped every shadow.
     pub full_flushes: u64,
     /// INVLPGs (and delivered #PFs) that dropped a mapped page.
@@ -51,6 +53,7 @@ impl MmuStats {
             pages_protected: self.pages_protected - earlier.pages_protected,
             cr3_switches: self.cr3_switches - earlier.cr3_switches,
             kept_at_cr3: self.kept_at_cr3 - earlier.kept_at_cr3,
+            prefills: self.prefills - earlier.prefills,
             full_flushes: self.full_flushes - earlier.full_flushes,
             invlpgs: self.invlpgs - earlier.invlpgs,
             view_switches: self.view_switches - earlier.view_switches,
@@ -60,7 +63,7 @@ impl MmuStats {
     }
 
     /// Name and value of every counter, in display order.
-    pub fn fields(&self) -> [(&'static str, u64); 14] {
+    pub fn fields(&self) -> [(&'static str, u64); 15] {
         [
             ("shadow faults hidden", self.hidden_faults),
             ("page faults delivered", self.guest_faults),
@@ -71,6 +74,7 @@ impl MmuStats {
             ("pages protected", self.pages_protected),
             ("cr3 switches", self.cr3_switches),
             ("kept at cr3 switches", self.kept_at_cr3),
+            ("prefills", self.prefills),
             ("full flushes", self.full_flushes),
             ("invlpg drops", self.invlpgs),
             ("view switches", self.view_switches),
