@@ -540,6 +540,18 @@ fn round_trip_cost() {
     });
 }
 
+/// Runs user code that another thread kicks after 20 ms: it must come
+/// back `Interrupted`.
+fn kicked_from_a_thread(m: &mut Monitor, cpu: &mut CpuState) {
+    let kicker = m.kicker();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        kicker.kick();
+    });
+    assert_eq!(m.run_user(cpu).unwrap(), DirectExit::Interrupted);
+    t.join().unwrap();
+}
+
 #[test]
 fn timer_interrupts_an_endless_loop() {
     in_child("timer_interrupts_an_endless_loop", || {
@@ -573,13 +585,7 @@ fn timer_interrupts_an_endless_loop() {
             println!("round {round}: loop ran {} iterations", cpu.eax - before);
         }
         // A kick from another thread works too.
-        let kicker = m.kicker();
-        let t = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            kicker.kick();
-        });
-        assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Interrupted);
-        t.join().unwrap();
+        kicked_from_a_thread(&mut m, &mut cpu);
     });
 }
 
@@ -1258,13 +1264,7 @@ fn a_timer_interrupts_user_code_in_its_own_process() {
         ];
         let (_mem, mut m) = setup_user_process(&code);
         let mut cpu = user_state(CODE);
-        let kicker = m.kicker();
-        let t = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            kicker.kick();
-        });
-        assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Interrupted);
-        t.join().unwrap();
+        kicked_from_a_thread(&mut m, &mut cpu);
         assert!((CODE..CODE + 3).contains(&cpu.eip), "eip {:#x}", cpu.eip);
         assert!(cpu.eax > 0, "the loop made no progress");
     });

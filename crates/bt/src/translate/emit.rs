@@ -254,6 +254,18 @@ impl Emitter {
         let mut plain = Emitter::new(0);
         plain.plain_miss(reason);
         let plain = plain.finish();
+        self.second_entry_compare();
+        // `jecxz` over the part that leaves, in bytes (see `probe`).
+        let len = u8::try_from(plain.len()).expect("a short exit");
+        self.ops.extend([0xE3, len]);
+        debug_assert_eq!(self.offset(), plain_miss_offset());
+        self.ops.extend(plain);
+        self.probe_hit(1);
+    }
+
+    /// ECX = 0 exactly if the second entry of the EIP in EAX's slot holds
+    /// that EIP.
+    fn second_entry_compare(&mut self) {
         self.slot_of_eax();
         let way1 = TABLE + TABLE_ENTRY_SIZE as i32;
         dynasm!(self.ops
@@ -261,12 +273,6 @@ impl Emitter {
             ; gs mov ecx, [ecx * 8 + way1]
             ; lea ecx, [ecx + eax]
         );
-        // `jecxz` over the part that leaves, in bytes (see `probe`).
-        let len = u8::try_from(plain.len()).expect("a short exit");
-        self.ops.extend([0xE3, len]);
-        debug_assert_eq!(self.offset(), plain_miss_offset());
-        self.ops.extend(plain);
-        self.probe_hit(1);
     }
 
     fn plain_miss(&mut self, reason: u32) {
@@ -496,12 +502,7 @@ impl Emitter {
 /// second-entry probe before it is a fixed sequence.
 pub fn plain_miss_offset() -> u32 {
     let mut em = Emitter::new(0);
-    em.slot_of_eax();
-    let way1 = TABLE + TABLE_ENTRY_SIZE as i32;
-    dynasm!(em.ops
-        ; .arch x86
-        ; gs mov ecx, [ecx * 8 + way1]
-        ; lea ecx, [ecx + eax]
-    );
+    em.second_entry_compare();
+    // and the 2-byte `jecxz`.
     em.offset() + 2
 }
