@@ -33,6 +33,11 @@ pub const AREA_SIZE: u32 = 0x1000;
 pub const STUB_OFFSET: u32 = 0x1000;
 /// Size of the stub page.
 pub const STUB_SIZE: u32 = 0x1000;
+/// The segment-descriptor cache that inline data-segment loads read
+/// ([`SegCacheEntry`]).
+pub const SEG_CACHE_OFFSET: u32 = 0x2000;
+/// Entries of that cache: one per low byte of a selector.
+pub const SEG_CACHE_ENTRIES: u32 = 256;
 /// The indirect-branch lookup table.
 pub const TABLE_OFFSET: u32 = 0x1_0000;
 /// The translation cache's code buffer.
@@ -53,7 +58,63 @@ pub const TABLE_ENTRY_SIZE: u32 = 8;
 pub const TABLE_SIZE: u32 = (TABLE_ENTRIES + 1) * TABLE_ENTRY_SIZE;
 
 const _: () = assert!(TABLE_OFFSET + TABLE_SIZE <= TC_OFFSET);
-const _: () = assert!(STUB_OFFSET + STUB_SIZE <= TABLE_OFFSET);
+const _: () = assert!(STUB_OFFSET + STUB_SIZE <= SEG_CACHE_OFFSET);
+const _: () = assert!(
+    SEG_CACHE_OFFSET + SEG_CACHE_ENTRIES * std::mem::size_of::<SegCacheEntry>() as u32
+        <= TABLE_OFFSET
+);
+const _: () = assert!(std::mem::size_of::<SegCacheEntry>() == 32);
+
+/// One entry of the segment-descriptor cache, at
+/// `SEG_CACHE_OFFSET + 32 * (selector & 0xFF)`: what an inline MOV or POP
+/// of DS, ES or FS at CPL 0 checks and loads. The negated values let the
+/// flag-free check add and test for zero (`lea`, `jecxz`), as the
+/// indirect-branch table does.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegCacheEntry {
+    /// The selector, negated; [`SegCacheEntry::EMPTY`] matches none.
+    pub neg_sel: u32,
+    /// Linear address of the guest's descriptor (in its GDT).
+    pub desc_at: u32,
+    /// The descriptor's low and high dwords when cached, negated: the
+    /// load is inline only while the guest's table still holds them.
+    pub neg_desc: [u32; 2],
+    /// The host selector of the LDT entry holding the kernel-view shadow
+    /// of that descriptor.
+    pub host_sel: u32,
+    /// The selector.
+    pub sel: u32,
+    _pad: [u32; 2],
+}
+
+impl SegCacheEntry {
+    /// An empty entry: -0x10000 plus a zero-extended selector is never 0.
+    pub const EMPTY: SegCacheEntry = SegCacheEntry {
+        neg_sel: 0xFFFF_0000,
+        desc_at: 0,
+        neg_desc: [0; 2],
+        host_sel: 0,
+        sel: 0,
+        _pad: [0; 2],
+    };
+
+    /// An entry for `sel`, whose descriptor `desc` sits at linear
+    /// `desc_at`, shadowed by host selector `host_sel`.
+    pub fn new(sel: u16, desc_at: u32, desc: u64, host_sel: u16) -> SegCacheEntry {
+        SegCacheEntry {
+            neg_sel: u32::from(sel).wrapping_neg(),
+            desc_at,
+            neg_desc: [
+                (desc as u32).wrapping_neg(),
+                ((desc >> 32) as u32).wrapping_neg(),
+            ],
+            host_sel: u32::from(host_sel),
+            sel: u32::from(sel),
+            _pad: [0; 2],
+        }
+    }
+}
 const _: () = assert!(AREA_OFFSET + AREA_SIZE <= STUB_OFFSET);
 const _: () = assert!(std::mem::size_of::<VcpuArea>() as u32 <= AREA_SIZE);
 
@@ -101,6 +162,11 @@ impl Layout {
     /// Host address of the TC exit stub (the start of the stub page).
     pub const fn stub(self) -> u32 {
         self.base + STUB_OFFSET
+    }
+
+    /// Host address of the segment-descriptor cache.
+    pub const fn seg_cache(self) -> u32 {
+        self.base + SEG_CACHE_OFFSET
     }
 
     /// Host address of the indirect-branch lookup table.
@@ -225,12 +291,17 @@ pub mod scratch {
     /// Host address of the `jmp rel32` that reached a chainable exit's
     /// stub, for the dispatcher to chain.
     pub const FROM: usize = 3;
+    /// Guest EDX and EBX, saved by an inline data-segment load (in the
+    /// slots of `TARGET` and `FROM`, which it does not use).
+    pub const SAVED_EDX: usize = TARGET;
+    /// See [`SAVED_EDX`].
+    pub const SAVED_EBX: usize = FROM;
 }
 
 /// The `gs:` displacements emitted code uses: the [`VcpuArea`] fields and
 /// the lookup table, as offsets from the region's base.
 pub mod gs {
-    use super::{scratch, VcpuArea, TABLE_OFFSET};
+    use super::{scratch, VcpuArea, SEG_CACHE_OFFSET, TABLE_OFFSET};
     use std::mem::offset_of;
 
     /// The exit reason.
@@ -248,6 +319,12 @@ pub mod gs {
     pub const TARGET: i32 = SCRATCH + 4 * scratch::TARGET as i32;
     /// Scratch slot [`scratch::FROM`].
     pub const FROM: i32 = SCRATCH + 4 * scratch::FROM as i32;
+    /// Scratch slot [`scratch::SAVED_EDX`].
+    pub const SAVED_EDX: i32 = SCRATCH + 4 * scratch::SAVED_EDX as i32;
+    /// Scratch slot [`scratch::SAVED_EBX`].
+    pub const SAVED_EBX: i32 = SCRATCH + 4 * scratch::SAVED_EBX as i32;
+    /// The segment-descriptor cache.
+    pub const SEG_CACHE: i32 = SEG_CACHE_OFFSET as i32;
     /// Host selector of the guest's FS shadow.
     pub const GUEST_FS: i32 = offset_of!(VcpuArea, guest_fs) as i32;
     /// Host selector of the guest's GS shadow.

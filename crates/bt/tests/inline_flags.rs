@@ -459,3 +459,76 @@ fn tc_round_trip_cost() {
         );
     });
 }
+
+/// A data descriptor (present, DPL 0, read-write, accessed, 4 KiB
+/// granularity, 32-bit) over the whole space at `base`.
+fn data_descriptor(base: u32) -> u64 {
+    let b = u64::from(base);
+    0xFFFF | (b & 0xFF_FFFF) << 16 | 0x93 << 40 | 0xC_F << 48 | (b >> 24) << 56
+}
+
+#[test]
+fn data_segment_loads_run_inline_while_the_gdt_keeps_the_cached_descriptor() {
+    in_child(
+        "data_segment_loads_run_inline_while_the_gdt_keeps_the_cached_descriptor",
+        || {
+            const GDT: u32 = 0x5000;
+            const SEL: u16 = 0x18;
+            let code = [
+                0x66, 0xB8, 0x18, 0x00, // mov ax, 0x18
+                0x8E, 0xD8, // mov ds, eax
+                0x8B, 0x1D, 0x00, 0x00, 0x00, 0x00, // mov ebx, [0]
+                0x8E, 0xD0, // mov ss, eax: SS loads stay callouts
+            ];
+            let mov_ds = CODE + 4;
+            let mov_ss = CODE + 12;
+            let mut rig = Rig::new(&code);
+            // The descriptor puts DS at 0x20_0000, where a marker waits.
+            rig.mem
+                .write(
+                    u64::from(GDT) + 0x18,
+                    &data_descriptor(0x20_0000).to_le_bytes(),
+                )
+                .unwrap();
+            rig.mem
+                .write(0x20_0000, &0xC0FF_EE11u32.to_le_bytes())
+                .unwrap();
+            let mut seg = Segment::flat_data32(SEL);
+            seg.base = 0x20_0000;
+            seg.typ = 3;
+            let gdtr = x86::TableRegister {
+                base: GDT,
+                limit: 0xFF,
+            };
+            let mut cpu = kernel_state(0);
+            cpu.gdtr = gdtr;
+            // Not cached yet: the load leaves as a callout.
+            let (reason, arg, _) = rig.run_from(cpu.clone(), false);
+            assert_eq!((reason, arg), (ExitReason::Callout, mov_ds));
+            rig.monitor
+                .cache_segment(gdtr, &seg, GDT + 0x18, data_descriptor(0x20_0000))
+                .unwrap();
+            // Cached: translated code loads DS itself and reads through it;
+            // the monitor takes the segment over at the exit.
+            let (reason, arg, after) = rig.run_from(cpu.clone(), false);
+            assert_eq!((reason, arg), (ExitReason::Callout, mov_ss));
+            assert_eq!(after.ebx, 0xC0FF_EE11);
+            assert_eq!((after.ds.selector, after.ds.base), (SEL, 0x20_0000));
+            // The guest rewrites its descriptor: the cached one no longer
+            // matches, and the load is a callout again, registers intact.
+            rig.mem
+                .write(
+                    u64::from(GDT) + 0x18,
+                    &data_descriptor(0x30_0000).to_le_bytes(),
+                )
+                .unwrap();
+            cpu.eax = 0x1234_0000;
+            cpu.ebx = 0x55;
+            cpu.edx = 0x66;
+            let (reason, arg, after) = rig.run_from(cpu, false);
+            assert_eq!((reason, arg), (ExitReason::Callout, mov_ds));
+            assert_eq!((after.eax, after.ebx, after.edx), (0x1234_0018, 0x55, 0x66));
+            assert_eq!(after.ds.selector, 0x10);
+        },
+    );
+}

@@ -405,6 +405,11 @@ impl TranslationCache {
         })
     }
 
+    /// The context block `id` was translated under, if it is live.
+    pub fn context_of(&self, id: BlockId) -> Option<Context> {
+        self.blocks.get(&id).map(|b| b.key.ctx)
+    }
+
     /// The live block and exit whose `jmp rel32` starts at host address
     /// `jump` (where a chainable exit's stub says it came from); `None` if
     /// no live block holds that jump any more.

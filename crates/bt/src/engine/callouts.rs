@@ -71,6 +71,9 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
     // kernel entry and three at each exit.
     vm.go_on =
         matches!(kind, Kind::MovToSreg | Kind::PopSreg) && !vm.last_callout_faulted && !vm.shadow;
+    if vm.go_on && vm.cpu.cpl() == 0 {
+        cache_segment(vm, machine, &insn)?;
+    }
     if eff.halted {
         // The machine's vCPU loop waits for the interrupt that wakes it.
         return Ok(Next::Halt {
@@ -108,4 +111,37 @@ pub(super) fn end_phase(vm: &mut Vm, marker: Marker) {
     let phase = vm.phase_start.until(&now, marker);
     vm.stats.phases.push(phase);
     vm.phase_start = now;
+}
+
+/// After a load of DS, ES or FS from the GDT at CPL 0: lets translated
+/// code do the next load of that selector by itself (monitor/seg_cache.rs),
+/// while the guest's descriptor keeps its bytes.
+fn cache_segment(
+    vm: &mut Vm,
+    machine: &mut Machine,
+    insn: &iced_x86::Instruction,
+) -> Result<(), EngineError> {
+    use iced_x86::Register;
+    use x86::interrupt::LinearMemory;
+    let seg = match insn.op0_register() {
+        Register::DS => vm.cpu.ds,
+        Register::ES => vm.cpu.es,
+        Register::FS => vm.cpu.fs,
+        _ => return Ok(()),
+    };
+    let (sel, gdtr) = (seg.selector, vm.cpu.gdtr);
+    if sel & 4 != 0 || sel & !3 == 0 || u32::from(sel | 7) > u32::from(gdtr.limit) {
+        return Ok(());
+    }
+    let desc_at = gdtr.base.wrapping_add(u32::from(sel & !7));
+    let mut desc = [0u8; 8];
+    let (mut mem, _) = machine.emulation(&vm.cpu, &mut vm.extras);
+    if mem.read_supervisor(desc_at, &mut desc).is_err() {
+        return Ok(());
+    }
+    // A shadow the monitor cannot make (expand-down, say) stays a callout.
+    let _ = vm
+        .monitor
+        .cache_segment(gdtr, &seg, desc_at, u64::from_le_bytes(desc));
+    Ok(())
 }

@@ -12,6 +12,7 @@ use x86::interrupt::{Event, Exception};
 
 use super::vm::{host_err, Next, Vm};
 use super::{callouts, faults, interrupts};
+use crate::cache::Context;
 use crate::contract::{scratch, ExitReason};
 use crate::monitor::{DirectExit, TcExit};
 
@@ -322,10 +323,20 @@ fn recreate(
         }
         Some(r) if fault => {
             vm.cpu.eip = r.guest_eip.wrapping_sub(cs_base);
-            if indirect_branch_at_eip(vm, machine) {
-                let s = vm.monitor.scratch();
-                vm.cpu.eax = s[scratch::SAVED_EAX];
-                vm.cpu.ecx = s[scratch::SAVED_ECX];
+            let s = vm.monitor.scratch();
+            let ctx = vm.cache.context_of(r.block);
+            match borrowed_at_eip(vm, machine, ctx) {
+                Borrowed::Two => {
+                    vm.cpu.eax = s[scratch::SAVED_EAX];
+                    vm.cpu.ecx = s[scratch::SAVED_ECX];
+                }
+                Borrowed::Four => {
+                    vm.cpu.eax = s[scratch::SAVED_EAX];
+                    vm.cpu.ecx = s[scratch::SAVED_ECX];
+                    vm.cpu.edx = s[scratch::SAVED_EDX];
+                    vm.cpu.ebx = s[scratch::SAVED_EBX];
+                }
+                Borrowed::None => {}
             }
             Recreated::Exact
         }
@@ -349,13 +360,29 @@ fn recreate_shadow(vm: &mut Vm, host_eip: u32) -> Option<crate::cache::Recreated
     rec
 }
 
-/// Whether the guest instruction at CS:EIP is RET or an indirect JMP
-/// or CALL (the rewrites that borrow EAX and ECX).
-fn indirect_branch_at_eip(vm: &Vm, machine: &mut Machine) -> bool {
-    vm.insn_at_eip(machine).is_some_and(|i| {
-        matches!(
-            kind_of(&i),
-            Kind::Ret | Kind::JmpIndirect | Kind::CallIndirect
-        )
-    })
+/// Guest registers a rewrite borrows before its first access that may
+/// fault, saved in the scratch slots.
+enum Borrowed {
+    None,
+    /// EAX and ECX: RET and indirect JMP and CALL.
+    Two,
+    /// EAX, ECX, EDX and EBX: inline loads of DS, ES and FS.
+    Four,
+}
+
+/// What the rewrite of the guest instruction at CS:EIP borrows.
+fn borrowed_at_eip(vm: &Vm, machine: &mut Machine, ctx: Option<Context>) -> Borrowed {
+    let Some(i) = vm.insn_at_eip(machine) else {
+        return Borrowed::None;
+    };
+    if matches!(
+        kind_of(&i),
+        Kind::Ret | Kind::JmpIndirect | Kind::CallIndirect
+    ) {
+        Borrowed::Two
+    } else if ctx.is_some_and(|c| crate::translate::loads_sreg_inline(&i, c)) {
+        Borrowed::Four
+    } else {
+        Borrowed::None
+    }
 }

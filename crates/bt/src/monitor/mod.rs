@@ -37,6 +37,7 @@ pub mod gate;
 pub mod ldt;
 pub mod region;
 pub mod seccomp;
+pub mod seg_cache;
 pub mod switch;
 mod user_space;
 
@@ -56,6 +57,7 @@ pub use error::MonitorError;
 use gate::Gate;
 pub use gate::RegionStats;
 use ldt::{Slot, UserDesc, View};
+use seg_cache::SegCache;
 use user_space::{Op, UserSpace};
 
 /// Why direct execution of guest user code stopped. The guest registers at
@@ -230,6 +232,8 @@ pub struct Monitor {
     /// The process guest user code runs in, if not this one
     /// ([`Monitor::with_user_process`]).
     user: Option<UserSpace>,
+    /// Descriptors translated code loads into DS, ES and FS by itself.
+    segs: SegCache,
     // The areas, signal state and LDT belong to the creating thread.
     _not_send: std::marker::PhantomData<*mut ()>,
 }
@@ -380,6 +384,9 @@ impl Monitor {
                 stub.len(),
             )
         };
+        // SAFETY: the region was just mapped read-write; nothing uses the
+        // table yet.
+        unsafe { SegCache::clear_table(layout) };
         let huge_kb = address_space::monitor_region_huge_kb().unwrap_or(0);
         // SAFETY: the region is mapped for the life of the process; Rust
         // code reaches it only through raw pointers (the vCPU area, between
@@ -401,6 +408,7 @@ impl Monitor {
             huge_kb,
             irq_pending: 0,
             user: None,
+            segs: SegCache::new(),
             _not_send: std::marker::PhantomData,
         };
         monitor.map_identity()?;
@@ -746,6 +754,10 @@ impl Monitor {
         };
         let (eflags, vsys, vif) = translated_flags_in(cpu.eflags);
         self.open_region()?;
+        if self.segs.gdt().is_some_and(|g| g != cpu.gdtr) {
+            // SAFETY: the region is open; translated code is not running.
+            unsafe { self.segs.clear(self.layout) };
+        }
         {
             // SAFETY: as in `enter_guest`, and the region is open; the
             // reference ends before `enter_guest`.
@@ -770,6 +782,17 @@ impl Monitor {
         // `run_user` closes it).
         let v = unsafe { switch::vcpu() };
         cpu.eflags = translated_flags_back(cpu.eflags, area.eflags, v.vsys, v.vif);
+        // Segments translated code loaded by itself (seg_cache.rs).
+        for (i, seg) in [(2, &mut cpu.ds), (3, &mut cpu.es), (4, &mut cpu.fs)] {
+            let sel = v.guest_sel[i] as u16;
+            if sel != seg.selector {
+                *seg = self.segs.segment(sel).ok_or_else(|| {
+                    MonitorError::Host(format!(
+                        "translated code loaded selector {sel:#x}, which the segment cache lacks"
+                    ))
+                })?;
+            }
+        }
         match left {
             Left::NotEntered | Left::Signal => {}
             Left::TcExit => {
@@ -829,6 +852,27 @@ impl Monitor {
     /// (saved guest EAX and ECX, jump target, exit source).
     pub fn scratch(&self) -> [u32; 4] {
         self.vcpu().scratch
+    }
+
+    /// Lets translated code load `seg` (just loaded into DS, ES or FS at
+    /// CPL 0 from the guest's GDT `gdtr`, its descriptor `desc` at linear
+    /// `desc_at`) by itself from now on (seg_cache.rs).
+    pub fn cache_segment(
+        &mut self,
+        gdtr: x86::TableRegister,
+        seg: &Segment,
+        desc_at: u32,
+        desc: u64,
+    ) -> Result<(), MonitorError> {
+        if u64::from(desc_at) + 8 > u64::from(self.layout.base()) {
+            // The inline check reads it through the monitor's flat CS:
+            // never the monitor region.
+            return Ok(());
+        }
+        self.open_region()?;
+        // SAFETY: the region is open and only this thread uses the table,
+        // between runs of translated code.
+        unsafe { self.segs.insert(self.layout, gdtr, seg, desc_at, desc) }
     }
 
     /// The exit that followed a [`DirectExit::ForeignSelectors`], once.

@@ -18,14 +18,15 @@
 //! what lets PUSHF build the guest's image with LEA alone.
 
 use dynasmrt::x86::{Rd, X86Relocation};
-use dynasmrt::{dynasm, DynasmApi, VecAssembler};
+use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi, VecAssembler};
 use iced_x86::Register;
 
 use x86::state::flags;
 
 use crate::contract::gs::{
     EXIT_FAR, FROM, GUEST_CR, GUEST_FS, GUEST_GS, GUEST_SEL, INLINED, INLINE_HITS, IRQ_PENDING,
-    SAVED_EAX, SAVED_ECX, STI_SHADOW_AT, TABLE, TARGET, TC_ARG, TC_REASON, VIF, VSYS,
+    SAVED_EAX, SAVED_EBX, SAVED_ECX, SAVED_EDX, SEG_CACHE, STI_SHADOW_AT, TABLE, TARGET, TC_ARG,
+    TC_REASON, VIF, VSYS,
 };
 use crate::contract::{Inline, TABLE_ENTRY_SIZE, VIRTUAL_SYSTEM_FLAGS};
 
@@ -365,6 +366,118 @@ impl Emitter {
         } else {
             dynasm!(self.ops ; .arch x86 ; gs mov Rd(n), DWORD [at]);
         }
+    }
+
+    /// Inline MOV DS/ES/FS, r16/r32 (`pop` None) or POP DS/ES/FS (`pop`
+    /// the operand size, 2 or 4) at CPL 0, for sreg index 2, 3 or 4.
+    ///
+    /// The selector indexes the segment-descriptor cache
+    /// (`contract::SegCacheEntry`) by its low byte. The load is inline only
+    /// if the entry names that selector and the guest's descriptor, read
+    /// through the monitor's flat CS at its linear address, still holds
+    /// the bytes cached with it: then the entry's host selector (an LDT
+    /// entry with the kernel-view shadow) is loaded, `guest_sel` (and
+    /// `guest_fs`) updated, and the monitor takes the new segment over at
+    /// the next exit (`Monitor::run_translated`). Otherwise the
+    /// instruction leaves as a callout (`reason`, its linear address
+    /// `eip`), whose emulation refills the entry. EAX, ECX, EDX and EBX are
+    /// borrowed, saved in the scratch slots first: the two reads that may
+    /// fault (the pop's stack read, the descriptor read) come after that
+    /// and before anything changes, and state recreation puts the four
+    /// back (exits.rs).
+    pub fn load_sreg(
+        &mut self,
+        sreg: usize,
+        src: Option<Register>,
+        pop: Option<u8>,
+        reason: u32,
+        eip: u32,
+    ) {
+        let slow = self.ops.new_dynamic_label();
+        let done = self.ops.new_dynamic_label();
+        dynasm!(self.ops
+            ; .arch x86
+            ; gs mov DWORD [SAVED_EAX], eax
+            ; gs mov DWORD [SAVED_ECX], ecx
+            ; gs mov DWORD [SAVED_EDX], edx
+            ; gs mov DWORD [SAVED_EBX], ebx
+        );
+        match (src, pop) {
+            (Some(r), None) => {
+                let n = gpr(r);
+                dynasm!(self.ops ; .arch x86 ; movzx eax, Rw(n));
+            }
+            _ => dynasm!(self.ops ; .arch x86 ; movzx eax, WORD [esp]),
+        }
+        dynasm!(self.ops
+            ; .arch x86
+            ; movzx edx, al
+            ; lea edx, [edx * 8]
+            ; lea edx, [edx * 4]
+            ; gs mov ecx, [edx + SEG_CACHE]
+            ; lea ecx, [ecx + eax]
+        );
+        self.jecxz_else(slow);
+        dynasm!(self.ops
+            ; .arch x86
+            ; gs mov ecx, [edx + SEG_CACHE + 4]
+            ; cs mov eax, [ecx]
+            ; cs mov ecx, [ecx + 4]
+            ; gs mov ebx, [edx + SEG_CACHE + 8]
+            ; lea eax, [eax + ebx]
+            ; gs mov ebx, [edx + SEG_CACHE + 12]
+            ; lea ecx, [ecx + ebx]
+        );
+        self.jecxz_else(slow);
+        dynasm!(self.ops ; .arch x86 ; mov ecx, eax);
+        self.jecxz_else(slow);
+        dynasm!(self.ops ; .arch x86 ; gs mov ecx, [edx + SEG_CACHE + 16]);
+        // `mov sreg, ecx` (8E /r, reg = the segment register) in bytes:
+        // dynasm 5.1 encodes it as 8C, the store the other way (see
+        // `load_fs`).
+        match sreg {
+            2 => self.ops.extend([0x8E, 0xD9]),
+            3 => self.ops.extend([0x8E, 0xC1]),
+            4 => {
+                self.ops.extend([0x8E, 0xE1]);
+                dynasm!(self.ops ; .arch x86 ; gs mov WORD [GUEST_FS], cx);
+            }
+            _ => unreachable!("only DS, ES and FS load inline"),
+        }
+        let at = GUEST_SEL + 4 * sreg as i32;
+        dynasm!(self.ops
+            ; .arch x86
+            ; gs mov ecx, [edx + SEG_CACHE + 20]
+            ; gs mov DWORD [at], ecx
+        );
+        self.restore_four();
+        if let Some(size) = pop {
+            let size = i32::from(size);
+            dynasm!(self.ops ; .arch x86 ; lea esp, [esp + size]);
+        }
+        dynasm!(self.ops ; .arch x86 ; jmp =>done ; =>slow);
+        self.restore_four();
+        self.exit(reason, eip);
+        dynasm!(self.ops ; .arch x86 ; =>done);
+    }
+
+    /// `jecxz` over a `jmp` to `label`: goes on when ECX is zero.
+    fn jecxz_else(&mut self, label: dynasmrt::DynamicLabel) {
+        // In bytes: dynasm adds a 67 prefix to JECXZ (see `probe`).
+        self.ops.extend([0xE3, JMP_LEN as u8]);
+        let before = self.offset();
+        dynasm!(self.ops ; .arch x86 ; jmp =>label);
+        debug_assert_eq!(self.offset() - before, JMP_LEN);
+    }
+
+    fn restore_four(&mut self) {
+        dynasm!(self.ops
+            ; .arch x86
+            ; gs mov eax, DWORD [SAVED_EAX]
+            ; gs mov ecx, DWORD [SAVED_ECX]
+            ; gs mov edx, DWORD [SAVED_EDX]
+            ; gs mov ebx, DWORD [SAVED_EBX]
+        );
     }
 
     /// Inline MOV r32, CRn (CPL 0; n is 0, 2, 3 or 4).

@@ -39,6 +39,13 @@ use decode::{BlockDecoder, Step};
 pub use decode::{MAX_BLOCK_BYTES, MAX_INSNS};
 use emit::Emitter;
 use rules::{Flow, Rewriter};
+
+/// Whether `insn` under `ctx` is a data-segment load that translated code
+/// does inline (borrowing EAX, ECX, EDX and EBX: see
+/// `Emitter::load_sreg`).
+pub fn loads_sreg_inline(insn: &iced_x86::Instruction, ctx: crate::cache::Context) -> bool {
+    rules::inline_sreg_load(insn, ctx).is_some()
+}
 pub use translation::{TranslateError, Translation};
 
 /// Emits the translations of guest blocks.

@@ -66,6 +66,30 @@ fn sreg_index(reg: Register) -> Option<usize> {
     .position(|&r| r == reg)
 }
 
+/// For a load of DS, ES or FS that translated code may do inline
+/// (`Emitter::load_sreg`): MOV Sreg, r16/r32 or POP Sreg at CPL 0, outside
+/// single-step blocks. Its sreg index, the source register (MOV) or the
+/// pop's size (POP). SS (whose load opens an interrupt shadow), GS (the
+/// monitor's in translated code), a memory source and other privilege
+/// levels stay callouts.
+pub(super) fn inline_sreg_load(
+    insn: &Instruction,
+    ctx: Context,
+) -> Option<(usize, Option<Register>, Option<u8>)> {
+    if ctx.cpl != 0 || ctx.step {
+        return None;
+    }
+    let sreg = sreg_index(insn.op0_register()).filter(|s| (2..=4).contains(s))?;
+    match insn.code() {
+        Code::Mov_Sreg_r32m16 | Code::Mov_Sreg_rm16 if insn.op1_kind() == OpKind::Register => {
+            Some((sreg, Some(insn.op1_register()), None))
+        }
+        Code::Popd_DS | Code::Popd_ES | Code::Popd_FS => Some((sreg, None, Some(4))),
+        Code::Popw_DS | Code::Popw_ES | Code::Popw_FS => Some((sreg, None, Some(2))),
+        _ => None,
+    }
+}
+
 /// Index of a control register in the vCPU area's `guest_cr`, for the ones
 /// that exist in 32-bit mode.
 fn cr_index(reg: Register) -> Option<usize> {
@@ -208,6 +232,10 @@ impl Rewriter {
             return Ok(Flow::Next {
                 hold: inline == Inline::Sti,
             });
+        }
+        if let Some((sreg, src, pop)) = inline_sreg_load(insn, ctx) {
+            em.load_sreg(sreg, src, pop, ExitReason::Callout as u32, linear);
+            return Ok(Flow::Next { hold: false });
         }
         let target = insn.near_branch32().wrapping_add(cs_base);
         match kind {
