@@ -99,6 +99,18 @@ impl SegCacheEntry {
         _pad: [0; 2],
     };
 
+    /// The entry of null selector `sel` (0 to 3), at host address `at`:
+    /// loads host null, and its "descriptor" is its own zero padding, so
+    /// the check always passes.
+    pub fn null(sel: u16, at: u32) -> SegCacheEntry {
+        SegCacheEntry {
+            neg_sel: u32::from(sel).wrapping_neg(),
+            desc_at: at + std::mem::offset_of!(SegCacheEntry, _pad) as u32,
+            sel: u32::from(sel),
+            ..SegCacheEntry::EMPTY
+        }
+    }
+
     /// An entry for `sel`, whose descriptor `desc` sits at linear
     /// `desc_at`, shadowed by host selector `host_sel`.
     pub fn new(sel: u16, desc_at: u32, desc: u64, host_sel: u16) -> SegCacheEntry {

@@ -532,3 +532,28 @@ fn data_segment_loads_run_inline_while_the_gdt_keeps_the_cached_descriptor() {
         },
     );
 }
+
+#[test]
+fn null_data_segment_loads_run_inline() {
+    in_child("null_data_segment_loads_run_inline", || {
+        let code = [
+            0x31, 0xC0, // xor eax, eax
+            0x8E, 0xE0, // mov fs, eax
+            0x6A, 0x03, // push 3
+            0x07, // pop es
+            0x8E, 0xD0, // mov ss, eax: a callout, to leave
+        ];
+        let mut rig = Rig::new(&code);
+        let mut cpu = kernel_state(0);
+        cpu.fs = Segment::flat_data32(0x10);
+        let (reason, arg, after) = rig.run_from(cpu, false);
+        assert_eq!((reason, arg), (ExitReason::Callout, CODE + 7));
+        let null = |selector| Segment {
+            selector,
+            ..Segment::unusable()
+        };
+        assert_eq!(after.fs, null(0));
+        assert_eq!(after.es, null(3));
+        assert_eq!(after.esp, STACK_TOP);
+    });
+}

@@ -26,6 +26,9 @@ use crate::contract::{Layout, SegCacheEntry, SEG_CACHE_ENTRIES};
 const FIRST_ENTRY: u32 = 8160;
 /// How many there are.
 const ENTRIES: usize = 16;
+/// Table entries 0 to 3 load the null selectors (Linux's exit path pops
+/// the user's null FS at every return), whatever the GDT holds.
+const NULLS: usize = 4;
 
 /// One cached descriptor.
 #[derive(Clone, Copy, Debug)]
@@ -67,9 +70,15 @@ impl SegCache {
     pub unsafe fn clear_table(layout: Layout) {
         let table = layout.seg_cache() as usize as *mut SegCacheEntry;
         for i in 0..SEG_CACHE_ENTRIES as usize {
+            let entry = if i < NULLS {
+                let at = layout.seg_cache() + (i * std::mem::size_of::<SegCacheEntry>()) as u32;
+                SegCacheEntry::null(i as u16, at)
+            } else {
+                SegCacheEntry::EMPTY
+            };
             // SAFETY: the caller guarantees the table is ours to write;
             // `i` is within it.
-            unsafe { table.add(i).write(SegCacheEntry::EMPTY) };
+            unsafe { table.add(i).write(entry) };
         }
     }
 
@@ -81,6 +90,13 @@ impl SegCache {
     /// The segment translated code loaded with guest selector `sel`, if
     /// the cache holds it.
     pub fn segment(&self, sel: u16) -> Option<Segment> {
+        if usize::from(sel) < NULLS {
+            // As the emulator loads a null selector.
+            return Some(Segment {
+                selector: sel,
+                ..Segment::unusable()
+            });
+        }
         self.slots
             .iter()
             .flatten()
@@ -109,6 +125,10 @@ impl SegCache {
         }
         let table = layout.seg_cache() as usize as *mut SegCacheEntry;
         let index = usize::from(seg.selector & 0xFF);
+        if index < NULLS {
+            // Those entries are the null selectors' for good.
+            return Ok(());
+        }
         let same = |c: &Cached| c.sel == seg.selector && c.desc_at == desc_at && c.desc == desc;
         if self.slots.iter().flatten().any(same) {
             // SAFETY: as the caller guarantees; the index is a byte.
