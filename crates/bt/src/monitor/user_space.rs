@@ -20,7 +20,7 @@
 //! Kicks (timer signals) go to the monitor's thread as before; while the
 //! child runs the guest, the monitor's wait passes them on. The child dies
 //! with the monitor's thread (PR_SET_PDEATHSIG), and the monitor notices a
-//! dead child at its next wait (`waitpid`).
+//! dead child when a sleep for it times out (`waitpid`, every 100 ms).
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, Ordering};
