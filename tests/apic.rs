@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_pass, kvm_available, popek, Run};
+use common::{assert_pass, assert_same_console, kvm_available, popek, Run};
 
 /// Checks the guest makes only where CPUID's hypervisor leaf says popek
 /// (QEMU 7.2 TCG does not raise these #GPs or move the registers).
@@ -46,13 +46,7 @@ fn apic_under_kvm_is_the_same_as_under_bt() {
         .and_then(|n| n.trim().parse::<u64>().ok());
     assert!(msr_exits.is_some_and(|n| n > 30), "{}", kvm.show());
     let bt = run("bt");
-    assert_eq!(
-        bt.stdout,
-        kvm.stdout,
-        "bt\n{}\nkvm\n{}",
-        bt.show(),
-        kvm.show()
-    );
+    assert_same_console(&bt, &kvm);
 }
 
 /// The guest as QEMU boots it: `qemu-system-i386 -kernel apic.elf`, with

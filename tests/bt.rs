@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_pass, kvm_available, popek, Run};
+use common::{assert_pass, assert_same_console, kvm_available, popek, Run};
 
 fn run_bt(guest: &str, extra: &[&str]) -> Run {
     let mut args = vec!["run", "--engine", "bt", "--guest", guest];
@@ -24,13 +24,7 @@ fn same_under_both(guest: &str, extra: &[&str]) {
     let mut args = vec!["run", "--engine", "kvm", "--guest", guest];
     args.extend_from_slice(extra);
     let kvm = popek(&args);
-    assert_eq!(
-        bt.stdout,
-        kvm.stdout,
-        "bt vs kvm\n{}\n{}",
-        bt.show(),
-        kvm.show()
-    );
+    assert_same_console(&bt, &kvm);
     assert_eq!(
         bt.status,
         kvm.status,

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{kvm_available, popek, Run};
+use common::{assert_checks_pass, kvm_available, popek, Run};
 
 /// Checks the guest makes only where CPUID's hypervisor leaf says popek:
 /// popek's own choices (FADT revision, boot flags and X_ fields, the
@@ -16,21 +16,7 @@ const POPEK_ONLY: usize = 7;
 /// Asserts every check passed, the last line is `PASS n/n` and the guest
 /// powered the machine off (status 0); returns n.
 fn assert_pass_and_power_off(run: &Run) -> usize {
-    let lines: Vec<&str> = run.stdout.lines().collect();
-    let checks = lines.iter().filter(|l| l.starts_with("ok ")).count();
-    let failed: Vec<_> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
-    assert!(
-        failed.is_empty(),
-        "failed checks {failed:?}\n{}",
-        run.show()
-    );
-    assert!(checks > 0, "no checks ran\n{}", run.show());
-    assert_eq!(
-        lines.last().copied().unwrap_or_default(),
-        format!("PASS {checks}/{checks}"),
-        "\n{}",
-        run.show()
-    );
+    let checks = assert_checks_pass(run);
     assert!(
         run.stdout.contains("then power-off: SLP_TYP"),
         "{}",

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_pass, kvm_available, popek, qemu};
+use common::{assert_pass, assert_same_console, kvm_available, popek, qemu};
 
 const CMDLINE: &str = "console=ttyS0 fw_cfg=check";
 
@@ -34,13 +34,7 @@ fn fwcfg_under_kvm_is_the_same_as_under_bt() {
     let kvm = run("kvm");
     assert_pass(&kvm);
     let bt = run("bt");
-    assert_eq!(
-        bt.stdout,
-        kvm.stdout,
-        "bt\n{}\nkvm\n{}",
-        bt.show(),
-        kvm.show()
-    );
+    assert_same_console(&bt, &kvm);
 }
 
 #[test]

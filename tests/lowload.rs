@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_pass, kvm_available, popek, qemu};
+use common::{assert_pass, assert_same_console, kvm_available, popek, qemu};
 
 #[test]
 fn lowload_under_bt_moves_the_boot_data() {
@@ -28,13 +28,7 @@ fn lowload_under_kvm_is_the_same_as_under_bt() {
     ]);
     assert_pass(&kvm);
     let bt = popek(&["run", "--guest", "lowload", "--append", "low"]);
-    assert_eq!(
-        bt.stdout,
-        kvm.stdout,
-        "bt\n{}\nkvm\n{}",
-        bt.show(),
-        kvm.show()
-    );
+    assert_same_console(&bt, &kvm);
 }
 
 #[test]

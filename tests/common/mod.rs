@@ -58,6 +58,20 @@ pub fn kvm_available() -> bool {
 /// last line is `PASS n/n` with n the number of checks, and the guest exited
 /// through the debug port with 0 (status 1).
 pub fn assert_pass(run: &Run) -> usize {
+    let checks = assert_checks_pass(run);
+    assert_eq!(
+        run.status,
+        1,
+        "a passing guest writes 0 to port 0xF4\n{}",
+        run.show()
+    );
+    checks
+}
+
+/// Asserts the checks of a self-checking guest, whatever its exit: every
+/// check line is `ok`, at least one ran, and the last line is `PASS n/n`
+/// with n the number of checks. Returns n.
+pub fn assert_checks_pass(run: &Run) -> usize {
     let lines: Vec<&str> = run.stdout.lines().collect();
     let checks = lines.iter().filter(|l| l.starts_with("ok ")).count();
     let failed: Vec<_> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
@@ -69,13 +83,18 @@ pub fn assert_pass(run: &Run) -> usize {
     assert!(checks > 0, "no checks ran\n{}", run.show());
     let last = lines.last().copied().unwrap_or_default();
     assert_eq!(last, format!("PASS {checks}/{checks}"), "\n{}", run.show());
-    assert_eq!(
-        run.status,
-        1,
-        "a passing guest writes 0 to port 0xF4\n{}",
-        run.show()
-    );
     checks
+}
+
+/// Asserts that a guest printed exactly the same under bt as under kvm.
+pub fn assert_same_console(bt: &Run, kvm: &Run) {
+    assert_eq!(
+        bt.stdout,
+        kvm.stdout,
+        "bt vs kvm\n{}\n{}",
+        bt.show(),
+        kvm.show()
+    );
 }
 
 /// The guest as QEMU TCG boots it, the reference the guests are checked
