@@ -345,11 +345,7 @@ fn load_code(
     if !allowed {
         return Err(ts(sel.0, ext));
     }
-    if !d.present {
-        return Err(Exception::with_code(vector::NP, code(sel.0, ext)));
-    }
-    mark_accessed(mem, &d, at)?;
-    Ok(d.with_accessed().to_segment(sel.0))
+    load_present(mem, &d, at, sel, vector::NP, ext)
 }
 
 /// The new SS: a present writable data segment at the CPL.
@@ -367,11 +363,7 @@ fn load_stack(
     if sel.rpl() != cpl || !d.is_writable() || d.dpl != cpl {
         return Err(ts(sel.0, ext));
     }
-    if !d.present {
-        return Err(Exception::with_code(vector::SS, code(sel.0, ext)));
-    }
-    mark_accessed(mem, &d, at)?;
-    Ok(d.with_accessed().to_segment(sel.0))
+    load_present(mem, &d, at, sel, vector::SS, ext)
 }
 
 /// A new data segment register: null, or a present readable segment the
@@ -393,9 +385,24 @@ fn load_data(
     if !d.is_readable() || (!d.is_conforming() && (d.dpl < cpl || d.dpl < sel.rpl())) {
         return Err(ts(sel.0, ext));
     }
+    load_present(mem, &d, at, sel, vector::NP, ext)
+}
+
+/// The last step of loading a segment register whose descriptor `d` (at
+/// linear `at`) passed its type and privilege checks: `absent` (#NP, or
+/// #SS for SS) if it is not present, else the segment, with its accessed
+/// bit set in the table.
+fn load_present(
+    mem: &mut impl LinearMemory,
+    d: &Descriptor,
+    at: u32,
+    sel: Selector,
+    absent: u8,
+    ext: u32,
+) -> Result<Segment, Exception> {
     if !d.present {
-        return Err(Exception::with_code(vector::NP, code(sel.0, ext)));
+        return Err(Exception::with_code(absent, code(sel.0, ext)));
     }
-    mark_accessed(mem, &d, at)?;
+    mark_accessed(mem, d, at)?;
     Ok(d.with_accessed().to_segment(sel.0))
 }
