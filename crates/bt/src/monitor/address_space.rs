@@ -292,6 +292,39 @@ impl AddressSpace {
     }
 }
 
+/// A fresh zeroed read-write anonymous mapping of `len` bytes, private, or
+/// `shared` with the processes forked later, wherever the kernel puts it:
+/// the low 4 GiB are reserved, so above them, out of reach of 32-bit code
+/// (checked). `what` names it in errors.
+pub fn map_above_4g(len: usize, shared: bool, what: &str) -> Result<*mut u8, MonitorError> {
+    let sharing = if shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
+    // SAFETY: a new anonymous mapping at an address of the kernel's
+    // choosing replaces nothing.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            sharing | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(last_os_error(&format!("mmap of {what}")));
+    }
+    if (p as u64) < RESERVE_END {
+        return Err(MonitorError::Host(format!(
+            "{what} landed at {p:p}, within reach of 32-bit code"
+        )));
+    }
+    Ok(p.cast())
+}
+
 /// KiB of the monitor region that the host backs with transparent huge
 /// pages (`AnonHugePages` of its mapping in /proc/self/smaps), or `None`
 /// if no region is mapped, smaps cannot be read or shows no such mapping.

@@ -590,29 +590,7 @@ pub unsafe fn init_area(vcpu_tid: i32, layout: Layout) -> Result<u64, MonitorErr
     // Each image 64-byte aligned, as XSAVE and XRSTOR want.
     let image_len = (xstate.size as usize).next_multiple_of(64);
     let len = (GUEST_IMAGE_OFFSET + 2 * image_len).next_multiple_of(4096);
-    // SAFETY: a fresh anonymous mapping wherever the kernel likes: the low
-    // 4 GiB are reserved, so that is above them.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(MonitorError::Host(format!(
-            "mmap of the host area: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    if (p as u64) < 1 << 32 {
-        return Err(MonitorError::Host(format!(
-            "the host area landed at {p:p}, within reach of 32-bit code"
-        )));
-    }
+    let p = super::address_space::map_above_4g(len, false, "the host area")?;
     let area = p.cast::<HostArea>();
     let guest_image = p as usize + GUEST_IMAGE_OFFSET;
     let init_image = guest_image + image_len;

@@ -195,27 +195,8 @@ impl UserSpace {
     /// monitor until the monitor's thread ends.
     pub(super) fn spawn(monitor: &mut Monitor) -> Result<UserSpace, MonitorError> {
         let len = std::mem::size_of::<Channel>().next_multiple_of(4096);
-        // SAFETY: a fresh shared anonymous mapping wherever the kernel likes
-        // (the low 4 GiB are reserved, so above them); zeroed, which is a
-        // valid Channel (turn MONITOR_TURN, no ops).
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(host_error("mmap of the user-process channel"));
-        }
-        if (p as u64) < 1 << 32 {
-            return Err(MonitorError::Host(format!(
-                "the user-process channel landed at {p:p}, within reach of 32-bit code"
-            )));
-        }
+        // Zeroed, which is a valid Channel (turn MONITOR_TURN, no ops).
+        let p = super::address_space::map_above_4g(len, true, "the user-process channel")?;
         let ch = p.cast::<Channel>();
         // SAFETY: getpid has no memory effects.
         let parent = unsafe { libc::getpid() };
