@@ -410,7 +410,7 @@ impl Shadow {
             } else {
                 self.absent_here.insert(first + i);
             }
-            if !self.user_view && self.differs.contains(&(first + i)) {
+            if !self.split && !self.user_view && self.differs.contains(&(first + i)) {
                 self.exposed.insert(first + i);
             }
             if first + i == lp {
