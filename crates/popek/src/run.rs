@@ -90,6 +90,44 @@ pub struct RunArgs {
     /// process of its own (for comparison: docs/perf.md).
     #[arg(long)]
     one_process: bool,
+    /// Log every block the bt engine translates to /tmp/perf-PID.map, so
+    /// that `perf report` names translated code by its guest address.
+    #[arg(long)]
+    perf_map: bool,
+    /// Name translated code in the perf map by these guest symbols (a
+    /// System.map, or /proc/kallsyms as the guest printed it).
+    #[arg(long, value_name = "FILE", requires = "perf_map")]
+    guest_symbols: Option<PathBuf>,
+}
+
+/// The perf map `--perf-map` asks for: /tmp/perf-PID.map, where perf
+/// looks for names of code generated at run time, opened now because a
+/// confined engine can open no file.
+fn perf_map(args: &RunArgs) -> Result<Option<bt::engine::PerfMap>, String> {
+    if !args.perf_map {
+        return Ok(None);
+    }
+    let symbols = match &args.guest_symbols {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read guest symbols {}: {e}", path.display()))?;
+            let symbols = bt::engine::GuestSymbols::parse(&text);
+            if symbols.is_empty() {
+                return Err(format!(
+                    "{} holds no text symbols (expected System.map or kallsyms lines)",
+                    path.display()
+                ));
+            }
+            symbols
+        }
+        None => Default::default(),
+    };
+    let path = PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
+    let file = std::fs::File::create(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    sandbox::allow_writes_to(std::os::fd::AsRawFd::as_raw_fd(&file));
+    tracing::info!("perf map: {}", path.display());
+    Ok(Some(bt::engine::PerfMap::new(file, symbols)))
 }
 
 /// Reads the file a user named as `what` (kernel, initrd): only a regular
@@ -208,10 +246,17 @@ pub fn run(args: &RunArgs) -> ExitCode {
             }
             Err(e) => return fail(STATUS_UNSUPPORTED, e),
         },
-        EngineKind::Bt => Box::new(bt::engine::BtEngine::new(bt::engine::BtOptions {
-            tc_size: args.tc_size,
-            user_process: !args.one_process,
-        })),
+        EngineKind::Bt => {
+            let engine = bt::engine::BtEngine::new(bt::engine::BtOptions {
+                tc_size: args.tc_size,
+                user_process: !args.one_process,
+            });
+            match perf_map(args) {
+                Ok(Some(map)) => Box::new(engine.with_perf_map(map)),
+                Ok(None) => Box::new(engine),
+                Err(e) => return fail(STATUS_POPEK_ERROR, e),
+            }
+        }
     };
     for line in &machine.boot_summary {
         tracing::info!("{line}");

@@ -134,7 +134,11 @@ pub(super) fn translate_at(
         if block.spill.is_some() {
             block.spill = next_page.map(GuestPage);
         }
+        let cpl = block.key.ctx.cpl;
         let id = CodePages::of(vm).insert(block, &t.code, linear)?;
+        if let (Some(map), Some(at)) = (&mut vm.perf_map, vm.cache.host_addr(id)) {
+            map.record(at, t.code.len() as u32, linear, cpl);
+        }
         return Ok(Fetched::Block(id));
     }
     Err(host_err(

@@ -39,6 +39,7 @@ mod exits;
 mod faults;
 mod fetch;
 mod interrupts;
+pub mod perf_map;
 pub mod stats;
 mod vm;
 
@@ -47,6 +48,7 @@ use std::time::Instant;
 use machine::{Engine, EngineError, Exit, Machine};
 
 use crate::cache::code::DEFAULT_TC_SIZE;
+pub use perf_map::{GuestSymbols, PerfMap};
 pub use stats::BtStats;
 use vm::Vm;
 
@@ -93,6 +95,7 @@ impl Default for BtOptions {
 #[derive(Debug, Default)]
 pub struct BtEngine {
     opts: BtOptions,
+    perf_map: Option<PerfMap>,
     stats: BtStats,
 }
 
@@ -101,8 +104,15 @@ impl BtEngine {
     pub fn new(opts: BtOptions) -> BtEngine {
         BtEngine {
             opts,
+            perf_map: None,
             stats: BtStats::default(),
         }
+    }
+
+    /// The same engine, recording every block it translates in `map`.
+    pub fn with_perf_map(mut self, map: PerfMap) -> BtEngine {
+        self.perf_map = Some(map);
+        self
     }
 
     /// The counters of the last run.
@@ -126,7 +136,7 @@ impl Engine for BtEngine {
 
     fn run(&mut self, machine: &mut Machine) -> Result<Exit, EngineError> {
         let start = Instant::now();
-        let mut vm = Vm::new(machine, self.opts)?;
+        let mut vm = Vm::new(machine, self.opts, self.perf_map.take())?;
         let result = machine::vcpu::run(&mut vm, machine);
         machine.flush_console();
         if !vm.stats.phases.is_empty() {

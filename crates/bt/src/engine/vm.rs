@@ -65,13 +65,19 @@ pub(super) struct Vm {
     /// The counters at the last marker.
     pub(super) phase_start: super::stats::PhaseStart,
     pub(super) ram_size: u64,
+    /// Where translated blocks are logged for perf (`--perf-map`).
+    pub(super) perf_map: Option<super::PerfMap>,
     pub(super) stats: BtStats,
 }
 
 impl Vm {
     /// Sets up a run: the monitor (with a user-code process if `opts`
     /// say so), a translation cache of `opts.tc_size` bytes, the alarm, and the virtual CPU at the machine's entry state.
-    pub(super) fn new(machine: &mut Machine, opts: super::BtOptions) -> Result<Vm, EngineError> {
+    pub(super) fn new(
+        machine: &mut Machine,
+        opts: super::BtOptions,
+        perf_map: Option<super::PerfMap>,
+    ) -> Result<Vm, EngineError> {
         let mut monitor = if opts.user_process {
             Monitor::with_user_process(&machine.memory)
         } else {
@@ -112,6 +118,7 @@ impl Vm {
                 Default::default(),
             ),
             ram_size: machine.memory.size(),
+            perf_map,
             stats: BtStats::default(),
         })
     }
