@@ -23,6 +23,7 @@
 //! no translations: translated code is protected against writes through
 //! every alias, which is how self-modifying code is caught by physical page.
 
+mod code_map;
 pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -162,15 +163,9 @@ pub struct Shadow {
     entries: u32,
     /// Physical pages holding translations.
     code: HashSet<u32>,
-    /// Linear page -> (physical page, mapped global at the last look) of
-    /// every page translated from while paging was on, to find
+    /// The linear pages translated from while paging was on, to find
     /// translations a remapping makes stale.
-    code_linear: HashMap<u32, (u32, bool)>,
-    /// Whether a change since the last [`Shadow::stale_code`] may have
-    /// remapped global pages too (anything but a CR3 switch that keeps
-    /// them: Linux's kernel text is global, and walking its few hundred
-    /// translated pages at every context switch cost fork+wait ~4%).
-    globals_changed: bool,
+    code_linear: code_map::CodeMap,
     stats: MmuStats,
 }
 
@@ -196,8 +191,7 @@ impl Shadow {
             hot: BTreeSet::new(),
             entries: 0,
             code: HashSet::new(),
-            code_linear: HashMap::new(),
-            globals_changed: true,
+            code_linear: code_map::CodeMap::default(),
             stats: MmuStats::default(),
         }
     }
@@ -520,7 +514,7 @@ impl Shadow {
         }
         // The guest may have remapped it, global or not, and even with no
         // shadow of it a translation may come from it.
-        self.globals_changed = true;
+        self.code_linear.note_invlpg(linear / PAGE_SIZE);
         self.drop_entry(monitor, linear)
     }
 
@@ -644,8 +638,10 @@ impl Shadow {
             && new.enabled()
             && !old.flushes_all(&new)
             && (cr3_written || old.cr3 != new.cr3);
-        if !cr3_switch {
-            self.globals_changed = true;
+        if cr3_switch {
+            self.code_linear.note_cr3_switch();
+        } else {
+            self.code_linear.note_all();
         }
         match (old.enabled(), new.enabled()) {
             (false, false) => {}
@@ -831,7 +827,7 @@ impl Shadow {
         linear: u32,
     ) -> Result<(), MonitorError> {
         if self.paging() {
-            self.code_linear.insert(linear, (phys, false));
+            self.code_linear.insert(linear, phys);
         }
         if !self.code.insert(phys) {
             return Ok(());
@@ -844,7 +840,7 @@ impl Shadow {
         if !self.code.remove(&phys) {
             return Ok(());
         }
-        self.code_linear.retain(|_, (p, _)| *p != phys);
+        self.code_linear.remove_phys(phys);
         self.reprotect_phys(monitor, phys)
     }
 
@@ -896,33 +892,23 @@ impl Shadow {
     /// a paging-mode change). They are forgotten here; the caller drops
     /// their translations and calls [`Shadow::unprotect_code`].
     pub fn stale_code(&mut self, mem: &mut GuestMemory) -> Vec<u32> {
-        let mut stale = Vec::new();
         let regs = self.regs;
-        let all = std::mem::replace(&mut self.globals_changed, false);
-        self.code_linear.retain(|&lp, (phys, global)| {
-            if *global && !all {
-                // A CR3 switch keeps global pages, as a TLB does.
-                return true;
+        self.code_linear.take_stale(|lp| {
+            if !regs.enabled() {
+                return Some(code_map::Now {
+                    phys: lp,
+                    global: false,
+                    span: 1,
+                });
             }
-            let now = if regs.enabled() {
-                paging::walk(mem, &regs, lp * PAGE_SIZE, Access::FETCH, false)
-                    .ok()
-                    .map(|t| {
-                        *global = t.global;
-                        (t.phys >> 12) as u32
-                    })
-            } else {
-                Some(lp)
-            };
-            if now == Some(*phys) {
-                return true;
-            }
-            stale.push(*phys);
-            false
-        });
-        stale.sort_unstable();
-        stale.dedup();
-        stale
+            paging::walk(mem, &regs, lp * PAGE_SIZE, Access::FETCH, false)
+                .ok()
+                .map(|t| code_map::Now {
+                    phys: (t.phys >> 12) as u32,
+                    global: t.global,
+                    span: t.size / PAGE_4K,
+                })
+        })
     }
 }
 
