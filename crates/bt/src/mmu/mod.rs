@@ -137,6 +137,9 @@ pub struct Shadow {
     /// The non-global ones among them: what a CR3 switch drops, without
     /// walking the thousands of global kernel pages Linux keeps mapped.
     nonglobal: BTreeSet<u32>,
+    /// The ones mapped from a large guest page: what INVLPG of another
+    /// page may drop with it.
+    large: BTreeSet<u32>,
     /// With `split`: pages of `pages` mapped in the user-code process only,
     /// because guest user code faulted on them. Translated kernel code
     /// gets them mapped here at its first touch; most it never touches
@@ -183,6 +186,7 @@ impl Shadow {
             split: false,
             pages: BTreeMap::new(),
             nonglobal: BTreeSet::new(),
+            large: BTreeSet::new(),
             absent_here: HashSet::new(),
             aliases: HashMap::new(),
             differs: BTreeSet::new(),
@@ -285,6 +289,11 @@ impl Shadow {
             self.nonglobal.remove(&lp);
         } else {
             self.nonglobal.insert(lp);
+        }
+        if m.span > 1 {
+            self.large.insert(lp);
+        } else {
+            self.large.remove(&lp);
         }
         self.aliases.entry(m.phys).or_default().insert(lp);
         let (k, u) = self.prots(&m);
@@ -528,14 +537,24 @@ impl Shadow {
         // The page itself may be unmapped while others of its large page
         // are mapped (a fill maps a window of a large page, not all of it).
         let large = if self.regs.pae() { 512 } else { 1024 };
-        let span = self.pages.get(&lp).map_or(large, |m| m.span);
+        let mapped = self.pages.get(&lp).map(|m| m.span);
+        let span = mapped.unwrap_or(large);
         let first = lp & !(span - 1);
-        let doomed: Vec<u32> = self
-            .pages
-            .range(first..first + span)
-            .filter(|(&p, x)| x.span == span || p == lp)
-            .map(|(&p, _)| p)
-            .collect();
+        let mut doomed: Vec<u32> = if span == 1 {
+            Vec::new()
+        } else {
+            // Only the large set: a user region of a few hundred 4 KiB
+            // pages made this a walk of all of them at every #PF.
+            self.large
+                .range(first..first + span)
+                .filter(|&&p| self.pages[&p].span == span && p != lp)
+                .copied()
+                .collect()
+        };
+        if mapped.is_some() {
+            let at = doomed.partition_point(|&p| p < lp);
+            doomed.insert(at, lp);
+        }
         if doomed.is_empty() {
             return Ok(());
         }
@@ -566,6 +585,7 @@ impl Shadow {
             self.absent_here.remove(&p);
             if let Some(m) = self.pages.remove(&p) {
                 self.nonglobal.remove(&p);
+                self.large.remove(&p);
                 self.forget_alias(p, m.phys);
                 self.differs.remove(&p);
                 self.prefetched.remove(&p);
