@@ -163,6 +163,36 @@ pub struct GuestLinear<'a> {
     /// Physical page numbers written through this view, in order (an
     /// engine checks them for translated code).
     pub written: Vec<u32>,
+    /// The last page walks of this view, as a TLB holds them for the
+    /// rest of an instruction.
+    walks: WalkCache,
+}
+
+/// A few translations of one view (one emulated instruction or event
+/// delivery, whose stack pushes and table reads hit the same pages): an
+/// interrupt delivery walked the guest's tables ~10 times.
+#[derive(Clone, Copy, Debug, Default)]
+struct WalkCache {
+    /// (linear page, access, physical page address), newest first.
+    entries: [Option<(u32, Access, u64)>; 4],
+}
+
+impl WalkCache {
+    /// The physical page of `page` for `access`, if a walk of the same
+    /// page for the same access, or for a write where this is a read by
+    /// the same privilege, is held.
+    fn get(&self, page: u32, access: Access) -> Option<u64> {
+        self.entries.iter().flatten().find_map(|&(p, a, phys)| {
+            let covers =
+                a == access || (a.write && !access.write && !access.fetch && a.user == access.user);
+            (p == page && covers).then_some(phys)
+        })
+    }
+
+    fn put(&mut self, page: u32, access: Access, phys: u64) {
+        self.entries.copy_within(0..3, 1);
+        self.entries[0] = Some((page, access, phys));
+    }
 }
 
 /// One page's piece of a linear access.
@@ -182,6 +212,7 @@ impl<'a> GuestLinear<'a> {
             user: cpu.cpl() == 3,
             fault: None,
             written: Vec::new(),
+            walks: WalkCache::default(),
         }
     }
 
@@ -199,6 +230,7 @@ impl<'a> GuestLinear<'a> {
             user: false,
             fault: None,
             written: Vec::new(),
+            walks: WalkCache::default(),
         }
     }
 
@@ -221,12 +253,20 @@ impl<'a> GuestLinear<'a> {
             let room = (PAGE_4K - (at & (PAGE_4K - 1))) as usize;
             let n = room.min(len - offset);
             let phys = if self.regs.enabled() {
-                match paging::walk(self.mem, &self.regs, at, access, true) {
-                    Ok(t) => t.phys,
-                    Err(code) => {
-                        self.fault = Some(at);
-                        return Err(Exception::with_code(vector::PF, code));
-                    }
+                let page = at & !(PAGE_4K - 1);
+                let in_page = u64::from(at & (PAGE_4K - 1));
+                match self.walks.get(page, access) {
+                    Some(base) => base + in_page,
+                    None => match paging::walk(self.mem, &self.regs, at, access, true) {
+                        Ok(t) => {
+                            self.walks.put(page, access, t.phys - in_page);
+                            t.phys
+                        }
+                        Err(code) => {
+                            self.fault = Some(at);
+                            return Err(Exception::with_code(vector::PF, code));
+                        }
+                    },
                 }
             } else {
                 u64::from(at)
@@ -374,5 +414,47 @@ mod tests {
         view.write(0x2000, &[9]).unwrap();
         assert_eq!(view.written, vec![2]);
         assert_eq!(bus.unclaimed(), 0);
+    }
+
+    #[test]
+    fn a_write_after_a_read_of_one_page_still_walks_and_sets_dirty() {
+        use x86::interrupt::LinearMemory;
+        use x86::paging::pte;
+
+        // Non-PAE: directory at 0x1000, table at 0x2000, linear page 0 ->
+        // frame 0x5000, writable, supervisor; linear page 1 not present.
+        let mut mem = GuestMemory::new(1 << 20).unwrap();
+        let dir = (0x2000 | pte::P | pte::RW) as u32;
+        mem.write(0x1000, &dir.to_le_bytes()).unwrap();
+        let entry = (0x5000 | pte::P | pte::RW) as u32;
+        mem.write(0x2000, &entry.to_le_bytes()).unwrap();
+        let cpu = x86::CpuState {
+            cr0: x86::state::cr0::PE | x86::state::cr0::PG,
+            cr3: 0x1000,
+            ..Default::default()
+        };
+        let pte_now = |mem: &mut GuestMemory| {
+            let mut b = [0u8; 4];
+            mem.read(0x2000, &mut b).unwrap();
+            u64::from(u32::from_le_bytes(b))
+        };
+
+        let mut view = GuestLinear::new(&mut mem, &cpu);
+        let mut b = [0u8; 4];
+        view.read(0x10, &mut b).unwrap();
+        view.read(0x20, &mut b).unwrap();
+        view.write(0x30, &[7]).unwrap();
+        assert_eq!(view.written, vec![5]);
+        // A write spilling into the absent page faults there, and writes
+        // nothing on the first page either.
+        assert!(view.write(0xFFE, &[1, 2, 3, 4]).is_err());
+        drop(view);
+        let e = pte_now(&mut mem);
+        assert_eq!(e & (pte::A | pte::D), pte::A | pte::D);
+        let mut byte = [0u8; 1];
+        mem.read(0x5030, &mut byte).unwrap();
+        assert_eq!(byte, [7]);
+        mem.read(0x5FFE, &mut byte).unwrap();
+        assert_eq!(byte, [0]);
     }
 }
