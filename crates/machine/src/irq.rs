@@ -165,14 +165,16 @@ impl IrqChip {
         }
     }
 
-    /// Delivers the local APIC timer's interrupts that came due.
-    pub fn update(&mut self) {
-        self.lapic.update();
+    /// Delivers the local APIC timer's interrupts that came due by `now`
+    /// (ns on the devices' clock).
+    pub fn update_at(&mut self, now: u64) {
+        self.lapic.update_at(now);
     }
 
-    /// Nanoseconds until the local APIC timer's next interrupt, if armed.
-    pub fn ns_until_next_irq(&self) -> Option<u64> {
-        self.lapic.ns_until_next_irq()
+    /// Nanoseconds from `now` until the local APIC timer's next
+    /// interrupt, if armed.
+    pub fn ns_until_next_irq_at(&self, now: u64) -> Option<u64> {
+        self.lapic.ns_until_next_irq_at(now)
     }
 }
 

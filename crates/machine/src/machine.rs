@@ -262,6 +262,7 @@ impl MachineBuilder {
             uart,
             post,
             marks,
+            clock: self.clock,
             marking: self.mark_prefix.is_some(),
             stop,
             input: self.input,
@@ -287,6 +288,8 @@ pub struct Machine {
     uart: Arc<Mutex<uart::Uart>>,
     post: Arc<Mutex<port80::PostCode>>,
     marks: Arc<Mutex<MarkLog>>,
+    /// The timed devices' clock.
+    clock: Arc<dyn Clock>,
     /// Console line marks were asked for (`--mark-lines`).
     marking: bool,
     stop: StopHandle,
@@ -362,10 +365,13 @@ impl Machine {
 
     /// Advances timers and drains console input; call between guest runs.
     pub fn poll(&mut self) -> Poll {
-        self.pit.lock().unwrap().update();
-        self.hpet.lock().unwrap().update();
-        self.pm.lock().unwrap().update();
-        self.irq.lock().unwrap().update();
+        // One reading for all: each device reading the clock itself made
+        // ~10 readings an exit (~35 ns each here).
+        let now = self.clock.now_ns();
+        self.pit.lock().unwrap().update_at(now);
+        self.hpet.lock().unwrap().update_at(now);
+        self.pm.lock().unwrap().update_at(now);
+        self.irq.lock().unwrap().update_at(now);
         self.uart.lock().unwrap().flush_if_older(CONSOLE_LATENCY);
         let Some(rx) = &self.input else {
             return Poll::Continue;
@@ -405,10 +411,11 @@ impl Machine {
     /// Time until the next interrupt of a virtual timer (the PIT, the
     /// HPET, the PM timer's SCI or the local APIC timer), if one is armed.
     pub fn next_timer_event(&self) -> Option<Duration> {
-        let pit = self.pit.lock().unwrap().ns_until_next_irq();
-        let hpet = self.hpet.lock().unwrap().ns_until_next_irq();
-        let pm = self.pm.lock().unwrap().ns_until_next_irq();
-        let lapic = self.irq.lock().unwrap().ns_until_next_irq();
+        let now = self.clock.now_ns();
+        let pit = self.pit.lock().unwrap().ns_until_next_irq_at(now);
+        let hpet = self.hpet.lock().unwrap().ns_until_next_irq_at(now);
+        let pm = self.pm.lock().unwrap().ns_until_next_irq_at(now);
+        let lapic = self.irq.lock().unwrap().ns_until_next_irq_at(now);
         [pit, hpet, pm, lapic]
             .into_iter()
             .flatten()

@@ -173,13 +173,21 @@ impl AcpiPm {
     /// Raises the SCI if the timer's status bit came on since the last
     /// look; call between guest runs.
     pub fn update(&mut self) {
-        let now = self.clock.now_ns();
+        self.update_at(self.clock.now_ns());
+    }
+
+    /// [`Self::update`] at `now` (ns on the device's clock).
+    pub fn update_at(&mut self, now: u64) {
         self.refresh_sci(now);
     }
 
     /// Nanoseconds until the timer's status bit raises the SCI, if it will.
     pub fn ns_until_next_irq(&self) -> Option<u64> {
-        let now = self.clock.now_ns();
+        self.ns_until_next_irq_at(self.clock.now_ns())
+    }
+
+    /// [`Self::ns_until_next_irq`] from `now`.
+    pub fn ns_until_next_irq_at(&self, now: u64) -> Option<u64> {
         if self.enable & enable::TMR == 0 || self.read_status(now) & status::TMR != 0 {
             return None;
         }

@@ -306,7 +306,8 @@ impl Hpet {
     }
 
     /// Fires the matches that came due by `now` ns.
-    fn update_at(&mut self, now: u64) {
+    /// [`Self::update`] at `now` (ns on the device's clock).
+    pub fn update_at(&mut self, now: u64) {
         if !self.enabled() {
             return;
         }
@@ -338,10 +339,14 @@ impl Hpet {
 
     /// Nanoseconds until the next match that raises an interrupt, if any.
     pub fn ns_until_next_irq(&self) -> Option<u64> {
+        self.ns_until_next_irq_at(self.clock.now_ns())
+    }
+
+    /// [`Self::ns_until_next_irq`] from `now`.
+    pub fn ns_until_next_irq_at(&self, now: u64) -> Option<u64> {
         if !self.enabled() {
             return None;
         }
-        let now = self.clock.now_ns();
         (0..TIMER_COUNT)
             .filter(|&n| self.wants_wake(n))
             .filter_map(|n| self.ns_at(self.timers[n].next?))

@@ -616,7 +616,8 @@ impl Lapic {
         self.update_at(now);
     }
 
-    fn update_at(&mut self, now: u64) {
+    /// [`Self::update`] at `now` (ns on the device's clock).
+    pub fn update_at(&mut self, now: u64) {
         if self.timer.expire(now, self.periodic()) {
             self.local_interrupt(Lvt::Timer);
         }
@@ -628,11 +629,16 @@ impl Lapic {
 
     /// Nanoseconds until the timer's next interrupt, if it will deliver one.
     pub fn ns_until_next_irq(&self) -> Option<u64> {
+        self.ns_until_next_irq_at(self.clock.now_ns())
+    }
+
+    /// [`Self::ns_until_next_irq`] from `now`.
+    pub fn ns_until_next_irq_at(&self, now: u64) -> Option<u64> {
         if !self.enabled() || self.lvt[Lvt::Timer as usize] & lvt::MASKED != 0 {
             return None;
         }
         let next = self.timer.next?;
-        Some(next.saturating_sub(self.clock.now_ns()))
+        Some(next.saturating_sub(now))
     }
 
     /// The value of the register at `reg` (16-byte aligned), or `None` if

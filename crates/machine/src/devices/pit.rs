@@ -402,7 +402,12 @@ impl Pit {
 
     /// Raises IRQ 0 edges that came due since the last update.
     pub fn update(&mut self) {
-        let now = self.clock.now_ns();
+        self.update_at(self.clock.now_ns());
+    }
+
+    /// [`Self::update`] at `now` (ns on the device's clock), for a caller
+    /// updating several devices at one reading of the clock.
+    pub fn update_at(&mut self, now: u64) {
         let ch = &mut self.channels[0];
         let Some(t) = ch.ticks(now) else {
             return;
@@ -418,13 +423,18 @@ impl Pit {
 
     /// Nanoseconds until channel 0's next IRQ edge, if one is scheduled.
     pub fn ns_until_next_irq(&self) -> Option<u64> {
+        self.ns_until_next_irq_at(self.clock.now_ns())
+    }
+
+    /// [`Self::ns_until_next_irq`] from `now`.
+    pub fn ns_until_next_irq_at(&self, now: u64) -> Option<u64> {
         let ch = &self.channels[0];
         let Run::Counting { start, base } = ch.run else {
             return None;
         };
         let tick = ch.edge_tick(ch.edges_seen + 1)?;
         let due = start + ticks_to_ns(tick.saturating_sub(base));
-        Some(due.saturating_sub(self.clock.now_ns()))
+        Some(due.saturating_sub(now))
     }
 
     /// The OUT pin of `channel` (0..=2) now.
