@@ -557,3 +557,53 @@ fn null_data_segment_loads_run_inline() {
         assert_eq!(after.esp, STACK_TOP);
     });
 }
+
+#[test]
+fn a_gs_load_runs_inline_and_gs_overrides_read_through_it() {
+    in_child(
+        "a_gs_load_runs_inline_and_gs_overrides_read_through_it",
+        || {
+            const GDT: u32 = 0x5000;
+            const SEL: u16 = 0x18;
+            let code = [
+                0x6A, 0x18, // push 0x18
+                0x0F, 0xA9, // pop gs
+                0x65, 0x8B, 0x1D, 0x00, 0x00, 0x00, 0x00, // mov ebx, gs:[0]
+                0x8E, 0xD0, // mov ss, eax: a callout, to leave
+            ];
+            let pop_gs = CODE + 2;
+            let mov_ss = CODE + 11;
+            let mut rig = Rig::new(&code);
+            rig.mem
+                .write(
+                    u64::from(GDT) + 0x18,
+                    &data_descriptor(0x20_0000).to_le_bytes(),
+                )
+                .unwrap();
+            rig.mem
+                .write(0x20_0000, &0xC0FF_EE22u32.to_le_bytes())
+                .unwrap();
+            let mut seg = Segment::flat_data32(SEL);
+            seg.base = 0x20_0000;
+            seg.typ = 3;
+            let gdtr = x86::TableRegister {
+                base: GDT,
+                limit: 0xFF,
+            };
+            let mut cpu = kernel_state(0);
+            cpu.gdtr = gdtr;
+            let (reason, arg, _) = rig.run_from(cpu.clone(), false);
+            assert_eq!((reason, arg), (ExitReason::Callout, pop_gs));
+            rig.monitor
+                .cache_segment(gdtr, &seg, GDT + 0x18, data_descriptor(0x20_0000))
+                .unwrap();
+            // Cached: GS is the guest's now, though translated code's own GS
+            // still reaches the vCPU area.
+            let (reason, arg, after) = rig.run_from(cpu, false);
+            assert_eq!((reason, arg), (ExitReason::Callout, mov_ss));
+            assert_eq!(after.ebx, 0xC0FF_EE22);
+            assert_eq!((after.gs.selector, after.gs.base), (SEL, 0x20_0000));
+            assert_eq!(after.esp, STACK_TOP);
+        },
+    );
+}

@@ -127,6 +127,7 @@ fn cache_segment(
         Register::DS => vm.cpu.ds,
         Register::ES => vm.cpu.es,
         Register::FS => vm.cpu.fs,
+        Register::GS => vm.cpu.gs,
         _ => return Ok(()),
     };
     let (sel, gdtr) = (seg.selector, vm.cpu.gdtr);

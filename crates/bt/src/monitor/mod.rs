@@ -783,7 +783,12 @@ impl Monitor {
         let v = unsafe { switch::vcpu() };
         cpu.eflags = translated_flags_back(cpu.eflags, area.eflags, v.vsys, v.vif);
         // Segments translated code loaded by itself (seg_cache.rs).
-        for (i, seg) in [(2, &mut cpu.ds), (3, &mut cpu.es), (4, &mut cpu.fs)] {
+        for (i, seg) in [
+            (2, &mut cpu.ds),
+            (3, &mut cpu.es),
+            (4, &mut cpu.fs),
+            (5, &mut cpu.gs),
+        ] {
             let sel = v.guest_sel[i] as u16;
             if sel != seg.selector {
                 *seg = self.segs.segment(sel).ok_or_else(|| {

@@ -368,15 +368,16 @@ impl Emitter {
         }
     }
 
-    /// Inline MOV DS/ES/FS, r16/r32 (`pop` None) or POP DS/ES/FS (`pop`
-    /// the operand size, 2 or 4) at CPL 0, for sreg index 2, 3 or 4.
+    /// Inline MOV DS/ES/FS/GS, r16/r32 (`pop` None) or POP DS/ES/FS/GS
+    /// (`pop` the operand size, 2 or 4) at CPL 0, for sreg index 2 to 5.
     ///
     /// The selector indexes the segment-descriptor cache
     /// (`contract::SegCacheEntry`) by its low byte. The load is inline only
     /// if the entry names that selector and the guest's descriptor, read
     /// through the monitor's flat CS at its linear address, still holds
     /// the bytes cached with it: then the entry's host selector (an LDT
-    /// entry with the kernel-view shadow) is loaded, `guest_sel` (and
+    /// entry with the kernel-view shadow) is loaded (for GS, which is the
+    /// monitor's here, only stored in `guest_gs`), `guest_sel` (and
     /// `guest_fs`) updated, and the monitor takes the new segment over at
     /// the next exit (`Monitor::run_translated`). Otherwise the
     /// instruction leaves as a callout (`reason`, its linear address
@@ -442,7 +443,10 @@ impl Emitter {
                 self.ops.extend([0x8E, 0xE1]);
                 dynasm!(self.ops ; .arch x86 ; gs mov WORD [GUEST_FS], cx);
             }
-            _ => unreachable!("only DS, ES and FS load inline"),
+            // GS is the monitor's here: the guest's lives in `guest_gs`,
+            // where GS-override accesses take it from.
+            5 => dynasm!(self.ops ; .arch x86 ; gs mov WORD [GUEST_GS], cx),
+            _ => unreachable!("only DS, ES, FS and GS load inline"),
         }
         let at = GUEST_SEL + 4 * sreg as i32;
         dynasm!(self.ops

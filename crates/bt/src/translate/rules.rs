@@ -66,12 +66,11 @@ fn sreg_index(reg: Register) -> Option<usize> {
     .position(|&r| r == reg)
 }
 
-/// For a load of DS, ES or FS that translated code may do inline
+/// For a load of DS, ES, FS or GS that translated code may do inline
 /// (`Emitter::load_sreg`): MOV Sreg, r16/r32 or POP Sreg at CPL 0, outside
 /// single-step blocks. Its sreg index, the source register (MOV) or the
-/// pop's size (POP). SS (whose load opens an interrupt shadow), GS (the
-/// monitor's in translated code), a memory source and other privilege
-/// levels stay callouts.
+/// pop's size (POP). SS (whose load opens an interrupt shadow), a memory
+/// source and other privilege levels stay callouts.
 pub(super) fn inline_sreg_load(
     insn: &Instruction,
     ctx: Context,
@@ -79,13 +78,17 @@ pub(super) fn inline_sreg_load(
     if ctx.cpl != 0 || ctx.step {
         return None;
     }
-    let sreg = sreg_index(insn.op0_register()).filter(|s| (2..=4).contains(s))?;
+    let sreg = sreg_index(insn.op0_register()).filter(|s| (2..=5).contains(s))?;
     match insn.code() {
         Code::Mov_Sreg_r32m16 | Code::Mov_Sreg_rm16 if insn.op1_kind() == OpKind::Register => {
             Some((sreg, Some(insn.op1_register()), None))
         }
-        Code::Popd_DS | Code::Popd_ES | Code::Popd_FS => Some((sreg, None, Some(4))),
-        Code::Popw_DS | Code::Popw_ES | Code::Popw_FS => Some((sreg, None, Some(2))),
+        Code::Popd_DS | Code::Popd_ES | Code::Popd_FS | Code::Popd_GS => {
+            Some((sreg, None, Some(4)))
+        }
+        Code::Popw_DS | Code::Popw_ES | Code::Popw_FS | Code::Popw_GS => {
+            Some((sreg, None, Some(2)))
+        }
         _ => None,
     }
 }
