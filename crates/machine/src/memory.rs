@@ -196,10 +196,42 @@ impl WalkCache {
 }
 
 /// One page's piece of a linear access.
+#[derive(Clone, Copy, Default)]
 struct Piece {
     phys: u64,
     offset: usize,
     len: usize,
+}
+
+/// The pieces of one access: two at most for an access within a page's
+/// length, held inline (every emulated access allocated a vector).
+enum Pieces {
+    Few([Piece; 2], usize),
+    Many(Vec<Piece>),
+}
+
+impl Pieces {
+    fn push(&mut self, p: Piece) {
+        match self {
+            Pieces::Few(a, n) if *n < 2 => {
+                a[*n] = p;
+                *n += 1;
+            }
+            Pieces::Few(a, n) => {
+                let mut v = a[..*n].to_vec();
+                v.push(p);
+                *self = Pieces::Many(v);
+            }
+            Pieces::Many(v) => v.push(p),
+        }
+    }
+
+    fn as_slice(&self) -> &[Piece] {
+        match self {
+            Pieces::Few(a, n) => &a[..*n],
+            Pieces::Many(v) => v,
+        }
+    }
 }
 
 impl<'a> GuestLinear<'a> {
@@ -245,8 +277,8 @@ impl<'a> GuestLinear<'a> {
     /// Splits an access at page boundaries and translates every piece
     /// before any byte moves, so a fault on the second page leaves the
     /// first unwritten.
-    fn pieces(&mut self, linear: u32, len: usize, access: Access) -> Result<Vec<Piece>, Exception> {
-        let mut out = Vec::with_capacity(2);
+    fn pieces(&mut self, linear: u32, len: usize, access: Access) -> Result<Pieces, Exception> {
+        let mut out = Pieces::Few([Piece::default(); 2], 0);
         let mut offset = 0;
         while offset < len {
             let at = linear.wrapping_add(offset as u32);
@@ -287,7 +319,7 @@ impl<'a> GuestLinear<'a> {
             user,
             fetch: false,
         };
-        for p in self.pieces(linear, buf.len(), access)? {
+        for &p in self.pieces(linear, buf.len(), access)?.as_slice() {
             let dst = &mut buf[p.offset..p.offset + p.len];
             // RAM is whole pages and a piece never crosses a page, so a
             // piece is either all RAM or all outside it.
@@ -309,7 +341,7 @@ impl<'a> GuestLinear<'a> {
             user,
             fetch: false,
         };
-        for p in self.pieces(linear, data.len(), access)? {
+        for &p in self.pieces(linear, data.len(), access)?.as_slice() {
             let src = &data[p.offset..p.offset + p.len];
             if self.mem.write(p.phys, src).is_ok() {
                 let page = (p.phys >> 12) as u32;
