@@ -55,7 +55,10 @@ pub const TABLE_ENTRIES: u32 = 1 << TABLE_BITS;
 pub const TABLE_ENTRY_SIZE: u32 = 8;
 /// Bytes of the whole table (512 KiB and one entry: the last slot's second
 /// entry, see `cache::lookup`).
-pub const TABLE_SIZE: u32 = (TABLE_ENTRIES + 1) * TABLE_ENTRY_SIZE;
+pub const TABLE_SIZE: u32 = (TABLE_ENTRIES + TABLE_WAYS - 1) * TABLE_ENTRY_SIZE;
+/// Entries a target may sit in: its slot's and the next ones
+/// (`cache::lookup`).
+pub const TABLE_WAYS: u32 = 4;
 
 const _: () = assert!(TABLE_OFFSET + TABLE_SIZE <= TC_OFFSET);
 const _: () = assert!(STUB_OFFSET + STUB_SIZE <= SEG_CACHE_OFFSET);
@@ -270,6 +273,13 @@ pub struct VcpuArea {
     /// The guest's CR0, CR1 (always 0), CR2, CR3 and CR4 while translated
     /// code runs: inline MOV r32, CRn reads them.
     pub guest_cr: [u32; 5],
+    /// Non-zero at index `i` (the `guest_sel` order) once translated code
+    /// loaded that segment register inline since the monitor entered it:
+    /// the monitor then takes the segment over from its descriptor cache,
+    /// even when the selector is the one the register held before (a
+    /// process switch reloads Linux's user TLS selector with another
+    /// process's descriptor behind it).
+    pub sel_loaded: [u8; 8],
 }
 
 impl VcpuArea {
@@ -361,6 +371,8 @@ pub mod gs {
     pub const GUEST_SEL: i32 = offset_of!(VcpuArea, guest_sel) as i32;
     /// The guest's control registers (CR0 to CR4, dwords).
     pub const GUEST_CR: i32 = offset_of!(VcpuArea, guest_cr) as i32;
+    /// Which segment registers translated code loaded inline (bytes).
+    pub const SEL_LOADED: i32 = offset_of!(VcpuArea, sel_loaded) as i32;
 }
 
 /// Why translated code left, as stored in the vCPU area's `tc_reason`.

@@ -598,7 +598,12 @@ fn a_gs_load_runs_inline_and_gs_overrides_read_through_it() {
                 .cache_segment(gdtr, &seg, GDT + 0x18, data_descriptor(0x20_0000))
                 .unwrap();
             // Cached: GS is the guest's now, though translated code's own GS
-            // still reaches the vCPU area.
+            // still reaches the vCPU area. GS held the same selector with
+            // another base before (a process switch: Linux rewrites its
+            // TLS descriptor and reloads the selector): the new base counts.
+            let mut before = seg;
+            before.base = 0x30_0000;
+            cpu.gs = before;
             let (reason, arg, after) = rig.run_from(cpu, false);
             assert_eq!((reason, arg), (ExitReason::Callout, mov_ss));
             assert_eq!(after.ebx, 0xC0FF_EE22);

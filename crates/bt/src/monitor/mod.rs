@@ -773,6 +773,7 @@ impl Monitor {
             v.guest_sel = [&cpu.cs, &cpu.ss, &cpu.ds, &cpu.es, &cpu.fs, &cpu.gs]
                 .map(|s| u32::from(s.selector));
             v.guest_cr = [cpu.cr0, 0, cpu.cr2, cpu.cr3, cpu.cr4];
+            v.sel_loaded = [0; 8];
         }
         let (left, area) = self.enter_guest(cpu, host_eip, eflags, sels)?;
         if left == Left::NotEntered {
@@ -790,7 +791,7 @@ impl Monitor {
             (5, &mut cpu.gs),
         ] {
             let sel = v.guest_sel[i] as u16;
-            if sel != seg.selector {
+            if v.sel_loaded[i] != 0 {
                 *seg = self.segs.segment(sel).ok_or_else(|| {
                     MonitorError::Host(format!(
                         "translated code loaded selector {sel:#x}, which the segment cache lacks"

@@ -25,8 +25,8 @@ use x86::state::flags;
 
 use crate::contract::gs::{
     EXIT_FAR, FROM, GUEST_CR, GUEST_FS, GUEST_GS, GUEST_SEL, INLINED, INLINE_HITS, IRQ_PENDING,
-    SAVED_EAX, SAVED_EBX, SAVED_ECX, SAVED_EDX, SEG_CACHE, STI_SHADOW_AT, TABLE, TARGET, TC_ARG,
-    TC_REASON, VIF, VSYS,
+    SAVED_EAX, SAVED_EBX, SAVED_ECX, SAVED_EDX, SEG_CACHE, SEL_LOADED, STI_SHADOW_AT, TABLE,
+    TARGET, TC_ARG, TC_REASON, VIF, VSYS,
 };
 use crate::contract::{Inline, TABLE_ENTRY_SIZE, VIRTUAL_SYSTEM_FLAGS};
 
@@ -449,10 +449,12 @@ impl Emitter {
             _ => unreachable!("only DS, ES, FS and GS load inline"),
         }
         let at = GUEST_SEL + 4 * sreg as i32;
+        let loaded = SEL_LOADED + sreg as i32;
         dynasm!(self.ops
             ; .arch x86
             ; gs mov ecx, [edx + SEG_CACHE + 20]
             ; gs mov DWORD [at], ecx
+            ; gs mov BYTE [loaded], 1
         );
         self.restore_four();
         if let Some(size) = pop {
