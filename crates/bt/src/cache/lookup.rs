@@ -29,10 +29,13 @@
 //! and 0xc60b2df9) evicting each other at every call; adding the swapped
 //! bytes mixes bits 16-31 in, which left ~11, now from pairs whose sums
 //! meet (a few thousand hot targets in 65,536 slots always collide
-//! somewhere). So a slot has two entries: its own and the next one. The
-//! inline probe tries the first; the shared miss handler tries the second
-//! before it leaves (`Emitter::miss_handler`), and [`IndirectTable::insert`]
-//! puts a target in the second when another holds the first.
+//! somewhere). So a slot has a window of [`TABLE_WAYS`] entries: its own
+//! and the next ones. The inline probe tries the first; the shared miss
+//! handler tries the others before it leaves (`Emitter::miss_handler`),
+//! and [`IndirectTable::insert`] puts a target in the first free one.
+//! Two entries still left ~4 misses a round of fork+wait: pairs of hot
+//! targets sharing a slot (mt_find+0xd9 and cgroup_post_fork+0xd9) whose
+//! second entry a third hot target held, evicting each other every round.
 //!
 //! An empty entry holds `-0 = 0` and the address of the miss handler, so
 //! a probe for EIP 0 that "matches" an empty slot still lands in the
@@ -42,7 +45,7 @@ use std::io;
 
 use crate::monitor::region::Region;
 
-use crate::contract::{TABLE_ENTRIES, TABLE_ENTRY_SIZE, TABLE_SIZE};
+use crate::contract::{TABLE_ENTRIES, TABLE_ENTRY_SIZE, TABLE_SIZE, TABLE_WAYS};
 
 /// The slot of `eip`: the low 16 bits of `eip + bswap(eip)`, what the
 /// emitted probe computes (see the module's text).
@@ -114,9 +117,9 @@ impl IndirectTable {
     }
 
     /// The entries a probe for `eip` reads, in order.
-    fn entries(eip: u32) -> [u32; 2] {
+    fn entries(eip: u32) -> [u32; TABLE_WAYS as usize] {
         let s = slot(eip);
-        [s, s + 1]
+        std::array::from_fn(|i| s + i as u32)
     }
 
     /// What a probe for `eip` would jump to, if it is a translation.
@@ -128,22 +131,21 @@ impl IndirectTable {
     }
 
     /// Points `eip` at `host`: in the entry that already names `eip`, else
-    /// in the first free one of its two, else in the first, replacing what
-    /// was there.
+    /// in the first free one of its window, else in the first, replacing
+    /// what was there.
     pub fn insert(&mut self, eip: u32, host: u32) {
-        let [first, second] = Self::entries(eip);
-        let held = |e: u32| {
-            let (neg, h) = self.read(e);
-            neg == eip.wrapping_neg() && h != self.miss
-        };
-        let free = |e: u32| self.read(e).1 == self.miss;
-        let e = if held(first) || (!held(second) && free(first)) {
-            first
-        } else if held(second) || free(second) {
-            second
-        } else {
-            first
-        };
+        let entries = Self::entries(eip);
+        let e = entries
+            .iter()
+            .copied()
+            .find(|&e| self.read(e).0 == eip.wrapping_neg() && self.read(e).1 != self.miss)
+            .or_else(|| {
+                entries
+                    .iter()
+                    .copied()
+                    .find(|&e| self.read(e).1 == self.miss)
+            })
+            .unwrap_or(entries[0]);
         self.write(e, eip.wrapping_neg(), host);
     }
 
@@ -163,14 +165,14 @@ impl IndirectTable {
 
     /// Empties every entry.
     pub fn clear(&mut self) {
-        for e in 0..=TABLE_ENTRIES {
+        for e in 0..TABLE_ENTRIES + TABLE_WAYS - 1 {
             self.write(e, 0, self.miss);
         }
     }
 
     /// Entries in use.
     pub fn occupied(&self) -> usize {
-        (0..=TABLE_ENTRIES)
+        (0..TABLE_ENTRIES + TABLE_WAYS - 1)
             .filter(|&e| self.read(e).1 != self.miss)
             .count()
     }
@@ -206,44 +208,56 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_holds_two_and_a_third_replaces_the_first() {
+    fn a_slot_holds_four_and_a_fifth_replaces_the_first() {
         let mut t = IndirectTable::anonymous(MISS).unwrap();
         let a = 0x1_1000u32;
-        let mut same = (1..).map(|i| a + (i << 8)).filter(|&e| slot(e) == slot(a));
-        let (b, c) = (same.next().unwrap(), same.next().unwrap());
-        t.insert(a, 0x100);
-        t.insert(b, 0x200);
-        // Both fit: the second went to the next entry.
-        assert_eq!(t.get(a), Some(0x100));
-        assert_eq!(t.get(b), Some(0x200));
+        let same: Vec<u32> = (1..)
+            .map(|i| a + (i << 8))
+            .filter(|&e| slot(e) == slot(a))
+            .take(4)
+            .collect();
+        let (b, c, d, e) = (same[0], same[1], same[2], same[3]);
+        for (i, x) in [a, b, c, d].into_iter().enumerate() {
+            t.insert(x, 0x100 * (i as u32 + 1));
+        }
+        // All four fit, in the slot's window.
+        assert_eq!(
+            [a, b, c, d].map(|x| t.get(x)),
+            [Some(0x100), Some(0x200), Some(0x300), Some(0x400)]
+        );
         // A retranslation of `b` stays where `b` is.
         t.insert(b, 0x280);
         assert_eq!((t.get(a), t.get(b)), (Some(0x100), Some(0x280)));
-        // A third takes the first entry.
-        t.insert(c, 0x300);
+        // A fifth takes the first entry.
+        t.insert(e, 0x500);
         assert_eq!(
-            (t.get(a), t.get(b), t.get(c)),
-            (None, Some(0x280), Some(0x300))
+            [a, b, c, d, e].map(|x| t.get(x)),
+            [None, Some(0x280), Some(0x300), Some(0x400), Some(0x500)]
         );
-        // Dropping block `a` must not knock out `c`, which took its entry.
+        // Dropping block `a` must not knock out `e`, which took its entry.
         assert!(!t.remove_block(a, 0x100));
-        assert_eq!(t.get(c), Some(0x300));
+        assert_eq!(t.get(e), Some(0x500));
         // Nor does a stale translation of `b` at another address.
         assert!(!t.remove_block(b, 0x200));
         assert!(t.remove_block(b, 0x280));
-        assert!(t.remove_block(c, 0x300));
-        assert_eq!(t.occupied(), 0);
+        assert!(t.remove_block(e, 0x500));
+        assert_eq!(t.occupied(), 2);
     }
 
     #[test]
     fn the_last_slot_spills_into_the_extra_entry() {
         let mut t = IndirectTable::anonymous(MISS).unwrap();
-        let mut last = (0u32..).filter(|&e| slot(e) == TABLE_ENTRIES - 1);
-        let (a, b) = (last.next().unwrap(), last.next().unwrap());
-        t.insert(a, 0x100);
-        t.insert(b, 0x200);
-        assert_eq!((t.get(a), t.get(b)), (Some(0x100), Some(0x200)));
-        assert_eq!(t.occupied(), 2);
+        let last: Vec<u32> = (0u32..)
+            .filter(|&e| slot(e) == TABLE_ENTRIES - 1)
+            .take(TABLE_WAYS as usize)
+            .collect();
+        for (i, &x) in last.iter().enumerate() {
+            t.insert(x, 0x100 * (i as u32 + 1));
+        }
+        for (i, &x) in last.iter().enumerate() {
+            assert_eq!(t.get(x), Some(0x100 * (i as u32 + 1)));
+        }
+        assert_eq!(t.occupied(), TABLE_WAYS as usize);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::contract::gs::{
     SAVED_EAX, SAVED_EBX, SAVED_ECX, SAVED_EDX, SEG_CACHE, SEL_LOADED, STI_SHADOW_AT, TABLE,
     TARGET, TC_ARG, TC_REASON, VIF, VSYS,
 };
-use crate::contract::{Inline, TABLE_ENTRY_SIZE, VIRTUAL_SYSTEM_FLAGS};
+use crate::contract::{Inline, TABLE_ENTRY_SIZE, TABLE_WAYS, VIRTUAL_SYSTEM_FLAGS};
 
 /// GS offset where inline POPF keeps the value it popped (`scratch[2]`).
 const POPPED: i32 = TARGET;
@@ -202,8 +202,8 @@ impl Emitter {
     /// The inline probe of the indirect-branch table for the linear target
     /// in EAX (guest EAX and ECX already saved): on a hit, restores both and
     /// jumps to the translation; on a miss, jumps to the shared handler at
-    /// `miss` with EAX still holding the target, which probes the second
-    /// entry ([`Emitter::miss_handler`]). With `always_miss` (single-step
+    /// `miss` with EAX still holding the target, which probes the other
+    /// entries ([`Emitter::miss_handler`]). With `always_miss` (single-step
     /// blocks, which must return to the monitor after one instruction) it
     /// only jumps to the handler's part that leaves.
     pub fn probe(&mut self, miss: u32, always_miss: bool) {
@@ -225,7 +225,7 @@ impl Emitter {
         self.probe_hit(0);
     }
 
-    /// A probe's hit in entry `way` (0 or 1) past the slot of the EIP in
+    /// A probe's hit in entry `way` (0 to `TABLE_WAYS - 1`) past the slot of the EIP in
     /// EAX: the host address becomes the jump target, the hit is counted,
     /// guest EAX and ECX come back.
     fn probe_hit(&mut self, way: i32) {
@@ -246,32 +246,37 @@ impl Emitter {
     }
 
     /// The shared miss handler, for a probe of the EIP in EAX that missed
-    /// its slot's entry: it probes the next entry (the table is a
-    /// two-entry window per slot, see `cache::lookup`) and jumps there on
-    /// a hit; otherwise, from [`plain_miss_offset`] on, the target becomes
+    /// its slot's entry: it probes the next entries (the table is a
+    /// window of `TABLE_WAYS` entries per slot, see `cache::lookup`) and
+    /// jumps to the one that holds it; otherwise, from [`plain_miss_offset`] on, the target becomes
     /// the exit argument, guest EAX and ECX come back, and translated code
     /// leaves with `reason`.
     pub fn miss_handler(&mut self, reason: u32) {
-        let mut plain = Emitter::new(0);
-        plain.plain_miss(reason);
-        let plain = plain.finish();
-        self.second_entry_compare();
-        // `jecxz` over the part that leaves, in bytes (see `probe`).
-        let len = u8::try_from(plain.len()).expect("a short exit");
-        self.ops.extend([0xE3, len]);
+        self.other_ways();
         debug_assert_eq!(self.offset(), plain_miss_offset());
-        self.ops.extend(plain);
-        self.probe_hit(1);
+        self.plain_miss(reason);
     }
 
-    /// ECX = 0 exactly if the second entry of the EIP in EAX's slot holds
-    /// that EIP.
-    fn second_entry_compare(&mut self) {
+    /// The miss handler's probes of the entries past the slot's first,
+    /// each jumping to the translation on a hit.
+    fn other_ways(&mut self) {
+        for way in 1..TABLE_WAYS as i32 {
+            let next = self.ops.new_dynamic_label();
+            self.entry_compare(way);
+            self.jecxz_else(next);
+            self.probe_hit(way);
+            dynasm!(self.ops ; .arch x86 ; =>next);
+        }
+    }
+
+    /// ECX = 0 exactly if entry `way` past the slot of the EIP in EAX
+    /// holds that EIP.
+    fn entry_compare(&mut self, way: i32) {
         self.slot_of_eax();
-        let way1 = TABLE + TABLE_ENTRY_SIZE as i32;
+        let at = TABLE + way * TABLE_ENTRY_SIZE as i32;
         dynasm!(self.ops
             ; .arch x86
-            ; gs mov ecx, [ecx * 8 + way1]
+            ; gs mov ecx, [ecx * 8 + at]
             ; lea ecx, [ecx + eax]
         );
     }
@@ -618,10 +623,9 @@ impl Emitter {
 }
 
 /// Where the shared miss handler's part that only leaves begins: the
-/// second-entry probe before it is a fixed sequence.
+/// probes of the other entries before it are a fixed sequence.
 pub fn plain_miss_offset() -> u32 {
     let mut em = Emitter::new(0);
-    em.second_entry_compare();
-    // and the 2-byte `jecxz`.
-    em.offset() + 2
+    em.other_ways();
+    em.offset()
 }
