@@ -607,14 +607,17 @@ impl Shadow {
     }
 
     /// What a CR3 switch does to the non-global shadows: drops those the
-    /// new tables map otherwise, and keeps a page the new tables map to
-    /// the same physical page with the same rights, accessed (and dirty,
-    /// if the shadow let writes through) already, as a TLB refill would
-    /// find it. Processes forked from one another share their text, and
-    /// every context switch dropped it and faulted it back a page at a
-    /// time (~4 fills a round of Linux's ctxsw). Past
-    /// [`REVALIDATE_MAX`] pages the walks would cost more than the fills,
-    /// and all go.
+    /// new tables map otherwise, keeps a page the new tables map to the
+    /// same physical page with the same rights, accessed (and dirty, if
+    /// the shadow let writes through) already, as a TLB refill would find
+    /// it, and re-protects in place one whose rights alone changed.
+    /// Processes forked from one another share their text, and every
+    /// context switch dropped it and faulted it back a page at a time (~4
+    /// fills a round of Linux's ctxsw). A fork write-protects the parent's
+    /// pages for copy-on-write and reloads CR3: dropping the stack made
+    /// the parent's next read fault (a host signal and an `mmap` ~10 µs)
+    /// before the write that takes the copy. Past [`REVALIDATE_MAX`]
+    /// pages the walks would cost more than the fills, and all go.
     fn flush_changed(
         &mut self,
         monitor: &mut Monitor,
@@ -624,22 +627,40 @@ impl Shadow {
             return self.flush(monitor, false);
         }
         let regs = self.regs;
-        let doomed: Vec<u32> = self
-            .nonglobal
-            .iter()
-            .copied()
-            .filter(|&lp| {
-                let m = self.pages[&lp];
-                match paging::walk(mem, &regs, lp * PAGE_SIZE, Access::READ, false) {
-                    Ok(t) => {
-                        let n = Mapping::of(&t, lp * PAGE_SIZE);
-                        n != m || !t.accessed
+        let mut doomed = Vec::new();
+        let mut reprotect = Vec::new();
+        for &lp in &self.nonglobal {
+            let m = self.pages[&lp];
+            match paging::walk(mem, &regs, lp * PAGE_SIZE, Access::READ, false) {
+                Ok(t) if t.accessed => {
+                    let n = Mapping::of(&t, lp * PAGE_SIZE);
+                    if n == m {
+                        continue;
                     }
-                    Err(_) => true,
+                    let same_page = Mapping {
+                        writable: m.writable,
+                        executable: m.executable,
+                        dirty: m.dirty,
+                        ..n
+                    } == m;
+                    if same_page {
+                        reprotect.push((lp, n));
+                    } else {
+                        doomed.push(lp);
+                    }
                 }
-            })
-            .collect();
+                _ => doomed.push(lp),
+            }
+        }
         self.stats.kept_at_cr3 += (self.nonglobal.len() - doomed.len()) as u64;
+        for (lp, n) in reprotect {
+            self.record(lp, n);
+            let user = self.prots(&n).1;
+            let here = (!self.absent_here.contains(&lp)).then(|| self.applied_at(lp, &n));
+            monitor.protect_views(lp * PAGE_SIZE, PAGE_SIZE, here, user)?;
+            self.stats.protects += 1;
+            self.stats.pages_protected += 1;
+        }
         self.drop_pages(monitor, &doomed)
     }
 
