@@ -467,13 +467,37 @@ fn data_descriptor(base: u32) -> u64 {
     0xFFFF | (b & 0xFF_FFFF) << 16 | 0x93 << 40 | 0xC_F << 48 | (b >> 24) << 56
 }
 
+/// Where the segment tests' GDT lives, and the selector they load.
+const GDT: u32 = 0x5000;
+const SEL: u16 = 0x18;
+
+/// A rig running `code`, whose GDT entry `SEL` is a data segment at
+/// 0x20_0000 where `marker` waits; the segment as the emulator would load
+/// it, and the GDTR.
+fn data_segment_rig(code: &[u8], marker: u32) -> (Rig, Segment, x86::TableRegister) {
+    let mut rig = Rig::new(code);
+    rig.mem
+        .write(
+            u64::from(GDT) + u64::from(SEL),
+            &data_descriptor(0x20_0000).to_le_bytes(),
+        )
+        .unwrap();
+    rig.mem.write(0x20_0000, &marker.to_le_bytes()).unwrap();
+    let mut seg = Segment::flat_data32(SEL);
+    seg.base = 0x20_0000;
+    seg.typ = 3;
+    let gdtr = x86::TableRegister {
+        base: GDT,
+        limit: 0xFF,
+    };
+    (rig, seg, gdtr)
+}
+
 #[test]
 fn data_segment_loads_run_inline_while_the_gdt_keeps_the_cached_descriptor() {
     in_child(
         "data_segment_loads_run_inline_while_the_gdt_keeps_the_cached_descriptor",
         || {
-            const GDT: u32 = 0x5000;
-            const SEL: u16 = 0x18;
             let code = [
                 0x66, 0xB8, 0x18, 0x00, // mov ax, 0x18
                 0x8E, 0xD8, // mov ds, eax
@@ -482,24 +506,8 @@ fn data_segment_loads_run_inline_while_the_gdt_keeps_the_cached_descriptor() {
             ];
             let mov_ds = CODE + 4;
             let mov_ss = CODE + 12;
-            let mut rig = Rig::new(&code);
             // The descriptor puts DS at 0x20_0000, where a marker waits.
-            rig.mem
-                .write(
-                    u64::from(GDT) + 0x18,
-                    &data_descriptor(0x20_0000).to_le_bytes(),
-                )
-                .unwrap();
-            rig.mem
-                .write(0x20_0000, &0xC0FF_EE11u32.to_le_bytes())
-                .unwrap();
-            let mut seg = Segment::flat_data32(SEL);
-            seg.base = 0x20_0000;
-            seg.typ = 3;
-            let gdtr = x86::TableRegister {
-                base: GDT,
-                limit: 0xFF,
-            };
+            let (mut rig, seg, gdtr) = data_segment_rig(&code, 0xC0FF_EE11);
             let mut cpu = kernel_state(0);
             cpu.gdtr = gdtr;
             // Not cached yet: the load leaves as a callout.
@@ -563,8 +571,6 @@ fn a_gs_load_runs_inline_and_gs_overrides_read_through_it() {
     in_child(
         "a_gs_load_runs_inline_and_gs_overrides_read_through_it",
         || {
-            const GDT: u32 = 0x5000;
-            const SEL: u16 = 0x18;
             let code = [
                 0x6A, 0x18, // push 0x18
                 0x0F, 0xA9, // pop gs
@@ -573,23 +579,7 @@ fn a_gs_load_runs_inline_and_gs_overrides_read_through_it() {
             ];
             let pop_gs = CODE + 2;
             let mov_ss = CODE + 11;
-            let mut rig = Rig::new(&code);
-            rig.mem
-                .write(
-                    u64::from(GDT) + 0x18,
-                    &data_descriptor(0x20_0000).to_le_bytes(),
-                )
-                .unwrap();
-            rig.mem
-                .write(0x20_0000, &0xC0FF_EE22u32.to_le_bytes())
-                .unwrap();
-            let mut seg = Segment::flat_data32(SEL);
-            seg.base = 0x20_0000;
-            seg.typ = 3;
-            let gdtr = x86::TableRegister {
-                base: GDT,
-                limit: 0xFF,
-            };
+            let (mut rig, seg, gdtr) = data_segment_rig(&code, 0xC0FF_EE22);
             let mut cpu = kernel_state(0);
             cpu.gdtr = gdtr;
             let (reason, arg, _) = rig.run_from(cpu.clone(), false);

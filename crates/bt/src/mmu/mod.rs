@@ -654,14 +654,26 @@ impl Shadow {
         }
         self.stats.kept_at_cr3 += (self.nonglobal.len() - doomed.len()) as u64;
         for (lp, n) in reprotect {
-            self.record(lp, n);
-            let user = self.prots(&n).1;
-            let here = (!self.absent_here.contains(&lp)).then(|| self.applied_at(lp, &n));
-            monitor.protect_views(lp * PAGE_SIZE, PAGE_SIZE, here, user)?;
-            self.stats.protects += 1;
-            self.stats.pages_protected += 1;
+            self.remap_rights(monitor, lp, n)?;
         }
         self.drop_pages(monitor, &doomed)
+    }
+
+    /// Records `m` at the mapped linear page `lp` (same physical page,
+    /// other rights or code state) and gives both views its protections.
+    fn remap_rights(
+        &mut self,
+        monitor: &mut Monitor,
+        lp: u32,
+        m: Mapping,
+    ) -> Result<(), MonitorError> {
+        self.record(lp, m);
+        let user = self.prots(&m).1;
+        let here = (!self.absent_here.contains(&lp)).then(|| self.applied_at(lp, &m));
+        monitor.protect_views(lp * PAGE_SIZE, PAGE_SIZE, here, user)?;
+        self.stats.protects += 1;
+        self.stats.pages_protected += 1;
+        Ok(())
     }
 
     /// Takes the guest's new paging registers after a control-register
@@ -918,12 +930,7 @@ impl Shadow {
             .unwrap_or_default();
         for lp in lps {
             let m = self.pages[&lp];
-            self.record(lp, m);
-            let user = self.prots(&m).1;
-            let here = (!self.absent_here.contains(&lp)).then(|| self.applied_at(lp, &m));
-            monitor.protect_views(lp * PAGE_SIZE, PAGE_SIZE, here, user)?;
-            self.stats.protects += 1;
-            self.stats.pages_protected += 1;
+            self.remap_rights(monitor, lp, m)?;
         }
         Ok(())
     }
