@@ -146,6 +146,7 @@ impl Engine for BtEngine {
         vm.stats.mmu = *vm.mmu.stats();
         vm.stats.set_inlined(vm.monitor.inlined());
         vm.stats.region = vm.monitor.region_stats();
+        vm.stats.handoffs = vm.monitor.handoffs();
         vm.stats.total = start.elapsed();
         self.stats = vm.stats;
         result

@@ -24,6 +24,9 @@ pub struct BtStats {
     pub inlined: BTreeMap<&'static str, u64>,
     /// External interrupts delivered to the guest.
     pub interrupts: u64,
+    /// Turns passed to the user-code process (each way counts; 0 with
+    /// `--one-process`).
+    pub handoffs: u64,
     /// The shadow MMU's counters.
     pub mmu: MmuStats,
     /// How often the monitor region was closed for guest user code and
@@ -237,12 +240,13 @@ impl BtStats {
         let phases: Vec<String> = self.phases.iter().map(Phase::to_json).collect();
         format!(
             "{{\"engine\":\"bt\",\"cache\":{},\"exits\":{},\"callouts\":{},\"inlined\":{},\"interrupts\":{},\
-             \"mmu\":{},\"monitor_region\":{},\"time_s\":{{\"direct\":{},\"translated\":{},\"monitor\":{},\"total\":{}}},\"phases\":[{}]}}",
+             \"handoffs\":{},\"mmu\":{},\"monitor_region\":{},\"time_s\":{{\"direct\":{},\"translated\":{},\"monitor\":{},\"total\":{}}},\"phases\":[{}]}}",
             self.cache.to_json(),
             Self::map_json(&self.exits),
             Self::map_json(&self.callouts),
             Self::map_json(&self.inlined),
             self.interrupts,
+            self.handoffs,
             Self::fields_json(&self.mmu.fields()),
             self.region_json(),
             self.direct.as_secs_f64(),
@@ -296,6 +300,11 @@ impl fmt::Display for BtStats {
             f,
             "  {:<24} {:>14}",
             "(interrupts delivered)", self.interrupts
+        )?;
+        writeln!(
+            f,
+            "  {:<24} {:>14}",
+            "(user-process hand-offs)", self.handoffs
         )?;
         writeln!(f, "inlined (no callout)")?;
         for (k, v) in &self.inlined {
@@ -352,6 +361,11 @@ mod tests {
         );
         s.mmu.cr3_switches = 7;
         assert!(s.to_json().contains("\"cr3_switches\":7"));
+        s.handoffs = 9;
+        assert!(s.to_json().contains("\"handoffs\":9,\"mmu\""));
+        assert!(s
+            .to_string()
+            .contains("(user-process hand-offs)              9"));
         assert!(s.to_string().contains("cr3 switches"));
         s.region = RegionStats {
             opens: 5,
