@@ -411,3 +411,49 @@ fn an_untranslatable_instruction_is_named_with_its_bytes() {
     );
     assert!(run.stderr.contains("EAX="), "register dump\n{}", run.show());
 }
+
+/// `--perf-map` leaves /tmp/perf-PID.map naming every live translated
+/// block by guest address and, with `--guest-symbols`, by guest symbol;
+/// it never writes through a file that is already there.
+#[test]
+fn perf_map_names_translated_blocks_by_guest_symbol() {
+    use std::process::{Command, Stdio};
+    let syms = std::env::temp_dir().join(format!("popek-bt-syms-{}", std::process::id()));
+    // Every embedded guest is linked at 1 MiB.
+    std::fs::write(&syms, "00100000 T guest_image\n00200000 D not_text\n").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_popek"))
+        .args(["run", "--engine", "bt", "--guest", "hello", "--perf-map"])
+        .arg("--guest-symbols")
+        .arg(&syms)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "hello passes");
+    let text = std::fs::read_to_string(&map).unwrap();
+    std::fs::remove_file(&map).unwrap();
+    std::fs::remove_file(&syms).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() > 10, "{text}");
+    for l in &lines {
+        // START SIZE [cplN] EIP NAME, hex, inside the translation cache.
+        let f: Vec<&str> = l.split(' ').collect();
+        assert_eq!(f.len(), 5, "{l}");
+        let start = u32::from_str_radix(f[0], 16).unwrap();
+        assert!(start >= 0xFFC0_0000, "{l}");
+        assert!(u32::from_str_radix(f[1], 16).unwrap() > 0, "{l}");
+        assert_eq!(f[2], "[cpl0]", "{l}");
+        let eip = u32::from_str_radix(f[3], 16).unwrap();
+        assert_eq!(f[4], format!("guest_image+{:#x}", eip - 0x10_0000), "{l}");
+    }
+}
+
+#[test]
+fn guest_symbols_need_a_perf_map() {
+    let run = popek(&["run", "--guest", "hello", "--guest-symbols", "/dev/null"]);
+    assert_eq!(run.status, 2, "{}", run.show());
+    assert!(run.stderr.contains("--perf-map"), "{}", run.show());
+}

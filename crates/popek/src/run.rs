@@ -123,11 +123,21 @@ fn perf_map(args: &RunArgs) -> Result<Option<bt::engine::PerfMap>, String> {
         None => Default::default(),
     };
     let path = PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
-    let file = std::fs::File::create(&path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let file = create_new(&path)?;
     sandbox::allow_writes_to(std::os::fd::AsRawFd::as_raw_fd(&file));
     tracing::info!("perf map: {}", path.display());
     Ok(Some(bt::engine::PerfMap::new(file, symbols)))
+}
+
+/// Creates `path`, which must not exist yet: /tmp is shared, and a name
+/// anyone can predict (perf's /tmp/perf-PID.map) must not let a planted
+/// file or link make popek write over another file.
+fn create_new(path: &Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
 /// Reads the file a user named as `what` (kernel, initrd): only a regular
@@ -319,5 +329,28 @@ fn report(exit: &Exit) {
         Exit::Shutdown(fault) => eprintln!("popek: {fault}"),
         Exit::Escape(fault) => eprintln!("popek: security stop: {fault}"),
         Exit::UserQuit => eprintln!("popek: quit"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_new_refuses_a_planted_link_and_leaves_its_target_alone() {
+        let dir = std::env::temp_dir();
+        let target = dir.join(format!("popek-run-target-{}", std::process::id()));
+        let link = dir.join(format!("popek-run-link-{}", std::process::id()));
+        std::fs::write(&target, "precious").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let refused = create_new(&link);
+        assert!(refused.is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_file(&target).unwrap();
+        // A fresh name is created.
+        let fresh = dir.join(format!("popek-run-fresh-{}", std::process::id()));
+        assert!(create_new(&fresh).is_ok());
+        std::fs::remove_file(&fresh).unwrap();
     }
 }
