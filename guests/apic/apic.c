@@ -456,11 +456,23 @@ static void test_timer(void)
 	lapic_wr(APIC_TIMER_INITIAL, 62500);
 	while (count[V_PERIODIC] < 5)
 		wait_for_irq();
+	/* Masked now; let three more periods go by (the count reloads while
+	 * masked). A sixth interrupt may have been pending already when the
+	 * fifth's handler masked the timer: a handler more than a period
+	 * late (a loaded host) sees the next one requested, and the CPU
+	 * delivers it. Any more means masking did not stop the timer. */
+	for (u32 reloads = 0, last = lapic_rd(APIC_TIMER_CURRENT); reloads < 3;) {
+		u32 now = lapic_rd(APIC_TIMER_CURRENT);
+		if (now > last)
+			reloads++;
+		last = now;
+	}
 	u32 at_hlt = 0;
-	for (u32 i = 0; i < logged; i++)
+	for (u32 i = 0; i < logged && i < 5; i++)
 		at_hlt += log[i].at_hlt;
-	check_eq("periodic: 5 interrupts at its vector", count[V_PERIODIC], 5);
-	check_eq("periodic: each woke HLT", at_hlt, 5);
+	check("periodic: 5 interrupts at its vector (6 if one was pending when masked)",
+	      count[V_PERIODIC] == 5 || count[V_PERIODIC] == 6);
+	check_eq("periodic: the five woke HLT", at_hlt, 5);
 	check_eq("the one-shot did not fire again", count[V_ONESHOT], 0);
 	u32 c = lapic_rd(APIC_TIMER_CURRENT);
 	check("periodic: the count reloads (masked, still counting)", c > 0 && c <= 62500);
@@ -508,15 +520,23 @@ static void test_ioapic(void)
 	pit_start_1khz();
 	while (count[V_IOAPIC_EDGE] < 5)
 		wait_for_irq();
-	check_eq("PIT (ISA IRQ 0) through pin 2: 5 interrupts at vector 0x40",
-		 count[V_IOAPIC_EDGE], 5);
-	u32 at_hlt = 0;
-	for (u32 i = 0; i < logged; i++)
-		at_hlt += log[i].at_hlt && log[i].vector == V_IOAPIC_EDGE;
-	check_eq("each woke HLT", at_hlt, 5);
+	/* As with the local APIC's periodic timer: a sixth may have been
+	 * pending in IRR when the fifth's handler masked the pin. */
+	sleep_ms(5);
+	u32 edges = count[V_IOAPIC_EDGE];
+	check("PIT (ISA IRQ 0) through pin 2: 5 interrupts at vector 0x40 (6 if one was pending when masked)",
+	      edges == 5 || edges == 6);
+	u32 at_hlt = 0, seen = 0;
+	for (u32 i = 0; i < logged && seen < 5; i++) {
+		if (log[i].vector != V_IOAPIC_EDGE)
+			continue;
+		seen++;
+		at_hlt += log[i].at_hlt;
+	}
+	check_eq("the five woke HLT", at_hlt, 5);
 	check_eq("no PIC vector came", count[IRQ_BASE], 0);
 	sleep_ms(5);
-	check_eq("masked pin 2: nothing more in 5 ms", count[V_IOAPIC_EDGE], 5);
+	check_eq("masked pin 2: nothing more in 5 ms", count[V_IOAPIC_EDGE], edges);
 
 	/* Level-triggered: remote IRR until the EOI the local APIC
 	 * broadcasts, and the vector's TMR bit. */
