@@ -65,13 +65,16 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
     }
     vm.last_callout_faulted = eff.delivered.is_some();
     vm.shadow = eff.interrupt_shadow;
-    // A data segment load touches no device, timer, interrupt flag or
-    // privilege level: nothing a turn of the vCPU loop (device poll,
-    // interrupt delivery, alarm) would act on. Linux loads three at each
-    // kernel entry and three at each exit.
-    vm.go_on =
-        matches!(kind, Kind::MovToSreg | Kind::PopSreg) && !vm.last_callout_faulted && !vm.shadow;
-    if vm.go_on && vm.cpu.cpl() == 0 {
+    // A data segment load, an IRET or an INT n touches no device or
+    // timer: nothing a turn of the vCPU loop (device poll, alarm) would act
+    // on; the dispatcher goes on unless an interrupt waits. Linux loads
+    // three data segments at each kernel entry and three at each exit, and
+    // every system call is an INT and an IRET.
+    let segment_load = matches!(kind, Kind::MovToSreg | Kind::PopSreg);
+    vm.go_on = (segment_load || matches!(kind, Kind::Iret | Kind::Int))
+        && !vm.last_callout_faulted
+        && !vm.shadow;
+    if segment_load && vm.go_on && vm.cpu.cpl() == 0 {
         cache_segment(vm, machine, &insn)?;
     }
     if eff.halted {

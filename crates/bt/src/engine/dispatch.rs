@@ -47,20 +47,21 @@ impl Vcpu for Vm {
                 self.cpu.clone(),
             ));
         }
-        if self.cpu.cpl() == 3 {
+        loop {
+            let user = self.cpu.cpl() == 3;
             self.mmu
-                .set_view(&mut self.monitor, true)
+                .set_view(&mut self.monitor, user)
                 .map_err(host_err)?;
-            run_user(self, machine)
-        } else {
-            self.mmu
-                .set_view(&mut self.monitor, false)
-                .map_err(host_err)?;
-            loop {
-                let next = run_kernel(self, machine)?;
-                if !(self.go_on && matches!(next, Next::Continue) && self.cpu.cpl() == 0) {
-                    return Ok(next);
-                }
+            let next = if user {
+                run_user(self, machine)?
+            } else {
+                run_kernel(self, machine)?
+            };
+            // After a callout that touched no device (`go_on`), the next
+            // run follows without a turn of the vCPU loop, unless an
+            // interrupt waits to be delivered.
+            if !(self.go_on && matches!(next, Next::Continue)) || machine.interrupt_pending() {
+                return Ok(next);
             }
         }
     }
@@ -72,6 +73,7 @@ impl Vcpu for Vm {
 
 /// Runs guest user code directly and handles its exit.
 fn run_user(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
+    vm.go_on = false;
     if let Some(addr) = vm.refill.take() {
         // A read walk sets only the accessed bit, which a CPU may set
         // ahead of an access; where the tables still refuse, nothing
