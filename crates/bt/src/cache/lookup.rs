@@ -122,12 +122,17 @@ impl IndirectTable {
         std::array::from_fn(|i| s + i as u32)
     }
 
+    /// The translation entry `e` holds for `eip`, if it holds one.
+    fn held(&self, e: u32, eip: u32) -> Option<u32> {
+        let (neg, h) = self.read(e);
+        (neg.wrapping_add(eip) == 0 && h != self.miss).then_some(h)
+    }
+
     /// What a probe for `eip` would jump to, if it is a translation.
     pub fn get(&self, eip: u32) -> Option<u32> {
-        Self::entries(eip).into_iter().find_map(|e| {
-            let (neg, h) = self.read(e);
-            (neg.wrapping_add(eip) == 0 && h != self.miss).then_some(h)
-        })
+        Self::entries(eip)
+            .into_iter()
+            .find_map(|e| self.held(e, eip))
     }
 
     /// Points `eip` at `host`: in the entry that already names `eip`, else
@@ -136,15 +141,9 @@ impl IndirectTable {
     pub fn insert(&mut self, eip: u32, host: u32) {
         let entries = Self::entries(eip);
         let e = entries
-            .iter()
-            .copied()
-            .find(|&e| self.read(e).0 == eip.wrapping_neg() && self.read(e).1 != self.miss)
-            .or_else(|| {
-                entries
-                    .iter()
-                    .copied()
-                    .find(|&e| self.read(e).1 == self.miss)
-            })
+            .into_iter()
+            .find(|&e| self.held(e, eip).is_some())
+            .or_else(|| entries.into_iter().find(|&e| self.read(e).1 == self.miss))
             .unwrap_or(entries[0]);
         self.write(e, eip.wrapping_neg(), host);
     }
@@ -154,13 +153,14 @@ impl IndirectTable {
     /// translation that took it survives. Returns whether an entry was
     /// removed.
     pub fn remove_block(&mut self, eip: u32, host: u32) -> bool {
-        for e in Self::entries(eip) {
-            if self.read(e) == (eip.wrapping_neg(), host) && host != self.miss {
-                self.write(e, 0, self.miss);
-                return true;
-            }
-        }
-        false
+        let Some(e) = Self::entries(eip)
+            .into_iter()
+            .find(|&e| self.held(e, eip) == Some(host))
+        else {
+            return false;
+        };
+        self.write(e, 0, self.miss);
+        true
     }
 
     /// Empties every entry.
@@ -245,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn the_last_slot_spills_into_the_extra_entry() {
+    fn the_last_slot_spills_into_the_extra_entries() {
         let mut t = IndirectTable::anonymous(MISS).unwrap();
         let last: Vec<u32> = (0u32..)
             .filter(|&e| slot(e) == TABLE_ENTRIES - 1)
