@@ -116,7 +116,7 @@ pub(super) fn end_phase(vm: &mut Vm, marker: Marker) {
     vm.phase_start = now;
 }
 
-/// After a load of DS, ES or FS from the GDT at CPL 0: lets translated
+/// After a load of DS, ES, FS or GS from the GDT at CPL 0: lets translated
 /// code do the next load of that selector by itself (monitor/seg_cache.rs),
 /// while the guest's descriptor keeps its bytes.
 fn cache_segment(
@@ -125,6 +125,7 @@ fn cache_segment(
     insn: &iced_x86::Instruction,
 ) -> Result<(), EngineError> {
     use iced_x86::Register;
+    use x86::descriptor::{Selector, Table};
     use x86::interrupt::LinearMemory;
     let seg = match insn.op0_register() {
         Register::DS => vm.cpu.ds,
@@ -133,11 +134,13 @@ fn cache_segment(
         Register::GS => vm.cpu.gs,
         _ => return Ok(()),
     };
-    let (sel, gdtr) = (seg.selector, vm.cpu.gdtr);
-    if sel & 4 != 0 || sel & !3 == 0 || u32::from(sel | 7) > u32::from(gdtr.limit) {
+    let (sel, gdtr) = (Selector(seg.selector), vm.cpu.gdtr);
+    if sel.is_null() || sel.table() != Table::Gdt {
         return Ok(());
     }
-    let desc_at = gdtr.base.wrapping_add(u32::from(sel & !7));
+    let Some(desc_at) = sel.descriptor_address(&gdtr, &vm.cpu.ldtr) else {
+        return Ok(());
+    };
     let mut desc = [0u8; 8];
     let (mut mem, _) = machine.emulation(&vm.cpu, &mut vm.extras);
     if mem.read_supervisor(desc_at, &mut desc).is_err() {
