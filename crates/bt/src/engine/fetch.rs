@@ -136,7 +136,8 @@ pub(super) fn translate_at(
         }
         let cpl = block.key.ctx.cpl;
         let id = CodePages::of(vm).insert(block, &t.code, linear)?;
-        if let (Some(map), Some(at)) = (&mut vm.perf_map, vm.cache.host_addr(id)) {
+        if let Some(map) = &mut vm.perf_map {
+            let at = vm.cache.host_addr(id).expect("the block just inserted");
             map.record(at, t.code.len() as u32, linear, cpl);
         }
         return Ok(Fetched::Block(id));

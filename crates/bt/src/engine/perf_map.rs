@@ -91,13 +91,16 @@ impl PerfMap {
     /// overwrites.
     pub fn record(&mut self, start: u32, len: u32, eip: u32, cpl: u8) {
         let end = start.saturating_add(len);
-        let before = self.blocks.range(..start).next_back();
-        let mut gone: Vec<u32> = before
-            .filter(|(&s, &(l, _))| s.saturating_add(l) > start)
-            .map(|(&s, _)| s)
+        let reaching_in = self
+            .blocks
+            .range(..start)
+            .next_back()
+            .filter(|(&s, &(l, _))| s.saturating_add(l) > start);
+        let gone: Vec<u32> = reaching_in
             .into_iter()
+            .chain(self.blocks.range(start..end))
+            .map(|(&s, _)| s)
             .collect();
-        gone.extend(self.blocks.range(start..end).map(|(&s, _)| s));
         for s in gone {
             self.blocks.remove(&s);
         }
