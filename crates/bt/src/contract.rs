@@ -53,8 +53,8 @@ pub const TABLE_ENTRIES: u32 = 1 << TABLE_BITS;
 /// Bytes per entry: the negated guest EIP, then the host address (the
 /// probe reads `gs:[TABLE + slot*8]` and `gs:[TABLE + slot*8 + 4]`).
 pub const TABLE_ENTRY_SIZE: u32 = 8;
-/// Bytes of the whole table (512 KiB and one entry: the last slot's second
-/// entry, see `cache::lookup`).
+/// Bytes of the whole table (512 KiB and three entries: the rest of the
+/// last slot's window, see `cache::lookup`).
 pub const TABLE_SIZE: u32 = (TABLE_ENTRIES + TABLE_WAYS - 1) * TABLE_ENTRY_SIZE;
 /// Entries a target may sit in: its slot's and the next ones
 /// (`cache::lookup`).
@@ -70,7 +70,7 @@ const _: () = assert!(std::mem::size_of::<SegCacheEntry>() == 32);
 
 /// One entry of the segment-descriptor cache, at
 /// `SEG_CACHE_OFFSET + 32 * (selector & 0xFF)`: what an inline MOV or POP
-/// of DS, ES or FS at CPL 0 checks and loads. The negated values let the
+/// of DS, ES, FS or GS at CPL 0 checks and loads. The negated values let the
 /// flag-free check add and test for zero (`lea`, `jecxz`), as the
 /// indirect-branch table does.
 #[repr(C)]

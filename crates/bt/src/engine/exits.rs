@@ -366,7 +366,7 @@ enum Borrowed {
     None,
     /// EAX and ECX: RET and indirect JMP and CALL.
     Two,
-    /// EAX, ECX, EDX and EBX: inline loads of DS, ES and FS.
+    /// EAX, ECX, EDX and EBX: inline loads of DS, ES, FS and GS.
     Four,
 }
 

@@ -232,7 +232,7 @@ pub struct Monitor {
     /// The process guest user code runs in, if not this one
     /// ([`Monitor::with_user_process`]).
     user: Option<UserSpace>,
-    /// Descriptors translated code loads into DS, ES and FS by itself.
+    /// Descriptors translated code loads into DS, ES, FS and GS by itself.
     segs: SegCache,
     // The areas, signal state and LDT belong to the creating thread.
     _not_send: std::marker::PhantomData<*mut ()>,
@@ -860,7 +860,7 @@ impl Monitor {
         self.vcpu().scratch
     }
 
-    /// Lets translated code load `seg` (just loaded into DS, ES or FS at
+    /// Lets translated code load `seg` (just loaded into DS, ES, FS or GS at
     /// CPL 0 from the guest's GDT `gdtr`, its descriptor `desc` at linear
     /// `desc_at`) by itself from now on (seg_cache.rs).
     pub fn cache_segment(

@@ -6,7 +6,7 @@
 //! of ~2 µs. A load whose selector and descriptor the monitor has seen
 //! before can be done by translated code itself: the monitor keeps the
 //! kernel-view shadow of each such descriptor in an LDT entry of its own
-//! ([`FIRST_ENTRY`] on), and the table in the monitor region tells
+//! (`FIRST_ENTRY` on), and the table in the monitor region tells
 //! translated code which host selector to load for which guest selector,
 //! provided the guest's descriptor still holds the bytes it had (checked
 //! at every inline load, so a guest that rewrites its GDT gets its new

@@ -225,9 +225,9 @@ impl Emitter {
         self.probe_hit(0);
     }
 
-    /// A probe's hit in entry `way` (0 to `TABLE_WAYS - 1`) past the slot of the EIP in
-    /// EAX: the host address becomes the jump target, the hit is counted,
-    /// guest EAX and ECX come back.
+    /// A probe's hit in entry `way` (0 to `TABLE_WAYS - 1`) past the slot
+    /// of the EIP in EAX: the host address becomes the jump target, the hit
+    /// is counted, guest EAX and ECX come back.
     fn probe_hit(&mut self, way: i32) {
         let host = TABLE + 4 + way * TABLE_ENTRY_SIZE as i32;
         self.slot_of_eax();
@@ -248,9 +248,10 @@ impl Emitter {
     /// The shared miss handler, for a probe of the EIP in EAX that missed
     /// its slot's entry: it probes the next entries (the table is a
     /// window of `TABLE_WAYS` entries per slot, see `cache::lookup`) and
-    /// jumps to the one that holds it; otherwise, from [`plain_miss_offset`] on, the target becomes
-    /// the exit argument, guest EAX and ECX come back, and translated code
-    /// leaves with `reason`.
+    /// jumps to the one that holds it; otherwise, from
+    /// [`plain_miss_offset`] on, the target becomes the exit argument,
+    /// guest EAX and ECX come back, and translated code leaves with
+    /// `reason`.
     pub fn miss_handler(&mut self, reason: u32) {
         self.other_ways();
         debug_assert_eq!(self.offset(), plain_miss_offset());
