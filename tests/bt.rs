@@ -457,3 +457,17 @@ fn guest_symbols_need_a_perf_map() {
     assert_eq!(run.status, 2, "{}", run.show());
     assert!(run.stderr.contains("--perf-map"), "{}", run.show());
 }
+
+#[test]
+fn guest_symbols_must_be_a_regular_file() {
+    let run = popek(&[
+        "run",
+        "--guest",
+        "hello",
+        "--perf-map",
+        "--guest-symbols",
+        "/dev/zero",
+    ]);
+    assert_eq!(run.status, 2, "{}", run.show());
+    assert!(run.stderr.contains("is a device"), "{}", run.show());
+}

@@ -109,9 +109,10 @@ fn perf_map(args: &RunArgs) -> Result<Option<bt::engine::PerfMap>, String> {
     }
     let symbols = match &args.guest_symbols {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read guest symbols {}: {e}", path.display()))?;
-            let symbols = bt::engine::GuestSymbols::parse(&text);
+            // Like the kernel and the initrd: a regular file only, so that
+            // a FIFO or /dev/zero is refused rather than read forever.
+            let bytes = read_file("guest symbols", path, ram_limit(args))?;
+            let symbols = bt::engine::GuestSymbols::parse(&String::from_utf8_lossy(&bytes));
             if symbols.is_empty() {
                 return Err(format!(
                     "{} holds no text symbols (expected System.map or kallsyms lines)",
