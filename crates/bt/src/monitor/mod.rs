@@ -6,7 +6,8 @@
 //! most one [`Monitor`], created and used on the vCPU thread.
 //!
 //! The exit stub lives in the host's text, not in the monitor region: an
-//! exit goes through sigreturn, which restores a full 64-bit RIP. Only the
+//! exit by a signal reaches it from the handler (a jump, or sigreturn,
+//! which restores a full 64-bit RIP). Only the
 //! signal-free exit of translated code (a far jump from 32-bit code back to
 //! the host's 64-bit CS) goes through a stub below 4 GiB, in the monitor
 //! region.
@@ -288,11 +289,13 @@ fn install_handlers() -> Result<(), MonitorError> {
         let r = unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = switch::trampoline_address();
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            // Nothing blocked while a handler runs, so that a handler may
+            // leave its frame behind (jump to the exit stub rather than
+            // sigreturn) without a mask to restore. A kick that interrupts
+            // a handler finds host code and only sets pending_kick; a
+            // fault in a handler is a monitor bug either way.
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
             libc::sigemptyset(&mut sa.sa_mask);
-            // A kick during a fault handler would only set pending_kick;
-            // blocking it keeps the handler unnested.
-            libc::sigaddset(&mut sa.sa_mask, switch::KICK_SIGNAL);
             libc::sigaction(sig, &sa, std::ptr::null_mut())
         };
         if r != 0 {
