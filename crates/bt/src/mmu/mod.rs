@@ -26,7 +26,9 @@
 mod code_map;
 pub mod stats;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use machine::GuestMemory;
 use x86::paging::{self, Access, PagingRegs, Translation, PAGE_4K};
@@ -145,9 +147,9 @@ pub struct Shadow {
     /// gets them mapped here at its first touch; most it never touches
     /// (fork+wait mapped ~8 pages a round here for nothing, each an
     /// `mmap` at ~4 µs, and unmapped them at the next CR3 switch).
-    absent_here: HashSet<u32>,
+    absent_here: FxHashSet<u32>,
     /// Physical page -> linear pages mapping it.
-    aliases: HashMap<u32, BTreeSet<u32>>,
+    aliases: FxHashMap<u32, BTreeSet<u32>>,
     /// Linear pages whose kernel and user protections differ.
     differs: BTreeSet<u32>,
     /// Supervisor pages (in `differs`) a fill mapped beside the faulting
@@ -165,7 +167,7 @@ pub struct Shadow {
     /// Kernel-view entries since `hot` was last emptied.
     entries: u32,
     /// Physical pages holding translations.
-    code: HashSet<u32>,
+    code: FxHashSet<u32>,
     /// The linear pages translated from while paging was on, to find
     /// translations a remapping makes stale.
     code_linear: code_map::CodeMap,
@@ -187,14 +189,14 @@ impl Shadow {
             pages: BTreeMap::new(),
             nonglobal: BTreeSet::new(),
             large: BTreeSet::new(),
-            absent_here: HashSet::new(),
-            aliases: HashMap::new(),
+            absent_here: FxHashSet::default(),
+            aliases: FxHashMap::default(),
             differs: BTreeSet::new(),
             prefetched: BTreeSet::new(),
             exposed: BTreeSet::new(),
             hot: BTreeSet::new(),
             entries: 0,
-            code: HashSet::new(),
+            code: FxHashSet::default(),
             code_linear: code_map::CodeMap::default(),
             stats: MmuStats::default(),
         }
