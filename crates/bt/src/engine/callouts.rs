@@ -52,7 +52,9 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
                 .map(Next::End)
         }
     };
-    take_markers(vm, machine);
+    if matches!(kind, Kind::InOut | Kind::InsOuts) {
+        take_markers(vm, machine);
+    }
     if kind == Kind::Wrmsr {
         // A WRMSR to IA32_TSC moves the guest's TSC off the host's:
         // translated RDTSC must become a callout, and every block made
@@ -88,8 +90,9 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
 
 /// Ends a phase at each new marker: a POST code the guest wrote to port
 /// 0x80 (which the machine's port-0x80 device keeps), or, when asked for
-/// instead, a console line mark. Both come from an OUT, so looking after
-/// each callout is enough.
+/// instead, a console line mark. Both come from port output, so looking
+/// after each port I/O callout is enough (each look takes two locks and
+/// may allocate).
 fn take_markers(vm: &mut Vm, machine: &Machine) {
     let (mut codes, seen) = machine.post_codes_since(vm.markers_seen);
     vm.markers_seen = seen;
