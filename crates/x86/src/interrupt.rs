@@ -12,6 +12,7 @@
 //! found it, as the hardware does.
 
 use crate::descriptor::{self, Descriptor, Gate, GateKind, Selector};
+use crate::paging::PAGE_4K;
 use crate::state::{flags, CpuState, Segment};
 use crate::task::{self, Source};
 
@@ -211,6 +212,45 @@ struct Stack {
 }
 
 impl Stack {
+    /// Pushes `values` in order, as that many pushes would. When the frame
+    /// fits the segment and one page it is one write (a delivery pushed
+    /// five or six values, each a page walk and a copy); otherwise, or if
+    /// that write faults, push by push, so that the fault and CR2 are the
+    /// first push's that fails, as on the CPU.
+    fn push_all(&mut self, mem: &mut impl LinearMemory, values: &[u32]) -> Result<(), Exception> {
+        let len = values.len() as u32 * self.size;
+        let fits = if self.ss.typ & descriptor::types::EXPAND_DOWN_OR_CONFORMING != 0 {
+            self.esp >= len && self.esp - len > self.ss.limit
+        } else {
+            self.esp >= len && self.esp - 1 <= self.ss.limit
+        };
+        let low = self.ss.base.wrapping_add(self.esp.wrapping_sub(len));
+        let one_page = low & !(PAGE_4K - 1) == low.wrapping_add(len - 1) & !(PAGE_4K - 1);
+        if fits && one_page && len as usize <= 6 * 4 {
+            // The frame as memory holds it: the last value pushed lowest.
+            let mut frame = [0u8; 6 * 4];
+            for (i, v) in values.iter().rev().enumerate() {
+                let at = i * self.size as usize;
+                frame[at..at + self.size as usize]
+                    .copy_from_slice(&v.to_le_bytes()[..self.size as usize]);
+            }
+            let data = &frame[..len as usize];
+            let wrote = if self.supervisor {
+                mem.write_supervisor(low, data)
+            } else {
+                mem.write(low, data)
+            };
+            if wrote.is_ok() {
+                self.esp -= len;
+                return Ok(());
+            }
+        }
+        for &v in values {
+            self.push(mem, v)?;
+        }
+        Ok(())
+    }
+
     fn push(&mut self, mem: &mut impl LinearMemory, value: u32) -> Result<(), Exception> {
         let esp = self.esp.wrapping_sub(self.size);
         let fits = if self.ss.typ & descriptor::types::EXPAND_DOWN_OR_CONFORMING != 0 {
@@ -309,16 +349,23 @@ pub fn deliver(cpu: &mut CpuState, mem: &mut impl LinearMemory, vec: u8, event: 
             supervisor: new_cpl < 3,
         }
     };
+    let mut frame = [0u32; 6];
+    let mut n = 0;
+    let mut add = |v: u32| {
+        frame[n] = v;
+        n += 1;
+    };
     if to_inner {
-        stack.push(mem, u32::from(cpu.ss.selector))?;
-        stack.push(mem, cpu.esp)?;
+        add(u32::from(cpu.ss.selector));
+        add(cpu.esp);
     }
-    stack.push(mem, cpu.eflags)?;
-    stack.push(mem, u32::from(cpu.cs.selector))?;
-    stack.push(mem, cpu.eip)?;
+    add(cpu.eflags);
+    add(u32::from(cpu.cs.selector));
+    add(cpu.eip);
     if let Event::Exception(Some(code)) = event {
-        stack.push(mem, code)?;
+        add(code);
     }
+    stack.push_all(mem, &frame[..n])?;
     mark_accessed(mem, &cs_desc, cs_at)?;
 
     new.cs = cs_desc
@@ -565,6 +612,45 @@ fn stack_read(
     }
 }
 
+/// Pops `out.len()` values of `size` bytes from SS:ESP+`off` on, as that
+/// many [`stack_read`]s would: one read when they fit the segment and one
+/// page, else (or if it faults) one by one, so that the fault is the
+/// CPU's.
+fn stack_read_all(
+    cpu: &CpuState,
+    mem: &mut impl LinearMemory,
+    off: u32,
+    size: u32,
+    out: &mut [u32],
+) -> Result<(), Exception> {
+    let len = out.len() as u32 * size;
+    let esp = cpu.esp.wrapping_add(off);
+    let fits = cpu.ss.typ & descriptor::types::EXPAND_DOWN_OR_CONFORMING == 0
+        && esp
+            .checked_add(len - 1)
+            .is_some_and(|end| end <= cpu.ss.limit);
+    let at = cpu.ss.base.wrapping_add(esp);
+    let one_page = at & !(PAGE_4K - 1) == at.wrapping_add(len - 1) & !(PAGE_4K - 1);
+    if fits && one_page && len as usize <= 5 * 4 {
+        let mut buf = [0u8; 5 * 4];
+        if mem.read(at, &mut buf[..len as usize]).is_ok() {
+            for (i, v) in out.iter_mut().enumerate() {
+                let b = &buf[i * size as usize..];
+                *v = if size == 4 {
+                    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+                } else {
+                    u32::from(u16::from_le_bytes([b[0], b[1]]))
+                };
+            }
+            return Ok(());
+        }
+    }
+    for (i, v) in out.iter_mut().enumerate() {
+        *v = stack_read(cpu, mem, off + i as u32 * size, size)?;
+    }
+    Ok(())
+}
+
 /// On a return to the outer level `cpl`, the data segment registers that
 /// level may not use become null, so the kernel's selectors do not leak
 /// into user mode (IRET and far RET).
@@ -585,9 +671,10 @@ pub fn iret(cpu: &mut CpuState, mem: &mut impl LinearMemory, size: u32) -> Outco
     if cpu.eflags & flags::NT != 0 {
         return task_return(cpu, mem);
     }
-    let eip = stack_read(cpu, mem, 0, size)?;
-    let cs_sel = Selector(stack_read(cpu, mem, size, size)? as u16);
-    let popped_flags = stack_read(cpu, mem, 2 * size, size)?;
+    let mut top = [0u32; 3];
+    stack_read_all(cpu, mem, 0, size, &mut top)?;
+    let [eip, cs, popped_flags] = top;
+    let cs_sel = Selector(cs as u16);
     let popped_flags = if size == 2 {
         (cpu.eflags & 0xFFFF_0000) | popped_flags
     } else {
@@ -626,8 +713,10 @@ pub fn iret(cpu: &mut CpuState, mem: &mut impl LinearMemory, size: u32) -> Outco
 
     let mut new = cpu.clone();
     if rpl > cpl {
-        let esp = stack_read(cpu, mem, 3 * size, size)?;
-        let ss_sel = Selector(stack_read(cpu, mem, 4 * size, size)? as u16);
+        let mut outer = [0u32; 2];
+        stack_read_all(cpu, mem, 3 * size, size, &mut outer)?;
+        let [esp, ss] = outer;
+        let ss_sel = Selector(ss as u16);
         if ss_sel.is_null() {
             return Err(Exception::gp(0).into());
         }
@@ -838,6 +927,100 @@ mod tests {
         assert_eq!(cpu.esp, before.esp);
         assert_eq!(cpu.ss.selector, UDATA);
         assert_eq!(cpu.ds.selector, UDATA, "user DS survives (DPL 3)");
+    }
+
+    /// Flat memory with absent pages: an access touching one raises #PF
+    /// and records the first absent byte, as a page walk of each page in
+    /// turn would.
+    struct Holed {
+        flat: Flat,
+        absent: Vec<u32>,
+        fault: Option<u32>,
+    }
+
+    impl Holed {
+        fn check(&mut self, at: u32, len: usize) -> Result<(), Exception> {
+            for a in at..at + len as u32 {
+                if self.absent.contains(&(a >> 12)) {
+                    self.fault = Some(a);
+                    return Err(Exception::with_code(vector::PF, 2));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    impl LinearMemory for Holed {
+        fn read(&mut self, at: u32, buf: &mut [u8]) -> Result<(), Exception> {
+            self.check(at, buf.len())?;
+            self.flat.read(at, buf)
+        }
+
+        fn write(&mut self, at: u32, data: &[u8]) -> Result<(), Exception> {
+            self.check(at, data.len())?;
+            self.flat.write(at, data)
+        }
+
+        fn take_fault_address(&mut self) -> Option<u32> {
+            self.fault.take()
+        }
+    }
+
+    /// A user-mode INT 0x80 whose kernel stack (ESP0) is `esp0`, with the
+    /// page `absent` missing: the fault delivery raises and its CR2.
+    fn int80_onto(esp0: u32, absent: u32) -> (Outcome, Option<u32>, Holed) {
+        let (mut cpu, mut m) = setup();
+        to_user(&mut cpu);
+        m.write(TSS + tss32::ESP0 as u32, &esp0.to_le_bytes())
+            .unwrap();
+        let mut h = Holed {
+            flat: m,
+            absent: vec![absent >> 12],
+            fault: None,
+        };
+        let r = deliver(&mut cpu, &mut h, 0x80, Event::Software);
+        let cr2 = h.take_fault_address();
+        (r, cr2, h)
+    }
+
+    #[test]
+    fn a_frame_in_one_missing_page_faults_at_its_first_push() {
+        // The frame is written at once where it can be; the CPU pushes
+        // SS first, at the top, and that push is where it faults.
+        let (r, cr2, _) = int80_onto(0x9000, 0x8000);
+        assert!(matches!(r, Err(Failure::Fault(e)) if e.vector == vector::PF));
+        assert_eq!(cr2, Some(0x8FFC));
+    }
+
+    #[test]
+    fn a_frame_across_pages_faults_at_the_first_push_into_the_missing_one() {
+        // SS and ESP fit the page above; EFLAGS is the first push below.
+        let (r, cr2, mut h) = int80_onto(0x9008, 0x8000);
+        assert!(matches!(r, Err(Failure::Fault(e)) if e.vector == vector::PF));
+        assert_eq!(cr2, Some(0x8FFC));
+        assert_eq!(
+            word(&mut h.flat, 0x9004),
+            u32::from(UDATA),
+            "user SS pushed"
+        );
+        assert_eq!(word(&mut h.flat, 0x9000), 0xC000, "user ESP pushed");
+    }
+
+    #[test]
+    fn iret_with_its_frame_across_pages_faults_at_the_first_missing_pop() {
+        let (mut cpu, m) = setup();
+        // EIP and CS below the boundary, EFLAGS on the missing page.
+        cpu.esp = 0x8FF8;
+        let mut h = Holed {
+            flat: m,
+            absent: vec![0x9],
+            fault: None,
+        };
+        let before = cpu.clone();
+        let r = iret(&mut cpu, &mut h, 4);
+        assert!(matches!(r, Err(Failure::Fault(e)) if e.vector == vector::PF));
+        assert_eq!(h.take_fault_address(), Some(0x9000));
+        assert_eq!(cpu, before, "a faulting IRET changes nothing");
     }
 
     #[test]
