@@ -69,6 +69,7 @@ enum {
 	W_SELF,      /* edited through the self-map */
 	W_USER_RW,   /* frame E, RW user */
 	W_AD,        /* frame F, RW: accessed and dirty bits */
+	W_UCR3,      /* user RW: frame A (pd0) / frame B (pd1) */
 	W_COUNT
 };
 
@@ -210,6 +211,8 @@ static void build_tables(void)
 		pt_win1[i] = pt_win[i] & ~PTE_G;
 	set_pte(pt_win1, WIN(W_CR3), phys(frames[FB]) | PTE_P | PTE_W);
 	set_pte(pt_win1, WIN(W_CODE), phys(code_y) | PTE_P | PTE_W);
+	set_pte(pt_win, WIN(W_UCR3), phys(frames[FA]) | PTE_P | PTE_W | PTE_U);
+	set_pte(pt_win1, WIN(W_UCR3), phys(frames[FB]) | PTE_P | PTE_W | PTE_U);
 
 	pt_sup[0] = phys(frames[FD]) | PTE_P | PTE_W | PTE_U;
 	pt_ro[0] = phys(frames[FE]) | PTE_P | PTE_W | PTE_U;
@@ -529,6 +532,64 @@ static void test_cr3_switch(void)
 	check_eq("PTE back + CR3 rewritten: frame A", probe_read(WIN(W_CR3)), MARK(FA));
 }
 
+/*
+ * Ring 3 follows CR3 too, including when the entry it used changed while
+ * another directory was loaded and no ring-3 code ran in between (a
+ * monitor may keep user mappings across such a switch and must check them
+ * before ring 3 runs again). Entries written with A set, as a page the
+ * process has used, and without.
+ */
+static void test_cr3_switch_user(void)
+{
+	volatile u32 *pte = &pt_win[PTX(WIN(W_UCR3))];
+	u32 v;
+
+	pf_begin();
+	v = user_op(OP_READ, WIN(W_UCR3), 0);
+	pf_check_none("CPL 3 reads WIN(ucr3) under pd0 without a fault");
+	check_eq("... and sees frame A", v, MARK(FA));
+	write_cr3(phys(pd1));
+	check_eq("CPL 3 under pd1: the same page is frame B", user_op(OP_READ, WIN(W_UCR3), 0),
+		 MARK(FB));
+	write_cr3(phys(pd0));
+	check_eq("CPL 3 under pd0 again: frame A", user_op(OP_READ, WIN(W_UCR3), 0), MARK(FA));
+
+	write_cr3(phys(pd1));
+	*pte = phys(frames[FC]) | PTE_P | PTE_W | PTE_U | PTE_A;
+	write_cr3(phys(pd0));
+	check_eq("pd0's entry moved to frame C (accessed) while pd1 was loaded: CPL 3 reads frame C",
+		 user_op(OP_READ, WIN(W_UCR3), 0), MARK(FC));
+
+	write_cr3(phys(pd1));
+	*pte = phys(frames[FA]) | PTE_P | PTE_W | PTE_U;
+	write_cr3(phys(pd0));
+	check_eq("... moved back to frame A (not accessed): CPL 3 reads frame A",
+		 user_op(OP_READ, WIN(W_UCR3), 0), MARK(FA));
+
+	write_cr3(phys(pd1));
+	*pte = 0;
+	write_cr3(phys(pd0));
+	pf_begin();
+	user_op(OP_READ, WIN(W_UCR3) + 4, 0);
+	pf_check("... cleared while pd1 was loaded: CPL 3 read faults", PF_U, WIN(W_UCR3) + 4,
+		 (u32)user_read_fault);
+
+	*pte = phys(frames[FA]) | PTE_P | PTE_W | PTE_U;
+	pf_begin();
+	user_op(OP_WRITE, WIN(W_UCR3) + 8, 0x0C3A0C3A);
+	pf_check_none("... present and writable again: CPL 3 writes it");
+	write_cr3(phys(pd1));
+	*pte = phys(frames[FA]) | PTE_P | PTE_U | PTE_A | PTE_D;
+	write_cr3(phys(pd0));
+	pf_begin();
+	user_op(OP_WRITE, WIN(W_UCR3) + 8, 0xBAD);
+	pf_check("... made read-only while pd1 was loaded: CPL 3 write faults", PF_P | PF_W | PF_U,
+		 WIN(W_UCR3) + 8, (u32)user_write_fault);
+	check_eq("... and frame A keeps the first write", frames[FA][2], 0x0C3A0C3A);
+	*pte = phys(frames[FA]) | PTE_P | PTE_W | PTE_U;
+	write_cr3(phys(pd0));
+}
+
 static void test_global(void)
 {
 	volatile u32 *gpte = &pt_win[PTX(WIN(W_GLOBAL))];
@@ -727,6 +788,7 @@ void kmain(u32 magic, struct multiboot_info *mbi)
 	test_accessed_dirty();
 	test_invlpg();
 	test_cr3_switch();
+	test_cr3_switch_user();
 	test_global();
 	test_self_map();
 	test_pse_off();

@@ -74,6 +74,11 @@ impl Vcpu for Vm {
 /// Runs guest user code directly and handles its exit.
 fn run_user(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
     vm.go_on = false;
+    if vm.mmu.paging() {
+        vm.mmu
+            .sync_user(&mut vm.monitor, &mut machine.memory)
+            .map_err(host_err)?;
+    }
     if let Some(addr) = vm.refill.take() {
         // A read walk sets only the accessed bit, which a CPU may set
         // ahead of an access; where the tables still refuse, nothing

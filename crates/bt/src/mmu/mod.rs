@@ -148,6 +148,14 @@ pub struct Shadow {
     /// (fork+wait mapped ~8 pages a round here for nothing, each an
     /// `mmap` at ~4 µs, and unmapped them at the next CR3 switch).
     absent_here: FxHashSet<u32>,
+    /// With `split`: 4 KiB user pages the user-code process still maps
+    /// as it did before a CR3 switch dropped them here, with the
+    /// protection they have there. Guest user code runs only after
+    /// [`Self::sync_user`] has checked them against the tables then
+    /// current: a fork+wait goes through the child's tables and the
+    /// kernel's own before the parent's user code runs again, and
+    /// dropping at each switch made the parent fault its pages back.
+    stale_user: BTreeMap<u32, (Mapping, Prot)>,
     /// Physical page -> linear pages mapping it.
     aliases: FxHashMap<u32, BTreeSet<u32>>,
     /// Linear pages whose kernel and user protections differ.
@@ -190,6 +198,7 @@ impl Shadow {
             nonglobal: BTreeSet::new(),
             large: BTreeSet::new(),
             absent_here: FxHashSet::default(),
+            stale_user: BTreeMap::new(),
             aliases: FxHashMap::default(),
             differs: BTreeSet::new(),
             prefetched: BTreeSet::new(),
@@ -409,6 +418,8 @@ impl Shadow {
                 phys: phys0 + i,
                 ..m
             };
+            // The map replaced whatever the user-code process kept there.
+            self.stale_user.remove(&(first + i));
             self.record(first + i, page);
             if here {
                 self.absent_here.remove(&(first + i));
@@ -584,16 +595,126 @@ impl Shadow {
             }
         }
         for &p in doomed {
-            self.absent_here.remove(&p);
-            if let Some(m) = self.pages.remove(&p) {
-                self.nonglobal.remove(&p);
-                self.large.remove(&p);
-                self.forget_alias(p, m.phys);
-                self.differs.remove(&p);
-                self.prefetched.remove(&p);
-                self.exposed.remove(&p);
-                self.hot.remove(&p);
+            self.forget(p);
+        }
+        Ok(())
+    }
+
+    /// Forgets the mapped page `p` (the caller unmaps it).
+    fn forget(&mut self, p: u32) -> Option<Mapping> {
+        self.absent_here.remove(&p);
+        let m = self.pages.remove(&p)?;
+        self.nonglobal.remove(&p);
+        self.large.remove(&p);
+        self.forget_alias(p, m.phys);
+        self.differs.remove(&p);
+        self.prefetched.remove(&p);
+        self.exposed.remove(&p);
+        self.hot.remove(&p);
+        Some(m)
+    }
+
+    /// Drops `doomed` (sorted) here at a CR3 switch but leaves the 4 KiB
+    /// user pages among them mapped in the user-code process, for
+    /// [`Self::sync_user`] to check before user code runs.
+    fn defer_user_drops(
+        &mut self,
+        monitor: &mut Monitor,
+        doomed: &[u32],
+    ) -> Result<(), MonitorError> {
+        let (mut now, mut later) = (Vec::new(), Vec::new());
+        for &p in doomed {
+            match self.pages.get(&p) {
+                Some(m) if m.user && m.span == 1 => later.push(p),
+                _ => now.push(p),
             }
+        }
+        self.drop_pages(monitor, &now)?;
+        let here = later.iter().filter(|p| !self.absent_here.contains(p));
+        for (first, n, ()) in runs(here.map(|&p| (p, ()))) {
+            monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, true, false)?;
+            self.stats.unmaps += 1;
+        }
+        for p in later {
+            if let Some(m) = self.forget(p) {
+                let prot = self.prots(&m).1;
+                self.stale_user.insert(p, (m, prot));
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmaps every page [`Self::stale_user`] holds in the user-code
+    /// process.
+    fn drop_stale_user(&mut self, monitor: &mut Monitor) -> Result<(), MonitorError> {
+        let stale = std::mem::take(&mut self.stale_user);
+        for (first, n, ()) in runs(stale.keys().map(|&p| (p, ()))) {
+            monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, false, true)?;
+            self.stats.unmaps += 1;
+        }
+        Ok(())
+    }
+
+    /// Before guest user code runs: checks the pages the user-code process
+    /// kept over CR3 switches against the guest's tables now. A page mapped
+    /// the same way, accessed, stays (with its protection brought up to
+    /// date); one mapped, accessed, to another frame is mapped to that
+    /// frame (a parent and the child it forked take turns at the same
+    /// addresses with different frames, their stacks after copy-on-write);
+    /// the rest are unmapped. Past [`REVALIDATE_MAX`] pages all go.
+    pub fn sync_user(
+        &mut self,
+        monitor: &mut Monitor,
+        mem: &mut GuestMemory,
+    ) -> Result<(), MonitorError> {
+        if self.stale_user.is_empty() {
+            return Ok(());
+        }
+        if self.stale_user.len() > REVALIDATE_MAX || !self.paging() {
+            return self.drop_stale_user(monitor);
+        }
+        let regs = self.regs;
+        let mut doomed = Vec::new();
+        for (lp, (m, prot)) in std::mem::take(&mut self.stale_user) {
+            let n = match paging::walk(mem, &regs, lp * PAGE_SIZE, Access::READ, false) {
+                Ok(t) if t.accessed => Mapping::of(&t, lp * PAGE_SIZE),
+                _ => {
+                    doomed.push(lp);
+                    continue;
+                }
+            };
+            let ram = u64::from(n.phys) < self.ram_size / u64::from(PAGE_SIZE);
+            if !n.user || n.span != 1 || !ram {
+                doomed.push(lp);
+                continue;
+            }
+            let user = self.prots(&n).1;
+            if n.phys == m.phys {
+                self.stats.kept_at_cr3 += 1;
+                if user != prot {
+                    monitor.protect_views(lp * PAGE_SIZE, PAGE_SIZE, None, user)?;
+                    self.stats.protects += 1;
+                    self.stats.pages_protected += 1;
+                }
+            } else {
+                monitor.map_views(
+                    lp * PAGE_SIZE,
+                    u64::from(n.phys) * u64::from(PAGE_SIZE),
+                    PAGE_SIZE,
+                    None,
+                    Some(user),
+                    true,
+                )?;
+                self.stats.maps += 1;
+                self.stats.pages_mapped += 1;
+                self.stats.remapped_at_cr3 += 1;
+            }
+            self.record(lp, n);
+            self.absent_here.insert(lp);
+        }
+        for (first, n, ()) in runs(doomed.iter().map(|&p| (p, ()))) {
+            monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, false, true)?;
+            self.stats.unmaps += 1;
         }
         Ok(())
     }
@@ -605,6 +726,7 @@ impl Shadow {
         } else {
             self.nonglobal.iter().copied().collect()
         };
+        self.drop_stale_user(monitor)?;
         self.drop_pages(monitor, &doomed)
     }
 
@@ -658,7 +780,11 @@ impl Shadow {
         for (lp, n) in reprotect {
             self.remap_rights(monitor, lp, n)?;
         }
-        self.drop_pages(monitor, &doomed)
+        if self.split {
+            self.defer_user_drops(monitor, &doomed)
+        } else {
+            self.drop_pages(monitor, &doomed)
+        }
     }
 
     /// Records `m` at the mapped linear page `lp` (same physical page,

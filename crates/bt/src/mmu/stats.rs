@@ -21,9 +21,14 @@ pub struct MmuStats {
     /// CR3 writes that dropped the non-global shadows the new tables map
     /// otherwise.
     pub cr3_switches: u64,
-    /// Non-global shadows a CR3 write kept: the new page tables map them
-    /// the same way.
+    /// Non-global shadows a CR3 write kept, here or (until user code ran)
+    /// in the user-code process: the new page tables map them the same
+    /// way.
     pub kept_at_cr3: u64,
+    /// User pages the user-code process kept over CR3 switches and then
+    /// mapped to the (accessed) frame the guest's tables gave them when
+    /// user code next ran, instead of unmapping them.
+    pub remapped_at_cr3: u64,
     /// Pages mapped ahead of user code's retry of a faulting access.
     pub prefills: u64,
     /// Paging-mode changes that dropped every shadow.
@@ -53,6 +58,7 @@ impl MmuStats {
             pages_protected: self.pages_protected - earlier.pages_protected,
             cr3_switches: self.cr3_switches - earlier.cr3_switches,
             kept_at_cr3: self.kept_at_cr3 - earlier.kept_at_cr3,
+            remapped_at_cr3: self.remapped_at_cr3 - earlier.remapped_at_cr3,
             prefills: self.prefills - earlier.prefills,
             full_flushes: self.full_flushes - earlier.full_flushes,
             invlpgs: self.invlpgs - earlier.invlpgs,
@@ -63,7 +69,7 @@ impl MmuStats {
     }
 
     /// Name and value of every counter, in display order.
-    pub fn fields(&self) -> [(&'static str, u64); 15] {
+    pub fn fields(&self) -> [(&'static str, u64); 16] {
         [
             ("shadow faults hidden", self.hidden_faults),
             ("page faults delivered", self.guest_faults),
@@ -74,6 +80,7 @@ impl MmuStats {
             ("pages protected", self.pages_protected),
             ("cr3 switches", self.cr3_switches),
             ("kept at cr3 switches", self.kept_at_cr3),
+            ("remapped at cr3 switches", self.remapped_at_cr3),
             ("prefills", self.prefills),
             ("full flushes", self.full_flushes),
             ("invlpg drops", self.invlpgs),
