@@ -28,7 +28,7 @@ pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use machine::GuestMemory;
 use x86::paging::{self, Access, PagingRegs, Translation, PAGE_4K};
@@ -156,8 +156,10 @@ pub struct Shadow {
     /// kernel's own before the parent's user code runs again, and
     /// dropping at each switch made the parent fault its pages back.
     stale_user: BTreeMap<u32, (Mapping, Prot)>,
-    /// Physical page -> linear pages mapping it.
-    aliases: FxHashMap<u32, BTreeSet<u32>>,
+    /// (physical page, linear page) for every mapped page: the linear
+    /// pages of a physical one, in one ordered set (a map of sets made an
+    /// allocation at each new physical page).
+    aliases: BTreeSet<(u32, u32)>,
     /// Linear pages whose kernel and user protections differ.
     differs: BTreeSet<u32>,
     /// Supervisor pages (in `differs`) a fill mapped beside the faulting
@@ -199,7 +201,7 @@ impl Shadow {
             large: BTreeSet::new(),
             absent_here: FxHashSet::default(),
             stale_user: BTreeMap::new(),
-            aliases: FxHashMap::default(),
+            aliases: BTreeSet::new(),
             differs: BTreeSet::new(),
             prefetched: BTreeSet::new(),
             exposed: BTreeSet::new(),
@@ -306,7 +308,11 @@ impl Shadow {
         } else {
             self.large.remove(&lp);
         }
-        self.aliases.entry(m.phys).or_default().insert(lp);
+        self.aliases.insert((m.phys, lp));
+        if self.split {
+            // Nothing switches views: `differs` is the one-process mode's.
+            return;
+        }
         let (k, u) = self.prots(&m);
         if k != u {
             self.differs.insert(lp);
@@ -317,12 +323,7 @@ impl Shadow {
     }
 
     fn forget_alias(&mut self, lp: u32, phys: u32) {
-        if let Some(set) = self.aliases.get_mut(&phys) {
-            set.remove(&lp);
-            if set.is_empty() {
-                self.aliases.remove(&phys);
-            }
-        }
+        self.aliases.remove(&(phys, lp));
     }
 
     /// Handles a host page fault at `linear` for `access` while paging is
@@ -1053,9 +1054,9 @@ impl Shadow {
         }
         let lps: Vec<u32> = self
             .aliases
-            .get(&phys)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+            .range((phys, 0)..=(phys, u32::MAX))
+            .map(|&(_, lp)| lp)
+            .collect();
         for lp in lps {
             let m = self.pages[&lp];
             self.remap_rights(monitor, lp, m)?;
