@@ -28,7 +28,7 @@ pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use machine::GuestMemory;
 use x86::paging::{self, Access, PagingRegs, Translation, PAGE_4K};
@@ -58,6 +58,15 @@ const RESTORE_ALL: usize = 256;
 /// The most non-global shadows a CR3 switch checks against the new page
 /// tables one by one ([`Shadow::flush_changed`]); more are dropped.
 const REVALIDATE_MAX: usize = 512;
+
+/// The longest run of dropped pages that is hidden rather than unmapped
+/// (see [`Shadow::take_away`]): longer ones are a munmap or a fork's end,
+/// whose pages rarely come back with the same frames.
+const HIDE_RUN: u32 = 4;
+
+/// The most pages kept hidden in each process (each is a mapping of its
+/// own there, and the host allows ~65,000).
+const HIDDEN_MAX: usize = 4096;
 
 /// The most hidden pages a restoring run is extended across to join the
 /// next (see [`Shadow::across_restorable_gaps`]).
@@ -156,6 +165,15 @@ pub struct Shadow {
     /// kernel's own before the parent's user code runs again, and
     /// dropping at each switch made the parent fault its pages back.
     stale_user: BTreeMap<u32, (Mapping, Prot)>,
+    /// With `split`: dropped pages that this process (`hidden_here`) or
+    /// the user-code process (`hidden_there`) still maps, inaccessible,
+    /// to the physical page given: mapping one to that same page again is
+    /// an `mprotect` rather than an `mmap`. A copy-on-write fault drops
+    /// the page (a #PF drops its TLB entry) and the guest's handler most
+    /// often leaves the frame in place and only allows the write; the
+    /// kernel's user pages dropped at each CR3 switch come back the same.
+    hidden_here: FxHashMap<u32, u32>,
+    hidden_there: FxHashMap<u32, u32>,
     /// (physical page, linear page) for every mapped page: the linear
     /// pages of a physical one, in one ordered set (a map of sets made an
     /// allocation at each new physical page).
@@ -201,6 +219,8 @@ impl Shadow {
             large: BTreeSet::new(),
             absent_here: FxHashSet::default(),
             stale_user: BTreeMap::new(),
+            hidden_here: FxHashMap::default(),
+            hidden_there: FxHashMap::default(),
             aliases: BTreeSet::new(),
             differs: BTreeSet::new(),
             prefetched: BTreeSet::new(),
@@ -361,16 +381,8 @@ impl Shadow {
             if self.split && !access.user && self.absent_here.remove(&lp) {
                 // Translated code touched a page only the user-code
                 // process had.
-                monitor.map_views(
-                    lp * PAGE_SIZE,
-                    u64::from(m.phys) * u64::from(PAGE_SIZE),
-                    PAGE_SIZE,
-                    Some(self.applied_at(lp, &m)),
-                    None,
-                    true,
-                )?;
-                self.stats.maps += 1;
-                self.stats.pages_mapped += 1;
+                let prot = self.applied_at(lp, &m);
+                self.give(monitor, lp, m.phys, 1, Some(prot), None)?;
                 self.stats.hidden_faults += 1;
                 return Ok(Fill::Mapped);
             }
@@ -400,19 +412,9 @@ impl Shadow {
         let here = !(self.split && access.user);
         if !here && self.pages.contains_key(&lp) && !self.absent_here.contains(&lp) {
             // The old mapping of the page stays here otherwise.
-            monitor.unmap_views(lp * PAGE_SIZE, PAGE_SIZE, true, false)?;
-            self.stats.unmaps += 1;
+            self.take_away(monitor, lp, 1, true)?;
         }
-        monitor.map_views(
-            first * PAGE_SIZE,
-            u64::from(phys0) * u64::from(PAGE_SIZE),
-            n * PAGE_SIZE,
-            here.then_some(prot),
-            Some(user),
-            true,
-        )?;
-        self.stats.maps += 1;
-        self.stats.pages_mapped += u64::from(n);
+        self.give(monitor, first, phys0, n, here.then_some(prot), Some(user))?;
         self.stats.hidden_faults += 1;
         for i in 0..n {
             let page = Mapping {
@@ -441,7 +443,12 @@ impl Shadow {
             let p = self.applied_at(first + i, &page);
             let u = self.prots(&page).1;
             if (here && p != prot) || (self.split && u != user) {
-                monitor.protect_views((first + i) * PAGE_SIZE, PAGE_SIZE, here.then_some(p), u)?;
+                monitor.protect_views(
+                    (first + i) * PAGE_SIZE,
+                    PAGE_SIZE,
+                    here.then_some(p),
+                    Some(u),
+                )?;
             }
         }
         Ok(Fill::Mapped)
@@ -578,7 +585,21 @@ impl Shadow {
 
     /// Unmaps `doomed` (sorted linear pages), one call per run.
     fn drop_pages(&mut self, monitor: &mut Monitor, doomed: &[u32]) -> Result<(), MonitorError> {
-        if self.absent_here.is_empty() {
+        if self.split {
+            // The user-code process maps every page of `pages`; this one
+            // all but those absent here.
+            for (first, n, ()) in runs(doomed.iter().map(|&p| (p, ()))) {
+                self.take_away(monitor, first, n, false)?;
+            }
+            let here: Vec<u32> = doomed
+                .iter()
+                .filter(|p| !self.absent_here.contains(p))
+                .copied()
+                .collect();
+            for (first, n, ()) in runs(here.into_iter().map(|p| (p, ()))) {
+                self.take_away(monitor, first, n, true)?;
+            }
+        } else if self.absent_here.is_empty() {
             for (first, n, ()) in runs(doomed.iter().map(|&p| (p, ()))) {
                 monitor.unmap(first * PAGE_SIZE, n * PAGE_SIZE)?;
                 self.stats.unmaps += 1;
@@ -615,6 +636,108 @@ impl Shadow {
         Some(m)
     }
 
+    /// Takes the mapped pages `first..first + n` away from this process
+    /// (`here`) or the user-code process: hidden, their frames kept behind
+    /// them, while the run is short and few are hidden; else unmapped.
+    /// The pages must still be in `pages` (it reads their frames).
+    fn take_away(
+        &mut self,
+        monitor: &mut Monitor,
+        first: u32,
+        n: u32,
+        here: bool,
+    ) -> Result<(), MonitorError> {
+        let frames: Vec<(u32, u32)> = (first..first + n)
+            .filter_map(|p| self.pages.get(&p).map(|m| (p, m.phys)))
+            .collect();
+        let hidden = if here {
+            &mut self.hidden_here
+        } else {
+            &mut self.hidden_there
+        };
+        if n <= HIDE_RUN && frames.len() == n as usize && hidden.len() + frames.len() <= HIDDEN_MAX
+        {
+            monitor.hide_views(first * PAGE_SIZE, n * PAGE_SIZE, here, !here)?;
+            hidden.extend(frames);
+            self.stats.hides += 1;
+        } else {
+            monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, here, !here)?;
+            for p in first..first + n {
+                hidden.remove(&p);
+            }
+            self.stats.unmaps += 1;
+        }
+        Ok(())
+    }
+
+    /// Maps `first..first + n` to the physical pages from `phys0` here
+    /// (with `here`'s protection) and in the user-code process (`user`'s):
+    /// a single page hidden there with the same frame is shown again with
+    /// an `mprotect`; anything else is an `mmap` (populated).
+    fn give(
+        &mut self,
+        monitor: &mut Monitor,
+        first: u32,
+        phys0: u32,
+        n: u32,
+        here: Option<Prot>,
+        user: Option<Prot>,
+    ) -> Result<(), MonitorError> {
+        let (mut map_here, mut map_user) = (here, user);
+        if n == 1 && self.split {
+            if here.is_some() && self.hidden_here.get(&first) == Some(&phys0) {
+                monitor.protect_views(first * PAGE_SIZE, PAGE_SIZE, here, None)?;
+                map_here = None;
+                self.stats.shown += 1;
+            }
+            if user.is_some() && self.hidden_there.get(&first) == Some(&phys0) {
+                monitor.protect_views(first * PAGE_SIZE, PAGE_SIZE, None, user)?;
+                map_user = None;
+                self.stats.shown += 1;
+            }
+        }
+        if map_here.is_some() || map_user.is_some() {
+            monitor.map_views(
+                first * PAGE_SIZE,
+                u64::from(phys0) * u64::from(PAGE_SIZE),
+                n * PAGE_SIZE,
+                map_here,
+                map_user,
+                true,
+            )?;
+            self.stats.maps += 1;
+            self.stats.pages_mapped += u64::from(n);
+        }
+        for p in first..first + n {
+            if here.is_some() {
+                self.hidden_here.remove(&p);
+            }
+            if user.is_some() {
+                self.hidden_there.remove(&p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmaps every hidden page in both processes (before something else
+    /// is mapped over them, as the identity map is when paging goes off).
+    fn drop_hidden(&mut self, monitor: &mut Monitor) -> Result<(), MonitorError> {
+        for here in [true, false] {
+            let hidden = if here {
+                std::mem::take(&mut self.hidden_here)
+            } else {
+                std::mem::take(&mut self.hidden_there)
+            };
+            let mut pages: Vec<u32> = hidden.into_keys().collect();
+            pages.sort_unstable();
+            for (first, n, ()) in runs(pages.into_iter().map(|p| (p, ()))) {
+                monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, here, !here)?;
+                self.stats.unmaps += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Drops `doomed` (sorted) here at a CR3 switch but leaves the 4 KiB
     /// user pages among them mapped in the user-code process, for
     /// [`Self::sync_user`] to check before user code runs.
@@ -631,10 +754,13 @@ impl Shadow {
             }
         }
         self.drop_pages(monitor, &now)?;
-        let here = later.iter().filter(|p| !self.absent_here.contains(p));
-        for (first, n, ()) in runs(here.map(|&p| (p, ()))) {
-            monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, true, false)?;
-            self.stats.unmaps += 1;
+        let here: Vec<u32> = later
+            .iter()
+            .filter(|p| !self.absent_here.contains(p))
+            .copied()
+            .collect();
+        for (first, n, ()) in runs(here.into_iter().map(|p| (p, ()))) {
+            self.take_away(monitor, first, n, true)?;
         }
         for p in later {
             if let Some(m) = self.forget(p) {
@@ -652,6 +778,9 @@ impl Shadow {
         for (first, n, ()) in runs(stale.keys().map(|&p| (p, ()))) {
             monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, false, true)?;
             self.stats.unmaps += 1;
+        }
+        for p in stale.keys() {
+            self.hidden_there.remove(p);
         }
         Ok(())
     }
@@ -693,21 +822,12 @@ impl Shadow {
             if n.phys == m.phys {
                 self.stats.kept_at_cr3 += 1;
                 if user != prot {
-                    monitor.protect_views(lp * PAGE_SIZE, PAGE_SIZE, None, user)?;
+                    monitor.protect_views(lp * PAGE_SIZE, PAGE_SIZE, None, Some(user))?;
                     self.stats.protects += 1;
                     self.stats.pages_protected += 1;
                 }
             } else {
-                monitor.map_views(
-                    lp * PAGE_SIZE,
-                    u64::from(n.phys) * u64::from(PAGE_SIZE),
-                    PAGE_SIZE,
-                    None,
-                    Some(user),
-                    true,
-                )?;
-                self.stats.maps += 1;
-                self.stats.pages_mapped += 1;
+                self.give(monitor, lp, n.phys, 1, None, Some(user))?;
                 self.stats.remapped_at_cr3 += 1;
             }
             self.record(lp, n);
@@ -716,6 +836,9 @@ impl Shadow {
         for (first, n, ()) in runs(doomed.iter().map(|&p| (p, ()))) {
             monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, false, true)?;
             self.stats.unmaps += 1;
+        }
+        for p in &doomed {
+            self.hidden_there.remove(p);
         }
         Ok(())
     }
@@ -728,7 +851,11 @@ impl Shadow {
             self.nonglobal.iter().copied().collect()
         };
         self.drop_stale_user(monitor)?;
-        self.drop_pages(monitor, &doomed)
+        self.drop_pages(monitor, &doomed)?;
+        if global_too {
+            self.drop_hidden(monitor)?;
+        }
+        Ok(())
     }
 
     /// What a CR3 switch does to the non-global shadows: drops those the
@@ -799,7 +926,7 @@ impl Shadow {
         self.record(lp, m);
         let user = self.prots(&m).1;
         let here = (!self.absent_here.contains(&lp)).then(|| self.applied_at(lp, &m));
-        monitor.protect_views(lp * PAGE_SIZE, PAGE_SIZE, here, user)?;
+        monitor.protect_views(lp * PAGE_SIZE, PAGE_SIZE, here, Some(user))?;
         self.stats.protects += 1;
         self.stats.pages_protected += 1;
         Ok(())

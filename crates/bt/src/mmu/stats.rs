@@ -13,6 +13,12 @@ pub struct MmuStats {
     pub pages_mapped: u64,
     /// Host unmapping calls (each drops a run).
     pub unmaps: u64,
+    /// Runs of dropped pages hidden instead (`mprotect` to no access,
+    /// their frames left behind them).
+    pub hides: u64,
+    /// Hidden pages shown again, mapped to the same frame, by an
+    /// `mprotect` instead of an `mmap`.
+    pub shown: u64,
     /// Host protection changes (view switches, code protection).
     pub protects: u64,
     /// Pages those protection changes covered (what their cost grows with:
@@ -54,6 +60,8 @@ impl MmuStats {
             maps: self.maps - earlier.maps,
             pages_mapped: self.pages_mapped - earlier.pages_mapped,
             unmaps: self.unmaps - earlier.unmaps,
+            hides: self.hides - earlier.hides,
+            shown: self.shown - earlier.shown,
             protects: self.protects - earlier.protects,
             pages_protected: self.pages_protected - earlier.pages_protected,
             cr3_switches: self.cr3_switches - earlier.cr3_switches,
@@ -69,13 +77,15 @@ impl MmuStats {
     }
 
     /// Name and value of every counter, in display order.
-    pub fn fields(&self) -> [(&'static str, u64); 16] {
+    pub fn fields(&self) -> [(&'static str, u64); 18] {
         [
             ("shadow faults hidden", self.hidden_faults),
             ("page faults delivered", self.guest_faults),
             ("mapping calls", self.maps),
             ("pages mapped", self.pages_mapped),
             ("unmapping calls", self.unmaps),
+            ("hiding calls", self.hides),
+            ("hidden pages shown again", self.shown),
             ("protection calls", self.protects),
             ("pages protected", self.pages_protected),
             ("cr3 switches", self.cr3_switches),
