@@ -672,8 +672,8 @@ impl Shadow {
 
     /// Maps `first..first + n` to the physical pages from `phys0` here
     /// (with `here`'s protection) and in the user-code process (`user`'s):
-    /// a single page hidden there with the same frame is shown again with
-    /// an `mprotect`; anything else is an `mmap` (populated).
+    /// a run a process keeps hidden with the same frames is shown again
+    /// with an `mprotect`; anything else is an `mmap` (populated).
     fn give(
         &mut self,
         monitor: &mut Monitor,
@@ -684,16 +684,19 @@ impl Shadow {
         user: Option<Prot>,
     ) -> Result<(), MonitorError> {
         let (mut map_here, mut map_user) = (here, user);
-        if n == 1 && self.split {
-            if here.is_some() && self.hidden_here.get(&first) == Some(&phys0) {
-                monitor.protect_views(first * PAGE_SIZE, PAGE_SIZE, here, None)?;
+        let hidden_as_asked = |hidden: &FxHashMap<u32, u32>| {
+            (0..n).all(|i| hidden.get(&(first + i)) == Some(&(phys0 + i)))
+        };
+        if self.split {
+            if here.is_some() && hidden_as_asked(&self.hidden_here) {
+                monitor.protect_views(first * PAGE_SIZE, n * PAGE_SIZE, here, None)?;
                 map_here = None;
-                self.stats.shown += 1;
+                self.stats.shown += u64::from(n);
             }
-            if user.is_some() && self.hidden_there.get(&first) == Some(&phys0) {
-                monitor.protect_views(first * PAGE_SIZE, PAGE_SIZE, None, user)?;
+            if user.is_some() && hidden_as_asked(&self.hidden_there) {
+                monitor.protect_views(first * PAGE_SIZE, n * PAGE_SIZE, None, user)?;
                 map_user = None;
-                self.stats.shown += 1;
+                self.stats.shown += u64::from(n);
             }
         }
         if map_here.is_some() || map_user.is_some() {
@@ -809,13 +812,13 @@ impl Shadow {
             let n = match paging::walk(mem, &regs, lp * PAGE_SIZE, Access::READ, false) {
                 Ok(t) if t.accessed => Mapping::of(&t, lp * PAGE_SIZE),
                 _ => {
-                    doomed.push(lp);
+                    doomed.push((lp, m.phys));
                     continue;
                 }
             };
             let ram = u64::from(n.phys) < self.ram_size / u64::from(PAGE_SIZE);
             if !n.user || n.span != 1 || !ram {
-                doomed.push(lp);
+                doomed.push((lp, m.phys));
                 continue;
             }
             let user = self.prots(&n).1;
@@ -833,12 +836,25 @@ impl Shadow {
             self.record(lp, n);
             self.absent_here.insert(lp);
         }
-        for (first, n, ()) in runs(doomed.iter().map(|&p| (p, ()))) {
-            monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, false, true)?;
-            self.stats.unmaps += 1;
-        }
-        for p in &doomed {
-            self.hidden_there.remove(p);
+        // Hidden rather than unmapped where few: a forked child runs code
+        // its parent never touches (its exit path), whose entries the
+        // parent's tables keep unaccessed, and maps it again each round.
+        // `doomed` is in page order, so each run is the next `n` of it.
+        let mut at = 0;
+        for (first, n, ()) in runs(doomed.iter().map(|&(p, _)| (p, ()))) {
+            let frames = &doomed[at..at + n as usize];
+            at += n as usize;
+            if n <= HIDE_RUN && self.hidden_there.len() + frames.len() <= HIDDEN_MAX {
+                monitor.hide_views(first * PAGE_SIZE, n * PAGE_SIZE, false, true)?;
+                self.hidden_there.extend(frames.iter().copied());
+                self.stats.hides += 1;
+            } else {
+                monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, false, true)?;
+                for (p, _) in frames {
+                    self.hidden_there.remove(p);
+                }
+                self.stats.unmaps += 1;
+            }
         }
         Ok(())
     }
