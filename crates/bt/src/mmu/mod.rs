@@ -591,14 +591,7 @@ impl Shadow {
             for (first, n, ()) in runs(doomed.iter().map(|&p| (p, ()))) {
                 self.take_away(monitor, first, n, false)?;
             }
-            let here: Vec<u32> = doomed
-                .iter()
-                .filter(|p| !self.absent_here.contains(p))
-                .copied()
-                .collect();
-            for (first, n, ()) in runs(here.into_iter().map(|p| (p, ()))) {
-                self.take_away(monitor, first, n, true)?;
-            }
+            self.take_away_here(monitor, doomed)?;
         } else if self.absent_here.is_empty() {
             for (first, n, ()) in runs(doomed.iter().map(|&p| (p, ()))) {
                 monitor.unmap(first * PAGE_SIZE, n * PAGE_SIZE)?;
@@ -666,6 +659,20 @@ impl Shadow {
                 hidden.remove(&p);
             }
             self.stats.unmaps += 1;
+        }
+        Ok(())
+    }
+
+    /// [`Self::take_away`] from this process, by runs, of the pages of
+    /// `pages` (sorted) it maps (those not absent here).
+    fn take_away_here(&mut self, monitor: &mut Monitor, pages: &[u32]) -> Result<(), MonitorError> {
+        let here: Vec<u32> = pages
+            .iter()
+            .filter(|p| !self.absent_here.contains(p))
+            .copied()
+            .collect();
+        for (first, n, ()) in runs(here.into_iter().map(|p| (p, ()))) {
+            self.take_away(monitor, first, n, true)?;
         }
         Ok(())
     }
@@ -757,14 +764,7 @@ impl Shadow {
             }
         }
         self.drop_pages(monitor, &now)?;
-        let here: Vec<u32> = later
-            .iter()
-            .filter(|p| !self.absent_here.contains(p))
-            .copied()
-            .collect();
-        for (first, n, ()) in runs(here.into_iter().map(|p| (p, ()))) {
-            self.take_away(monitor, first, n, true)?;
-        }
+        self.take_away_here(monitor, &later)?;
         for p in later {
             if let Some(m) = self.forget(p) {
                 let prot = self.prots(&m).1;
