@@ -87,6 +87,23 @@ fn user_code_in_its_own_process_needs_no_view_switches() {
 }
 
 #[test]
+fn dropped_pages_are_hidden_and_user_pages_follow_cr3_only_with_a_user_process() {
+    // With the user-code process, dropped pages stay behind PROT_NONE and
+    // come back by mprotect when their frame does (INVLPG of a page read
+    // again); user pages kept over a CR3 switch move to the frame an
+    // accessed entry of the new directory gives them. The guest checks
+    // what ring 3 then reads and gets.
+    let json = paging_stats("hide", &[]);
+    assert!(mmu_field(&json, "hiding_calls") > 0, "{json}");
+    assert!(mmu_field(&json, "hidden_pages_shown_again") > 0, "{json}");
+    assert!(mmu_field(&json, "remapped_at_cr3_switches") > 0, "{json}");
+    // One process has one view to keep right: it unmaps, as before.
+    let json = paging_stats("nohide", &["--one-process"]);
+    assert_eq!(mmu_field(&json, "hiding_calls"), 0, "{json}");
+    assert_eq!(mmu_field(&json, "remapped_at_cr3_switches"), 0, "{json}");
+}
+
+#[test]
 fn one_process_mode_still_passes_with_view_switches() {
     // `--one-process`: the user view is made by re-protecting the
     // supervisor pages at every switch, as before the user-code process.
