@@ -274,6 +274,29 @@ impl<'a> GuestLinear<'a> {
         }
     }
 
+    /// The physical address of `at` for `access`: the walk cache's, or a
+    /// walk's (setting accessed and dirty bits; a #PF records CR2).
+    fn translate(&mut self, at: u32, access: Access) -> Result<u64, Exception> {
+        if !self.regs.enabled() {
+            return Ok(u64::from(at));
+        }
+        let page = at & !(PAGE_4K - 1);
+        let in_page = u64::from(at & (PAGE_4K - 1));
+        if let Some(base) = self.walks.get(page, access) {
+            return Ok(base + in_page);
+        }
+        match paging::walk(self.mem, &self.regs, at, access, true) {
+            Ok(t) => {
+                self.walks.put(page, access, t.phys - in_page);
+                Ok(t.phys)
+            }
+            Err(code) => {
+                self.fault = Some(at);
+                Err(Exception::with_code(vector::PF, code))
+            }
+        }
+    }
+
     /// Splits an access at page boundaries and translates every piece
     /// before any byte moves, so a fault on the second page leaves the
     /// first unwritten.
@@ -284,25 +307,7 @@ impl<'a> GuestLinear<'a> {
             let at = linear.wrapping_add(offset as u32);
             let room = (PAGE_4K - (at & (PAGE_4K - 1))) as usize;
             let n = room.min(len - offset);
-            let phys = if self.regs.enabled() {
-                let page = at & !(PAGE_4K - 1);
-                let in_page = u64::from(at & (PAGE_4K - 1));
-                match self.walks.get(page, access) {
-                    Some(base) => base + in_page,
-                    None => match paging::walk(self.mem, &self.regs, at, access, true) {
-                        Ok(t) => {
-                            self.walks.put(page, access, t.phys - in_page);
-                            t.phys
-                        }
-                        Err(code) => {
-                            self.fault = Some(at);
-                            return Err(Exception::with_code(vector::PF, code));
-                        }
-                    },
-                }
-            } else {
-                u64::from(at)
-            };
+            let phys = self.translate(at, access)?;
             out.push(Piece {
                 phys,
                 offset,
@@ -313,24 +318,54 @@ impl<'a> GuestLinear<'a> {
         Ok(out)
     }
 
+    /// Whether `len` bytes from `linear` stay within one page: then an
+    /// access is one translation and one copy, without the pieces (most
+    /// emulated accesses are a descriptor, a stack frame or a word).
+    /// (An empty access translates nothing: it goes the general way.)
+    fn within_a_page(linear: u32, len: usize) -> bool {
+        len != 0 && len <= (PAGE_4K - (linear & (PAGE_4K - 1))) as usize
+    }
+
+    /// Reads what one page's physical piece holds: RAM, else the MMIO
+    /// bus, else all ones. RAM is whole pages and a piece never crosses a
+    /// page, so a piece is either all RAM or all outside it.
+    fn read_piece(&mut self, phys: u64, dst: &mut [u8]) {
+        if self.mem.read(phys, dst).is_err() {
+            match self.mmio {
+                Some(bus) => {
+                    bus.read(phys, dst);
+                }
+                None => dst.fill(0xFF),
+            }
+        }
+    }
+
+    /// Writes one page's physical piece (RAM, noting the page, else the
+    /// MMIO bus, else nowhere).
+    fn write_piece(&mut self, phys: u64, src: &[u8]) {
+        if self.mem.write(phys, src).is_ok() {
+            let page = (phys >> 12) as u32;
+            if self.written.last() != Some(&page) {
+                self.written.push(page);
+            }
+        } else if let Some(bus) = self.mmio {
+            bus.write(phys, src);
+        }
+    }
+
     fn read_as(&mut self, linear: u32, buf: &mut [u8], user: bool) -> Result<(), Exception> {
         let access = Access {
             write: false,
             user,
             fetch: false,
         };
+        if Self::within_a_page(linear, buf.len()) {
+            let phys = self.translate(linear, access)?;
+            self.read_piece(phys, buf);
+            return Ok(());
+        }
         for &p in self.pieces(linear, buf.len(), access)?.as_slice() {
-            let dst = &mut buf[p.offset..p.offset + p.len];
-            // RAM is whole pages and a piece never crosses a page, so a
-            // piece is either all RAM or all outside it.
-            if self.mem.read(p.phys, dst).is_err() {
-                match self.mmio {
-                    Some(bus) => {
-                        bus.read(p.phys, dst);
-                    }
-                    None => dst.fill(0xFF),
-                }
-            }
+            self.read_piece(p.phys, &mut buf[p.offset..p.offset + p.len]);
         }
         Ok(())
     }
@@ -341,16 +376,13 @@ impl<'a> GuestLinear<'a> {
             user,
             fetch: false,
         };
+        if Self::within_a_page(linear, data.len()) {
+            let phys = self.translate(linear, access)?;
+            self.write_piece(phys, data);
+            return Ok(());
+        }
         for &p in self.pieces(linear, data.len(), access)?.as_slice() {
-            let src = &data[p.offset..p.offset + p.len];
-            if self.mem.write(p.phys, src).is_ok() {
-                let page = (p.phys >> 12) as u32;
-                if self.written.last() != Some(&page) {
-                    self.written.push(page);
-                }
-            } else if let Some(bus) = self.mmio {
-                bus.write(p.phys, src);
-            }
+            self.write_piece(p.phys, &data[p.offset..p.offset + p.len]);
         }
         Ok(())
     }
