@@ -43,11 +43,10 @@ pub mod lookup;
 pub mod stats;
 
 use std::collections::BTreeMap;
-
-use rustc_hash::{FxBuildHasher, FxHashMap};
 use std::{fmt, io};
 
 use lru::LruCache;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 pub use block::{
     Block, BlockError, BlockId, BlockKey, Context, Exit, GuestPage, InsnMap, NewBlock,

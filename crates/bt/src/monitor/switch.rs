@@ -354,9 +354,10 @@ global_asm!(
     "iretq",
     // Reached by sigreturn with RDI = the host area and RSP = host_rsp, from
     // the pending-kick check above, or from the TC exit stub, always through
-    // host_exit (the signal handler's jump enters further down). With protection keys the guest's PKRU is live and may deny
-    // key 0, the key of every page here: until PKRU allows it again, no
-    // memory access, the stack included.
+    // host_exit (the signal handler's own jump enters further down). With
+    // protection keys the guest's PKRU is live and may deny key 0, the key
+    // of every page here: until PKRU allows it again, no memory access, the
+    // stack included.
     ".p2align 4",
     "popek_bt_exit_stub_pkru:",
     "xor ecx, ecx",
