@@ -630,8 +630,7 @@ impl Shadow {
     }
 
     /// Takes the mapped pages `first..first + n` away from this process
-    /// (`here`) or the user-code process: hidden, their frames kept behind
-    /// them, while the run is short and few are hidden; else unmapped.
+    /// (`here`) or the user-code process (see [`Self::take_frames_away`]).
     /// The pages must still be in `pages` (it reads their frames).
     fn take_away(
         &mut self,
@@ -643,6 +642,22 @@ impl Shadow {
         let frames: Vec<(u32, u32)> = (first..first + n)
             .filter_map(|p| self.pages.get(&p).map(|m| (p, m.phys)))
             .collect();
+        self.take_frames_away(monitor, first, n, &frames, here)
+    }
+
+    /// Takes the pages `first..first + n`, mapped to `frames` ((linear,
+    /// physical) of each page known), away from this process (`here`) or
+    /// the user-code process: hidden, their frames kept behind them,
+    /// while the run is short, every frame is known and few are hidden;
+    /// else unmapped.
+    fn take_frames_away(
+        &mut self,
+        monitor: &mut Monitor,
+        first: u32,
+        n: u32,
+        frames: &[(u32, u32)],
+        here: bool,
+    ) -> Result<(), MonitorError> {
         let hidden = if here {
             &mut self.hidden_here
         } else {
@@ -651,7 +666,7 @@ impl Shadow {
         if n <= HIDE_RUN && frames.len() == n as usize && hidden.len() + frames.len() <= HIDDEN_MAX
         {
             monitor.hide_views(first * PAGE_SIZE, n * PAGE_SIZE, here, !here)?;
-            hidden.extend(frames);
+            hidden.extend(frames.iter().copied());
             self.stats.hides += 1;
         } else {
             monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, here, !here)?;
@@ -844,17 +859,7 @@ impl Shadow {
         for (first, n, ()) in runs(doomed.iter().map(|&(p, _)| (p, ()))) {
             let frames = &doomed[at..at + n as usize];
             at += n as usize;
-            if n <= HIDE_RUN && self.hidden_there.len() + frames.len() <= HIDDEN_MAX {
-                monitor.hide_views(first * PAGE_SIZE, n * PAGE_SIZE, false, true)?;
-                self.hidden_there.extend(frames.iter().copied());
-                self.stats.hides += 1;
-            } else {
-                monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, false, true)?;
-                for (p, _) in frames {
-                    self.hidden_there.remove(p);
-                }
-                self.stats.unmaps += 1;
-            }
+            self.take_frames_away(monitor, first, n, frames, false)?;
         }
         Ok(())
     }
