@@ -196,42 +196,11 @@ impl WalkCache {
 }
 
 /// One page's piece of a linear access.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Piece {
     phys: u64,
     offset: usize,
     len: usize,
-}
-
-/// The pieces of one access: two at most for an access within a page's
-/// length, held inline (every emulated access allocated a vector).
-enum Pieces {
-    Few([Piece; 2], usize),
-    Many(Vec<Piece>),
-}
-
-impl Pieces {
-    fn push(&mut self, p: Piece) {
-        match self {
-            Pieces::Few(a, n) if *n < 2 => {
-                a[*n] = p;
-                *n += 1;
-            }
-            Pieces::Few(a, n) => {
-                let mut v = a[..*n].to_vec();
-                v.push(p);
-                *self = Pieces::Many(v);
-            }
-            Pieces::Many(v) => v.push(p),
-        }
-    }
-
-    fn as_slice(&self) -> &[Piece] {
-        match self {
-            Pieces::Few(a, n) => &a[..*n],
-            Pieces::Many(v) => v,
-        }
-    }
 }
 
 impl<'a> GuestLinear<'a> {
@@ -299,9 +268,10 @@ impl<'a> GuestLinear<'a> {
 
     /// Splits an access at page boundaries and translates every piece
     /// before any byte moves, so a fault on the second page leaves the
-    /// first unwritten.
-    fn pieces(&mut self, linear: u32, len: usize, access: Access) -> Result<Pieces, Exception> {
-        let mut out = Pieces::Few([Piece::default(); 2], 0);
+    /// first unwritten. (Accesses within a page, nearly all, never get
+    /// here: see [`Self::within_a_page`].)
+    fn pieces(&mut self, linear: u32, len: usize, access: Access) -> Result<Vec<Piece>, Exception> {
+        let mut out = Vec::with_capacity(2);
         let mut offset = 0;
         while offset < len {
             let at = linear.wrapping_add(offset as u32);
@@ -364,7 +334,7 @@ impl<'a> GuestLinear<'a> {
             self.read_piece(phys, buf);
             return Ok(());
         }
-        for &p in self.pieces(linear, buf.len(), access)?.as_slice() {
+        for p in self.pieces(linear, buf.len(), access)? {
             self.read_piece(p.phys, &mut buf[p.offset..p.offset + p.len]);
         }
         Ok(())
@@ -381,7 +351,7 @@ impl<'a> GuestLinear<'a> {
             self.write_piece(phys, data);
             return Ok(());
         }
-        for &p in self.pieces(linear, data.len(), access)?.as_slice() {
+        for p in self.pieces(linear, data.len(), access)? {
             self.write_piece(p.phys, &data[p.offset..p.offset + p.len]);
         }
         Ok(())
