@@ -90,8 +90,9 @@ pub struct RunArgs {
     /// process of its own (for comparison: docs/perf.md).
     #[arg(long)]
     one_process: bool,
-    /// Log every block the bt engine translates to /tmp/perf-PID.map, so
-    /// that `perf report` names translated code by its guest address.
+    /// Write the bt engine's translated blocks (those live when the run
+    /// ends) to /tmp/perf-PID.map, so that `perf report` names translated
+    /// code by its guest address.
     #[arg(long)]
     perf_map: bool,
     /// Name translated code in the perf map by these guest symbols (a
