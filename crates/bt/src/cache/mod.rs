@@ -362,6 +362,18 @@ impl TranslationCache {
         ids.len()
     }
 
+    /// Readies the indirect-branch table for translated code of `ctx`
+    /// about to run: probes compare only EIPs, so entries of another
+    /// context (another CPL, CS base, code size or paging mode) must go
+    /// first, or a RET at CPL 1 could land in a translation made for
+    /// CPL 0. Single-step code never probes the table and keeps it.
+    pub fn enter(&mut self, ctx: Context) {
+        if !ctx.step && self.table_ctx.is_some_and(|t| t != ctx) {
+            self.table.clear();
+            self.table_ctx = None;
+        }
+    }
+
     /// Publishes block `id` in the indirect-branch table, after the
     /// dispatcher resolved an indirect-branch miss to it. Entries of another
     /// context are dropped first, since probes cannot tell contexts apart.

@@ -358,3 +358,21 @@ fn indirect_table_holds_one_context_at_a_time() {
     assert_eq!(tc.table().get(0x2000), tc.host_addr(u));
     assert!(!tc.publish_indirect(BlockId(77)));
 }
+
+#[test]
+fn entering_another_context_empties_the_table() {
+    // Code at CPL 1 whose RET probed a table of CPL 0 entries would run
+    // translations made for CPL 0 (inline CLI, MOV from CR) at CPL 1.
+    let mut tc = cache();
+    let k = add(&mut tc, 0x1000, &[]);
+    assert!(tc.publish_indirect(k));
+    tc.enter(CTX);
+    tc.enter(Context { step: true, ..CTX });
+    assert_eq!(tc.table().get(0x1000), tc.host_addr(k), "same context kept");
+    tc.enter(Context { cpl: 1, ..CTX });
+    assert_eq!(tc.table().get(0x1000), None, "other context dropped");
+    // Back in the first context, a miss publishes the block again.
+    tc.enter(CTX);
+    assert!(tc.publish_indirect(k));
+    assert_eq!(tc.table().get(0x1000), tc.host_addr(k));
+}

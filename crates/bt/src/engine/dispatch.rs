@@ -105,6 +105,7 @@ fn run_kernel(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
     vm.go_on = false;
     let resumed = vm.resume.take();
     let ctx = context(vm);
+    vm.cache.enter(ctx);
     let (host, block) = match resumed {
         Some((h, _)) => (h, None),
         None => match block_at_eip(vm, machine)? {
