@@ -602,3 +602,75 @@ fn a_gs_load_runs_inline_and_gs_overrides_read_through_it() {
         },
     );
 }
+
+#[test]
+fn a_run_resumed_inside_an_inline_load_keeps_the_half_recorded_selector() {
+    in_child(
+        "a_run_resumed_inside_an_inline_load_keeps_the_half_recorded_selector",
+        || {
+            // A kick between an inline load's write of the guest selector
+            // and its `sel_loaded` mark: the exit takes nothing over (no
+            // mark), and the resumed run writes the mark. Linux lost its
+            // per-CPU FS this way at a system call's entry.
+            let code = [
+                0x66, 0xB8, 0x18, 0x00, // mov ax, 0x18
+                0x8E, 0xE0, // mov fs, eax
+                0x8B, 0x1D, 0x00, 0x00, 0xF0, 0x00, // mov ebx, [0xF00000]: past RAM
+                0x8E, 0xD0, // mov ss, eax: a callout
+            ];
+            let (mut rig, seg, gdtr) = data_segment_rig(&code, 0);
+            rig.monitor
+                .cache_segment(gdtr, &seg, GDT + 0x18, data_descriptor(0x20_0000))
+                .unwrap();
+            let mut cpu = kernel_state(0);
+            cpu.gdtr = gdtr;
+            // The load runs inline; the read past RAM stops the run with
+            // the host selectors live then.
+            rig.monitor.set_irq_pending(false);
+            let exit = rig
+                .monitor
+                .run_translated(&mut cpu, rig.host, None)
+                .unwrap();
+            let TcExit::Signal { sels, .. } = exit else {
+                panic!("not a signal exit: {exit:?}");
+            };
+            assert_eq!(cpu.fs.selector, SEL);
+            // The vCPU area as the kick leaves it: selector written, no
+            // mark (a fresh run that leaves at once resets the marks and
+            // takes the selectors from `cpu`), and the monitor's FS still
+            // the one before the load.
+            let mut fresh = cpu.clone();
+            let exit = rig
+                .monitor
+                .run_translated(&mut fresh, rig.host_of(CODE + 12), None)
+                .unwrap();
+            assert!(matches!(exit, TcExit::Exit { .. }), "{exit:?}");
+            let mut stale = cpu.clone();
+            stale.fs = Segment {
+                selector: 0,
+                ..Segment::unusable()
+            };
+            // Resume at the mark: `gs mov byte [sel_loaded + 4], 1`.
+            let mark = {
+                let mut m = vec![0x65, 0xC6, 0x05];
+                m.extend((bt::contract::gs::SEL_LOADED + 4).to_le_bytes());
+                m.push(1);
+                m
+            };
+            let len = (rig.host_of(CODE + 12) - rig.host) as usize;
+            // SAFETY: the block's code lies in the translation cache, mapped
+            // and open between runs.
+            let bytes = unsafe { std::slice::from_raw_parts(rig.host as *const u8, len) };
+            let at = bytes
+                .windows(mark.len())
+                .position(|w| w == mark.as_slice())
+                .expect("the FS load's mark") as u32;
+            let exit = rig
+                .monitor
+                .run_translated(&mut stale, rig.host + at, Some(sels))
+                .unwrap();
+            assert!(matches!(exit, TcExit::Signal { .. }), "{exit:?}");
+            assert_eq!((stale.fs.selector, stale.fs.base), (SEL, 0x20_0000));
+        },
+    );
+}

@@ -146,6 +146,23 @@ fn translated_flags_in(eflags: u32) -> (u32, u32, u16) {
     )
 }
 
+/// The vCPU area's view of the guest's segments for a fresh run of
+/// translated code from `cpu`: its selectors, the host selectors of its
+/// FS and GS shadows (`fs`, `gs`), and no inline load yet. A resumed run
+/// keeps the area as the interrupted code left it instead: a kick between
+/// an inline load's write of the selector and its `sel_loaded` mark left
+/// the load half recorded, and refilling the selectors from `cpu` (which
+/// only completed loads reach) made the mark, written after the resume,
+/// take the old selector's segment. Linux then lost its per-CPU FS at a
+/// system call's entry, about once in thirty million calls.
+fn set_segments(v: &mut contract::VcpuArea, cpu: &CpuState, fs: u16, gs: u16) {
+    v.guest_fs = fs;
+    v.guest_gs = gs;
+    v.guest_sel =
+        [&cpu.cs, &cpu.ss, &cpu.ds, &cpu.es, &cpu.fs, &cpu.gs].map(|s| u32::from(s.selector));
+    v.sel_loaded = [0; 8];
+}
+
 /// How [`Monitor::enter_guest`] came back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Left {
@@ -751,7 +768,9 @@ impl Monitor {
     ///
     /// `live` resumes code a signal interrupted inside a rewrite: the
     /// host selectors it had (see [`TcExit::Signal`]) replace the shadows,
-    /// since the rewrite may have borrowed FS.
+    /// since the rewrite may have borrowed FS, and the vCPU area's
+    /// selectors and inline-load marks stay as the rewrite left them
+    /// (see `set_segments`).
     pub fn run_translated(
         &mut self,
         cpu: &mut CpuState,
@@ -784,18 +803,14 @@ impl Monitor {
             // SAFETY: as in `enter_guest`, and the region is open; the
             // reference ends before `enter_guest`.
             let v = unsafe { switch::vcpu() };
-            v.guest_fs = fs;
-            v.guest_gs = gs;
             v.vsys = vsys;
             v.vif = vif;
             v.irq_pending = self.irq_pending;
             v.sti_shadow_at = 0;
-            // Translated code changes neither: every segment load and CR
-            // write is a callout, which comes back through here.
-            v.guest_sel = [&cpu.cs, &cpu.ss, &cpu.ds, &cpu.es, &cpu.fs, &cpu.gs]
-                .map(|s| u32::from(s.selector));
             v.guest_cr = [cpu.cr0, 0, cpu.cr2, cpu.cr3, cpu.cr4];
-            v.sel_loaded = [0; 8];
+            if live.is_none() {
+                set_segments(v, cpu, fs, gs);
+            }
         }
         let (left, area) = self.enter_guest(cpu, host_eip, eflags, sels)?;
         if left == Left::NotEntered {
