@@ -154,7 +154,7 @@ fn translated_flags_in(eflags: u32) -> (u32, u32, u16) {
 /// the load half recorded, and refilling the selectors from `cpu` (which
 /// only completed loads reach) made the mark, written after the resume,
 /// take the old selector's segment. Linux then lost its per-CPU FS at a
-/// system call's entry, about once in thirty million calls.
+/// system call's entry, about once in tens of millions of calls.
 fn set_segments(v: &mut contract::VcpuArea, cpu: &CpuState, fs: u16, gs: u16) {
     v.guest_fs = fs;
     v.guest_gs = gs;
