@@ -593,17 +593,11 @@ impl Shadow {
             }
             self.take_away_here(monitor, doomed)?;
         } else if self.absent_here.is_empty() {
-            for (first, n, ()) in runs(doomed.iter().map(|&p| (p, ()))) {
-                monitor.unmap(first * PAGE_SIZE, n * PAGE_SIZE)?;
-                self.stats.unmaps += 1;
-            }
+            self.unmap_runs(monitor, doomed.iter().copied(), true, true)?;
         } else {
             // Each process unmaps only what it has: a run that spans
             // pages absent here is split here, whole there.
-            for (first, n, ()) in runs(doomed.iter().map(|&p| (p, ()))) {
-                monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, false, true)?;
-                self.stats.unmaps += 1;
-            }
+            self.unmap_runs(monitor, doomed.iter().copied(), false, true)?;
             let here = doomed.iter().filter(|p| !self.absent_here.contains(p));
             for (first, n, ()) in runs(here.map(|&p| (p, ()))) {
                 monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, true, false)?;
@@ -611,6 +605,22 @@ impl Shadow {
         }
         for &p in doomed {
             self.forget(p);
+        }
+        Ok(())
+    }
+
+    /// Unmaps `pages` (sorted) here (`here`) and in the user-code process
+    /// (`user`), one call per run, each counted.
+    fn unmap_runs(
+        &mut self,
+        monitor: &mut Monitor,
+        pages: impl IntoIterator<Item = u32>,
+        here: bool,
+        user: bool,
+    ) -> Result<(), MonitorError> {
+        for (first, n, ()) in runs(pages.into_iter().map(|p| (p, ()))) {
+            monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, here, user)?;
+            self.stats.unmaps += 1;
         }
         Ok(())
     }
@@ -755,10 +765,7 @@ impl Shadow {
             };
             let mut pages: Vec<u32> = hidden.into_keys().collect();
             pages.sort_unstable();
-            for (first, n, ()) in runs(pages.into_iter().map(|p| (p, ()))) {
-                monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, here, !here)?;
-                self.stats.unmaps += 1;
-            }
+            self.unmap_runs(monitor, pages, here, !here)?;
         }
         Ok(())
     }
@@ -793,10 +800,7 @@ impl Shadow {
     /// process.
     fn drop_stale_user(&mut self, monitor: &mut Monitor) -> Result<(), MonitorError> {
         let stale = std::mem::take(&mut self.stale_user);
-        for (first, n, ()) in runs(stale.keys().map(|&p| (p, ()))) {
-            monitor.unmap_views(first * PAGE_SIZE, n * PAGE_SIZE, false, true)?;
-            self.stats.unmaps += 1;
-        }
+        self.unmap_runs(monitor, stale.keys().copied(), false, true)?;
         for p in stale.keys() {
             self.hidden_there.remove(p);
         }
