@@ -780,18 +780,23 @@ impl Monitor {
         if std::thread::current().id() != self.thread {
             return Err(MonitorError::WrongThread);
         }
-        let fs = self.load_shadow(Slot::Fs, View::Kernel, &cpu.fs)?;
-        let gs = self.load_shadow(Slot::Gs, View::Kernel, &cpu.gs)?;
-        let sels = match live {
-            Some(s) => s,
-            None => [
-                ldt::MONITOR_CS,
-                self.load_shadow(Slot::Ss, View::Kernel, &cpu.ss)?,
-                self.load_shadow(Slot::Ds, View::Kernel, &cpu.ds)?,
-                self.load_shadow(Slot::Es, View::Kernel, &cpu.es)?,
-                fs,
-                ldt::MONITOR_GS,
-            ],
+        // A resumed run takes its selectors, and the area its shadows'
+        // selectors, from the interrupted code: no shadow to load.
+        let (sels, shadows) = match live {
+            Some(s) => (s, None),
+            None => {
+                let fs = self.load_shadow(Slot::Fs, View::Kernel, &cpu.fs)?;
+                let gs = self.load_shadow(Slot::Gs, View::Kernel, &cpu.gs)?;
+                let sels = [
+                    ldt::MONITOR_CS,
+                    self.load_shadow(Slot::Ss, View::Kernel, &cpu.ss)?,
+                    self.load_shadow(Slot::Ds, View::Kernel, &cpu.ds)?,
+                    self.load_shadow(Slot::Es, View::Kernel, &cpu.es)?,
+                    fs,
+                    ldt::MONITOR_GS,
+                ];
+                (sels, Some((fs, gs)))
+            }
         };
         let (eflags, vsys, vif) = translated_flags_in(cpu.eflags);
         self.open_region()?;
@@ -808,7 +813,7 @@ impl Monitor {
             v.irq_pending = self.irq_pending;
             v.sti_shadow_at = 0;
             v.guest_cr = [cpu.cr0, 0, cpu.cr2, cpu.cr3, cpu.cr4];
-            if live.is_none() {
+            if let Some((fs, gs)) = shadows {
                 set_segments(v, cpu, fs, gs);
             }
         }
