@@ -359,10 +359,13 @@ impl Monitor {
     }
 
     /// The child's set-up, in the child: the monitor region closed for
-    /// good and the process confined as the monitor's own is later.
+    /// good, the reservation turned into holes (guest pages map into them
+    /// more cheaply) and the process confined as the monitor's own is
+    /// later.
     fn become_user_process(&mut self) -> Result<(), MonitorError> {
         use std::os::fd::AsRawFd;
         self.gate.close()?;
+        self.space.punch_reservation()?;
         seccomp::confine_user_process(self.ram.as_raw_fd())
     }
 
