@@ -24,9 +24,12 @@
 //! every alias, which is how self-modifying code is caught by physical page.
 
 mod code_map;
+mod page_map;
 pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use page_map::{PageMap, PageSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -144,13 +147,13 @@ pub struct Shadow {
     /// switch, expose or hide.
     split: bool,
     /// Mapped linear pages (paging on only).
-    pages: BTreeMap<u32, Mapping>,
+    pages: PageMap<Mapping>,
     /// The non-global ones among them: what a CR3 switch drops, without
     /// walking the thousands of global kernel pages Linux keeps mapped.
-    nonglobal: BTreeSet<u32>,
+    nonglobal: PageSet,
     /// The ones mapped from a large guest page: what INVLPG of another
     /// page may drop with it.
-    large: BTreeSet<u32>,
+    large: PageSet,
     /// With `split`: pages of `pages` mapped in the user-code process only,
     /// because guest user code faulted on them. Translated kernel code
     /// gets them mapped here at its first touch; most it never touches
@@ -214,9 +217,9 @@ impl Shadow {
             },
             user_view: false,
             split: false,
-            pages: BTreeMap::new(),
-            nonglobal: BTreeSet::new(),
-            large: BTreeSet::new(),
+            pages: PageMap::new(),
+            nonglobal: PageSet::new(),
+            large: PageSet::new(),
             absent_here: FxHashSet::default(),
             stale_user: BTreeMap::new(),
             hidden_here: FxHashMap::default(),
@@ -568,8 +571,7 @@ impl Shadow {
             // pages made this a walk of all of them at every #PF.
             self.large
                 .range(first..first + span)
-                .filter(|&&p| self.pages[&p].span == span && p != lp)
-                .copied()
+                .filter(|&p| self.pages[&p].span == span && p != lp)
                 .collect()
         };
         if mapped.is_some() {
@@ -871,9 +873,9 @@ impl Shadow {
     /// Drops every shadow, or every non-global one.
     fn flush(&mut self, monitor: &mut Monitor, global_too: bool) -> Result<(), MonitorError> {
         let doomed: Vec<u32> = if global_too {
-            self.pages.keys().copied().collect()
+            self.pages.keys().collect()
         } else {
-            self.nonglobal.iter().copied().collect()
+            self.nonglobal.iter().collect()
         };
         self.drop_stale_user(monitor)?;
         self.drop_pages(monitor, &doomed)?;
@@ -906,7 +908,7 @@ impl Shadow {
         let regs = self.regs;
         let mut doomed = Vec::new();
         let mut reprotect = Vec::new();
-        for &lp in &self.nonglobal {
+        for lp in self.nonglobal.iter() {
             let m = self.pages[&lp];
             match paging::walk(mem, &regs, lp * PAGE_SIZE, Access::READ, false) {
                 Ok(t) if t.accessed => {
@@ -1141,7 +1143,7 @@ impl Shadow {
                     && self
                         .pages
                         .range(end..first)
-                        .all(|(lp, x)| !x.user && self.differs.contains(lp))
+                        .all(|(lp, x)| !x.user && self.differs.contains(&lp))
                 {
                     *m = first + n - *f;
                     continue;

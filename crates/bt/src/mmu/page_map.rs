@@ -1,0 +1,297 @@
+//! A map and a set keyed by linear page number, laid out as two-level
+//! page tables are: 1,024 leaves of 1,024 pages, a leaf allocated while it
+//! holds anything. A lookup is two indexings where a `BTreeMap` of the
+//! tens of thousands of pages Linux keeps mapped made every fill and drop
+//! search several nodes of each of its trees (~1 µs a page fault); keys
+//! still come out in order, which the shadow's runs need.
+
+use std::ops::{Index, Range};
+
+/// Pages in a leaf.
+const FANOUT: usize = 1024;
+
+/// Leaves over 32-bit linear space.
+const LEAVES: usize = (1 << 20) / FANOUT;
+
+fn split(lp: u32) -> (usize, usize) {
+    debug_assert!(lp < 1 << 20, "linear page {lp:#x} past 4 GiB");
+    (lp as usize / FANOUT, lp as usize % FANOUT)
+}
+
+struct Leaf<T> {
+    slots: [Option<T>; FANOUT],
+    used: usize,
+}
+
+/// Linear page -> `T`.
+pub(super) struct PageMap<T> {
+    leaves: Vec<Option<Box<Leaf<T>>>>,
+}
+
+impl<T: Copy> PageMap<T> {
+    /// An empty map.
+    pub(super) fn new() -> PageMap<T> {
+        PageMap {
+            leaves: (0..LEAVES).map(|_| None).collect(),
+        }
+    }
+
+    /// The value at `lp`.
+    pub(super) fn get(&self, lp: &u32) -> Option<&T> {
+        let (l, s) = split(*lp);
+        self.leaves[l].as_ref()?.slots[s].as_ref()
+    }
+
+    /// Whether `lp` has a value.
+    pub(super) fn contains_key(&self, lp: &u32) -> bool {
+        self.get(lp).is_some()
+    }
+
+    /// Sets the value at `lp`; returns the one it replaces.
+    pub(super) fn insert(&mut self, lp: u32, v: T) -> Option<T> {
+        let (l, s) = split(lp);
+        let leaf = self.leaves[l].get_or_insert_with(|| {
+            Box::new(Leaf {
+                slots: [None; FANOUT],
+                used: 0,
+            })
+        });
+        let old = leaf.slots[s].replace(v);
+        if old.is_none() {
+            leaf.used += 1;
+        }
+        old
+    }
+
+    /// Takes the value at `lp` out.
+    pub(super) fn remove(&mut self, lp: &u32) -> Option<T> {
+        let (l, s) = split(*lp);
+        let leaf = self.leaves[l].as_mut()?;
+        let old = leaf.slots[s].take()?;
+        leaf.used -= 1;
+        if leaf.used == 0 {
+            self.leaves[l] = None;
+        }
+        Some(old)
+    }
+
+    /// The pages with a value, in order.
+    pub(super) fn keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.range(0..1 << 20).map(|(lp, _)| lp)
+    }
+
+    /// The pages in `range` with their values, in order.
+    pub(super) fn range(&self, range: Range<u32>) -> impl Iterator<Item = (u32, &T)> + '_ {
+        let end = range.end.min(1 << 20);
+        let start = range.start.min(end);
+        let leaves = start as usize / FANOUT..(end as usize).div_ceil(FANOUT);
+        leaves
+            .filter_map(move |l| Some((l, self.leaves[l].as_ref()?)))
+            .flat_map(move |(l, leaf)| {
+                // Only the part of the leaf inside the range.
+                let from = (start as usize).saturating_sub(l * FANOUT).min(FANOUT);
+                let to = (end as usize - l * FANOUT).min(FANOUT);
+                leaf.slots[from..to]
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(i, v)| Some(((l * FANOUT + from + i) as u32, v.as_ref()?)))
+            })
+    }
+}
+
+impl<T: Copy> Index<&u32> for PageMap<T> {
+    type Output = T;
+
+    fn index(&self, lp: &u32) -> &T {
+        self.get(lp).expect("no such page in the map")
+    }
+}
+
+/// Words of a leaf's bitmap.
+const WORDS: usize = FANOUT / 64;
+
+/// A set of linear pages, a bitmap per leaf.
+pub(super) struct PageSet {
+    leaves: Vec<Option<Box<[u64; WORDS]>>>,
+    used: Vec<u16>,
+    len: usize,
+}
+
+impl PageSet {
+    /// An empty set.
+    pub(super) fn new() -> PageSet {
+        PageSet {
+            leaves: (0..LEAVES).map(|_| None).collect(),
+            used: vec![0; LEAVES],
+            len: 0,
+        }
+    }
+
+    /// Pages in the set.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Adds `lp`; returns whether it was new.
+    pub(super) fn insert(&mut self, lp: u32) -> bool {
+        let (l, s) = split(lp);
+        let bits = self.leaves[l].get_or_insert_with(|| Box::new([0; WORDS]));
+        let (w, b) = (s / 64, 1u64 << (s % 64));
+        if bits[w] & b != 0 {
+            return false;
+        }
+        bits[w] |= b;
+        self.used[l] += 1;
+        self.len += 1;
+        true
+    }
+
+    /// Takes `lp` out; returns whether it was there.
+    pub(super) fn remove(&mut self, lp: &u32) -> bool {
+        let (l, s) = split(*lp);
+        let Some(bits) = self.leaves[l].as_mut() else {
+            return false;
+        };
+        let (w, b) = (s / 64, 1u64 << (s % 64));
+        if bits[w] & b == 0 {
+            return false;
+        }
+        bits[w] &= !b;
+        self.used[l] -= 1;
+        self.len -= 1;
+        if self.used[l] == 0 {
+            self.leaves[l] = None;
+        }
+        true
+    }
+
+    /// The pages of the set in `range`, in order.
+    pub(super) fn range(&self, range: Range<u32>) -> impl Iterator<Item = u32> + '_ {
+        let end = range.end.min(1 << 20);
+        let start = range.start.min(end);
+        let leaves = start as usize / FANOUT..(end as usize).div_ceil(FANOUT);
+        leaves
+            .filter_map(move |l| Some((l, self.leaves[l].as_ref()?)))
+            .flat_map(|(l, bits)| {
+                bits.iter().enumerate().flat_map(move |(w, &word)| {
+                    let base = (l * FANOUT + w * 64) as u32;
+                    BitIter(word).map(move |b| base + b)
+                })
+            })
+            .filter(move |&p| p >= start && p < end)
+    }
+
+    /// Every page of the set, in order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.range(0..1 << 20)
+    }
+}
+
+/// The set bits of a word, lowest first.
+struct BitIter(u64);
+
+impl Iterator for BitIter {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        if self.0 == 0 {
+            return None;
+        }
+        let b = self.0.trailing_zeros();
+        self.0 &= self.0 - 1;
+        Some(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// A little generator, so the test needs no crate.
+    fn pages(seed: &mut u64, n: usize) -> Vec<u32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                // Clustered, as mappings are: a few leaves, the last page too.
+                let leaf = [0u32, 1, 0x300, 0x3ff][(*seed >> 60) as usize % 4];
+                leaf * 1024 + (*seed >> 20) as u32 % 1024
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_map_agrees_with_an_ordered_map() {
+        let mut seed = 7;
+        let mut ours = PageMap::new();
+        let mut theirs = BTreeMap::new();
+        for (i, p) in pages(&mut seed, 5000).into_iter().enumerate() {
+            if i % 3 == 2 {
+                assert_eq!(ours.remove(&p), theirs.remove(&p));
+            } else {
+                assert_eq!(ours.insert(p, i), theirs.insert(p, i));
+            }
+            assert_eq!(ours.get(&p), theirs.get(&p));
+        }
+        assert_eq!(ours.keys().count(), theirs.len());
+        assert!(ours.keys().eq(theirs.keys().copied()));
+        for r in [
+            0..1,
+            5..1030,
+            1023..1025,
+            0x300 * 1024 + 3..0x3ff * 1024 + 1000,
+            0xfffff..1 << 20,
+        ] {
+            assert!(
+                ours.range(r.clone())
+                    .eq(theirs.range(r.clone()).map(|(&k, v)| (k, v))),
+                "range {r:?}"
+            );
+        }
+        for p in theirs.keys().copied().collect::<Vec<_>>() {
+            assert_eq!(ours.remove(&p), theirs.remove(&p));
+        }
+        assert!(
+            ours.leaves.iter().all(Option::is_none),
+            "empty leaves freed"
+        );
+    }
+
+    #[test]
+    fn the_set_agrees_with_an_ordered_set() {
+        let mut seed = 11;
+        let mut ours = PageSet::new();
+        let mut theirs = BTreeSet::new();
+        for (i, p) in pages(&mut seed, 5000).into_iter().enumerate() {
+            if i % 3 == 2 {
+                assert_eq!(ours.remove(&p), theirs.remove(&p));
+            } else {
+                assert_eq!(ours.insert(p), theirs.insert(p));
+            }
+        }
+        assert_eq!(ours.len(), theirs.len());
+        assert!(ours.iter().eq(theirs.iter().copied()));
+        for r in [
+            0..1,
+            5..1030,
+            1023..1025,
+            0x300 * 1024 + 3..0x3ff * 1024 + 1000,
+            0xfffff..1 << 20,
+        ] {
+            assert!(
+                ours.range(r.clone()).eq(theirs.range(r.clone()).copied()),
+                "range {r:?}"
+            );
+        }
+        for p in theirs.iter().copied().collect::<Vec<_>>() {
+            assert!(ours.remove(&p));
+        }
+        assert_eq!(ours.len(), 0);
+        assert!(
+            ours.leaves.iter().all(Option::is_none),
+            "empty leaves freed"
+        );
+    }
+}
