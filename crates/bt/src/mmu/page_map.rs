@@ -1,6 +1,8 @@
 //! A map and a set keyed by linear page number, laid out as two-level
-//! page tables are: 1,024 leaves of 1,024 pages, a leaf allocated while it
-//! holds anything. A lookup is two indexings where a `BTreeMap` of the
+//! page tables are: 1,024 leaves of 1,024 pages, a leaf allocated at its
+//! first page and kept (at most 16 MiB for a map, 128 KiB for a set):
+//! freeing a leaf as its last page went made the demo's fork+wait
+//! allocate and clear several 16 KiB leaves at each CR3 switch. A lookup is two indexings where a `BTreeMap` of the
 //! tens of thousands of pages Linux keeps mapped made every fill and drop
 //! search several nodes of each of its trees (~1 µs a page fault); keys
 //! still come out in order, which the shadow's runs need.
@@ -20,7 +22,6 @@ fn split(lp: u32) -> (usize, usize) {
 
 struct Leaf<T> {
     slots: [Option<T>; FANOUT],
-    used: usize,
 }
 
 /// Linear page -> `T`.
@@ -53,26 +54,15 @@ impl<T: Copy> PageMap<T> {
         let leaf = self.leaves[l].get_or_insert_with(|| {
             Box::new(Leaf {
                 slots: [None; FANOUT],
-                used: 0,
             })
         });
-        let old = leaf.slots[s].replace(v);
-        if old.is_none() {
-            leaf.used += 1;
-        }
-        old
+        leaf.slots[s].replace(v)
     }
 
     /// Takes the value at `lp` out.
     pub(super) fn remove(&mut self, lp: &u32) -> Option<T> {
         let (l, s) = split(*lp);
-        let leaf = self.leaves[l].as_mut()?;
-        let old = leaf.slots[s].take()?;
-        leaf.used -= 1;
-        if leaf.used == 0 {
-            self.leaves[l] = None;
-        }
-        Some(old)
+        self.leaves[l].as_mut()?.slots[s].take()
     }
 
     /// The pages with a value, in order.
@@ -107,13 +97,16 @@ impl<T: Copy> Index<&u32> for PageMap<T> {
     }
 }
 
-/// Words of a leaf's bitmap.
-const WORDS: usize = FANOUT / 64;
+/// Words of the set's bitmap: one bit per page of 32-bit linear space.
+const WORDS: usize = (1 << 20) / 64;
 
-/// A set of linear pages, a bitmap per leaf.
+/// A set of linear pages: a flat bitmap (128 KiB) and a summary bit for
+/// each of its words that is not zero, so that going through a set of a
+/// few hundred pages (a CR3 switch goes through the non-global ones) reads
+/// 256 summary words and the words they point at, not the whole bitmap.
 pub(super) struct PageSet {
-    leaves: Vec<Option<Box<[u64; WORDS]>>>,
-    used: Vec<u16>,
+    words: Box<[u64]>,
+    summary: Box<[u64]>,
     len: usize,
 }
 
@@ -121,8 +114,8 @@ impl PageSet {
     /// An empty set.
     pub(super) fn new() -> PageSet {
         PageSet {
-            leaves: (0..LEAVES).map(|_| None).collect(),
-            used: vec![0; LEAVES],
+            words: vec![0; WORDS].into_boxed_slice(),
+            summary: vec![0; WORDS / 64].into_boxed_slice(),
             len: 0,
         }
     }
@@ -132,36 +125,34 @@ impl PageSet {
         self.len
     }
 
+    fn at(lp: u32) -> (usize, u64) {
+        debug_assert!(lp < 1 << 20, "linear page {lp:#x} past 4 GiB");
+        (lp as usize / 64, 1 << (lp % 64))
+    }
+
     /// Adds `lp`; returns whether it was new.
     pub(super) fn insert(&mut self, lp: u32) -> bool {
-        let (l, s) = split(lp);
-        let bits = self.leaves[l].get_or_insert_with(|| Box::new([0; WORDS]));
-        let (w, b) = (s / 64, 1u64 << (s % 64));
-        if bits[w] & b != 0 {
+        let (w, b) = Self::at(lp);
+        if self.words[w] & b != 0 {
             return false;
         }
-        bits[w] |= b;
-        self.used[l] += 1;
+        self.words[w] |= b;
+        self.summary[w / 64] |= 1 << (w % 64);
         self.len += 1;
         true
     }
 
     /// Takes `lp` out; returns whether it was there.
     pub(super) fn remove(&mut self, lp: &u32) -> bool {
-        let (l, s) = split(*lp);
-        let Some(bits) = self.leaves[l].as_mut() else {
-            return false;
-        };
-        let (w, b) = (s / 64, 1u64 << (s % 64));
-        if bits[w] & b == 0 {
+        let (w, b) = Self::at(*lp);
+        if self.words[w] & b == 0 {
             return false;
         }
-        bits[w] &= !b;
-        self.used[l] -= 1;
+        self.words[w] &= !b;
+        if self.words[w] == 0 {
+            self.summary[w / 64] &= !(1 << (w % 64));
+        }
         self.len -= 1;
-        if self.used[l] == 0 {
-            self.leaves[l] = None;
-        }
         true
     }
 
@@ -169,15 +160,12 @@ impl PageSet {
     pub(super) fn range(&self, range: Range<u32>) -> impl Iterator<Item = u32> + '_ {
         let end = range.end.min(1 << 20);
         let start = range.start.min(end);
-        let leaves = start as usize / FANOUT..(end as usize).div_ceil(FANOUT);
-        leaves
-            .filter_map(move |l| Some((l, self.leaves[l].as_ref()?)))
-            .flat_map(|(l, bits)| {
-                bits.iter().enumerate().flat_map(move |(w, &word)| {
-                    let base = (l * FANOUT + w * 64) as u32;
-                    BitIter(word).map(move |b| base + b)
-                })
-            })
+        let (first, last) = (start as usize / 64, (end as usize).div_ceil(64));
+        let summaries = first / 64..last.div_ceil(64);
+        summaries
+            .flat_map(move |s| BitIter(self.summary[s]).map(move |b| s * 64 + b as usize))
+            .filter(move |&w| w >= first && w < last)
+            .flat_map(move |w| BitIter(self.words[w]).map(move |b| (w * 64) as u32 + b))
             .filter(move |&p| p >= start && p < end)
     }
 
@@ -253,10 +241,7 @@ mod tests {
         for p in theirs.keys().copied().collect::<Vec<_>>() {
             assert_eq!(ours.remove(&p), theirs.remove(&p));
         }
-        assert!(
-            ours.leaves.iter().all(Option::is_none),
-            "empty leaves freed"
-        );
+        assert_eq!(ours.keys().count(), 0);
     }
 
     #[test]
@@ -289,9 +274,6 @@ mod tests {
             assert!(ours.remove(&p));
         }
         assert_eq!(ours.len(), 0);
-        assert!(
-            ours.leaves.iter().all(Option::is_none),
-            "empty leaves freed"
-        );
+        assert_eq!(ours.iter().count(), 0);
     }
 }
