@@ -1,11 +1,12 @@
-//! A map and a set keyed by linear page number, laid out as two-level
-//! page tables are: 1,024 leaves of 1,024 pages, a leaf allocated at its
-//! first page and kept (at most 16 MiB for a map, 128 KiB for a set):
-//! freeing a leaf as its last page went made the demo's fork+wait
-//! allocate and clear several 16 KiB leaves at each CR3 switch. A lookup is two indexings where a `BTreeMap` of the
-//! tens of thousands of pages Linux keeps mapped made every fill and drop
-//! search several nodes of each of its trees (~1 µs a page fault); keys
-//! still come out in order, which the shadow's runs need.
+//! A map and a set keyed by linear page number. The map is laid out as
+//! two-level page tables are: 1,024 leaves of 1,024 pages, a leaf
+//! allocated at its first page and kept (at most 16 MiB): freeing a leaf
+//! as its last page went made the demo's fork+wait allocate and clear
+//! several 16 KiB leaves at each CR3 switch. The set is a flat bitmap. A
+//! lookup is an indexing or two where a `BTreeMap` of the tens of
+//! thousands of pages Linux keeps mapped made every fill and drop search
+//! several nodes of each of its trees (~1 µs a page fault); keys still
+//! come out in order, which the shadow's runs need.
 
 use std::ops::{Index, Range};
 
