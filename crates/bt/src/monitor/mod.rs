@@ -340,6 +340,10 @@ impl Monitor {
     pub fn with_user_process(mem: &GuestMemory) -> Result<Monitor, MonitorError> {
         let mut monitor = Monitor::new(mem)?;
         monitor.user = Some(UserSpace::spawn(&mut monitor)?);
+        // Nothing here joins protection changes across unmapped pages
+        // (only the one-process mode's view switches do, over the
+        // reservation): guest pages can go into holes, as in the child.
+        monitor.space.punch_reservation()?;
         Ok(monitor)
     }
 
