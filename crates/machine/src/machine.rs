@@ -263,6 +263,7 @@ impl MachineBuilder {
             post,
             marks,
             clock: self.clock,
+            polled_ns: 0,
             marking: self.mark_prefix.is_some(),
             stop,
             input: self.input,
@@ -290,6 +291,8 @@ pub struct Machine {
     marks: Arc<Mutex<MarkLog>>,
     /// The timed devices' clock.
     clock: Arc<dyn Clock>,
+    /// Its reading at the last [`Machine::poll`].
+    polled_ns: u64,
     /// Console line marks were asked for (`--mark-lines`).
     marking: bool,
     stop: StopHandle,
@@ -368,6 +371,7 @@ impl Machine {
         // One reading for all: each device reading the clock itself made
         // ~10 readings an exit (~35 ns each here).
         let now = self.clock.now_ns();
+        self.polled_ns = now;
         self.pit.lock().unwrap().update_at(now);
         self.hpet.lock().unwrap().update_at(now);
         self.pm.lock().unwrap().update_at(now);
@@ -411,7 +415,17 @@ impl Machine {
     /// Time until the next interrupt of a virtual timer (the PIT, the
     /// HPET, the PM timer's SCI or the local APIC timer), if one is armed.
     pub fn next_timer_event(&self) -> Option<Duration> {
-        let now = self.clock.now_ns();
+        self.next_timer_event_at(self.clock.now_ns())
+    }
+
+    /// [`Machine::next_timer_event`] as of the last [`Machine::poll`]:
+    /// the vCPU loop asks right after polling, and a clock reading (~35
+    /// ns here) is a good part of a loop turn.
+    pub fn next_timer_event_since_poll(&self) -> Option<Duration> {
+        self.next_timer_event_at(self.polled_ns)
+    }
+
+    fn next_timer_event_at(&self, now: u64) -> Option<Duration> {
         let pit = self.pit.lock().unwrap().ns_until_next_irq_at(now);
         let hpet = self.hpet.lock().unwrap().ns_until_next_irq_at(now);
         let pm = self.pm.lock().unwrap().ns_until_next_irq_at(now);

@@ -63,7 +63,7 @@ pub fn run(vcpu: &mut impl Vcpu, machine: &mut Machine) -> Result<Exit, EngineEr
         if let Some(exit) = vcpu.inject(machine)? {
             return Ok(exit);
         }
-        vcpu.arm_kick(machine.next_timer_event());
+        vcpu.arm_kick(machine.next_timer_event_since_poll());
         let step = vcpu.step(machine)?;
         if let Step::End(exit) = step {
             return Ok(exit);

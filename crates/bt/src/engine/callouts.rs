@@ -113,6 +113,7 @@ fn take_markers(vm: &mut Vm, machine: &Machine) {
 
 /// Ends the current phase at `marker` and starts the next.
 pub(super) fn end_phase(vm: &mut Vm, marker: Marker) {
+    vm.settle_times();
     let now = PhaseStart::now(&vm.stats, vm.cache_stats(), *vm.mmu.stats());
     let phase = vm.phase_start.until(&now, marker);
     vm.stats.phases.push(phase);

@@ -7,7 +7,7 @@
 //! misses published in the inline lookup table. What an exit means is
 //! [`super::exits`]' business.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use x86::paging::Access;
 
@@ -20,6 +20,7 @@ use x86::CpuState;
 use super::exits::{self, Link};
 use super::fetch::{self, Fetched};
 use super::interrupts;
+use super::stats::Stopwatch;
 use super::vm::{host_err, Next, Vm};
 use crate::cache::Context;
 
@@ -94,9 +95,9 @@ fn run_user(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
                 .map_err(host_err)?;
         }
     }
-    let t = Instant::now();
+    let t = Stopwatch::ticks();
     let exit = vm.monitor.run_user(&mut vm.cpu).map_err(host_err)?;
-    vm.stats.direct += t.elapsed();
+    vm.direct_ticks += Stopwatch::ticks() - t;
     exits::user_exit(vm, machine, exit)
 }
 
@@ -118,12 +119,12 @@ fn run_kernel(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
     vm.smc_step = false;
     // Inline STI and POPF leave when they let a waiting interrupt in.
     vm.monitor.set_irq_pending(machine.interrupt_pending());
-    let t = Instant::now();
+    let t = Stopwatch::ticks();
     let exit = vm
         .monitor
         .run_translated(&mut vm.cpu, host, resumed.map(|(_, sels)| sels))
         .map_err(host_err)?;
-    vm.stats.translated += t.elapsed();
+    vm.translated_ticks += Stopwatch::ticks() - t;
     let next = exits::kernel_exit(vm, machine, host, exit, resumed, ctx.step);
     if ctx.step {
         if let Some(id) = block {

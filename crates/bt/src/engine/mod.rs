@@ -139,6 +139,7 @@ impl Engine for BtEngine {
         let mut vm = Vm::new(machine, self.opts, self.perf_map.take())?;
         let result = machine::vcpu::run(&mut vm, machine);
         machine.flush_console();
+        vm.settle_times();
         if !vm.stats.phases.is_empty() {
             callouts::end_phase(&mut vm, stats::Marker::Exit);
         }

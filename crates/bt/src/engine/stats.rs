@@ -42,6 +42,44 @@ pub struct BtStats {
     pub phases: Vec<Phase>,
 }
 
+/// Time spent in the hot paths (each run of translated code, each run of
+/// guest user code), counted in TSC ticks and turned into time at the
+/// rate the TSC went since the stopwatch started: an RDTSC is ~26 cycles
+/// here, a monotonic clock reading ~63 and its conversion more, and a
+/// callout took four readings for these counters alone. Needs an
+/// invariant TSC, which every host of this machine kind has (the
+/// counters are only statistics).
+#[derive(Clone, Copy, Debug)]
+pub struct Stopwatch {
+    tsc0: u64,
+    at0: std::time::Instant,
+}
+
+impl Stopwatch {
+    /// A stopwatch whose rate is measured from now on.
+    pub fn start() -> Stopwatch {
+        Stopwatch {
+            tsc0: machine::clock::host_tsc(),
+            at0: std::time::Instant::now(),
+        }
+    }
+
+    /// The time-stamp counter now.
+    pub fn ticks() -> u64 {
+        machine::clock::host_tsc()
+    }
+
+    /// `ticks` as time, at the rate measured so far.
+    pub fn duration(&self, ticks: u64) -> Duration {
+        let ns = self.at0.elapsed().as_nanos();
+        let elapsed = u128::from(machine::clock::host_tsc().saturating_sub(self.tsc0));
+        if elapsed == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos((u128::from(ticks) * ns / elapsed) as u64)
+    }
+}
+
 /// Counts by name, for the few dozen names of exits and callouts: one
 /// is counted at every exit, where a `BTreeMap` keyed by the name compared
 /// strings in each node (~1% of the monitor thread in fork+wait). A name

@@ -68,9 +68,21 @@ pub(super) struct Vm {
     /// Where translated blocks are logged for perf (`--perf-map`).
     pub(super) perf_map: Option<super::PerfMap>,
     pub(super) stats: BtStats,
+    /// Times `stats.direct` and `stats.translated` from these TSC ticks
+    /// ([`Vm::settle_times`]).
+    pub(super) watch: super::stats::Stopwatch,
+    pub(super) direct_ticks: u64,
+    pub(super) translated_ticks: u64,
 }
 
 impl Vm {
+    /// Brings `stats.direct` and `stats.translated` up to date with the
+    /// ticks counted since: before the counters are read.
+    pub(super) fn settle_times(&mut self) {
+        self.stats.direct = self.watch.duration(self.direct_ticks);
+        self.stats.translated = self.watch.duration(self.translated_ticks);
+    }
+
     /// Sets up a run: the monitor (with a user-code process if `opts`
     /// say so), a translation cache of `opts.tc_size` bytes, the alarm, and the virtual CPU at the machine's entry state.
     pub(super) fn new(
@@ -120,6 +132,9 @@ impl Vm {
             ram_size: machine.memory.size(),
             perf_map,
             stats: BtStats::default(),
+            watch: super::stats::Stopwatch::start(),
+            direct_ticks: 0,
+            translated_ticks: 0,
         })
     }
 
