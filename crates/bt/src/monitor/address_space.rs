@@ -100,8 +100,9 @@ impl fmt::Debug for Prot {
 #[derive(Debug)]
 pub struct AddressSpace {
     layout: Layout,
-    /// Unmapped guest ranges are holes, not PROT_NONE reservation (the
-    /// user-code process, after [`AddressSpace::punch_reservation`]).
+    /// Unmapped guest ranges are holes, not PROT_NONE reservation (after
+    /// [`AddressSpace::punch_reservation`]: both processes when guest user
+    /// code has a process of its own).
     holes: bool,
 }
 
@@ -265,12 +266,12 @@ impl AddressSpace {
     /// A page mapped into a hole costs the host ~6.5 k cycles against
     /// ~9.5 k over the reservation, which the kernel must split (and merge
     /// again when the page goes: ~3.5 k against ~5.7 k), measured on this
-    /// machine kind (docs/perf.md). Only for a process that makes no
-    /// mapping of its own below 4 GiB: the host kernel places a mapping
-    /// without a fixed address in the highest gap below its mmap base (~128
-    /// TiB) that fits, so far above 4 GiB, and nothing else here maps at
-    /// fixed addresses. Call before the process is confined: it reads
-    /// /proc/self/maps.
+    /// machine kind (docs/perf.md). No host allocation can land in a
+    /// hole: the host kernel places a mapping without a fixed address in
+    /// the highest gap below its mmap base (~128 TiB) that fits, and
+    /// terabytes of gaps lie above 4 GiB; fixed mappings below 4 GiB are
+    /// made only for guest pages and the monitor region (docs/security.md).
+    /// Call before the process is confined: it reads /proc/self/maps.
     pub fn punch_reservation(&mut self) -> Result<(), MonitorError> {
         let maps = std::fs::read_to_string("/proc/self/maps")
             .map_err(|e| MonitorError::Host(format!("reading /proc/self/maps: {e}")))?;
