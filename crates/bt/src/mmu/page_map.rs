@@ -211,6 +211,18 @@ mod tests {
             .collect()
     }
 
+    /// Ranges at the edges of leaves and words, across leaves, and at the
+    /// end of linear space.
+    fn ranges() -> [Range<u32>; 5] {
+        [
+            0..1,
+            5..1030,
+            1023..1025,
+            0x300 * 1024 + 3..0x3ff * 1024 + 1000,
+            0xfffff..1 << 20,
+        ]
+    }
+
     #[test]
     fn the_map_agrees_with_an_ordered_map() {
         let mut seed = 7;
@@ -226,13 +238,7 @@ mod tests {
         }
         assert_eq!(ours.keys().count(), theirs.len());
         assert!(ours.keys().eq(theirs.keys().copied()));
-        for r in [
-            0..1,
-            5..1030,
-            1023..1025,
-            0x300 * 1024 + 3..0x3ff * 1024 + 1000,
-            0xfffff..1 << 20,
-        ] {
+        for r in ranges() {
             assert!(
                 ours.range(r.clone())
                     .eq(theirs.range(r.clone()).map(|(&k, v)| (k, v))),
@@ -259,13 +265,7 @@ mod tests {
         }
         assert_eq!(ours.len(), theirs.len());
         assert!(ours.iter().eq(theirs.iter().copied()));
-        for r in [
-            0..1,
-            5..1030,
-            1023..1025,
-            0x300 * 1024 + 3..0x3ff * 1024 + 1000,
-            0xfffff..1 << 20,
-        ] {
+        for r in ranges() {
             assert!(
                 ours.range(r.clone()).eq(theirs.range(r.clone()).copied()),
                 "range {r:?}"
