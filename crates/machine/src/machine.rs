@@ -307,16 +307,19 @@ pub struct Machine {
     pub cmdline: String,
 }
 
-/// Brings the timed device `d` up to `now` and returns the ns until its
-/// next interrupt, under one lock.
-fn catch_up<T>(
+/// The ns from `now` to the next interrupt of the timed device `d`, with
+/// `update` after bringing it up to `now`, under one lock.
+fn next_irq<T>(
     d: &Mutex<T>,
     now: u64,
-    update: fn(&mut T, u64),
+    update: bool,
+    update_at: fn(&mut T, u64),
     next: fn(&T, u64) -> Option<u64>,
 ) -> Option<u64> {
     let mut d = d.lock().unwrap();
-    update(&mut d, now);
+    if update {
+        update_at(&mut d, now);
+    }
     next(&d, now)
 }
 
@@ -387,31 +390,7 @@ impl Machine {
         // one lock: the vCPU loop asks for the deadline right after
         // (`next_timer_event_since_poll`).
         let now = self.clock.now_ns();
-        let pit = catch_up(
-            &self.pit,
-            now,
-            pit::Pit::update_at,
-            pit::Pit::ns_until_next_irq_at,
-        );
-        let hpet = catch_up(
-            &self.hpet,
-            now,
-            hpet::Hpet::update_at,
-            hpet::Hpet::ns_until_next_irq_at,
-        );
-        let pm = catch_up(
-            &self.pm,
-            now,
-            acpi_pm::AcpiPm::update_at,
-            acpi_pm::AcpiPm::ns_until_next_irq_at,
-        );
-        let lapic = catch_up(
-            &self.irq,
-            now,
-            IrqChip::update_at,
-            IrqChip::ns_until_next_irq_at,
-        );
-        self.polled_deadline = [pit, hpet, pm, lapic].into_iter().flatten().min();
+        self.polled_deadline = self.timer_deadline(now, true);
         self.uart.lock().unwrap().flush_if_older(CONSOLE_LATENCY);
         let Some(rx) = &self.input else {
             return Poll::Continue;
@@ -451,7 +430,8 @@ impl Machine {
     /// Time until the next interrupt of a virtual timer (the PIT, the
     /// HPET, the PM timer's SCI or the local APIC timer), if one is armed.
     pub fn next_timer_event(&self) -> Option<Duration> {
-        self.next_timer_event_at(self.clock.now_ns())
+        self.timer_deadline(self.clock.now_ns(), false)
+            .map(Duration::from_nanos)
     }
 
     /// [`Machine::next_timer_event`] as of the last [`Machine::poll`]:
@@ -461,16 +441,43 @@ impl Machine {
         self.polled_deadline.map(Duration::from_nanos)
     }
 
-    fn next_timer_event_at(&self, now: u64) -> Option<Duration> {
-        let pit = self.pit.lock().unwrap().ns_until_next_irq_at(now);
-        let hpet = self.hpet.lock().unwrap().ns_until_next_irq_at(now);
-        let pm = self.pm.lock().unwrap().ns_until_next_irq_at(now);
-        let lapic = self.irq.lock().unwrap().ns_until_next_irq_at(now);
-        [pit, hpet, pm, lapic]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(Duration::from_nanos)
+    /// Nanoseconds from `now` to the next interrupt of a virtual timer,
+    /// if one is armed; with `update`, each timed device is brought up to
+    /// `now` first, under the same lock.
+    fn timer_deadline(&self, now: u64, update: bool) -> Option<u64> {
+        [
+            next_irq(
+                &self.pit,
+                now,
+                update,
+                pit::Pit::update_at,
+                pit::Pit::ns_until_next_irq_at,
+            ),
+            next_irq(
+                &self.hpet,
+                now,
+                update,
+                hpet::Hpet::update_at,
+                hpet::Hpet::ns_until_next_irq_at,
+            ),
+            next_irq(
+                &self.pm,
+                now,
+                update,
+                acpi_pm::AcpiPm::update_at,
+                acpi_pm::AcpiPm::ns_until_next_irq_at,
+            ),
+            next_irq(
+                &self.irq,
+                now,
+                update,
+                IrqChip::update_at,
+                IrqChip::ns_until_next_irq_at,
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// True when a halted vCPU could still be woken: a timer is armed or
