@@ -107,11 +107,6 @@ pub struct HostArea {
     pub init_image: u64,
     /// Non-zero when the exit stub saves with XSAVEOPT rather than XSAVE.
     pub xsaveopt: u32,
-    /// Non-zero when the image holds x87, SSE and AVX state and nothing
-    /// else: the exit stub then clears the registers with VZEROALL and
-    /// FNINIT (~73 cycles here) instead of an XRSTOR of the init image
-    /// (~223).
-    pub vzero: u32,
     /// Host PKRU, saved at entry (hosts with protection keys only).
     pub host_pkru: u32,
     /// The guest's PKRU (hosts with protection keys only; 0, all keys
@@ -157,7 +152,9 @@ pub struct Xstate {
 /// XCR0 bit of PKRU.
 const XFEATURE_PKRU: u64 = 1 << 9;
 
-/// XCR0 bits of x87, SSE and AVX state.
+/// XCR0 bits of x87, SSE and AVX state: with just these in the image, the
+/// exit stub clears the registers with VZEROALL and FNINIT (~73 cycles
+/// here) instead of an XRSTOR of the init image (~223).
 const XFEATURES_X87_SSE_AVX: u64 = 0b111;
 
 impl Xstate {
@@ -395,8 +392,8 @@ global_asm!(
     // guest's values behind empty tags until host code loads its own
     // (host code never shows a register to the guest, and the next entry
     // loads every component from the guest's image).
-    "cmp dword ptr [rdi + {vzero}], 0",
-    "je 5f",
+    "cmp qword ptr [rdi + {xsave_mask}], {x87_sse_avx}",
+    "jne 5f",
     "vzeroall",
     "fninit",
     "jmp 6f",
@@ -470,7 +467,7 @@ global_asm!(
     image = const GUEST_IMAGE_OFFSET,
     xsave_mask = const offset_of!(HostArea, xsave_mask),
     xsaveopt = const offset_of!(HostArea, xsaveopt),
-    vzero = const offset_of!(HostArea, vzero),
+    x87_sse_avx = const XFEATURES_X87_SSE_AVX,
     init_image = const offset_of!(HostArea, init_image),
     host_exit = const offset_of!(HostArea, host_exit),
     host_pkru = const offset_of!(HostArea, host_pkru),
@@ -631,7 +628,6 @@ pub unsafe fn init_area(vcpu_tid: i32, layout: Layout) -> Result<u64, MonitorErr
             xsave_mask: xstate.mask,
             init_image: init_image as u64,
             xsaveopt: u32::from(xstate.xsaveopt),
-            vzero: u32::from(xstate.mask == XFEATURES_X87_SSE_AVX),
             pkru: u32::from(xstate.pkru),
             tc_stub: layout.stub(),
             vcpu_area: layout.vcpu_area(),
