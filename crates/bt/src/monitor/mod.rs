@@ -787,6 +787,11 @@ impl Monitor {
         if std::thread::current().id() != self.thread {
             return Err(MonitorError::WrongThread);
         }
+        // The child applies what the guest kernel's path so far changed
+        // while this run goes on.
+        if let Some(u) = &mut self.user {
+            u.publish()?;
+        }
         // A resumed run takes its selectors, and the area its shadows'
         // selectors, from the interrupted code: no shadow to load.
         let (sels, shadows) = match live {

@@ -13,9 +13,10 @@
 //! The child is a copy of the monitor taken at fork, running the same
 //! direct-execution code ([`Monitor::run_user`] with no child of its own):
 //! its own LDT, signal handlers, alternate stack and host area. Changes to
-//! guest mappings meant for it are queued ([`Op`]) and applied by the child
-//! right before it next runs the guest, so a fill or an INVLPG costs the
-//! child nothing until it matters.
+//! guest mappings meant for it are queued ([`Op`]); the child applies them
+//! while it waits for its turn, if it is still polling, so that its host
+//! calls overlap the guest kernel's path in the monitor, and the rest
+//! right before it next runs the guest.
 //!
 //! Kicks (timer signals) go to the monitor's thread as before; while the
 //! child runs the guest, the monitor's wait passes them on. The child dies
@@ -148,7 +149,11 @@ struct Channel {
     /// other's announcement, and both slept for good.
     sleeping: [AtomicU32; 2],
     kind: u32,
-    ops_len: u32,
+    /// Ops published so far this turn: the monitor stores it (Release)
+    /// after writing the op, the child reads it while it polls and sets it
+    /// back to 0 at the end of its turn. The monitor keeps its own count
+    /// (`UserSpace::published`) and never reads this one back.
+    ops_len: AtomicU32,
     ops: [MaybeUninit<Op>; MAX_OPS],
     cpu: MaybeUninit<CpuState>,
     reply: MaybeUninit<Reply>,
@@ -161,6 +166,13 @@ struct Channel {
 pub(super) struct UserSpace {
     pid: i32,
     ch: *mut Channel,
+    /// Ops written to the channel and published since the child's last
+    /// turn.
+    published: u32,
+    /// The last op, kept back so that the next one for the same range
+    /// can still join it ([`Op::then`]): a published op may already be
+    /// applied.
+    held: Option<Op>,
     /// Hand-offs so far (`--stats`).
     handoffs: u64,
 }
@@ -183,13 +195,16 @@ fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout: Option<&libc::tim
 }
 
 /// Waits until `turn` holds `want`: polls first, then sleeps in the kernel.
-/// `on_poll` runs every thousand polls and after each sleep, `on_timeout`
-/// when a sleep timed out; an error from it ends the wait.
+/// `on_spin` runs at each poll and says whether it did work (which starts
+/// the polls afresh: the other side is busy), `on_poll` every thousand
+/// polls and after each sleep, `on_timeout` when a sleep timed out; an
+/// error from it ends the wait.
 fn wait_turn(
     turn: &AtomicU32,
     sleeping: &[AtomicU32; 2],
     want: u32,
     timeout: Option<&libc::timespec>,
+    mut on_spin: impl FnMut() -> bool,
     mut on_poll: impl FnMut(),
     mut on_timeout: impl FnMut() -> Result<(), MonitorError>,
 ) -> Result<(), MonitorError> {
@@ -201,6 +216,9 @@ fn wait_turn(
         }
         if polls < SPIN {
             polls += 1;
+            if on_spin() {
+                polls = 0;
+            }
             if polls.is_multiple_of(1024) {
                 on_poll();
             }
@@ -259,6 +277,8 @@ impl UserSpace {
         Ok(UserSpace {
             pid,
             ch,
+            published: 0,
+            held: None,
             handoffs: 0,
         })
     }
@@ -280,24 +300,39 @@ impl UserSpace {
         unsafe { &mut *self.ch }
     }
 
-    /// Queues a change of the child's mappings; a full queue is handed
-    /// over first.
+    /// Queues a change of the child's mappings. It joins the op held back
+    /// where it can; otherwise the held op is published (a full queue is
+    /// handed over first) and this one is held.
     pub(super) fn push(&mut self, op: Op) -> Result<(), MonitorError> {
-        if self.channel().ops_len as usize == MAX_OPS {
+        if let Some(joined) = self.held.and_then(|h| h.then(op)) {
+            self.held = Some(joined);
+            return Ok(());
+        }
+        self.publish()?;
+        self.held = Some(op);
+        Ok(())
+    }
+
+    /// Publishes the op held back, for the child to apply as soon as it
+    /// sees it: the monitor calls this before it runs the guest kernel, so
+    /// that the child's host calls overlap that run.
+    pub(super) fn publish(&mut self) -> Result<(), MonitorError> {
+        let Some(op) = self.held.take() else {
+            return Ok(());
+        };
+        if self.published as usize == MAX_OPS {
             self.handoff(APPLY)?;
             self.take_reply()?;
         }
-        let ch = self.channel();
-        if let Some(last) = ch.ops_len.checked_sub(1) {
-            // SAFETY: the first `ops_len` entries are initialised.
-            let prev = unsafe { ch.ops[last as usize].assume_init() };
-            if let Some(joined) = prev.then(op) {
-                ch.ops[last as usize] = MaybeUninit::new(joined);
-                return Ok(());
-            }
+        let n = self.published;
+        // SAFETY: the mapping lives as long as the process and `n` is in
+        // bounds; the child reads only the entries below the count it was
+        // given, and this one is above it until the store below.
+        unsafe {
+            std::ptr::addr_of_mut!((*self.ch).ops[n as usize]).write(MaybeUninit::new(op));
+            (*self.ch).ops_len.store(n + 1, Ordering::Release);
         }
-        ch.ops[ch.ops_len as usize] = MaybeUninit::new(op);
-        ch.ops_len += 1;
+        self.published = n + 1;
         Ok(())
     }
 
@@ -348,6 +383,9 @@ impl UserSpace {
     /// Gives the child its turn and waits for it to end, passing kicks on
     /// and noticing a dead child.
     fn handoff(&mut self, kind: u32) -> Result<(), MonitorError> {
+        if self.held.is_some() {
+            self.publish()?;
+        }
         self.handoffs += 1;
         let pid = self.pid;
         let ch = self.channel();
@@ -365,6 +403,7 @@ impl UserSpace {
             sleeping,
             MONITOR_TURN,
             Some(&timeout),
+            || false,
             || {
                 if switch::take_pending_kick() {
                     // SAFETY: tgkill only sends a signal to our child.
@@ -373,8 +412,8 @@ impl UserSpace {
             },
             || child_alive(pid),
         )?;
-        let ch = self.channel();
-        ch.ops_len = 0;
+        // The child set the channel's count back to 0 on its turn.
+        self.published = 0;
         Ok(())
     }
 }
@@ -443,12 +482,39 @@ fn serve(monitor: &mut Monitor, ch: *mut Channel, parent: i32) -> ! {
     let setup = monitor.become_user_process();
     // SAFETY: the monitor only touches the channel on its own turn, but
     // for these two atomics.
-    let (turn, sleeping) = unsafe { (&(*ch).turn, &(*ch).sleeping) };
+    let (turn, sleeping, ops_len) = unsafe { (&(*ch).turn, &(*ch).sleeping, &(*ch).ops_len) };
+    // Ops applied so far this turn, and the first error doing so while
+    // waiting (reported at the turn).
+    let mut applied = 0u32;
+    let mut failed: Result<(), MonitorError> = Ok(());
     loop {
-        let _ = wait_turn(turn, sleeping, CHILD_TURN, None, || {}, || Ok(()));
+        // Without a timeout, the wait cannot fail.
+        let _ = wait_turn(
+            turn,
+            sleeping,
+            CHILD_TURN,
+            None,
+            || {
+                let len = ops_len.load(Ordering::Acquire);
+                if len == applied || failed.is_err() {
+                    return false;
+                }
+                failed = apply_ops(monitor, ch, applied, len);
+                applied = len;
+                true
+            },
+            || {},
+            || Ok(()),
+        );
+        let len = ops_len.load(Ordering::Acquire);
+        let res = std::mem::replace(&mut failed, Ok(()))
+            .and(setup.clone())
+            .and_then(|()| apply_ops(monitor, ch, applied, len));
+        applied = 0;
+        ops_len.store(0, Ordering::Relaxed);
         // SAFETY: it is our turn: the monitor does not touch the channel.
         let c = unsafe { &mut *ch };
-        let reply = match setup.clone().and_then(|()| turn_work(monitor, c)) {
+        let reply = match res.and_then(|()| turn_work(monitor, c)) {
             Ok(r) => r,
             Err(e) => {
                 let s = e.to_string();
@@ -466,11 +532,25 @@ fn serve(monitor: &mut Monitor, ch: *mut Channel, parent: i32) -> ! {
     }
 }
 
-/// One turn of the child.
-fn turn_work(monitor: &mut Monitor, c: &mut Channel) -> Result<Reply, MonitorError> {
-    for op in &c.ops[..c.ops_len as usize] {
-        // SAFETY: the monitor initialised the first `ops_len` entries.
-        match unsafe { op.assume_init() } {
+/// Applies the published ops `from..to` (a count the child read from the
+/// channel, Acquire: the monitor wrote them before it).
+fn apply_ops(
+    monitor: &mut Monitor,
+    ch: *mut Channel,
+    from: u32,
+    to: u32,
+) -> Result<(), MonitorError> {
+    // A count the monitor never published (guest code in this process may
+    // have written the channel) applies nothing past the array.
+    for i in from..to.min(MAX_OPS as u32) {
+        // SAFETY: the monitor wrote entry `i` before publishing a count
+        // above it and does not write it again before this turn ends.
+        let op = unsafe {
+            std::ptr::addr_of!((*ch).ops[i as usize])
+                .read()
+                .assume_init()
+        };
+        match op {
             Op::Map {
                 linear,
                 len,
@@ -482,6 +562,11 @@ fn turn_work(monitor: &mut Monitor, c: &mut Channel) -> Result<Reply, MonitorErr
             Op::Unmap { linear, len } => monitor.unmap(linear, len)?,
         }
     }
+    Ok(())
+}
+
+/// One turn of the child, its ops applied.
+fn turn_work(monitor: &mut Monitor, c: &mut Channel) -> Result<Reply, MonitorError> {
     if c.kind != RUN {
         return Ok(Reply::NotRun);
     }
@@ -511,6 +596,66 @@ mod tests {
             prot,
             populate: true,
         }
+    }
+
+    /// A handle on a channel with no child behind it: enough for the
+    /// queue, which only hands over when it is full.
+    fn childless() -> UserSpace {
+        let len = std::mem::size_of::<Channel>().next_multiple_of(4096);
+        let p = super::super::address_space::map_above_4g(len, true, "test channel").unwrap();
+        UserSpace {
+            pid: 0,
+            ch: p.cast(),
+            published: 0,
+            held: None,
+            handoffs: 0,
+        }
+    }
+
+    fn published(u: &UserSpace) -> Vec<(u32, Option<Prot>)> {
+        // SAFETY: the channel lives for the test; the first `ops_len`
+        // entries were written.
+        let n = unsafe { (*u.ch).ops_len.load(Ordering::Acquire) };
+        (0..n as usize)
+            .map(|i| match unsafe { (*u.ch).ops[i].assume_init() } {
+                Op::Map { linear, prot, .. } | Op::Protect { linear, prot, .. } => {
+                    (linear, Some(prot))
+                }
+                Op::Unmap { linear, .. } => (linear, None),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_last_op_is_held_back_until_another_range_or_a_publish() {
+        let mut u = childless();
+        u.push(map(0x1000, Prot::RW)).unwrap();
+        // Joins the held map: nothing the child could apply yet.
+        u.push(Op::Protect {
+            linear: 0x1000,
+            len: 0x1000,
+            prot: Prot::R,
+        })
+        .unwrap();
+        assert_eq!(published(&u), []);
+        // Another range publishes the joined op and holds the new one.
+        u.push(map(0x3000, Prot::RW)).unwrap();
+        assert_eq!(published(&u), [(0x1000, Some(Prot::R))]);
+        u.publish().unwrap();
+        assert_eq!(
+            published(&u),
+            [(0x1000, Some(Prot::R)), (0x3000, Some(Prot::RW))]
+        );
+        // A published op is never rewritten: a later change of its range
+        // is an op of its own.
+        u.push(Op::Unmap {
+            linear: 0x3000,
+            len: 0x1000,
+        })
+        .unwrap();
+        u.publish().unwrap();
+        assert_eq!(published(&u)[2], (0x3000, None));
+        assert_eq!(u.published, 3);
     }
 
     #[test]
