@@ -62,6 +62,10 @@ const RESTORE_ALL: usize = 256;
 /// tables one by one ([`Shadow::flush_changed`]); more are dropped.
 const REVALIDATE_MAX: usize = 512;
 
+/// A page the user-code process kept over a CR3 switch: how it was
+/// mapped, and its protection there.
+type StaleUser = (Mapping, Prot);
+
 /// The longest run of dropped pages that is hidden rather than unmapped
 /// (see [`Shadow::take_away`]): longer ones are a munmap or a fork's end,
 /// whose pages rarely come back with the same frames.
@@ -167,7 +171,7 @@ pub struct Shadow {
     /// current: a fork+wait goes through the child's tables and the
     /// kernel's own before the parent's user code runs again, and
     /// dropping at each switch made the parent fault its pages back.
-    stale_user: BTreeMap<u32, (Mapping, Prot)>,
+    stale_user: BTreeMap<u32, StaleUser>,
     /// With `split`: dropped pages that this process (`hidden_here`) or
     /// the user-code process (`hidden_there`) still maps, inaccessible,
     /// to the physical page given: mapping one to that same page again is
@@ -827,19 +831,65 @@ impl Shadow {
         if self.stale_user.len() > REVALIDATE_MAX || !self.paging() {
             return self.drop_stale_user(monitor);
         }
+        let doomed: Vec<(u32, u32)> = self
+            .revalidate_stale_user(monitor, mem)?
+            .into_iter()
+            .map(|(lp, (m, _))| (lp, m.phys))
+            .collect();
+        // Hidden rather than unmapped where few: a forked child runs code
+        // its parent never touches (its exit path), whose entries the
+        // parent's tables keep unaccessed, and maps it again each round.
+        // `doomed` is in page order, so each run is the next `n` of it.
+        let mut at = 0;
+        for (first, n, ()) in runs(doomed.iter().map(|&(p, _)| (p, ()))) {
+            let frames = &doomed[at..at + n as usize];
+            at += n as usize;
+            self.take_frames_away(monitor, first, n, frames, false)?;
+        }
+        Ok(())
+    }
+
+    /// At a CR3 switch: what [`Self::sync_user`] will do for the stale
+    /// pages the new tables map to user RAM, done now, so that the
+    /// user-code process changes them while the guest kernel goes on to
+    /// user mode (its ops overlap that path, user_space.rs). The others
+    /// stay stale: Linux switches through `swapper_pg_dir`, which maps no
+    /// user page, on its way from an exiting process to its parent.
+    fn sync_user_early(
+        &mut self,
+        monitor: &mut Monitor,
+        mem: &mut GuestMemory,
+    ) -> Result<(), MonitorError> {
+        if self.stale_user.is_empty() || self.stale_user.len() > REVALIDATE_MAX {
+            return Ok(());
+        }
+        let unmapped = self.revalidate_stale_user(monitor, mem)?;
+        self.stale_user.extend(unmapped);
+        Ok(())
+    }
+
+    /// Takes from [`Self::stale_user`] each page the guest's tables map,
+    /// accessed, to a 4 KiB user page of RAM: keeps it (its protection
+    /// brought up to date) or maps it to its new frame. Returns the others
+    /// as `stale_user` held them, in page order.
+    fn revalidate_stale_user(
+        &mut self,
+        monitor: &mut Monitor,
+        mem: &mut GuestMemory,
+    ) -> Result<Vec<(u32, StaleUser)>, MonitorError> {
         let regs = self.regs;
         let mut doomed = Vec::new();
         for (lp, (m, prot)) in std::mem::take(&mut self.stale_user) {
             let n = match paging::walk(mem, &regs, lp * PAGE_SIZE, Access::READ, false) {
                 Ok(t) if t.accessed => Mapping::of(&t, lp * PAGE_SIZE),
                 _ => {
-                    doomed.push((lp, m.phys));
+                    doomed.push((lp, (m, prot)));
                     continue;
                 }
             };
             let ram = u64::from(n.phys) < self.ram_size / u64::from(PAGE_SIZE);
             if !n.user || n.span != 1 || !ram {
-                doomed.push((lp, m.phys));
+                doomed.push((lp, (m, prot)));
                 continue;
             }
             let user = self.prots(&n).1;
@@ -857,17 +907,7 @@ impl Shadow {
             self.record(lp, n);
             self.absent_here.insert(lp);
         }
-        // Hidden rather than unmapped where few: a forked child runs code
-        // its parent never touches (its exit path), whose entries the
-        // parent's tables keep unaccessed, and maps it again each round.
-        // `doomed` is in page order, so each run is the next `n` of it.
-        let mut at = 0;
-        for (first, n, ()) in runs(doomed.iter().map(|&(p, _)| (p, ()))) {
-            let frames = &doomed[at..at + n as usize];
-            at += n as usize;
-            self.take_frames_away(monitor, first, n, frames, false)?;
-        }
-        Ok(())
+        Ok(doomed)
     }
 
     /// Drops every shadow, or every non-global one.
@@ -936,7 +976,8 @@ impl Shadow {
             self.remap_rights(monitor, lp, n)?;
         }
         if self.split {
-            self.defer_user_drops(monitor, &doomed)
+            self.defer_user_drops(monitor, &doomed)?;
+            self.sync_user_early(monitor, mem)
         } else {
             self.drop_pages(monitor, &doomed)
         }
