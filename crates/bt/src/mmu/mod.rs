@@ -831,20 +831,26 @@ impl Shadow {
         if self.stale_user.len() > REVALIDATE_MAX || !self.paging() {
             return self.drop_stale_user(monitor);
         }
-        let doomed: Vec<(u32, u32)> = self
-            .revalidate_stale_user(monitor, mem)?
-            .into_iter()
-            .map(|(lp, (m, _))| (lp, m.phys))
-            .collect();
-        // Hidden rather than unmapped where few: a forked child runs code
-        // its parent never touches (its exit path), whose entries the
-        // parent's tables keep unaccessed, and maps it again each round.
-        // `doomed` is in page order, so each run is the next `n` of it.
+        let doomed = self.revalidate_stale_user(monitor, mem)?;
+        self.take_stale_away(monitor, &doomed)
+    }
+
+    /// Takes `doomed` (in page order) away from the user-code process.
+    /// Hidden rather than unmapped where few: a forked child runs code its
+    /// parent never touches (its exit path), whose entries the parent's
+    /// tables keep unaccessed, and maps it again each round.
+    fn take_stale_away(
+        &mut self,
+        monitor: &mut Monitor,
+        doomed: &[(u32, StaleUser)],
+    ) -> Result<(), MonitorError> {
+        let frames: Vec<(u32, u32)> = doomed.iter().map(|&(lp, (m, _))| (lp, m.phys)).collect();
+        // Each run is the next `n` of `frames`.
         let mut at = 0;
-        for (first, n, ()) in runs(doomed.iter().map(|&(p, _)| (p, ()))) {
-            let frames = &doomed[at..at + n as usize];
+        for (first, n, ()) in runs(frames.iter().map(|&(p, _)| (p, ()))) {
+            let run = &frames[at..at + n as usize];
             at += n as usize;
-            self.take_frames_away(monitor, first, n, frames, false)?;
+            self.take_frames_away(monitor, first, n, run, false)?;
         }
         Ok(())
     }
@@ -852,20 +858,28 @@ impl Shadow {
     /// At a CR3 switch: what [`Self::sync_user`] will do for the stale
     /// pages the new tables map to user RAM, done now, so that the
     /// user-code process changes them while the guest kernel goes on to
-    /// user mode (its ops overlap that path, user_space.rs). The others
-    /// stay stale: Linux switches through `swapper_pg_dir`, which maps no
-    /// user page, on its way from an exiting process to its parent.
+    /// user mode (its ops overlap that path, user_space.rs). Where some
+    /// page was mapped, the tables are a process's, and the others go now
+    /// too; where none was, they stay stale: Linux switches through
+    /// `swapper_pg_dir`, which maps no user page, on its way from an
+    /// exiting process to its parent, and a child it just forked has its
+    /// entries unaccessed.
     fn sync_user_early(
         &mut self,
         monitor: &mut Monitor,
         mem: &mut GuestMemory,
     ) -> Result<(), MonitorError> {
-        if self.stale_user.is_empty() || self.stale_user.len() > REVALIDATE_MAX {
+        let before = self.stale_user.len();
+        if before == 0 || before > REVALIDATE_MAX {
             return Ok(());
         }
         let unmapped = self.revalidate_stale_user(monitor, mem)?;
-        self.stale_user.extend(unmapped);
-        Ok(())
+        if unmapped.len() < before {
+            self.take_stale_away(monitor, &unmapped)
+        } else {
+            self.stale_user.extend(unmapped);
+            Ok(())
+        }
     }
 
     /// Takes from [`Self::stale_user`] each page the guest's tables map,
