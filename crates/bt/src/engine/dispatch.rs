@@ -95,6 +95,24 @@ fn run_user(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
                 .map_err(host_err)?;
         }
     }
+    if vm.mmu.paging() {
+        let fetch = Access {
+            write: false,
+            user: true,
+            fetch: true,
+        };
+        let read = Access {
+            fetch: false,
+            ..fetch
+        };
+        let code = vm.cpu.cs.base.wrapping_add(vm.cpu.eip);
+        let stack = vm.cpu.ss.base.wrapping_add(vm.cpu.esp);
+        for (linear, access) in [(code, fetch), (stack, read)] {
+            vm.mmu
+                .prefetch(&mut vm.monitor, &mut machine.memory, linear, access)
+                .map_err(host_err)?;
+        }
+    }
     let t = Stopwatch::ticks();
     let exit = vm.monitor.run_user(&mut vm.cpu).map_err(host_err)?;
     vm.direct_ticks += Stopwatch::ticks() - t;

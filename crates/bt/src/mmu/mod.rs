@@ -483,6 +483,25 @@ impl Shadow {
         Ok(fill == Fill::Mapped)
     }
 
+    /// [`Self::prefill`] of a page guest user code is about to touch (its
+    /// instruction pointer's, its stack pointer's), unless it is mapped
+    /// already: a CPU may walk and cache a translation ahead of any access
+    /// and set its accessed bit (Intel SDM 3A 4.10.1.3). A child Linux has
+    /// just forked has all its entries unaccessed, and its first read of
+    /// its stack was a host fault, a hand-off each way and a fill.
+    pub fn prefetch(
+        &mut self,
+        monitor: &mut Monitor,
+        mem: &mut GuestMemory,
+        linear: u32,
+        access: Access,
+    ) -> Result<bool, MonitorError> {
+        if self.pages.contains_key(&(linear / PAGE_SIZE)) {
+            return Ok(false);
+        }
+        self.prefill(monitor, mem, linear, access)
+    }
+
     /// The run of linear pages around `lp` to map with it: pages the guest
     /// maps with the same rights to consecutive physical pages and has
     /// already accessed (a large page counts as one accessed entry), not yet
