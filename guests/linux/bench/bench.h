@@ -33,7 +33,8 @@ void fail(const char *what, long err) __attribute__((noreturn));
 void fail_child(const char *who, int status) __attribute__((noreturn));
 
 /* Waits for `pid`; fails unless it exited with status 0. */
-void reap(long pid, const char *who);
+/* Waits for child `pid`, which must have exited with `code`. */
+void reap(long pid, const char *who, int code);
 
 /* Every workload: `void bench_NAME(struct run *)`, listed in the
  * generated workloads.h with its default rounds. */

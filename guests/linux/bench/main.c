@@ -65,7 +65,9 @@ void fail_child(const char *who, int status)
 {
 	fail_begin();
 	out_str(who);
-	if ((status & 0x7f) == 0) {
+	if (status == -1) {
+		out_str(": wait4 stored no status");
+	} else if ((status & 0x7f) == 0) {
 		out_str(" exited with status ");
 		out_dec((u32)(status >> 8) & 0xff);
 	} else {
@@ -75,13 +77,14 @@ void fail_child(const char *who, int status)
 	fail_end();
 }
 
-void reap(long pid, const char *who)
+void reap(long pid, const char *who, int code)
 {
-	int status = 0;
+	/* Not an exit status: the kernel's store must replace it. */
+	int status = -1;
 	long r = sys_wait4(pid, &status);
 	if (r != pid)
 		fail("wait4", r);
-	if (status != 0)
+	if (status != code << 8)
 		fail_child(who, status);
 }
 

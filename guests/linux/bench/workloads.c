@@ -12,11 +12,13 @@ void bench_forkwait(struct run *r)
 	u64 t0 = rdtsc();
 	for (u32 i = 0; i < r->rounds; i++) {
 		long pid = sys_fork();
+		/* A status that changes each round: the parent checks what the
+		 * kernel stores through wait4's pointer. */
 		if (pid == 0)
-			sys_exit(0);
+			sys_exit(i & 0x7f);
 		if (is_error(pid))
 			fail("fork", pid);
-		reap(pid, "the child");
+		reap(pid, "the child", i & 0x7f);
 	}
 	r->cycles = rdtsc() - t0;
 }
@@ -76,7 +78,7 @@ void bench_pipe(struct run *r)
 			fail("the child echoed a wrong byte", 0);
 	}
 	r->cycles = rdtsc() - t0;
-	reap(pid, "the echoing child");
+	reap(pid, "the echoing child", 0);
 }
 
 /*
@@ -179,7 +181,7 @@ void bench_ctxsw(struct run *r)
 	r->cycles = rdtsc() - t0;
 	if (e)
 		fail("futex", e);
-	reap(pid, "the child (its futex calls failed)");
+	reap(pid, "the child (its futex calls failed)", 0);
 }
 
 void bench_compute(struct run *r)
@@ -238,6 +240,6 @@ void bench_shell(struct run *r)
 		sys_execve(busybox, argv, r->envp);
 		sys_exit(127);
 	}
-	reap(pid, "the shell loop");
+	reap(pid, "the shell loop", 0);
 	r->cycles = rdtsc() - t0;
 }
