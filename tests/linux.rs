@@ -185,6 +185,11 @@ fn boots_to_a_shell(flavour: &str, kernel: PathBuf, initrd: &str, version: &str)
     }
     let forks = c.run("i=0; while [ $i -lt 200 ]; do /bin/true; i=$((i+1)); done; echo forked $i");
     assert!(forks.contains("forked 200"), "{flavour}: {forks:?}");
+    // Exit statuses come back through wait4, which the kernel stores in
+    // the shell's memory (popek may carry such stores out in its emulator:
+    // docs/mmu.md, *Churning user pages*).
+    let codes = c.run("for i in 3 5 7; do sh -c \"exit $i\"; echo -n x$?; done; echo");
+    assert!(codes.contains("x3x5x7"), "{flavour}: {codes:?}");
     let file =
         c.run("echo popek-tmpfs > /tmp/f && cat /tmp/f && grep -c ' /tmp tmpfs' /proc/mounts");
     assert!(

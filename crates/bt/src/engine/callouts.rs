@@ -8,6 +8,7 @@
 use machine::{EngineError, Machine};
 use x86::classify::{kind_of, Kind};
 use x86::emulate;
+use x86::interrupt::Unsupported;
 use x86::state::flags;
 
 use super::code_pages;
@@ -17,6 +18,22 @@ use super::vm::{Next, Vm};
 
 /// Carries out the instruction at CS:EIP with the emulator.
 pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
+    // Never declined: `None` only comes with `may_decline`.
+    carry_out(vm, machine, false).map(|next| next.unwrap_or(Next::Continue))
+}
+
+/// [`callout`] for a memory access the host CPU could also make once the
+/// page is mapped: `None`, with nothing changed, where the emulator does
+/// not model the instruction.
+pub(super) fn try_callout(vm: &mut Vm, machine: &mut Machine) -> Result<Option<Next>, EngineError> {
+    carry_out(vm, machine, true)
+}
+
+fn carry_out(
+    vm: &mut Vm,
+    machine: &mut Machine,
+    may_decline: bool,
+) -> Result<Option<Next>, EngineError> {
     let (mut mem, mut plat) = machine.emulation(&vm.cpu, &mut vm.extras);
     let insn = match emulate::fetch(&vm.cpu, &mut mem) {
         Ok(i) => i,
@@ -29,12 +46,16 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
                 // Through a task gate, into another address space.
                 code_pages::paging_update(vm, machine, true, None)?;
             }
-            return interrupts::settle(vm, machine, r);
+            return interrupts::settle(vm, machine, r).map(Some);
         }
     };
     let kind = kind_of(&insn);
-    vm.stats.callout(kind.name());
     let r = emulate::execute_and_deliver(&mut vm.cpu, &mut mem, &mut plat, &insn);
+    if may_decline && kind == Kind::Ident && matches!(r, Err(Unsupported::Feature(_))) {
+        // A data instruction left unchanged what it would have touched.
+        return Ok(None);
+    }
+    vm.stats.callout(kind.name());
     // The view borrows the CPU's extras too (one lifetime for both
     // halves of the adapter): take what it wrote and let it go.
     let written = std::mem::take(&mut mem.written);
@@ -49,7 +70,7 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
         Err(failure) => {
             return machine
                 .model_failure(failure, Some(kind.name()), vm.cpu.clone())
-                .map(Next::End)
+                .map(|end| Some(Next::End(end)))
         }
     };
     if matches!(kind, Kind::InOut | Kind::InsOuts) {
@@ -81,11 +102,11 @@ pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, Engine
     }
     if eff.halted {
         // The machine's vCPU loop waits for the interrupt that wakes it.
-        return Ok(Next::Halt {
+        return Ok(Some(Next::Halt {
             interrupts: vm.cpu.eflags & flags::IF != 0,
-        });
+        }));
     }
-    Ok(Next::Continue)
+    Ok(Some(Next::Continue))
 }
 
 /// Ends a phase at each new marker: a POST code the guest wrote to port

@@ -61,6 +61,15 @@ pub(super) fn host_page_fault(
             }
             return interrupts::page_fault(vm, machine, addr, code, "guest page fault");
         }
+        Fill::Emulate => {
+            if let Some(next) = callouts::try_callout(vm, machine)? {
+                vm.stats.exit("churning user page");
+                return Ok(next);
+            }
+            // An instruction the emulator does not model: map the page.
+            vm.mmu.stop_emulating(addr);
+            return host_page_fault(vm, machine, addr, err);
+        }
         Fill::CodeWrite(phys) => {
             vm.stats.exit("smc write");
             CodePages::of(vm).invalidate(phys).map_err(host_err)?;
