@@ -16,6 +16,10 @@ use super::interrupts;
 use super::stats::{Marker, PhaseStart};
 use super::vm::{Next, Vm};
 
+/// Elements of a REP string instruction past which [`try_callout`]
+/// declines.
+const REP_MAX: u32 = 16;
+
 /// Carries out the instruction at CS:EIP with the emulator.
 pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
     // Never declined: `None` only comes with `may_decline`.
@@ -50,6 +54,11 @@ fn carry_out(
         }
     };
     let kind = kind_of(&insn);
+    // The emulator moves a string an element at a time, each through the
+    // guest's tables: a long one is cheaper on a mapped page.
+    if may_decline && (insn.has_rep_prefix() || insn.has_repne_prefix()) && vm.cpu.ecx > REP_MAX {
+        return Ok(None);
+    }
     let r = emulate::execute_and_deliver(&mut vm.cpu, &mut mem, &mut plat, &insn);
     if may_decline && kind == Kind::Ident && matches!(r, Err(Unsupported::Feature(_))) {
         // A data instruction left unchanged what it would have touched.
