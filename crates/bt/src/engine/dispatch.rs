@@ -75,27 +75,11 @@ impl Vcpu for Vm {
 /// Runs guest user code directly and handles its exit.
 fn run_user(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
     vm.go_on = false;
+    let refill = vm.refill.take();
     if vm.mmu.paging() {
         vm.mmu
             .sync_user(&mut vm.monitor, &mut machine.memory)
             .map_err(host_err)?;
-    }
-    if let Some(addr) = vm.refill.take() {
-        // A read walk sets only the accessed bit, which a CPU may set
-        // ahead of an access; where the tables still refuse, nothing
-        // happens (the retry faults and the guest sees that).
-        let read = Access {
-            write: false,
-            user: true,
-            fetch: false,
-        };
-        if vm.mmu.paging() {
-            vm.mmu
-                .prefill(&mut vm.monitor, &mut machine.memory, addr, read)
-                .map_err(host_err)?;
-        }
-    }
-    if vm.mmu.paging() {
         let fetch = Access {
             write: false,
             user: true,
@@ -105,11 +89,15 @@ fn run_user(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
             fetch: false,
             ..fetch
         };
+        // The page a guest #PF was about (the guest kernel has mapped it
+        // by now, or the retry faults and the guest sees that), then the
+        // pages user code touches first.
         let code = vm.cpu.cs.base.wrapping_add(vm.cpu.eip);
         let stack = vm.cpu.ss.base.wrapping_add(vm.cpu.esp);
-        for (linear, access) in [(code, fetch), (stack, read)] {
+        let pages = refill.map(|a| (a, read)).into_iter();
+        for (linear, access) in pages.chain([(code, fetch), (stack, read)]) {
             vm.mmu
-                .prefetch(&mut vm.monitor, &mut machine.memory, linear, access)
+                .prefill(&mut vm.monitor, &mut machine.memory, linear, access)
                 .map_err(host_err)?;
         }
     }

@@ -487,8 +487,15 @@ impl Shadow {
     }
 
     /// Maps the page at `linear` ahead of an `access` the guest is about
-    /// to make, if its tables allow it (else nothing: the access will fault
-    /// and the guest see it then). Returns whether it mapped.
+    /// to make, if its tables allow it and it is not mapped already (else
+    /// nothing: the access will fault and the guest see it then). Returns
+    /// whether it mapped. The walk sets the accessed bit, which a CPU may
+    /// set for a translation it caches ahead of any access (Intel SDM 3A
+    /// 4.10.1.3): the dispatcher maps the page a guest #PF was about at the
+    /// return to user code, and the pages of the user's EIP and ESP before
+    /// every run of it (a child Linux has just forked has every entry
+    /// unaccessed, and its first read of its stack was a host fault, a
+    /// hand-off each way and a fill).
     pub fn prefill(
         &mut self,
         monitor: &mut Monitor,
@@ -496,7 +503,9 @@ impl Shadow {
         linear: u32,
         access: Access,
     ) -> Result<bool, MonitorError> {
-        if paging::walk(mem, &self.regs, linear, access, false).is_err() {
+        if self.pages.contains_key(&(linear / PAGE_SIZE))
+            || paging::walk(mem, &self.regs, linear, access, false).is_err()
+        {
             return Ok(false);
         }
         let fill = self.fill(monitor, mem, linear, access)?;
@@ -512,25 +521,6 @@ impl Shadow {
     /// answer [`Fill::Emulate`] (the emulator declined the access).
     pub fn stop_emulating(&mut self, linear: u32) {
         self.emulated.insert(linear / PAGE_SIZE, EMULATE_MAX);
-    }
-
-    /// [`Self::prefill`] of a page guest user code is about to touch (its
-    /// instruction pointer's, its stack pointer's), unless it is mapped
-    /// already: a CPU may walk and cache a translation ahead of any access
-    /// and set its accessed bit (Intel SDM 3A 4.10.1.3). A child Linux has
-    /// just forked has all its entries unaccessed, and its first read of
-    /// its stack was a host fault, a hand-off each way and a fill.
-    pub fn prefetch(
-        &mut self,
-        monitor: &mut Monitor,
-        mem: &mut GuestMemory,
-        linear: u32,
-        access: Access,
-    ) -> Result<bool, MonitorError> {
-        if self.pages.contains_key(&(linear / PAGE_SIZE)) {
-            return Ok(false);
-        }
-        self.prefill(monitor, mem, linear, access)
     }
 
     /// The run of linear pages around `lp` to map with it: pages the guest
