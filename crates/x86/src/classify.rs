@@ -399,6 +399,92 @@ pub fn uses_gs_override(instr: &Instruction) -> bool {
     })
 }
 
+/// Whether `instr` may read or write x87, MMX, SSE, AVX or AVX-512 state:
+/// vector, x87 or mask registers, MXCSR, the x87 environment, XSAVE
+/// images. Translated code without the guest's vector state loaded holds
+/// the monitor's registers, so this errs towards yes: anything not in
+/// the legacy encoding, any such register operand, and any instruction
+/// whose CPUID features are not all of the general-purpose ones below
+/// (crc32 and the VEX-encoded BMI instructions come out as yes, for
+/// instance). The fences, prefetches and non-temporal store that carry
+/// SSE's or SSE2's CPUID bit touch none of that state; Linux runs LFENCE
+/// before every RDTSC.
+pub fn uses_vector_state(instr: &Instruction) -> bool {
+    use iced_x86::{CpuidFeature as F, EncodingKind};
+    use Mnemonic as M;
+    if matches!(
+        instr.mnemonic(),
+        M::Lfence
+            | M::Mfence
+            | M::Sfence
+            | M::Prefetchnta
+            | M::Prefetcht0
+            | M::Prefetcht1
+            | M::Prefetcht2
+            | M::Movnti
+    ) {
+        return false;
+    }
+    if instr.encoding() != EncodingKind::Legacy
+        || matches!(instr.mnemonic(), M::Wait)
+        || has_register(instr, |r| {
+            r.is_xmm()
+                || r.is_ymm()
+                || r.is_zmm()
+                || r.is_k()
+                || r.is_mm()
+                || r.is_st()
+                || r.is_tmm()
+        })
+    {
+        return true;
+    }
+    !instr.cpuid_features().iter().all(|f| {
+        matches!(
+            f,
+            F::INTEL8086
+                | F::INTEL8086_ONLY
+                | F::INTEL186
+                | F::INTEL286
+                | F::INTEL286_ONLY
+                | F::INTEL386
+                | F::INTEL386_ONLY
+                | F::INTEL386_A0_ONLY
+                | F::INTEL486
+                | F::INTEL486_A_ONLY
+                | F::ADX
+                | F::BMI1
+                | F::BMI2
+                | F::CLFLUSHOPT
+                | F::CLFSH
+                | F::CLWB
+                | F::CMOV
+                | F::CPUID
+                | F::CX8
+                | F::FSGSBASE
+                | F::INVPCID
+                | F::LZCNT
+                | F::MONITOR
+                | F::MOVBE
+                | F::MSR
+                | F::MULTIBYTENOP
+                | F::PAUSE
+                | F::POPCNT
+                | F::PREFETCHW
+                | F::RDPID
+                | F::RDPMC
+                | F::RDRAND
+                | F::RDSEED
+                | F::RDTSCP
+                | F::SEP
+                | F::SERIALIZE
+                | F::SMAP
+                | F::SYSCALL
+                | F::TSC
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,6 +501,51 @@ mod tests {
             i.code()
         );
         i
+    }
+
+    #[test]
+    fn vector_state_users_are_found_and_general_instructions_are_not() {
+        for bytes in [
+            &[0x0F, 0x28, 0xC1][..],         // movaps xmm0, xmm1
+            &[0x66, 0x0F, 0x6F, 0x00],       // movdqa xmm0, [eax]
+            &[0x0F, 0x6F, 0xC1],             // movq mm0, mm1
+            &[0x0F, 0x77],                   // emms
+            &[0xD9, 0xC0],                   // fld st(0)
+            &[0xDB, 0xE3],                   // fninit
+            &[0x9B],                         // fwait
+            &[0xD9, 0x38],                   // fnstcw [eax]
+            &[0x0F, 0xAE, 0x00],             // fxsave [eax]
+            &[0x0F, 0xAE, 0x08],             // fxrstor [eax]
+            &[0x0F, 0xAE, 0x10],             // ldmxcsr [eax]
+            &[0x0F, 0xAE, 0x18],             // stmxcsr [eax]
+            &[0x0F, 0xAE, 0x20],             // xsave [eax]
+            &[0x0F, 0xAE, 0x28],             // xrstor [eax]
+            &[0x0F, 0xAE, 0x30],             // xsaveopt [eax]
+            &[0xC5, 0xF8, 0x77],             // vzeroupper
+            &[0xC5, 0xFC, 0x28, 0xC1],       // vmovaps ymm0, ymm1
+            &[0xF2, 0x0F, 0x38, 0xF1, 0xC1], // crc32 eax, ecx (SSE4.2: yes, conservatively)
+        ] {
+            let i = dec(bytes);
+            assert!(uses_vector_state(&i), "{bytes:02x?} = {:?}", i.code());
+        }
+        for bytes in [
+            &[0x8B, 0x03][..],   // mov eax, [ebx]
+            &[0x0F, 0xAE, 0xE8], // lfence
+            &[0x0F, 0xAE, 0xF0], // mfence
+            &[0x0F, 0xAE, 0xF8], // sfence
+            &[0x0F, 0x18, 0x08], // prefetcht0 [eax]
+            &[0x0F, 0xC3, 0x18], // movnti [eax], ebx
+            &[0xF3, 0xA4],       // rep movsb
+            &[0x0F, 0x31],       // rdtsc
+            &[0x0F, 0xA2],       // cpuid
+            &[0xF3, 0x90],       // pause
+            &[0x0F, 0x44, 0xC1], // cmove eax, ecx
+            &[0x0F, 0xC7, 0x0E], // cmpxchg8b [esi]
+            &[0x0F, 0xAE, 0x38], // clflush [eax]
+        ] {
+            let i = dec(bytes);
+            assert!(!uses_vector_state(&i), "{bytes:02x?} = {:?}", i.code());
+        }
     }
 
     #[track_caller]
