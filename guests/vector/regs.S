@@ -16,6 +16,13 @@
 
 	.text
 
+/* fx_store(void *area): FXSAVE into a 512-byte, 16-byte aligned area. */
+	.globl fx_store
+fx_store:
+	movl 4(%esp), %eax
+	fxsave (%eax)
+	ret
+
 /* vec_load(const struct vregs *r, u32 features) */
 	.globl vec_load
 vec_load:

@@ -60,6 +60,15 @@ pub const TABLE_SIZE: u32 = (TABLE_ENTRIES + TABLE_WAYS - 1) * TABLE_ENTRY_SIZE;
 /// (`cache::lookup`).
 pub const TABLE_WAYS: u32 = 4;
 
+/// The vector gate: the page translated code stores to before its first
+/// instruction that touches x87, MMX, SSE or AVX state in a block. Runs
+/// that do not load the guest's vector state reach GS through a segment
+/// whose limit stops below it, so that store faults and the monitor loads
+/// the state (docs/bt.md, *Vector state only where it is used*). Nothing
+/// else translated code reaches through GS lies at or above it.
+pub const VECTOR_GATE_OFFSET: u32 = 0xF_F000;
+const _: () = assert!(TABLE_OFFSET + TABLE_SIZE <= VECTOR_GATE_OFFSET);
+const _: () = assert!(VECTOR_GATE_OFFSET + 0x1000 <= TC_OFFSET);
 const _: () = assert!(TABLE_OFFSET + TABLE_SIZE <= TC_OFFSET);
 const _: () = assert!(STUB_OFFSET + STUB_SIZE <= SEG_CACHE_OFFSET);
 const _: () = assert!(

@@ -199,6 +199,13 @@ impl CodeBuffer {
         u64::from(offset) + u64::from(len) <= u64::from(start + self.used[chunk as usize])
     }
 
+    /// The `len` bytes at `offset`, if they are in the used part of a
+    /// chunk.
+    pub fn get(&self, offset: u32, len: u32) -> Option<&[u8]> {
+        self.in_used(offset, len)
+            .then(|| &self.region.bytes()[offset as usize..(offset + len) as usize])
+    }
+
     /// The `len` bytes at `offset`.
     pub fn bytes(&self, offset: u32, len: u32) -> &[u8] {
         assert!(self.in_used(offset, len), "read past the used part");

@@ -421,6 +421,15 @@ impl TranslationCache {
         })
     }
 
+    /// Whether host PC `host_pc` is a vector gate of live translated code
+    /// ([`crate::translate::emit::Emitter::vector_gate`]).
+    pub fn is_vector_gate(&self, host_pc: u32) -> bool {
+        use crate::translate::emit::VECTOR_GATE;
+        self.code.offset_of(host_pc).is_some_and(|off| {
+            self.code.get(off, VECTOR_GATE.len() as u32) == Some(&VECTOR_GATE[..])
+        })
+    }
+
     /// The context block `id` was translated under, if it is live.
     pub fn context_of(&self, id: BlockId) -> Option<Context> {
         self.blocks.get(&id).map(|b| b.key.ctx)

@@ -120,6 +120,8 @@ fn run_kernel(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
             Fetched::Delivered(next) => return Ok(next),
         },
     };
+    vm.monitor.set_vector_lazy(vm.vector_runs == 0);
+    vm.vector_runs = vm.vector_runs.saturating_sub(1);
     // Guest TF: the instruction about to run traps (#DB) when it is done.
     let trap_after = resumed.is_none() && vm.cpu.eflags & flags::TF != 0;
     vm.smc_step = false;

@@ -236,6 +236,10 @@ pub(super) fn kernel_exit(
     }
 }
 
+/// Runs of translated code that load the guest's vector state after one
+/// wanted it ([`Vm::vector_runs`]).
+const VECTOR_RUNS: u32 = 64;
+
 /// A host signal inside translated code: the guest state is recreated
 /// (see [`recreate`]), then a fault goes where a fault of the guest
 /// instruction goes.
@@ -251,6 +255,15 @@ fn translated_signal(
         DirectExit::Interrupted => {
             vm.stats.exit("kick");
             recreate(vm, machine, host_eip, sels, false);
+            Ok(Next::Continue)
+        }
+        DirectExit::Fault { vector: 13, .. } if vm.cache.is_vector_gate(host_eip) => {
+            // The first instruction of a block that touches vector state,
+            // in a run without it: the gate opens that instruction's
+            // translation, so the state is exact, and the next runs load it.
+            vm.stats.exit("vector state");
+            recreate(vm, machine, host_eip, sels, true);
+            vm.vector_runs = VECTOR_RUNS;
             Ok(Next::Continue)
         }
         DirectExit::Fault {

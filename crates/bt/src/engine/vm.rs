@@ -57,6 +57,11 @@ pub(super) struct Vm {
     /// tables now allow a read, saving the host fault of the retry (an
     /// exit from the user-code process and back).
     pub(super) refill: Option<u32>,
+    /// Runs of translated code still to enter with the guest's vector
+    /// state loaded: a vector gate faulted (translated code wanted it), and
+    /// a guest kernel that uses vector instructions uses them again soon.
+    /// At 0 the runs go without it ([`Monitor::set_vector_lazy`]).
+    pub(super) vector_runs: u32,
     /// Phase markers (POST codes) already taken a snapshot for: the
     /// `seen` of [`Machine::post_codes_since`].
     pub(super) markers_seen: u64,
@@ -121,6 +126,7 @@ impl Vm {
             last_callout_faulted: false,
             go_on: false,
             refill: None,
+            vector_runs: 0,
             shadow: false,
             markers_seen: 0,
             marks_seen: 0,

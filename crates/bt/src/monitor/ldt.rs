@@ -6,7 +6,7 @@
 use x86::Segment;
 
 use super::error::MonitorError;
-use crate::contract::{Layout, REGION_SIZE};
+use crate::contract::{Layout, REGION_SIZE, VECTOR_GATE_OFFSET};
 
 /// Which guest segment register a shadow LDT slot belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,6 +189,11 @@ const MONITOR_DATA_ENTRY: u32 = FIRST_ENTRY + 7;
 pub const MONITOR_CS: u16 = ((MONITOR_CODE_ENTRY as u16) << 3) | 4 | 3;
 /// Host selector of the monitor's data segment (LDT, RPL 3).
 pub const MONITOR_GS: u16 = ((MONITOR_DATA_ENTRY as u16) << 3) | 4 | 3;
+/// LDT index of the monitor's data segment for runs of translated code
+/// without the guest's vector state: it stops below the vector gate.
+const MONITOR_LAZY_DATA_ENTRY: u32 = FIRST_USER_ENTRY + 7;
+/// Host selector of that segment (LDT, RPL 3).
+pub const MONITOR_GS_LAZY: u16 = ((MONITOR_LAZY_DATA_ENTRY as u16) << 3) | 4 | 3;
 
 /// Writes the monitor's two LDT entries: flat 4 GiB 32-bit code, and data
 /// over the monitor region `layout` places.
@@ -203,6 +208,12 @@ pub fn install_monitor_segments(layout: Layout) -> Result<(), MonitorError> {
         entry_number: MONITOR_DATA_ENTRY,
         base_addr: layout.base(),
         limit: REGION_SIZE / 4096 - 1,
+        flags: F_SEG_32BIT | (CONTENTS_DATA << CONTENTS_SHIFT) | F_LIMIT_IN_PAGES,
+    })?;
+    write_entry(&UserDesc {
+        entry_number: MONITOR_LAZY_DATA_ENTRY,
+        base_addr: layout.base(),
+        limit: VECTOR_GATE_OFFSET / 4096 - 1,
         flags: F_SEG_32BIT | (CONTENTS_DATA << CONTENTS_SHIFT) | F_LIMIT_IN_PAGES,
     })
 }
@@ -284,5 +295,6 @@ mod tests {
         assert_eq!(Slot::Cs.selector(View::User), 0xFF87);
         assert_eq!(MONITOR_CS, 0xFFF7);
         assert_eq!(MONITOR_GS, 0xFFFF);
+        assert_eq!(MONITOR_GS_LAZY, 0xFFBF);
     }
 }

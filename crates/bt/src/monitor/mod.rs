@@ -247,6 +247,9 @@ pub struct Monitor {
     huge_kb: u64,
     /// `irq_pending` for the vCPU area at the next run of translated code.
     irq_pending: u16,
+    /// The next run of translated code goes without the guest's vector
+    /// state ([`Monitor::set_vector_lazy`]).
+    vector_lazy: bool,
     /// The process guest user code runs in, if not this one
     /// ([`Monitor::with_user_process`]).
     user: Option<UserSpace>,
@@ -434,6 +437,7 @@ impl Monitor {
             gate,
             huge_kb,
             irq_pending: 0,
+            vector_lazy: false,
             user: None,
             segs: SegCache::new(),
             _not_send: std::marker::PhantomData,
@@ -726,6 +730,9 @@ impl Monitor {
             area.eip = eip;
             area.eflags = eflags;
             area.sel = sels;
+            // From the selectors this monitor chose: user code's GS is
+            // always a shadow of ours.
+            area.vec_lazy = u32::from(sels[5] == ldt::MONITOR_GS_LAZY);
             area.exit_signal = 0;
             area.exit_at_entry = 0;
             area.tc_exit = 0;
@@ -805,7 +812,11 @@ impl Monitor {
                     self.load_shadow(Slot::Ds, View::Kernel, &cpu.ds)?,
                     self.load_shadow(Slot::Es, View::Kernel, &cpu.es)?,
                     fs,
-                    ldt::MONITOR_GS,
+                    if self.vector_lazy {
+                        ldt::MONITOR_GS_LAZY
+                    } else {
+                        ldt::MONITOR_GS
+                    },
                 ];
                 (sels, Some((fs, gs)))
             }
@@ -898,6 +909,16 @@ impl Monitor {
     /// stops the guest right there came inside STI's interrupt shadow.
     pub fn sti_shadow_at(&self) -> u32 {
         self.vcpu().sti_shadow_at
+    }
+
+    /// Sets whether the next run of translated code (not a resumed one,
+    /// which keeps what it had) goes without the guest's vector state
+    /// (`lazy`). Then GS is the segment that stops below the vector gate:
+    /// the first instruction of a block that touches vector state faults
+    /// there first, and the engine runs it again with the state
+    /// ([`crate::contract::VECTOR_GATE_OFFSET`]).
+    pub fn set_vector_lazy(&mut self, lazy: bool) {
+        self.vector_lazy = lazy;
     }
 
     /// Tells the next runs of translated code whether an external interrupt

@@ -123,6 +123,12 @@ pub struct HostArea {
     pub tc_stub: u32,
     /// Host address of the vCPU area, the first page of the monitor region.
     pub vcpu_area: u32,
+    /// Non-zero while translated code runs without the guest's vector
+    /// state (GS is `ldt::MONITOR_GS_LAZY`): the entry does not restore
+    /// it, and the exit neither saves the registers (they hold the
+    /// monitor's) nor clears them. Set by the monitor from the selectors
+    /// of each run, never from the guest's.
+    pub vec_lazy: u32,
 }
 
 /// Offset of the guest's XSAVE image from the host area: right after the
@@ -290,10 +296,14 @@ global_asm!(
     "1:",
     // The guest's vector registers, as its last exit saved them (or the
     // init state): every component in the mask, so nothing of the host's
-    // stays in them.
+    // stays in them. Translated code that runs without them cannot reach
+    // an instruction that would see the host's (the vector gate).
+    "cmp dword ptr [rdi + {vec_lazy}], 0",
+    "jne 7f",
     "mov eax, [rdi + {xsave_mask}]",
     "mov edx, [rdi + {xsave_mask} + 4]",
     "xrstor64 [rdi + {image}]",
+    "7:",
     // From here to the iretq a signal sends the run to the exit stub (the
     // handler knows this range, and restores the host's FS and GS bases in
     // it): a kick is never lost, a fault of the iretq itself becomes an
@@ -370,7 +380,10 @@ global_asm!(
     // The guest's vector state is live (sigreturn restored the one the
     // signal interrupted; a TC exit never touched it): keep it for the next
     // entry. XSAVEOPT skips what the entry's XRSTOR loaded and the guest
-    // left alone (and what is in its init state).
+    // left alone (and what is in its init state). A run without it left
+    // the monitor's own registers: nothing to keep or to clear.
+    "cmp dword ptr [rdi + {vec_lazy}], 0",
+    "jne 6f",
     "mov eax, [rdi + {xsave_mask}]",
     "mov edx, [rdi + {xsave_mask} + 4]",
     "cmp dword ptr [rdi + {xsaveopt}], 0",
@@ -384,6 +397,8 @@ global_asm!(
     // the guest's vector state from the signal frame itself (no sigreturn:
     // see `image_from_frame`).
     "popek_bt_exit_stub_saved:",
+    "cmp dword ptr [rdi + {vec_lazy}], 0",
+    "jne 6f",
     // Leave the host no guest data in its vector registers: their init
     // state (zero, empty x87 stack, the default control words; the host's
     // own control words go back below). With x87, SSE and AVX only,
@@ -467,6 +482,7 @@ global_asm!(
     image = const GUEST_IMAGE_OFFSET,
     xsave_mask = const offset_of!(HostArea, xsave_mask),
     xsaveopt = const offset_of!(HostArea, xsaveopt),
+    vec_lazy = const offset_of!(HostArea, vec_lazy),
     x87_sse_avx = const XFEATURES_X87_SSE_AVX,
     init_image = const offset_of!(HostArea, init_image),
     host_exit = const offset_of!(HostArea, host_exit),
@@ -631,6 +647,7 @@ pub unsafe fn init_area(vcpu_tid: i32, layout: Layout) -> Result<u64, MonitorErr
             pkru: u32::from(xstate.pkru),
             tc_stub: layout.stub(),
             vcpu_area: layout.vcpu_area(),
+            vec_lazy: 0,
             ..HostArea::default()
         });
         // The guest starts from the init state, as a CPU after reset: its
@@ -860,7 +877,11 @@ extern "C" fn signal_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
 
     // SAFETY: the frame is the kernel's for this signal; the image is ours
     // (no run is under way once the guest was interrupted).
-    if area.pkru == 0 && unsafe { image_from_frame(frame_fp, area.xsave_mask) } {
+    // A run without the guest's vector state left nothing of the guest's
+    // in the frame to take.
+    if area.pkru == 0
+        && (area.vec_lazy != 0 || unsafe { image_from_frame(frame_fp, area.xsave_mask) })
+    {
         // SAFETY: the exit stub's tail needs RDI = the host area and no
         // stack until it loads host_rsp; it never returns here. Nothing of
         // this frame needs dropping, and no signal is blocked (handlers

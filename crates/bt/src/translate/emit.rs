@@ -28,12 +28,20 @@ use crate::contract::gs::{
     SAVED_EAX, SAVED_EBX, SAVED_ECX, SAVED_EDX, SEG_CACHE, SEL_LOADED, STI_SHADOW_AT, TABLE,
     TARGET, TC_ARG, TC_REASON, VIF, VSYS,
 };
-use crate::contract::{Inline, TABLE_ENTRY_SIZE, TABLE_WAYS, VIRTUAL_SYSTEM_FLAGS};
+use crate::contract::{
+    Inline, TABLE_ENTRY_SIZE, TABLE_WAYS, VECTOR_GATE_OFFSET, VIRTUAL_SYSTEM_FLAGS,
+};
 
 /// GS offset where inline POPF keeps the value it popped (`scratch[2]`).
 const POPPED: i32 = TARGET;
 /// The system bits a POPF at CPL 0 loads (IF aside, which has its own
 /// field); VIF and VIP keep their values, RF and VM are not in `vsys`.
+/// The bytes of [`Emitter::vector_gate`].
+pub const VECTOR_GATE: [u8; 6] = {
+    let o = VECTOR_GATE_OFFSET.to_le_bytes();
+    [0x65, 0xA3, o[0], o[1], o[2], o[3]]
+};
+
 const POPF_SYSTEM: u32 = flags::TF | flags::IOPL | flags::NT | flags::AC | flags::ID;
 /// The bits of `vsys` POPF leaves alone.
 const POPF_KEEPS: u32 = flags::VIF | flags::VIP;
@@ -178,6 +186,15 @@ impl Emitter {
     fn load_fs(&mut self, at: i32) {
         self.ops.extend([0x65, 0x8E, 0x25]);
         self.ops.extend(at.to_le_bytes());
+    }
+
+    /// The vector gate, `mov gs:[VECTOR_GATE_OFFSET], eax` (A3 moffs32,
+    /// with GS): a store to scratch when the guest's vector state is
+    /// loaded, a #GP past the limit of GS when it is not, which the engine
+    /// turns into a run with it (`engine::exits`). It changes no register
+    /// and no flag; the engine recognises it by its bytes ([`VECTOR_GATE`]).
+    pub fn vector_gate(&mut self) {
+        self.ops.extend(VECTOR_GATE);
     }
 
     /// Appends raw, already encoded bytes (an operand load made by iced).

@@ -136,6 +136,9 @@ pub(super) struct Rewriter {
     native_tsc: bool,
     insns: Vec<InsnMap>,
     exits: Vec<PendingExit>,
+    /// The block has passed its vector gate: the guest's vector state is
+    /// loaded for the rest of it.
+    vector_gated: bool,
 }
 
 impl Rewriter {
@@ -150,6 +153,7 @@ impl Rewriter {
             native_tsc,
             insns: Vec::new(),
             exits: Vec::new(),
+            vector_gated: false,
         }
     }
 
@@ -186,6 +190,12 @@ impl Rewriter {
             why,
         };
         if kind.class() == Class::Innocuous {
+            if !self.vector_gated && x86::classify::uses_vector_state(insn) {
+                // The gate opens the instruction's translation, so that a
+                // fault there leaves the guest state exact.
+                em.vector_gate();
+                self.vector_gated = true;
+            }
             if insn.segment_prefix() == Register::CS && cs_base != 0 {
                 return Err(unsupported("CS override with a non-zero CS base"));
             }
