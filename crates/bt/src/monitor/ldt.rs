@@ -195,8 +195,9 @@ const MONITOR_LAZY_DATA_ENTRY: u32 = FIRST_USER_ENTRY + 7;
 /// Host selector of that segment (LDT, RPL 3).
 pub const MONITOR_GS_LAZY: u16 = ((MONITOR_LAZY_DATA_ENTRY as u16) << 3) | 4 | 3;
 
-/// Writes the monitor's two LDT entries: flat 4 GiB 32-bit code, and data
-/// over the monitor region `layout` places.
+/// Writes the monitor's three LDT entries: flat 4 GiB 32-bit code, and
+/// data over the monitor region `layout` places, whole and without the
+/// vector gate.
 pub fn install_monitor_segments(layout: Layout) -> Result<(), MonitorError> {
     write_entry(&UserDesc {
         entry_number: MONITOR_CODE_ENTRY,
@@ -204,18 +205,19 @@ pub fn install_monitor_segments(layout: Layout) -> Result<(), MonitorError> {
         limit: 0xF_FFFF,
         flags: F_SEG_32BIT | (CONTENTS_CODE << CONTENTS_SHIFT) | F_LIMIT_IN_PAGES,
     })?;
-    write_entry(&UserDesc {
-        entry_number: MONITOR_DATA_ENTRY,
-        base_addr: layout.base(),
-        limit: REGION_SIZE / 4096 - 1,
-        flags: F_SEG_32BIT | (CONTENTS_DATA << CONTENTS_SHIFT) | F_LIMIT_IN_PAGES,
-    })?;
-    write_entry(&UserDesc {
-        entry_number: MONITOR_LAZY_DATA_ENTRY,
-        base_addr: layout.base(),
-        limit: VECTOR_GATE_OFFSET / 4096 - 1,
-        flags: F_SEG_32BIT | (CONTENTS_DATA << CONTENTS_SHIFT) | F_LIMIT_IN_PAGES,
-    })
+    // The lazy one stops below the vector gate.
+    for (entry, end) in [
+        (MONITOR_DATA_ENTRY, REGION_SIZE),
+        (MONITOR_LAZY_DATA_ENTRY, VECTOR_GATE_OFFSET),
+    ] {
+        write_entry(&UserDesc {
+            entry_number: entry,
+            base_addr: layout.base(),
+            limit: end / 4096 - 1,
+            flags: F_SEG_32BIT | (CONTENTS_DATA << CONTENTS_SHIFT) | F_LIMIT_IN_PAGES,
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
