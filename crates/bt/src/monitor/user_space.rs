@@ -295,8 +295,10 @@ impl UserSpace {
 
     fn channel(&mut self) -> &mut Channel {
         // SAFETY: the mapping lives as long as the process; on the
-        // monitor's turn the child does not touch it, and `&mut self`
-        // makes this the only reference on the monitor's side.
+        // monitor's turn the child touches only the atomics and reads the
+        // published ops, which the monitor writes through raw pointers
+        // (`publish`), and `&mut self` makes this the only reference on
+        // the monitor's side.
         unsafe { &mut *self.ch }
     }
 
@@ -480,8 +482,8 @@ fn serve(monitor: &mut Monitor, ch: *mut Channel, parent: i32) -> ! {
     // monitor's, and no run is under way.
     unsafe { switch::area().vcpu_tid = libc::getpid() };
     let setup = monitor.become_user_process();
-    // SAFETY: the monitor only touches the channel on its own turn, but
-    // for these two atomics.
+    // SAFETY: the mapping lives as long as the process; these three are
+    // atomics, which both sides may touch at any time.
     let (turn, sleeping, ops_len) = unsafe { (&(*ch).turn, &(*ch).sleeping, &(*ch).ops_len) };
     // Ops applied so far this turn, and the first error doing so while
     // waiting (reported at the turn).
