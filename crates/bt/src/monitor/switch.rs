@@ -4,8 +4,9 @@
 //! Entry: [`enter`] saves the host's callee-saved registers, stack pointer,
 //! FS/GS bases, MXCSR, x87 control word and (with protection
 //! keys) PKRU in the host area, loads the guest's vector state (XRSTOR of
-//! its image), PKRU, shadow data segments and registers, and `iretq`s into
-//! the guest's shadow CS.
+//! its image, unless a run of translated code goes without it:
+//! [`HostArea::vec_lazy`]), PKRU, shadow data segments and registers, and
+//! `iretq`s into the guest's shadow CS.
 //!
 //! Exit: every way out of guest code is a host signal or, from translated
 //! code, a far jump to the TC exit stub. The handler (on the sigaltstack,
@@ -26,8 +27,8 @@
 //! state is an XSAVE image of every user component the host enables in
 //! XCR0 (see [`Xstate`]), and the exit stub zeroes those registers before
 //! host code runs (VZEROALL and FNINIT, or an XRSTOR of the init state
-//! where the image holds more than x87, SSE and AVX), so neither side sees the other's
-//! data. General registers the guest does not own are zeroed at entry, and
+//! where the image holds more than x87, SSE and AVX), so neither side sees
+//! the other's data. General registers the guest does not own are zeroed at entry, and
 //! so are the FS and GS bases before the guest's selectors are loaded.
 //!
 //! The state is split in two. The [`HostArea`] holds everything the entry,
@@ -647,7 +648,6 @@ pub unsafe fn init_area(vcpu_tid: i32, layout: Layout) -> Result<u64, MonitorErr
             pkru: u32::from(xstate.pkru),
             tc_stub: layout.stub(),
             vcpu_area: layout.vcpu_area(),
-            vec_lazy: 0,
             ..HostArea::default()
         });
         // The guest starts from the init state, as a CPU after reset: its

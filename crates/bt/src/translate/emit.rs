@@ -34,14 +34,14 @@ use crate::contract::{
 
 /// GS offset where inline POPF keeps the value it popped (`scratch[2]`).
 const POPPED: i32 = TARGET;
-/// The system bits a POPF at CPL 0 loads (IF aside, which has its own
-/// field); VIF and VIP keep their values, RF and VM are not in `vsys`.
 /// The bytes of [`Emitter::vector_gate`].
 pub const VECTOR_GATE: [u8; 6] = {
     let o = VECTOR_GATE_OFFSET.to_le_bytes();
     [0x65, 0xA3, o[0], o[1], o[2], o[3]]
 };
 
+/// The system bits a POPF at CPL 0 loads (IF aside, which has its own
+/// field); VIF and VIP keep their values, RF and VM are not in `vsys`.
 const POPF_SYSTEM: u32 = flags::TF | flags::IOPL | flags::NT | flags::AC | flags::ID;
 /// The bits of `vsys` POPF leaves alone.
 const POPF_KEEPS: u32 = flags::VIF | flags::VIP;
