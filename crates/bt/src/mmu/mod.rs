@@ -193,10 +193,10 @@ pub struct Shadow {
     /// often leaves the frame in place and only allows the write; the
     /// kernel's user pages dropped at each CR3 switch come back the same.
     hidden_here: FxHashMap<u32, u32>,
+    hidden_there: FxHashMap<u32, u32>,
     /// Accesses emulated per churning page since user code last ran
     /// ([`Fill::Emulate`]).
     emulated: FxHashMap<u32, u32>,
-    hidden_there: FxHashMap<u32, u32>,
     /// (physical page, linear page) for every mapped page: the linear
     /// pages of a physical one, in one ordered set (a map of sets made an
     /// allocation at each new physical page).
@@ -243,8 +243,8 @@ impl Shadow {
             absent_here: FxHashSet::default(),
             stale_user: BTreeMap::new(),
             hidden_here: FxHashMap::default(),
-            emulated: FxHashMap::default(),
             hidden_there: FxHashMap::default(),
+            emulated: FxHashMap::default(),
             aliases: BTreeSet::new(),
             differs: BTreeSet::new(),
             prefetched: BTreeSet::new(),
@@ -401,10 +401,14 @@ impl Shadow {
         if access.write && self.code.contains(&m.phys) {
             return Ok(Fill::CodeWrite(m.phys));
         }
-        if self.split && !access.user && m.user && m.span == 1 {
-            let churns = self.hidden_here.get(&lp).is_some_and(|&f| f != m.phys);
+        let churns = self.split
+            && !access.user
+            && m.user
+            && m.span == 1
+            && self.hidden_here.get(&lp).is_some_and(|&f| f != m.phys);
+        if churns {
             let n = self.emulated.entry(lp).or_default();
-            if churns && *n < EMULATE_MAX {
+            if *n < EMULATE_MAX {
                 *n += 1;
                 return Ok(Fill::Emulate);
             }
