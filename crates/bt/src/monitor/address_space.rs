@@ -380,14 +380,20 @@ fn reservation_ranges(maps: &str) -> Vec<(u64, u64)> {
             if perms != "---p" || inode != "0" || f.next().is_some() {
                 return None;
             }
-            let (a, b) = range.split_once('-')?;
-            let (a, b) = (
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(b, 16).ok()?,
-            );
+            let (a, b) = maps_range(range)?;
             (a < RESERVE_END).then_some((a, b))
         })
         .collect()
+}
+
+/// The [start, end) of a /proc/self/maps line's first field
+/// (`start-end`, hexadecimal).
+fn maps_range(field: &str) -> Option<(u64, u64)> {
+    let (a, b) = field.split_once('-')?;
+    Some((
+        u64::from_str_radix(a, 16).ok()?,
+        u64::from_str_radix(b, 16).ok()?,
+    ))
 }
 
 /// A fresh zeroed read-write anonymous mapping of `len` bytes, private, or
@@ -517,16 +523,7 @@ ffc02000-100000000 ---p 00000000 00:00 0
     fn mapped(addr: u64) -> bool {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
         maps.lines().any(|l| {
-            let (a, b) = l
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .split_once('-')
-                .unwrap();
-            let (a, b) = (
-                u64::from_str_radix(a, 16).unwrap(),
-                u64::from_str_radix(b, 16).unwrap(),
-            );
+            let (a, b) = maps_range(l.split_whitespace().next().unwrap()).unwrap();
             (a..b).contains(&addr)
         })
     }
