@@ -163,35 +163,56 @@ pub struct GuestLinear<'a> {
     /// Physical page numbers written through this view, in order (an
     /// engine checks them for translated code).
     pub written: Vec<u32>,
-    /// The last page walks of this view, as a TLB holds them for the
-    /// rest of an instruction.
+    /// The page walks this view made or was given ([`Self::with_walks`]),
+    /// as a TLB holds them.
     walks: WalkCache,
+    /// A walk of this view raised a page fault.
+    faulted: bool,
 }
 
-/// A few translations of one view (one emulated instruction or event
-/// delivery, whose stack pushes and table reads hit the same pages): an
-/// interrupt delivery walked the guest's tables ~10 times.
+/// Slots of a [`WalkCache`], direct-mapped by linear page.
+const WALK_SLOTS: usize = 32;
+
+/// Translations of guest linear pages, kept as a TLB keeps them: until
+/// the paging registers change, or the owner flushes them where a CPU's
+/// TLB would lose them (a CR3 write, INVLPG, a page fault). One view's
+/// emulated instruction or event delivery hits the same few pages again
+/// and again (an interrupt delivery walked the guest's tables ~10 times);
+/// an engine that keeps the cache from view to view ([`GuestLinear::walks`])
+/// skips the walks of the IDT, GDT, TSS and kernel stack pages at every
+/// system call and IRET. Only walks that succeeded are kept, with the
+/// accessed (and, for a write, dirty) bit they set, so a hit is what the
+/// CPU may do with a cached translation.
 #[derive(Clone, Copy, Debug, Default)]
-struct WalkCache {
-    /// (linear page, access, physical page address), newest first.
-    entries: [Option<(u32, Access, u64)>; 4],
+pub struct WalkCache {
+    /// The paging registers the entries were walked under.
+    regs: Option<PagingRegs>,
+    /// (linear page, access, physical page address).
+    entries: [Option<(u32, Access, u64)>; WALK_SLOTS],
 }
 
 impl WalkCache {
+    fn slot(page: u32) -> usize {
+        (page >> 12) as usize % WALK_SLOTS
+    }
+
     /// The physical page of `page` for `access`, if a walk of the same
     /// page for the same access, or for a write where this is a read by
     /// the same privilege, is held.
     fn get(&self, page: u32, access: Access) -> Option<u64> {
-        self.entries.iter().flatten().find_map(|&(p, a, phys)| {
-            let covers =
-                a == access || (a.write && !access.write && !access.fetch && a.user == access.user);
-            (p == page && covers).then_some(phys)
-        })
+        let (p, a, phys) = self.entries[Self::slot(page)]?;
+        let covers =
+            a == access || (a.write && !access.write && !access.fetch && a.user == access.user);
+        (p == page && covers).then_some(phys)
     }
 
     fn put(&mut self, page: u32, access: Access, phys: u64) {
-        self.entries.copy_within(0..3, 1);
-        self.entries[0] = Some((page, access, phys));
+        self.entries[Self::slot(page)] = Some((page, access, phys));
+    }
+
+    /// Forgets every translation.
+    pub fn flush(&mut self) {
+        *self = WalkCache::default();
     }
 }
 
@@ -214,6 +235,7 @@ impl<'a> GuestLinear<'a> {
             fault: None,
             written: Vec::new(),
             walks: WalkCache::default(),
+            faulted: false,
         }
     }
 
@@ -232,6 +254,30 @@ impl<'a> GuestLinear<'a> {
             fault: None,
             written: Vec::new(),
             walks: WalkCache::default(),
+            faulted: false,
+        }
+    }
+
+    /// The same view starting from the translations `walks` holds, unless
+    /// they were walked under other paging registers.
+    pub fn with_walks(self, walks: WalkCache) -> GuestLinear<'a> {
+        if walks.regs != Some(self.regs) {
+            return self;
+        }
+        GuestLinear { walks, ..self }
+    }
+
+    /// The translations this view holds now, for a later view of the same
+    /// paging registers ([`Self::with_walks`]); none after a page fault,
+    /// which drops the CPU's TLB entries for its address, and whose
+    /// handler may change the mapping without an INVLPG.
+    pub fn walks(&self) -> WalkCache {
+        if self.faulted {
+            return WalkCache::default();
+        }
+        WalkCache {
+            regs: Some(self.regs),
+            ..self.walks
         }
     }
 
@@ -261,6 +307,7 @@ impl<'a> GuestLinear<'a> {
             }
             Err(code) => {
                 self.fault = Some(at);
+                self.faulted = true;
                 Err(Exception::with_code(vector::PF, code))
             }
         }
@@ -490,5 +537,69 @@ mod tests {
         assert_eq!(byte, [7]);
         mem.read(0x5FFE, &mut byte).unwrap();
         assert_eq!(byte, [0]);
+    }
+
+    #[test]
+    fn walks_carry_from_view_to_view_as_a_tlb_until_a_fault_or_new_registers() {
+        use x86::interrupt::LinearMemory;
+        use x86::paging::pte;
+
+        // Non-PAE: directory at 0x1000, table at 0x2000, linear page 0 ->
+        // frame 0x5000 (byte 0x11 there), page 1 not present; frame 0x6000
+        // holds 0x22.
+        let mut mem = GuestMemory::new(1 << 20).unwrap();
+        mem.write(0x1000, &((0x2000 | pte::P | pte::RW) as u32).to_le_bytes())
+            .unwrap();
+        mem.write(0x2000, &((0x5000 | pte::P | pte::RW) as u32).to_le_bytes())
+            .unwrap();
+        mem.write(0x5000, &[0x11]).unwrap();
+        mem.write(0x6000, &[0x22]).unwrap();
+        let mut cpu = x86::CpuState {
+            cr0: x86::state::cr0::PE | x86::state::cr0::PG,
+            cr3: 0x1000,
+            ..Default::default()
+        };
+        let mut b = [0u8; 1];
+        let mut view = GuestLinear::new(&mut mem, &cpu);
+        view.read(0, &mut b).unwrap();
+        let walks = view.walks();
+        // The guest moves page 0 to frame 0x6000 without an INVLPG: a view
+        // given the walks still reads the old frame, as a CPU with the
+        // entry in its TLB may; a fresh view walks.
+        mem.write(0x2000, &((0x6000 | pte::P | pte::RW) as u32).to_le_bytes())
+            .unwrap();
+        GuestLinear::new(&mut mem, &cpu)
+            .with_walks(walks)
+            .read(0, &mut b)
+            .unwrap();
+        assert_eq!(b, [0x11]);
+        GuestLinear::new(&mut mem, &cpu).read(0, &mut b).unwrap();
+        assert_eq!(b, [0x22]);
+        // A flush forgets them.
+        let mut flushed = walks;
+        flushed.flush();
+        GuestLinear::new(&mut mem, &cpu)
+            .with_walks(flushed)
+            .read(0, &mut b)
+            .unwrap();
+        assert_eq!(b, [0x22]);
+        // A view that raised a page fault hands on nothing.
+        let mut view = GuestLinear::new(&mut mem, &cpu).with_walks(walks);
+        assert!(view.read(0x1000, &mut b).is_err());
+        let after_fault = view.walks();
+        GuestLinear::new(&mut mem, &cpu)
+            .with_walks(after_fault)
+            .read(0, &mut b)
+            .unwrap();
+        assert_eq!(b, [0x22]);
+        // Walks made under other paging registers are not taken.
+        cpu.cr3 = 0x3000;
+        mem.write(0x3000, &((0x2000 | pte::P | pte::RW) as u32).to_le_bytes())
+            .unwrap();
+        GuestLinear::new(&mut mem, &cpu)
+            .with_walks(walks)
+            .read(0, &mut b)
+            .unwrap();
+        assert_eq!(b, [0x22]);
     }
 }

@@ -131,6 +131,10 @@ pub(super) fn paging_update(
 ) -> Result<(), EngineError> {
     let regs = PagingRegs::of(&vm.cpu);
     let changed = regs != vm.mmu.regs() || cr3_written;
+    if changed || flush_page.is_some() {
+        // As the CPU's TLB goes (all of it for an INVLPG of a large page).
+        vm.walks.flush();
+    }
     if changed {
         vm.mmu
             .set_regs(&mut vm.monitor, &mut machine.memory, regs, cr3_written)

@@ -3,6 +3,7 @@
 //! so every room can import it.
 
 use machine::engine::GuestFault;
+use machine::memory::WalkCache;
 use machine::platform::CpuExtras;
 use machine::{EngineError, Machine};
 use x86::paging::PagingRegs;
@@ -58,6 +59,11 @@ pub(super) struct Vm {
     /// tables now allow a read, saving the host fault of the retry (an
     /// exit from the user-code process and back).
     pub(super) refill: Option<u32>,
+    /// The emulator's guest page walks, kept from one callout or delivery
+    /// to the next as a TLB keeps them: flushed at CR3 writes, paging
+    /// changes and INVLPG (`code_pages::paging_update`) and at every page
+    /// fault delivered (`GuestLinear::walks`, `interrupts::exception`).
+    pub(super) walks: WalkCache,
     /// Runs of translated code still to enter with the guest's vector
     /// state loaded: a vector gate faulted (translated code wanted it), and
     /// a guest kernel that uses vector instructions uses them again soon.
@@ -127,6 +133,7 @@ impl Vm {
             last_callout_faulted: false,
             go_on: false,
             refill: None,
+            walks: WalkCache::default(),
             vector_runs: 0,
             shadow: false,
             markers_seen: 0,
