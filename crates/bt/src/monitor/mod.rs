@@ -719,6 +719,16 @@ impl Monitor {
         eflags: u32,
         sels: [u16; 6],
     ) -> Result<(Left, &'static mut switch::HostArea), MonitorError> {
+        // From the selectors this monitor chose: user code's GS is always
+        // a shadow of ours.
+        let lazy = sels[5] == ldt::MONITOR_GS_LAZY;
+        if !lazy {
+            if let Some(u) = &mut self.user {
+                // Translated code with the guest's vector state (user code
+                // runs in the child, never here).
+                u.image_for_monitor();
+            }
+        }
         {
             // SAFETY: Monitor::new initialised the host area; this Monitor
             // is the only one and we are on its thread; the reference ends
@@ -730,9 +740,7 @@ impl Monitor {
             area.eip = eip;
             area.eflags = eflags;
             area.sel = sels;
-            // From the selectors this monitor chose: user code's GS is
-            // always a shadow of ours.
-            area.vec_lazy = u32::from(sels[5] == ldt::MONITOR_GS_LAZY);
+            area.vec_lazy = u32::from(lazy);
             area.exit_signal = 0;
             area.exit_at_entry = 0;
             area.tc_exit = 0;
