@@ -70,6 +70,7 @@ enum {
 	W_USER_RW,   /* frame E, RW user */
 	W_AD,        /* frame F, RW: accessed and dirty bits */
 	W_UCR3,      /* user RW: frame A (pd0) / frame B (pd1) */
+	W_EMU,       /* frame A, RW: stores the monitor's emulator makes */
 	W_COUNT
 };
 
@@ -207,6 +208,7 @@ static void build_tables(void)
 	set_pte(pt_win, WIN(W_SELF), phys(frames[FA]) | PTE_P | PTE_W);
 	set_pte(pt_win, WIN(W_USER_RW), phys(frames[FE]) | PTE_P | PTE_W | PTE_U);
 	set_pte(pt_win, WIN(W_AD), phys(frames[FF]) | PTE_P | PTE_W);
+	set_pte(pt_win, WIN(W_EMU), phys(frames[FA]) | PTE_P | PTE_W);
 	for (u32 i = 0; i < 1024; i++)
 		pt_win1[i] = pt_win[i] & ~PTE_G;
 	set_pte(pt_win1, WIN(W_CR3), phys(frames[FB]) | PTE_P | PTE_W);
@@ -511,6 +513,60 @@ static void test_invlpg(void)
 	check_eq("... and at the first address too", probe_read(LIN_PSE_ALIAS + 0x123450), 0x45E00001);
 }
 
+/*
+ * SIDT is carried out by a monitor's emulator rather than run as it is, so
+ * its store goes through the monitor's own walks of these tables: after a
+ * remap and an INVLPG or a CR3 write, as after the CPU's, it must land in
+ * the new frame. (A store after a remap with no flush is not checked: a
+ * stale TLB entry may or may not be used.)
+ */
+#define EMU_AT 0x100u
+static void sidt_at(u32 lin) { __asm__ volatile("sidt (%0)" : : "r"(lin) : "memory"); }
+static int holds_idtr(u32 f, const volatile u8 *want)
+{
+	const volatile u8 *at = (const volatile u8 *)frames[f] + EMU_AT;
+	for (int i = 0; i < 6; i++)
+		if (at[i] != want[i])
+			return 0;
+	return 1;
+}
+static void poison(u32 f)
+{
+	for (int i = 0; i < 2; i++)
+		frames[f][EMU_AT / 4 + i] = 0xDEADBEEF;
+}
+
+static void test_emulated_stores_follow_flushes(void)
+{
+	volatile u32 *pte = &pt_win[PTX(WIN(W_EMU))];
+	volatile u8 want[6];
+	__asm__ volatile("sidt (%0)" : : "r"(want) : "memory");
+	for (u32 f = FA; f <= FC; f++)
+		poison(f);
+
+	sidt_at(WIN(W_EMU) + EMU_AT);
+	check("SIDT through WIN(emu) stores the IDTR in frame A", holds_idtr(FA, want));
+	/* Twice, so that a monitor that keeps its walks has one to keep. */
+	sidt_at(WIN(W_EMU) + EMU_AT);
+
+	*pte = phys(frames[FB]) | PTE_P | PTE_W;
+	invlpg(WIN(W_EMU));
+	poison(FA);
+	sidt_at(WIN(W_EMU) + EMU_AT);
+	check("PTE pointed at frame B + INVLPG: SIDT stores in frame B", holds_idtr(FB, want));
+	check("... and not in frame A", frames[FA][EMU_AT / 4] == 0xDEADBEEF);
+
+	*pte = phys(frames[FC]) | PTE_P | PTE_W;
+	write_cr3(read_cr3());
+	poison(FB);
+	sidt_at(WIN(W_EMU) + EMU_AT);
+	check("PTE pointed at frame C + CR3 rewritten: SIDT stores in frame C", holds_idtr(FC, want));
+	check("... and not in frame B", frames[FB][EMU_AT / 4] == 0xDEADBEEF);
+
+	*pte = phys(frames[FA]) | PTE_P | PTE_W;
+	write_cr3(read_cr3());
+}
+
 static void test_cr3_switch(void)
 {
 	check_eq("pd0: WIN(cr3) is frame A", probe_read(WIN(W_CR3)), MARK(FA));
@@ -787,6 +843,7 @@ void kmain(u32 magic, struct multiboot_info *mbi)
 	test_user_faults();
 	test_accessed_dirty();
 	test_invlpg();
+	test_emulated_stores_follow_flushes();
 	test_cr3_switch();
 	test_cr3_switch_user();
 	test_global();
