@@ -2,6 +2,7 @@
 //! state the loader produced. Engines drive it through the methods here.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -164,7 +165,10 @@ impl MachineBuilder {
             self.clock.clone(),
             Box::new(ChipHpetLines(irq.clone())),
         )));
-        let marks = Arc::new(Mutex::new(MarkLog::default()));
+        // Bumped by every POST code and console mark: an engine checks it
+        // after each port I/O exit before it takes either log's lock.
+        let markers = Arc::new(AtomicU64::new(0));
+        let marks = Arc::new(Mutex::new(MarkLog::counting_into(markers.clone())));
         let console = match &self.mark_prefix {
             Some(prefix) => Box::new(MarkingWriter::new(self.console, prefix, marks.clone())),
             None => self.console,
@@ -208,7 +212,9 @@ impl MachineBuilder {
             acpi_pm::BASE + acpi_pm::SIZE - 1,
             pm.clone(),
         );
-        let post = Arc::new(Mutex::new(port80::PostCode::new()));
+        let post = Arc::new(Mutex::new(
+            port80::PostCode::new().counting_into(markers.clone()),
+        ));
         attach(&mut bus.pio, port80::PORT, port80::PORT, post.clone());
         attach(
             &mut bus.pio,
@@ -262,6 +268,7 @@ impl MachineBuilder {
             uart,
             post,
             marks,
+            markers,
             clock: self.clock,
             polled_deadline: None,
             marking: self.mark_prefix.is_some(),
@@ -289,6 +296,8 @@ pub struct Machine {
     uart: Arc<Mutex<uart::Uart>>,
     post: Arc<Mutex<port80::PostCode>>,
     marks: Arc<Mutex<MarkLog>>,
+    /// POST codes and console marks since power-on, read without a lock.
+    markers: Arc<AtomicU64>,
     /// The timed devices' clock.
     clock: Arc<dyn Clock>,
     /// The next timer event as of the last [`Machine::poll`], in ns.
@@ -363,6 +372,13 @@ impl Machine {
     pub fn post_codes_since(&self, seen: u64) -> (Vec<u8>, u64) {
         let post = self.post.lock().unwrap();
         (post.since(seen), post.writes())
+    }
+
+    /// POST codes written and console marks logged since power-on: when
+    /// it has not moved, [`Self::post_codes_since`] and
+    /// [`Self::line_marks_since`] have nothing new (and need not lock).
+    pub fn markers_written(&self) -> u64 {
+        self.markers.load(Ordering::Acquire)
     }
 
     /// Whether console lines mark phases (then POST codes do not: Linux

@@ -6,6 +6,7 @@
 //! without a port the guest's user programs could not reach.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The longest mark name kept; a longer line is cut, so that a guest
@@ -23,15 +24,29 @@ pub struct MarkLog {
     count: u64,
     /// The latest names, oldest first, at most [`HISTORY`].
     recent: std::collections::VecDeque<String>,
+    /// Bumped at every mark, for a reader that checks for news without
+    /// taking the log's lock ([`MarkLog::counting_into`]).
+    counter: Option<Arc<AtomicU64>>,
 }
 
 impl MarkLog {
+    /// An empty log that bumps `counter` at every mark.
+    pub fn counting_into(counter: Arc<AtomicU64>) -> Self {
+        MarkLog {
+            counter: Some(counter),
+            ..MarkLog::default()
+        }
+    }
+
     fn push(&mut self, name: String) {
         if self.recent.len() == HISTORY {
             self.recent.pop_front();
         }
         self.recent.push_back(name);
         self.count += 1;
+        if let Some(c) = &self.counter {
+            c.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// The marks after the first `seen` (at most the latest [`HISTORY`]),
@@ -124,6 +139,16 @@ mod tests {
         );
         assert_eq!(log.lock().unwrap().since(1), (vec!["two".into()], 2));
         assert_eq!(log.lock().unwrap().since(2), (vec![], 2));
+    }
+
+    #[test]
+    fn a_counting_log_bumps_its_counter_at_every_mark_only() {
+        let counter = Arc::new(AtomicU64::new(0));
+        let log = Arc::new(Mutex::new(MarkLog::counting_into(counter.clone())));
+        let mut w = MarkingWriter::new(Box::new(io::sink()), "mark: ", log.clone());
+        w.write_all(b"plain line\nmark: one\nmark: two\n").unwrap();
+        assert_eq!(counter.load(Ordering::Acquire), 2);
+        assert_eq!(log.lock().unwrap().since(0).1, 2);
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub(super) struct Vm {
     pub(super) markers_seen: u64,
     /// The same for console line marks ([`Machine::line_marks_since`]).
     pub(super) marks_seen: u64,
+    /// [`Machine::markers_written`] when they were last looked at.
+    pub(super) markers_written: u64,
     /// The counters at the last marker.
     pub(super) phase_start: super::stats::PhaseStart,
     pub(super) ram_size: u64,
@@ -138,6 +140,7 @@ impl Vm {
             shadow: false,
             markers_seen: 0,
             marks_seen: 0,
+            markers_written: 0,
             phase_start: super::stats::PhaseStart::now(
                 &BtStats::default(),
                 Default::default(),

@@ -3,6 +3,8 @@
 //! engine turns into per-phase statistics, so the port remembers the codes
 //! written as well as the last one.
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::BusDevice;
 
@@ -25,12 +27,23 @@ pub struct PostCode {
     writes: u64,
     /// The latest codes, oldest first, at most [`HISTORY`].
     recent: VecDeque<u8>,
+    /// Bumped at every code, for a reader that checks for news without
+    /// taking this device's lock ([`PostCode::counting_into`]).
+    counter: Option<Arc<AtomicU64>>,
 }
 
 impl PostCode {
     /// A port that has seen no code.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same port, bumping `counter` at every code written.
+    pub fn counting_into(self, counter: Arc<AtomicU64>) -> Self {
+        PostCode {
+            counter: Some(counter),
+            ..self
+        }
     }
 
     /// The last code written, if any.
@@ -71,6 +84,9 @@ impl BusDevice for PostCode {
                 self.recent.pop_front();
             }
             self.recent.push_back(code);
+            if let Some(c) = &self.counter {
+                c.fetch_add(1, Ordering::Release);
+            }
         }
     }
 }
@@ -81,6 +97,18 @@ mod tests {
 
     fn write(p: &mut PostCode, code: u8) {
         p.write(PORT.into(), 0, &[code]);
+    }
+
+    #[test]
+    fn a_counting_port_bumps_its_counter_at_every_code() {
+        let counter = Arc::new(AtomicU64::new(0));
+        let mut p = PostCode::new().counting_into(counter.clone());
+        write(&mut p, 1);
+        write(&mut p, 2);
+        assert_eq!(counter.load(Ordering::Acquire), 2);
+        let mut b = [0u8; 1];
+        p.read(PORT.into(), 0, &mut b);
+        assert_eq!(counter.load(Ordering::Acquire), 2, "reads are no codes");
     }
 
     #[test]
