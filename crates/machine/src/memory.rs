@@ -163,32 +163,56 @@ pub struct GuestLinear<'a> {
     /// Physical page numbers written through this view, in order (an
     /// engine checks them for translated code).
     pub written: Vec<u32>,
-    /// The page walks this view made or was given ([`Self::with_walks`]),
-    /// as a TLB holds them.
-    walks: WalkCache,
-    /// A walk of this view raised a page fault.
-    faulted: bool,
+    /// The page walks this view made, or those of a cache it was lent
+    /// ([`Self::with_walks`]), as a TLB holds them.
+    walks: Walks<'a>,
+}
+
+/// A view's walk cache: its own (made at its first walk: a view is moved
+/// by value as it is built, and one lent the engine's never needs it), or
+/// one an engine keeps across views.
+enum Walks<'a> {
+    Own(Option<Box<WalkCache>>),
+    Kept(&'a mut WalkCache),
+}
+
+impl Walks<'_> {
+    fn cache(&mut self) -> &mut WalkCache {
+        match self {
+            Walks::Own(c) => c.get_or_insert_with(Box::default),
+            Walks::Kept(c) => c,
+        }
+    }
 }
 
 /// Slots of a [`WalkCache`], direct-mapped by linear page.
 const WALK_SLOTS: usize = 32;
+
+/// A slot's bits below the linear page: the access it was walked for.
+const SLOT_VALID: u64 = 1;
+const SLOT_WRITE: u64 = 2;
+const SLOT_USER: u64 = 4;
+const SLOT_FETCH: u64 = 8;
 
 /// Translations of guest linear pages, kept as a TLB keeps them: until
 /// the paging registers change, or the owner flushes them where a CPU's
 /// TLB would lose them (a CR3 write, INVLPG, a page fault). One view's
 /// emulated instruction or event delivery hits the same few pages again
 /// and again (an interrupt delivery walked the guest's tables ~10 times);
-/// an engine that keeps the cache from view to view ([`GuestLinear::walks`])
+/// an engine that lends its cache to each view ([`GuestLinear::with_walks`])
 /// skips the walks of the IDT, GDT, TSS and kernel stack pages at every
 /// system call and IRET. Only walks that succeeded are kept, with the
 /// accessed (and, for a write, dirty) bit they set, so a hit is what the
-/// CPU may do with a cached translation.
+/// CPU may do with a cached translation; a walk that raises a page fault
+/// empties the cache, as the fault drops the CPU's entries for its
+/// address and its handler may change the mapping without an INVLPG.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WalkCache {
     /// The paging registers the entries were walked under.
     regs: Option<PagingRegs>,
-    /// (linear page, access, physical page address).
-    entries: [Option<(u32, Access, u64)>; WALK_SLOTS],
+    /// Per slot: the physical page number (high half), the linear page
+    /// address and the access (low half, `SLOT_*`); 0 when empty.
+    entries: [u64; WALK_SLOTS],
 }
 
 impl WalkCache {
@@ -196,23 +220,38 @@ impl WalkCache {
         (page >> 12) as usize % WALK_SLOTS
     }
 
-    /// The physical page of `page` for `access`, if a walk of the same
-    /// page for the same access, or for a write where this is a read by
-    /// the same privilege, is held.
+    fn bits(access: Access) -> u64 {
+        SLOT_VALID
+            | if access.write { SLOT_WRITE } else { 0 }
+            | if access.user { SLOT_USER } else { 0 }
+            | if access.fetch { SLOT_FETCH } else { 0 }
+    }
+
+    /// The physical page address of `page` for `access`, if a walk of the
+    /// same page for the same access, or for a write where this is a read
+    /// by the same privilege, is held.
     fn get(&self, page: u32, access: Access) -> Option<u64> {
-        let (p, a, phys) = self.entries[Self::slot(page)]?;
-        let covers =
-            a == access || (a.write && !access.write && !access.fetch && a.user == access.user);
-        (p == page && covers).then_some(phys)
+        let e = self.entries[Self::slot(page)];
+        if e & SLOT_VALID == 0 || e as u32 & !0xFFF != page {
+            return None;
+        }
+        let (held, want) = (e & 0xF, Self::bits(access));
+        let covers = held == want
+            || (held & SLOT_WRITE != 0
+                && !access.write
+                && !access.fetch
+                && held & SLOT_USER == want & SLOT_USER);
+        covers.then_some((e >> 32) << 12)
     }
 
     fn put(&mut self, page: u32, access: Access, phys: u64) {
-        self.entries[Self::slot(page)] = Some((page, access, phys));
+        self.entries[Self::slot(page)] =
+            ((phys >> 12) << 32) | u64::from(page) | Self::bits(access);
     }
 
     /// Forgets every translation.
     pub fn flush(&mut self) {
-        *self = WalkCache::default();
+        self.entries = [0; WALK_SLOTS];
     }
 }
 
@@ -234,8 +273,7 @@ impl<'a> GuestLinear<'a> {
             user: cpu.cpl() == 3,
             fault: None,
             written: Vec::new(),
-            walks: WalkCache::default(),
-            faulted: false,
+            walks: Walks::Own(None),
         }
     }
 
@@ -253,31 +291,21 @@ impl<'a> GuestLinear<'a> {
             user: false,
             fault: None,
             written: Vec::new(),
-            walks: WalkCache::default(),
-            faulted: false,
+            walks: Walks::Own(None),
         }
     }
 
-    /// The same view starting from the translations `walks` holds, unless
-    /// they were walked under other paging registers.
-    pub fn with_walks(self, walks: WalkCache) -> GuestLinear<'a> {
+    /// The same view using (and adding to) the translations `walks`
+    /// holds, which it empties first if they were walked under other
+    /// paging registers.
+    pub fn with_walks(self, walks: &'a mut WalkCache) -> GuestLinear<'a> {
         if walks.regs != Some(self.regs) {
-            return self;
+            walks.flush();
+            walks.regs = Some(self.regs);
         }
-        GuestLinear { walks, ..self }
-    }
-
-    /// The translations this view holds now, for a later view of the same
-    /// paging registers ([`Self::with_walks`]); none after a page fault,
-    /// which drops the CPU's TLB entries for its address, and whose
-    /// handler may change the mapping without an INVLPG.
-    pub fn walks(&self) -> WalkCache {
-        if self.faulted {
-            return WalkCache::default();
-        }
-        WalkCache {
-            regs: Some(self.regs),
-            ..self.walks
+        GuestLinear {
+            walks: Walks::Kept(walks),
+            ..self
         }
     }
 
@@ -297,17 +325,17 @@ impl<'a> GuestLinear<'a> {
         }
         let page = at & !(PAGE_4K - 1);
         let in_page = u64::from(at & (PAGE_4K - 1));
-        if let Some(base) = self.walks.get(page, access) {
+        if let Some(base) = self.walks.cache().get(page, access) {
             return Ok(base + in_page);
         }
         match paging::walk(self.mem, &self.regs, at, access, true) {
             Ok(t) => {
-                self.walks.put(page, access, t.phys - in_page);
+                self.walks.cache().put(page, access, t.phys - in_page);
                 Ok(t.phys)
             }
             Err(code) => {
                 self.fault = Some(at);
-                self.faulted = true;
+                self.walks.cache().flush();
                 Err(Exception::with_code(vector::PF, code))
             }
         }
@@ -548,10 +576,13 @@ mod tests {
         // frame 0x5000 (byte 0x11 there), page 1 not present; frame 0x6000
         // holds 0x22.
         let mut mem = GuestMemory::new(1 << 20).unwrap();
+        let set_pte = |mem: &mut GuestMemory, frame: u64| {
+            mem.write(0x2000, &((frame | pte::P | pte::RW) as u32).to_le_bytes())
+                .unwrap()
+        };
         mem.write(0x1000, &((0x2000 | pte::P | pte::RW) as u32).to_le_bytes())
             .unwrap();
-        mem.write(0x2000, &((0x5000 | pte::P | pte::RW) as u32).to_le_bytes())
-            .unwrap();
+        set_pte(&mut mem, 0x5000);
         mem.write(0x5000, &[0x11]).unwrap();
         mem.write(0x6000, &[0x22]).unwrap();
         let mut cpu = x86::CpuState {
@@ -559,47 +590,39 @@ mod tests {
             cr3: 0x1000,
             ..Default::default()
         };
+        let mut walks = WalkCache::default();
         let mut b = [0u8; 1];
-        let mut view = GuestLinear::new(&mut mem, &cpu);
-        view.read(0, &mut b).unwrap();
-        let walks = view.walks();
+        let mut read_0 = |mem: &mut GuestMemory, cpu: &x86::CpuState, walks: &mut WalkCache| {
+            GuestLinear::new(mem, cpu)
+                .with_walks(walks)
+                .read(0, &mut b)
+                .unwrap();
+            b[0]
+        };
+        assert_eq!(read_0(&mut mem, &cpu, &mut walks), 0x11);
         // The guest moves page 0 to frame 0x6000 without an INVLPG: a view
-        // given the walks still reads the old frame, as a CPU with the
-        // entry in its TLB may; a fresh view walks.
-        mem.write(0x2000, &((0x6000 | pte::P | pte::RW) as u32).to_le_bytes())
-            .unwrap();
-        GuestLinear::new(&mut mem, &cpu)
-            .with_walks(walks)
-            .read(0, &mut b)
-            .unwrap();
-        assert_eq!(b, [0x11]);
-        GuestLinear::new(&mut mem, &cpu).read(0, &mut b).unwrap();
-        assert_eq!(b, [0x22]);
+        // lent the walks still reads the old frame, as a CPU with the entry
+        // in its TLB may; a view of its own walks.
+        set_pte(&mut mem, 0x6000);
+        assert_eq!(read_0(&mut mem, &cpu, &mut walks), 0x11);
+        let mut own = [0u8; 1];
+        GuestLinear::new(&mut mem, &cpu).read(0, &mut own).unwrap();
+        assert_eq!(own, [0x22]);
         // A flush forgets them.
-        let mut flushed = walks;
-        flushed.flush();
-        GuestLinear::new(&mut mem, &cpu)
-            .with_walks(flushed)
-            .read(0, &mut b)
-            .unwrap();
-        assert_eq!(b, [0x22]);
-        // A view that raised a page fault hands on nothing.
-        let mut view = GuestLinear::new(&mut mem, &cpu).with_walks(walks);
-        assert!(view.read(0x1000, &mut b).is_err());
-        let after_fault = view.walks();
-        GuestLinear::new(&mut mem, &cpu)
-            .with_walks(after_fault)
-            .read(0, &mut b)
-            .unwrap();
-        assert_eq!(b, [0x22]);
-        // Walks made under other paging registers are not taken.
+        walks.flush();
+        assert_eq!(read_0(&mut mem, &cpu, &mut walks), 0x22);
+        // A view that raises a page fault empties the cache it was lent.
+        set_pte(&mut mem, 0x5000);
+        assert_eq!(read_0(&mut mem, &cpu, &mut walks), 0x22, "still cached");
+        let mut view = GuestLinear::new(&mut mem, &cpu).with_walks(&mut walks);
+        assert!(view.read(0x1000, &mut own).is_err());
+        drop(view);
+        assert_eq!(read_0(&mut mem, &cpu, &mut walks), 0x11);
+        // Walks made under other paging registers are not used.
+        set_pte(&mut mem, 0x6000);
         cpu.cr3 = 0x3000;
         mem.write(0x3000, &((0x2000 | pte::P | pte::RW) as u32).to_le_bytes())
             .unwrap();
-        GuestLinear::new(&mut mem, &cpu)
-            .with_walks(walks)
-            .read(0, &mut b)
-            .unwrap();
-        assert_eq!(b, [0x22]);
+        assert_eq!(read_0(&mut mem, &cpu, &mut walks), 0x22);
     }
 }

@@ -39,13 +39,12 @@ fn carry_out(
     may_decline: bool,
 ) -> Result<Option<Next>, EngineError> {
     let (mem, mut plat) = machine.emulation(&vm.cpu, &mut vm.extras);
-    let mut mem = mem.with_walks(vm.walks);
+    let mut mem = mem.with_walks(&mut vm.walks);
     let insn = match emulate::fetch(&vm.cpu, &mut mem) {
         Ok(i) => i,
         Err(e) => {
             // Same view: a #PF's CR2 travels with it.
             let r = emulate::deliver_fault(&mut vm.cpu, &mut mem, e);
-            vm.walks = mem.walks();
             let written = std::mem::take(&mut mem.written);
             code_pages::after_writes(vm, &written)?;
             if matches!(&r, Ok(eff) if eff.cr3_written) {
@@ -62,7 +61,6 @@ fn carry_out(
         return Ok(None);
     }
     let r = emulate::execute_and_deliver(&mut vm.cpu, &mut mem, &mut plat, &insn);
-    vm.walks = mem.walks();
     if may_decline && kind == Kind::Ident && matches!(r, Err(Unsupported::Feature(_))) {
         // A data instruction left unchanged what it would have touched.
         return Ok(None);

@@ -39,10 +39,10 @@ pub(super) fn deliver(
     event: Event,
 ) -> Result<Next, EngineError> {
     let cr3 = vm.cpu.cr3;
-    let mut mem = GuestLinear::new(&mut machine.memory, &vm.cpu).with_walks(vm.walks);
+    let mut mem = GuestLinear::new(&mut machine.memory, &vm.cpu).with_walks(&mut vm.walks);
     let r = interrupt::deliver_event(&mut vm.cpu, &mut mem, vector, event);
-    vm.walks = mem.walks();
-    code_pages::after_writes(vm, &mem.written)?;
+    let written = std::mem::take(&mut mem.written);
+    code_pages::after_writes(vm, &written)?;
     task_switched(vm, machine, cr3)?;
     settle(vm, machine, r)
 }
@@ -80,15 +80,15 @@ pub(super) fn exception(
     e: Exception,
 ) -> Result<Next, EngineError> {
     let cr3 = vm.cpu.cr3;
-    let mut mem = GuestLinear::new(&mut machine.memory, &vm.cpu).with_walks(vm.walks);
-    let r = emulate::deliver_fault(&mut vm.cpu, &mut mem, e);
-    vm.walks = mem.walks();
     if e.vector == interrupt::vector::PF {
-        // A fault the shadow found (not this view): the CPU drops the
+        // A fault the shadow found (no view's walk): the CPU drops the
         // TLB entries for its address all the same.
         vm.walks.flush();
     }
-    code_pages::after_writes(vm, &mem.written)?;
+    let mut mem = GuestLinear::new(&mut machine.memory, &vm.cpu).with_walks(&mut vm.walks);
+    let r = emulate::deliver_fault(&mut vm.cpu, &mut mem, e);
+    let written = std::mem::take(&mut mem.written);
+    code_pages::after_writes(vm, &written)?;
     task_switched(vm, machine, cr3)?;
     settle(vm, machine, r)
 }

@@ -59,10 +59,10 @@ pub(super) struct Vm {
     /// tables now allow a read, saving the host fault of the retry (an
     /// exit from the user-code process and back).
     pub(super) refill: Option<u32>,
-    /// The emulator's guest page walks, kept from one callout or delivery
-    /// to the next as a TLB keeps them: flushed at CR3 writes, paging
-    /// changes and INVLPG (`code_pages::paging_update`) and at every page
-    /// fault delivered (`GuestLinear::walks`, `interrupts::exception`).
+    /// The emulator's guest page walks, lent to every callout's and
+    /// delivery's view and kept between them as a TLB keeps them: flushed
+    /// at CR3 writes, paging changes and INVLPG (`code_pages::paging_update`)
+    /// and at every page fault (a view's failed walk, `interrupts::exception`).
     pub(super) walks: WalkCache,
     /// Runs of translated code still to enter with the guest's vector
     /// state loaded: a vector gate faulted (translated code wanted it), and
