@@ -514,13 +514,11 @@ fn host_error(what: &str) -> MonitorError {
     MonitorError::Host(format!("{what}: {}", std::io::Error::last_os_error()))
 }
 
-/// The child's life: set up, then on each turn apply the queued mapping
-/// changes and, if asked, run guest user code once.
 /// Takes this thread's restartable-sequences area (which glibc registers
 /// at start) away from the kernel: every signal delivered to a thread with
 /// one updates it on the way back to user mode, and this process takes a
 /// signal at each exit of guest user code (`__rseq_handle_notify_resume`
-/// was ~1% of its time in a getppid loop). Nothing here uses rseq; glibc's
+/// and its callees were ~2.5% of its samples in a getppid loop). Nothing here uses rseq; glibc's
 /// `sched_getcpu` falls back to the system call without it. Best effort:
 /// where glibc registered none, or exports no area, nothing changes.
 fn unregister_rseq() {
@@ -550,14 +548,17 @@ fn unregister_rseq() {
     unsafe { std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly)) };
     let area = tp.wrapping_add_signed(offset);
     // SAFETY: unregistering names the area and signature glibc registered;
-    // the kernel only compares them and stops updating the area. The
-    // registered length is at least 32, the size of the original ABI's
-    // struct, which the kernel accepts for any area glibc made.
+    // the kernel only compares them and stops updating the area. glibc
+    // registers at least the original ABI's 32 bytes, even where it exports
+    // a smaller feature size; a length that does not match only makes the
+    // call fail, and the area stays registered.
     unsafe {
         libc::syscall(libc::SYS_rseq, area, size.max(32), UNREGISTER, RSEQ_SIG);
     }
 }
 
+/// The child's life: set up, then on each turn apply the queued mapping
+/// changes and, if asked, run guest user code once.
 fn serve(monitor: &mut Monitor, ch: *mut Channel, parent: i32) -> ! {
     // SAFETY: prctl with integer arguments; getppid has no memory effects.
     unsafe {
