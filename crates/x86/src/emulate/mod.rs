@@ -184,17 +184,44 @@ pub fn execute(
         cpu.eflags &= !fl::RF;
         return Ok(eff);
     }
-    let mut new = cpu.clone();
-    new.eip = next_eip(cpu, insn);
+    // The instruction works on the committed state itself, and a fault
+    // puts back what it found: one copy of the state where working on a
+    // copy and committing it made two (~300 bytes each, at every callout).
+    let old = cpu.clone();
+    let next = next_eip(&old, insn);
+    cpu.eip = next;
+    if let Err(f) = execute_in_place(cpu, mem, plat, insn, kind, &mut eff) {
+        *cpu = old;
+        return Err(f);
+    }
+    // The CPU clears RF after every instruction it completes, IRET and
+    // task switches (which load it from the new TSS) aside.
+    if kind != Kind::Iret && cpu.tr.selector == old.tr.selector {
+        cpu.eflags &= !fl::RF;
+    }
+    diff(&old, cpu, next, &mut eff);
+    Ok(eff)
+}
+
+/// [`execute`]'s dispatch by kind, on a state whose EIP is already past
+/// the instruction.
+fn execute_in_place(
+    cpu: &mut CpuState,
+    mem: &mut impl LinearMemory,
+    plat: &mut impl Platform,
+    insn: &Instruction,
+    kind: Kind,
+    eff: &mut Effects,
+) -> Result<(), Failure> {
     match kind {
-        Kind::InOut => io::in_out(&mut new, mem, plat, insn)?,
+        Kind::InOut => io::in_out(cpu, mem, plat, insn)?,
         Kind::MovCr
         | Kind::MovDr
         | Kind::Clts
         | Kind::Lmsw
         | Kind::Invlpg
         | Kind::Invd
-        | Kind::Wbinvd => control::execute(&mut new, mem, plat, insn, &mut eff)?,
+        | Kind::Wbinvd => control::execute(cpu, mem, plat, insn, eff)?,
         Kind::Lgdt
         | Kind::Lidt
         | Kind::Lldt
@@ -203,37 +230,27 @@ pub fn execute(
         | Kind::Sidt
         | Kind::Sldt
         | Kind::Str
-        | Kind::Smsw => tables::execute(&mut new, mem, insn, kind)?,
+        | Kind::Smsw => tables::execute(cpu, mem, insn, kind)?,
         Kind::Cli | Kind::Sti | Kind::Pushf | Kind::Popf => {
-            flags::execute(&mut new, mem, insn, kind, &mut eff)?
+            flags::execute(cpu, mem, insn, kind, eff)?
         }
         Kind::MovToSreg
         | Kind::MovFromSreg
         | Kind::PushSreg
         | Kind::PopSreg
-        | Kind::LoadFarPointer => segments::execute(&mut new, mem, insn, kind, &mut eff)?,
-        Kind::FarCall | Kind::FarJmp | Kind::FarRet => {
-            far::execute(&mut new, mem, insn, kind, &mut eff)?
-        }
+        | Kind::LoadFarPointer => segments::execute(cpu, mem, insn, kind, eff)?,
+        Kind::FarCall | Kind::FarJmp | Kind::FarRet => far::execute(cpu, mem, insn, kind, eff)?,
         Kind::Int | Kind::Int3 | Kind::Into | Kind::Int1 | Kind::Iret => {
-            interrupts::execute(&mut new, mem, insn, kind)?
+            interrupts::execute(cpu, mem, insn, kind)?
         }
         Kind::Lar | Kind::Lsl | Kind::Verr | Kind::Verw => {
-            descriptors::execute(&mut new, mem, insn, kind)?
+            descriptors::execute(cpu, mem, insn, kind)?
         }
         Kind::Ud | Kind::Invalid => return Err(ud()),
-        Kind::Ident => data::execute(&mut new, mem, insn)?,
-        _ => misc::execute(&mut new, plat, insn, kind, &mut eff)?,
+        Kind::Ident => data::execute(cpu, mem, insn)?,
+        _ => misc::execute(cpu, plat, insn, kind, eff)?,
     }
-    // The CPU clears RF after every instruction it completes, IRET and
-    // task switches (which load it from the new TSS) aside.
-    if kind != Kind::Iret && new.tr.selector == cpu.tr.selector {
-        new.eflags &= !fl::RF;
-    }
-    let next = next_eip(cpu, insn);
-    diff(cpu, &new, next, &mut eff);
-    *cpu = new;
-    Ok(eff)
+    Ok(())
 }
 
 /// Like [`execute`], but delivers an exception the instruction raises
