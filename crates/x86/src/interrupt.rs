@@ -327,7 +327,6 @@ pub fn deliver(cpu: &mut CpuState, mem: &mut impl LinearMemory, vec: u8, event: 
     }
 
     let size = if gate.size32 { 4 } else { 2 };
-    let mut new = cpu.clone();
     let to_inner = !cs_desc.is_conforming() && cs_desc.dpl < cpl;
     let new_cpl = if to_inner { cs_desc.dpl } else { cpl };
     let mut stack = if to_inner {
@@ -368,17 +367,17 @@ pub fn deliver(cpu: &mut CpuState, mem: &mut impl LinearMemory, vec: u8, event: 
     stack.push_all(mem, &frame[..n])?;
     mark_accessed(mem, &cs_desc, cs_at)?;
 
-    new.cs = cs_desc
+    // Nothing can fault past this point: the state changes only now.
+    cpu.cs = cs_desc
         .with_accessed()
         .to_segment(cs_sel.with_rpl(new_cpl).0);
-    new.eip = gate.target_offset();
-    new.ss = stack.ss;
-    new.esp = stack.esp;
-    new.eflags &= !(flags::TF | flags::NT | flags::RF | flags::VM);
+    cpu.eip = gate.target_offset();
+    cpu.ss = stack.ss;
+    cpu.esp = stack.esp;
+    cpu.eflags &= !(flags::TF | flags::NT | flags::RF | flags::VM);
     if gate.clears_if() {
-        new.eflags &= !flags::IF;
+        cpu.eflags &= !flags::IF;
     }
-    *cpu = new;
     Ok(())
 }
 
@@ -711,8 +710,9 @@ pub fn iret(cpu: &mut CpuState, mem: &mut impl LinearMemory, size: u32) -> Outco
         return Err(Exception::gp(0).into());
     }
 
-    let mut new = cpu.clone();
-    if rpl > cpl {
+    // The new SS and ESP, and whether the return is to an outer level;
+    // the state changes only once nothing can fault any more.
+    let (new_ss, new_esp) = if rpl > cpl {
         let mut outer = [0u32; 2];
         stack_read_all(cpu, mem, 3 * size, size, &mut outer)?;
         let [esp, ss] = outer;
@@ -729,16 +729,15 @@ pub fn iret(cpu: &mut CpuState, mem: &mut impl LinearMemory, size: u32) -> Outco
             return Err(Exception::with_code(vector::SS, ss_code).into());
         }
         mark_accessed(mem, &ss_desc, ss_at)?;
-        new.ss = ss_desc.with_accessed().to_segment(ss_sel.0);
-        new.esp = if size == 4 {
+        let esp = if size == 4 {
             esp
         } else {
             (cpu.esp & 0xFFFF_0000) | esp
         };
-        null_outer_data_segments(&mut new, rpl);
+        (Some(ss_desc.with_accessed().to_segment(ss_sel.0)), esp)
     } else {
-        new.esp = cpu.esp.wrapping_add(3 * size);
-    }
+        (None, cpu.esp.wrapping_add(3 * size))
+    };
     mark_accessed(mem, &cs_desc, cs_at)?;
 
     let mut mask = FLAGS_IRET_ANY_CPL;
@@ -752,10 +751,14 @@ pub fn iret(cpu: &mut CpuState, mem: &mut impl LinearMemory, size: u32) -> Outco
     if size == 2 {
         mask &= 0xFFFF;
     }
-    new.eflags = (cpu.eflags & !mask) | (popped_flags & mask) | flags::FIXED1;
-    new.cs = cs;
-    new.eip = eip;
-    *cpu = new;
+    cpu.eflags = (cpu.eflags & !mask) | (popped_flags & mask) | flags::FIXED1;
+    if let Some(ss) = new_ss {
+        cpu.ss = ss;
+        null_outer_data_segments(cpu, rpl);
+    }
+    cpu.esp = new_esp;
+    cpu.cs = cs;
+    cpu.eip = eip;
     Ok(())
 }
 
