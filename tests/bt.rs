@@ -471,3 +471,41 @@ fn guest_symbols_must_be_a_regular_file() {
     assert_eq!(run.status, 2, "{}", run.show());
     assert!(run.stderr.contains("is a device"), "{}", run.show());
 }
+
+/// A device access from translated code is a host fault once per guest
+/// instruction: its block is translated again with the instruction as a
+/// callout (the adaptive translation of Adams and Agesen). The
+/// nanobenchmark's TPR write loop makes 5,000 accesses from one site.
+#[test]
+fn a_device_access_site_becomes_a_callout_after_its_first_fault() {
+    let dir = std::env::temp_dir().join(format!("popek-bt-sites-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cr8wr.json");
+    let run = run_bt(
+        "nanobench",
+        &[
+            "--append",
+            "only=cr8wr iters=5000",
+            "--stats-json",
+            path.to_str().unwrap(),
+        ],
+    );
+    assert_pass(&run);
+    if run.stdout.contains("nano cr8wr: n/a") {
+        eprintln!("skipped: the guest found no local APIC");
+        return;
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let emulated = json["exits"]["emulated access"].as_u64().unwrap_or(0);
+    let callouts = json["callouts"]["ident"].as_u64().unwrap_or(0);
+    assert!(
+        (1..50).contains(&emulated),
+        "{emulated} faulting device accesses\n{json}"
+    );
+    assert!(
+        callouts >= 5000,
+        "{callouts} data-instruction callouts\n{json}"
+    );
+}

@@ -272,6 +272,7 @@ fn translated_signal(
             cr2,
         } => {
             vm.stats.exit("fault in translated code");
+            let block = vm.cache.recreate(host_eip).map(|r| r.block);
             if recreate(vm, machine, host_eip, sels, true) == Recreated::Outside {
                 return Err(host_err(format!(
                     "fault {vector} at host {host_eip:#x} outside any translation (entered at {entered:#x})"
@@ -282,7 +283,15 @@ fn translated_signal(
             }
             match vector {
                 14 => {
-                    faults::host_page_fault(vm, machine, cr2.unwrap_or(0), error_code.unwrap_or(0))
+                    vm.faulting_block = block;
+                    let next = faults::host_page_fault(
+                        vm,
+                        machine,
+                        cr2.unwrap_or(0),
+                        error_code.unwrap_or(0),
+                    );
+                    vm.faulting_block = None;
+                    next
                 }
                 _ => interrupts::exception(vm, machine, Exception { vector, error_code }),
             }

@@ -162,7 +162,31 @@ pub(super) fn monitor_region_access(
 /// somewhere the host CPU cannot be let at (see [`host_page_fault`]).
 fn emulate_access(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
     vm.stats.exit("emulated access");
-    callouts::callout(vm, machine)
+    // From translated code at CPL 0, the instruction becomes a callout in
+    // its block's next translation: a driver's register access comes back
+    // (an EOI at every interrupt, a TPR write at every spin lock of some
+    // kernels), and a host fault costs several callouts. Not a REP string
+    // instruction, which may move RAM as well and which the emulator moves
+    // an element at a time.
+    let site = vm
+        .faulting_block
+        .take()
+        .filter(|_| vm.cpu.cpl() == 0)
+        .and_then(|block| {
+            let insn = vm.insn_at_eip(machine)?;
+            let string = insn.has_rep_prefix() || insn.has_repne_prefix();
+            (!string).then(|| (block, vm.cpu.cs.base.wrapping_add(vm.cpu.eip)))
+        });
+    let next = callouts::callout(vm, machine)?;
+    if let Some((block, eip)) = site {
+        // Only an access the emulator carried out: it will again.
+        let done = matches!(next, Next::Continue) && !vm.last_callout_faulted;
+        if done && vm.translator.callout_at(eip) {
+            tracing::debug!("device access at {eip:#x}: a callout from now on");
+            vm.cache.discard(block);
+        }
+    }
+    Ok(next)
 }
 
 /// A guest access to the monitor region: with paging on, a page the

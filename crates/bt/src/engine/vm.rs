@@ -64,6 +64,11 @@ pub(super) struct Vm {
     /// at CR3 writes, paging changes and INVLPG (`code_pages::paging_update`)
     /// and at every page fault (a view's failed walk, `interrupts::exception`).
     pub(super) walks: WalkCache,
+    /// The block whose copied instruction faulted, while that fault is
+    /// handled (`exits::translated_signal`): an access to a device
+    /// retranslates it with the instruction as a callout
+    /// (`faults::emulate_access`).
+    pub(super) faulting_block: Option<crate::cache::BlockId>,
     /// Runs of translated code still to enter with the guest's vector
     /// state loaded: a vector gate faulted (translated code wanted it), and
     /// a guest kernel that uses vector instructions uses them again soon.
@@ -136,6 +141,7 @@ impl Vm {
             go_on: false,
             refill: None,
             walks: WalkCache::default(),
+            faulting_block: None,
             vector_runs: 0,
             shadow: false,
             markers_seen: 0,

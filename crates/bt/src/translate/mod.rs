@@ -48,14 +48,22 @@ pub fn loads_sreg_inline(insn: &iced_x86::Instruction, ctx: crate::cache::Contex
 }
 pub use translation::{TranslateError, Translation};
 
+/// The most instructions [`Translator::callout_at`] keeps: a kernel has a
+/// few dozen device-access sites, and a guest that faults on devices from
+/// everywhere gets no more host memory for it.
+const MAX_CALLOUT_SITES: usize = 4096;
+
 /// Emits the translations of guest blocks.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Translator {
     /// Host address of the shared indirect-branch miss handler.
     miss: u32,
     /// The guest's TSC is the host's (no offset): RDTSC in kernel code
     /// runs natively instead of as a callout.
     native_tsc: bool,
+    /// Guest linear EIPs of data instructions translated as callouts: they
+    /// reached a device (`Translator::callout_at`).
+    callout_sites: rustc_hash::FxHashSet<u32>,
 }
 
 /// The shared miss handler's code, to install once below 4 GiB at `at`.
@@ -72,7 +80,18 @@ impl Translator {
         Translator {
             miss,
             native_tsc: true,
+            callout_sites: Default::default(),
         }
+    }
+
+    /// Makes the data instruction at guest linear `eip` a callout in the
+    /// translations made from now on: it reached a device, and each such
+    /// access from copied code is a host fault (a signal, ~4 µs here),
+    /// where a callout leaves through the exit stub (the adaptive
+    /// translation of Adams and Agesen, ASPLOS 2006). Returns whether it
+    /// was new; past [`MAX_CALLOUT_SITES`] nothing is added.
+    pub fn callout_at(&mut self, eip: u32) -> bool {
+        self.callout_sites.len() < MAX_CALLOUT_SITES && self.callout_sites.insert(eip)
     }
 
     /// Whether translations copy RDTSC as it is (the guest's TSC is the
@@ -119,7 +138,7 @@ impl Translator {
                     break;
                 }
             };
-            match rw.rewrite(&d)? {
+            match rw.rewrite(&d, self.callout_sites.contains(&d.linear))? {
                 Flow::Next { .. } if d.straddles => {
                     rw.fall_through(d.next);
                     break;

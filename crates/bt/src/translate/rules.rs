@@ -172,10 +172,11 @@ impl Rewriter {
     }
 
     /// Emits guest instruction `d` and records where its host code starts
-    /// (for precise state).
+    /// (for precise state); a data instruction becomes a callout if
+    /// `callout` says so (it reached a device before).
     // Inlined into the translate loop, as `BlockDecoder::next` is.
     #[inline]
-    pub fn rewrite(&mut self, d: &Decoded<'_>) -> Result<Flow, TranslateError> {
+    pub fn rewrite(&mut self, d: &Decoded<'_>, callout: bool) -> Result<Flow, TranslateError> {
         let (insn, bytes, linear, next) = (d.insn, d.bytes, d.linear, d.next);
         let (ctx, cs_base) = (self.ctx, self.ctx.cs_base);
         let em = &mut self.em;
@@ -189,6 +190,10 @@ impl Rewriter {
             bytes: bytes.to_vec(),
             why,
         };
+        if kind.class() == Class::Innocuous && callout {
+            em.exit(ExitReason::Callout as u32, linear);
+            return Ok(Flow::End);
+        }
         if kind.class() == Class::Innocuous {
             if !self.vector_gated && x86::classify::uses_vector_state(insn) {
                 // The gate opens the instruction's translation, so that a

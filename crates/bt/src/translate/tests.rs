@@ -95,6 +95,31 @@ fn privileged_instructions_become_callouts_that_end_the_block() {
     assert_eq!(&t.code[1..1 + want.len()], &want[..]);
 }
 
+#[test]
+fn a_data_instruction_that_reached_a_device_becomes_a_callout() {
+    // mov [ebx], eax; mov eax, 1; ret: the store reached a device before.
+    let code = [0x89, 0x03, 0xB8, 1, 0, 0, 0, 0xC3];
+    let mut tr = Translator::new(MISS);
+    assert!(tr.callout_at(0x6000));
+    assert!(!tr.callout_at(0x6000), "known already");
+    let t = tr
+        .translate(key(0x6000), &code, GuestPage(6), HOST)
+        .expect("translates");
+    // The block is the callout alone, with the store's EIP as its argument.
+    assert_eq!(t.block.insns.len(), 1);
+    assert_eq!(t.block.guest_len, 2);
+    let arg = std::mem::offset_of!(crate::contract::VcpuArea, tc_arg) as u32;
+    let mut want = vec![0x65, 0xC7, 0x05];
+    want.extend(arg.to_le_bytes());
+    want.extend(0x6000u32.to_le_bytes());
+    assert_eq!(&t.code[..want.len()], &want[..]);
+    // The next instruction, another site's neighbour, is copied as before.
+    let t = tr
+        .translate(key(0x6002), &code[2..], GuestPage(6), HOST)
+        .expect("translates");
+    assert_eq!(&t.code[..5], &code[2..7]);
+}
+
 // ---- CLI, STI, PUSHF and POPF inline on the virtual CPU ------------------
 
 /// The host code of guest instruction `i` of `t` (up to the next one or
