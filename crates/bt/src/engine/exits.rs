@@ -278,23 +278,20 @@ fn translated_signal(
                     "fault {vector} at host {host_eip:#x} outside any translation (entered at {entered:#x})"
                 )));
             }
-            if let Some(at) = faults::monitor_region_access(vm, machine, vector, error_code) {
-                return faults::monitor_region(vm, machine, at);
-            }
-            match vector {
-                14 => {
-                    vm.faulting_block = block;
-                    let next = faults::host_page_fault(
-                        vm,
-                        machine,
-                        cr2.unwrap_or(0),
-                        error_code.unwrap_or(0),
-                    );
-                    vm.faulting_block = None;
-                    next
-                }
-                _ => interrupts::exception(vm, machine, Exception { vector, error_code }),
-            }
+            // An access to a device (Linux maps its local APIC in the
+            // monitor region's linear range) makes the instruction a
+            // callout in the block's next translation (faults.rs).
+            vm.faulting_block = block;
+            let next =
+                if let Some(at) = faults::monitor_region_access(vm, machine, vector, error_code) {
+                    faults::monitor_region(vm, machine, at)
+                } else if vector == 14 {
+                    faults::host_page_fault(vm, machine, cr2.unwrap_or(0), error_code.unwrap_or(0))
+                } else {
+                    interrupts::exception(vm, machine, Exception { vector, error_code })
+                };
+            vm.faulting_block = None;
+            next
         }
         DirectExit::HostBus { addr } => {
             recreate_shadow(vm, host_eip);
