@@ -4,7 +4,9 @@
 //!
 //! What each kind becomes:
 //! - innocuous: copied verbatim; it runs on the guest's own shadow DS, ES,
-//!   FS and SS, with the guest's arithmetic flags in the host EFLAGS.
+//!   FS and SS, with the guest's arithmetic flags in the host EFLAGS. One
+//!   that reached a device before ([`Translator::callout_at`]) becomes a
+//!   callout instead.
 //! - direct JMP, Jcc, LOOP, JECXZ, CALL: exits that the cache can chain
 //!   straight to the target's translation. CALL pushes the *guest* return
 //!   address, so the guest's stack never holds a host address.
