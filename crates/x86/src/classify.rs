@@ -379,7 +379,7 @@ pub fn kind_of(instr: &Instruction) -> Kind {
 /// segment override. GS is the monitor's segment in translated code, so
 /// such instructions must be rewritten (Linux's stack protector reads
 /// `%gs:0x14` in every function epilogue). LEA and hint NOPs carry a memory
-/// operand but do not access it, and ES:[EDI] string destinations ignore
+/// operand but do not access it, and ES:\[EDI\] string destinations ignore
 /// overrides. Loads of GS itself (MOV/POP/LGS) are sensitive kinds already.
 pub fn uses_gs_override(instr: &Instruction) -> bool {
     if instr.segment_prefix() != Register::GS

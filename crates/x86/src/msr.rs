@@ -34,7 +34,7 @@ pub const IA32_PLATFORM_ID: u32 = 0x17;
 pub const IA32_APIC_BASE: u32 = 0x1B;
 /// VMX/SMX lock and enables (needs CPUID.VMX or SMX; absent).
 pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
-/// TSC adjustment (needs CPUID.7.EBX[1]; the model's leaves stop at 2, so
+/// TSC adjustment (needs CPUID.7.EBX\[1\]; the model's leaves stop at 2, so
 /// absent: #GP).
 pub const IA32_TSC_ADJUST: u32 = 0x3B;
 /// Speculation control (needs CPUID.7 bits; absent).
@@ -52,7 +52,7 @@ pub const IA32_PMC0: u32 = 0xC1;
 pub const MSR_PLATFORM_INFO: u32 = 0xCE;
 /// MTRR capabilities.
 pub const IA32_MTRRCAP: u32 = 0xFE;
-/// Speculation-immunity bits (needs CPUID.7.EDX[29]; absent).
+/// Speculation-immunity bits (needs CPUID.7.EDX\[29\]; absent).
 pub const IA32_ARCH_CAPABILITIES: u32 = 0x10A;
 /// SYSENTER target code segment.
 pub const IA32_SYSENTER_CS: u32 = 0x174;

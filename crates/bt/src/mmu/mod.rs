@@ -139,7 +139,7 @@ pub enum Fill {
     Stuck,
     /// Translated code touched a user page that this process keeps hidden
     /// with another frame behind it: the emulator carries the access out
-    /// and the page stays unmapped (see [`EMULATE_MAX`]).
+    /// and the page stays unmapped (see `EMULATE_MAX`).
     Emulate,
 }
 
@@ -863,7 +863,7 @@ impl Shadow {
     /// date); one mapped, accessed, to another frame is mapped to that
     /// frame (a parent and the child it forked take turns at the same
     /// addresses with different frames, their stacks after copy-on-write);
-    /// the rest are unmapped. Past [`REVALIDATE_MAX`] pages all go.
+    /// the rest are unmapped. Past `REVALIDATE_MAX` pages all go.
     pub fn sync_user(
         &mut self,
         monitor: &mut Monitor,
@@ -1115,7 +1115,7 @@ impl Shadow {
     /// user view hides the pages exposed during the kernel-view stay; the
     /// switch to the kernel view exposes only the hot ones (those exposed
     /// during the last stay; all of them while there are at most
-    /// [`RESTORE_ALL`]), and translated code touching any other gets it
+    /// `RESTORE_ALL`), and translated code touching any other gets it
     /// exposed by a fault ([`Self::fill`]). Restoring every mapped
     /// supervisor page at each entry cost Debian's kernel ~120 `mprotect`s
     /// of ~500 pages per system call (docs/perf.md).

@@ -261,7 +261,7 @@ impl AddressSpace {
 
     /// Unmaps what is left of the PROT_NONE reservation outside the
     /// monitor region, and from now on leaves holes where guest pages go
-    /// (but for [`hole`]'s anchors).
+    /// (but for `hole`'s anchors).
     ///
     /// A page mapped into a hole costs the host ~6.5 k cycles against
     /// ~9.5 k over the reservation, which the kernel must split (and merge

@@ -91,7 +91,7 @@ impl Translator {
     /// access from copied code is a host fault (a signal, ~4 µs here),
     /// where a callout leaves through the exit stub (the adaptive
     /// translation of Adams and Agesen, ASPLOS 2006). Returns whether it
-    /// was new; past [`MAX_CALLOUT_SITES`] nothing is added.
+    /// was new; past `MAX_CALLOUT_SITES` (4,096) nothing is added.
     pub fn callout_at(&mut self, eip: u32) -> bool {
         self.callout_sites.len() < MAX_CALLOUT_SITES && self.callout_sites.insert(eip)
     }
