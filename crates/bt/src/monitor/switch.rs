@@ -143,9 +143,9 @@ pub const GUEST_IMAGE_OFFSET: usize = std::mem::size_of::<HostArea>().next_multi
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Xstate {
     /// The user components the host enables in XCR0, except PKRU (saved
-    /// apart, see [`HostArea::guest_pkru`]) and those XFD governs (AMX
-    /// tiles, bits 17-18: an XRSTOR of them would raise #NM until the
-    /// process asked the kernel for them).
+    /// apart, see [`HostArea::guest_pkru`]), the AMX tiles (bits 17-18,
+    /// 64-bit code only) and any other component XFD governs (an XRSTOR
+    /// of it would raise #NM until the process asked the kernel for it).
     pub mask: u64,
     /// Bytes of a standard-format image of those components.
     pub size: u32,
@@ -158,6 +158,9 @@ pub struct Xstate {
 
 /// XCR0 bit of PKRU.
 const XFEATURE_PKRU: u64 = 1 << 9;
+
+/// XCR0 bits of AMX tile config (17) and tile data (18).
+const XFEATURES_AMX: u64 = 3 << 17;
 
 /// XCR0 bits of x87, SSE and AVX state: with just these in the image, the
 /// exit stub clears the registers with VZEROALL and FNINIT (~73 cycles
@@ -184,16 +187,20 @@ impl Xstate {
             asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack));
         }
         let xcr0 = u64::from(hi) << 32 | u64::from(lo);
-        let mut mask = xcr0 & !XFEATURE_PKRU;
+        // AMX tile config and data: their instructions exist only in
+        // 64-bit mode, so a 32-bit guest never has state there. The config
+        // is not XFD-governed (seen on a Sapphire Rapids host), so the
+        // check below would keep it.
+        let mut mask = xcr0 & !XFEATURE_PKRU & !XFEATURES_AMX;
         let mut size = 512 + 64;
         for i in 2..64 {
             if mask & (1 << i) == 0 {
                 continue;
             }
             let c = __cpuid_count(0xD, i);
-            // ECX bit 2: XFD may govern the component (AMX tile data and
-            // config on current CPUs). Without a grant from the kernel an
-            // XRSTOR of it raises #NM, and the guest cannot name it.
+            // ECX bit 2: XFD may govern the component (AMX tile data on
+            // current CPUs). Without a grant from the kernel an XRSTOR of
+            // it raises #NM.
             if c.ecx & (1 << 2) != 0 {
                 mask &= !(1 << i);
                 continue;
@@ -967,7 +974,7 @@ mod tests {
         let x = Xstate::of_host().unwrap();
         assert_eq!(x.mask & 3, 3, "x87 and SSE: {:#x}", x.mask);
         assert_eq!(x.mask & XFEATURE_PKRU, 0, "{:#x}", x.mask);
-        assert_eq!(x.mask & (3 << 17), 0, "AMX tiles: {:#x}", x.mask);
+        assert_eq!(x.mask & XFEATURES_AMX, 0, "AMX tiles: {:#x}", x.mask);
         assert!(x.size >= 576, "{}", x.size);
         if std::arch::is_x86_feature_detected!("avx") {
             assert_ne!(x.mask & 4, 0, "{:#x}", x.mask);
