@@ -81,6 +81,37 @@ fn usermode_passes_under_bt() {
     same_under_both("usermode", &[]);
 }
 
+/// SYSENTER from directly executed user code: with SEP advertised it
+/// reaches the guest kernel's entry with the user's registers and comes
+/// back by SYSEXIT (on Intel hosts through the host's SYSENTER path and
+/// seccomp, on AMD hosts as a #UD the emulator carries out); with
+/// IA32_SYSENTER_CS null it raises #GP(0); without SEP, #UD. QEMU TCG
+/// (SEP in its default CPU) prints the same console.
+#[test]
+fn usermode_sysenter_with_and_without_sep() {
+    let on = run_bt("usermode", &["--sep", "on"]);
+    assert_eq!(assert_pass(&on), 45, "{}", on.show());
+    for line in [
+        "ok   SYSENTER EBP is the user's (its ESP)",
+        "ok   SYSENTER ESP is IA32_SYSENTER_ESP",
+        "ok   SYSEXIT CS is IA32_SYSENTER_CS + 16, RPL 3",
+        "ok   SYSENTER with IA32_SYSENTER_CS null raises #GP(0)",
+    ] {
+        assert!(on.stdout.contains(line), "{line}\n{}", on.show());
+    }
+    let off = run_bt("usermode", &["--sep", "off"]);
+    assert_eq!(assert_pass(&off), 31, "{}", off.show());
+    assert!(
+        off.stdout.contains("ok   SYSENTER without SEP raises #UD"),
+        "{}",
+        off.show()
+    );
+    if let Some(qemu) = common::qemu("usermode", "") {
+        assert_pass(&qemu);
+        assert_same_console(&on, &qemu);
+    }
+}
+
 #[test]
 fn bt_is_the_default_engine() {
     let run = popek(&["run", "--guest", "hello", "--stats"]);
@@ -246,6 +277,27 @@ fn hostile_far_jump_to_host_code_is_stopped() {
 #[test]
 fn hostile_iret_to_host_code_is_stopped() {
     hostile_breach_is_stopped("attack=e");
+}
+
+/// SYSENTER with EBP at the monitor's region and at page 0: on Intel hosts
+/// the host's own SYSENTER path reads the word at EBP before seccomp traps
+/// the call. Each must reach the guest kernel as the fault its CPU gives
+/// (#GP(0), IA32_SYSENTER_CS being null; #UD without SEP) with the guest's
+/// own EBP, in both process modes, as under QEMU.
+#[test]
+fn hostile_sysenter_reaches_only_the_guest_kernel() {
+    let qemu = common::qemu("hostile", "attack=j");
+    for mode in [None, Some("--one-process")] {
+        for sep in ["on", "off"] {
+            let mut args = vec!["--append", "attack=j", "--sep", sep];
+            args.extend(mode);
+            let run = run_bt("hostile", &args);
+            assert_eq!(assert_pass(&run), 6, "{}", run.show());
+            if let (Some(q), "on") = (&qemu, sep) {
+                assert_same_console(&run, q);
+            }
+        }
+    }
 }
 
 /// What the host has for 64-bit code to read (scenario f's command line),

@@ -9,7 +9,7 @@
  * virtual CPU gives each attempt the architectural result it has on a
  * real x86 running this guest, and that is what this guest checks.
  *
- * One scenario per run, chosen on the command line (attack=a .. attack=e):
+ * One scenario per run, chosen on the command line (attack=a .. attack=j):
  *  a  load host selectors 0x2b, 0x23, 0x33 into DS/ES/SS/FS/GS (and LDS);
  *     read and write the monitor's region 0xFFC00000 through DS and ES;
  *  b  WRPKRU, RDPKRU and XRSTOR (ways to change PKRU), then read, write
@@ -25,6 +25,8 @@
  *  g  64-bit code reads and writes memory above 4 GiB;
  *  h  64-bit code calls the host's vsyscall page;
  *  i  64-bit code spins without faulting.
+ *  j  SYSENTER with EBP at the monitor's region and at page 0 (the host's
+ *     own SYSENTER path reads the word at EBP before the call traps).
  *
  * For f-i a CPU that honours the guest's GDT raises #GP(0x30) at the far
  * JMP. popek's BT engine cannot refuse it (the host's GDT answers), so
@@ -44,7 +46,8 @@
 /* user.S */
 void enter_user(void (*eip)(void), u32 esp) __attribute__((noreturn));
 void user_a(void), user_b(void), user_c(void), user_d(void), user_e(void);
-void user_f(void), user_g(void), user_h(void), user_i(void);
+void user_f(void), user_g(void), user_h(void), user_i(void), user_j(void);
+extern u32 j_site, j_esp;
 extern u64 f64_seen[F_SLOTS];
 extern u32 f64_reached, f64_stack_dirty;
 /* Read by f64 (user.S): HOST_* bits. */
@@ -90,6 +93,9 @@ static const struct {
 	[SITE_G_LJMP_33] = { 'g', 13, 0x30, "far jmp to host selector 0x33 raised #GP(0x30)" },
 	[SITE_H_LJMP_33] = { 'h', 13, 0x30, "far jmp to host selector 0x33 raised #GP(0x30)" },
 	[SITE_I_LJMP_33] = { 'i', 13, 0x30, "far jmp to host selector 0x33 raised #GP(0x30)" },
+	/* Without SEP in CPUID these raise #UD instead (on_sysenter_fault). */
+	[SITE_J_REGION] = { 'j', 13, 0, "SYSENTER with EBP at 0xFFC00000 raised #GP(0) (IA32_SYSENTER_CS null)" },
+	[SITE_J_PAGE0] = { 'j', 13, 0, "SYSENTER with EBP at 0x10 raised #GP(0) (IA32_SYSENTER_CS null)" },
 };
 
 static const struct {
@@ -122,6 +128,8 @@ static const struct {
 	  "#GP(0x30); where the host's GDT answers instead, the VM is stopped at the call" },
 	{ 'i', user_i, "ring 3 far-jumps to 0x33 and spins there without faulting",
 	  "#GP(0x30); where the host's GDT answers instead, the VM is stopped at the next kick" },
+	{ 'j', user_j, "ring 3 runs SYSENTER with EBP at 0xFFC00000 (the monitor's region), then at 0x10",
+	  "#GP(0) for each (#UD without SEP), with the guest's own EBP; nothing of the host's" },
 };
 
 static char scenario;
@@ -187,6 +195,38 @@ static const char *vector_name(u32 v)
 	return v < ARRAY_SIZE(names) ? names[v] : "vector";
 }
 
+/* A fault of scenario j's SYSENTER at site j_site, wherever it says EIP
+ * was: the host's SYSENTER path keeps no EIP or ESP (popek on Intel
+ * hosts reports EIP 0 and ESP = EBP), so the site is the one user code
+ * named, and it resumes on the ESP it saved. */
+static void on_sysenter_fault(struct frame *f)
+{
+	char what[160];
+	u32 id = j_site, ebp = id == SITE_J_REGION ? MONITOR_ADDR : 0x10;
+	u32 a = 1, b, c = 0, d;
+	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+	int sep = (d >> 11) & 1;
+	u32 vector = sep ? 13 : 6, error = sep ? 0 : NO_ERR;
+	const struct site *s = 0;
+	for (const struct site *t = sites_begin; t < sites_end; t++)
+		if (t->id == id)
+			s = t;
+	j_site = -1;
+	site_hits[id]++;
+	int same = f->vector == vector && f->error == error;
+	if (sep)
+		ksnprintf(what, sizeof(what), "%s", expect[id].what);
+	else
+		ksnprintf(what, sizeof(what), "SYSENTER with EBP at 0x%x raised #UD (no SEP)", ebp);
+	if (!same)
+		ksnprintf(what + strlen(what), sizeof(what) - strlen(what), " (got %s %u, error code 0x%x)",
+			  vector_name(f->vector), f->vector, f->error);
+	check(what, same);
+	check_eq("the fault shows the guest's own EBP", f->ebp, ebp);
+	f->eip = s->resume;
+	f->user_esp = j_esp;
+}
+
 /* Every exception from ring 3 lands here. */
 static void on_exception(struct frame *f)
 {
@@ -194,6 +234,10 @@ static void on_exception(struct frame *f)
 
 	if (f->vector == 6 && f->eip == (u32)user_done) {
 		report_and_finish(f);
+		return;
+	}
+	if (scenario == 'j' && j_site < SITE_COUNT) {
+		on_sysenter_fault(f);
 		return;
 	}
 	const struct site *s = find_site(f->eip);
@@ -377,6 +421,6 @@ void kmain(u32 magic, struct multiboot_info *mbi)
 		set_handler(0x80, on_syscall);
 		enter_user(scenarios[i].entry, (u32)user_stack + sizeof(user_stack));
 	}
-	kprintf("hostile: choose a scenario with attack=a to attack=i on the command line\n");
+	kprintf("hostile: choose a scenario with attack=a to attack=j on the command line\n");
 	check("the command line names a scenario", 0);
 }

@@ -52,7 +52,9 @@
 #define SITE_H_LJMP_33 19
 #define SITE_I_LJMP_33 20
 #define SITE_F_HLT 21
-#define SITE_COUNT 22
+#define SITE_J_REGION 22
+#define SITE_J_PAGE0 23
+#define SITE_COUNT 24
 
 /* user_results[] slots the user code fills. */
 #define R_B_READ 0      /* first read of MONITOR_ADDR through SEL_UFLAT */

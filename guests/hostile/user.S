@@ -45,6 +45,29 @@ user_done:
 	ud2
 
 /*
+ * j: SYSENTER with EBP at the monitor's region, then at page 0. On Intel
+ * hosts popek's user code reaches the host's own SYSENTER path, which
+ * reads the word at EBP (the vDSO's convention) before anything traps
+ * the call. Each SYSENTER must fault into the guest kernel (IA32_
+ * SYSENTER_CS is null: #GP(0); #UD without SEP) with the guest's own EBP.
+ * The host keeps no EIP or ESP for SYSENTER, so the kernel's handler
+ * knows the site from j_site and resumes at it with j_esp.
+ */
+	.globl user_j, j_site, j_esp
+user_j:
+	movl %esp, j_esp
+	movl $SITE_J_REGION, j_site
+	movl $MONITOR_ADDR, %ebp
+	movl $5, %eax			/* i386 open */
+	FAULT(SITE_J_REGION, sysenter)
+	movl %esp, j_esp
+	movl $SITE_J_PAGE0, j_site
+	movl $0x10, %ebp
+	movl $5, %eax
+	FAULT(SITE_J_PAGE0, sysenter)
+	jmp user_done
+
+/*
  * a: load the host Linux's flat user selectors (under the BT engine this
  * code runs on the host CPU, where 0x2b is a flat 4 GiB data segment that
  * reaches the monitor at 0xFFC00000), then touch the monitor's region
@@ -407,4 +430,10 @@ user_results:
 	.globl sites_end
 sites_end:
 
+
+	.data
+j_site:
+	.long -1
+j_esp:
+	.long 0
 	.section .note.GNU-stack, "", @progbits

@@ -78,4 +78,54 @@ user_probe_syscall:
 probe_user_esp:
 	.long 0
 
+
+/* user_sysenter(): SYSENTER with the vDSO's convention (EBP = ESP) and
+ * known values in every other register; the kernel's entry SYSEXITs to
+ * user_sysenter_return with ECX = the EBP it was given. Where SYSENTER
+ * faults instead, the kernel's handler resumes there too. Returns EAX. */
+#define SYS_FAST 5
+	.text
+	.globl user_sysenter, user_sysenter_return, sysenter_user_esp
+user_sysenter:
+	pushl %ebx
+	pushl %esi
+	pushl %edi
+	pushl %ebp
+	movl $SYS_FAST, %eax
+	movl $0x11111111, %ebx
+	movl $0x22222222, %ecx
+	movl $0x33333333, %edx
+	movl $0x44444444, %esi
+	movl $0x55555555, %edi
+	movl %esp, %ebp
+	movl %esp, sysenter_user_esp
+	sysenter
+user_sysenter_return:
+	popl %ebp
+	popl %edi
+	popl %esi
+	popl %ebx
+	ret
+
+/* The kernel's SYSENTER entry: CPL 0 on IA32_SYSENTER_ESP's stack with
+ * IF clear. on_sysenter checks the frame and sets its EAX. */
+	.globl sysenter_entry
+sysenter_entry:
+	pushfl
+	pushal
+	pushl %esp
+	call on_sysenter
+	addl $4, %esp
+	popal
+	popfl
+	movl $user_sysenter_return, %edx
+	movl %ebp, %ecx
+	/* SYSEXIT leaves EFLAGS alone: IF goes back on as Linux does it,
+	 * STI's shadow covering the SYSEXIT. */
+	sti
+	sysexit
+
+	.bss
+sysenter_user_esp:
+	.long 0
 	.section .note.GNU-stack, "", @progbits

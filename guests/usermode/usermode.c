@@ -9,6 +9,10 @@
  * BT engine covers with direct execution, so what it checks is exactly
  * what a deprivileged guest must not be able to tell apart from hardware.
  *
+ * Where CPUID advertises SEP, a SYSENTER reaches the kernel's entry with
+ * the registers as the user left them and comes back by SYSEXIT, and one
+ * with IA32_SYSENTER_CS null raises #GP(0); without SEP it must fault.
+ *
  * The PICs stay fully masked, so no interrupt arrives while IF=1.
  */
 #include "popek.h"
@@ -21,6 +25,8 @@
 #define SYS_GETPID 2 /* returns USER_PID */
 #define SYS_PROBE 3  /* registers the kernel checks (user.S) */
 #define SYS_EXIT 4   /* exit(code): the kernel reports and ends the VM */
+#define SYS_FAST 5   /* through SYSENTER: the registers the kernel checks */
+#define SYS_NO_SYSENTER 6 /* IA32_SYSENTER_CS := 0, so SYSENTER raises #GP */
 #define USER_PID 42
 
 /* The user checksum: FNV-1a-like over 4000 bytes i & 0xFF. */
@@ -34,6 +40,25 @@ static u8 user_stack[4096] __attribute__((aligned(16)));
 void enter_user(void (*eip)(void), u32 esp) __attribute__((noreturn));
 void user_cli(void), user_hlt(void), user_in(void), user_int81(void);
 void user_probe_syscall(void);
+u32 user_sysenter(void);
+void sysenter_entry(void);
+extern char user_sysenter_return[];
+extern u32 sysenter_user_esp;
+
+#define MSR_SYSENTER_CS 0x174
+#define MSR_SYSENTER_ESP 0x175
+#define MSR_SYSENTER_EIP 0x176
+#define CPUID_SEP (1u << 11)
+/* What on_sysenter puts in EAX, and what a fault handler puts there when
+ * it resumes after a SYSENTER that faulted. */
+#define SYSENTER_RESULT 0x5EE
+#define SYSENTER_FAULTED 0xFA17
+
+static u8 sysenter_stack[1024] __attribute__((aligned(16)));
+#define SYSENTER_STACK_TOP ((u32)sysenter_stack + sizeof(sysenter_stack))
+
+/* Set by the kernel before it enters user code. */
+static u32 sep;
 extern char user_cli_fault[], user_hlt_fault[], user_in_fault[], user_int81_fault[];
 extern u32 probe_user_esp;
 
@@ -46,7 +71,13 @@ static struct {
 	u32 flags_after_popf;
 	u32 flags_after_cli;
 	u32 write_result;
+	u32 sysenter_result;
+	u32 no_sysenter_result;
 } seen;
+
+/* The vector a SYSENTER is expected to raise (0: none), and the one it
+ * raised, with its error code. */
+static u32 sysenter_fault_expected, sysenter_fault, sysenter_fault_error;
 
 /* Read through a volatile so gcc cannot fold the loop at compile time. */
 static volatile u32 checksum_rounds = CHECKSUM_ROUNDS;
@@ -74,6 +105,14 @@ static void user_main(void)
 
 	user_probe_syscall();
 
+	if (sep) {
+		seen.sysenter_result = user_sysenter();
+		/* What SYSEXIT loaded shows in the next system call's frame
+		 * (read at CPL 3, a selector may show the monitor's). */
+		syscall3(SYS_NO_SYSENTER, 0, 0, 0);
+	}
+	seen.no_sysenter_result = user_sysenter();
+
 	/* At CPL 3 with IOPL 0, POPF leaves IF alone, silently. */
 	u32 f;
 	__asm__ volatile("pushfl; andl $~0x200, (%%esp); popfl; pushfl; popl %0" : "=r"(f));
@@ -91,6 +130,11 @@ static void user_main(void)
 }
 
 /* ---- kernel side ------------------------------------------------------- */
+
+static void wrmsr(u32 msr, u32 v)
+{
+	__asm__ volatile("wrmsr" : : "c"(msr), "a"(v), "d"(0));
+}
 
 static u32 cpl(void)
 {
@@ -117,6 +161,54 @@ static void check_probe(struct frame *f)
 	check_eq("syscall DS was the user's 0x23", f->ds & 0xFFFF, SEL_UDATA_RPL3);
 }
 
+/* The frame sysenter_entry builds: PUSHAL under PUSHFL. */
+struct sysenter_frame {
+	u32 edi, esi, ebp, esp, ebx, edx, ecx, eax;
+	u32 eflags;
+};
+
+void on_sysenter(struct sysenter_frame *f)
+{
+	u32 cs = 0, ss = 0;
+	__asm__ volatile("movw %%cs, %w0; movw %%ss, %w1" : "+r"(cs), "+r"(ss));
+	check_eq("SYSENTER arrives at CPL 0 on IA32_SYSENTER_CS", cs, SEL_KCODE);
+	check_eq("SYSENTER SS is IA32_SYSENTER_CS + 8", ss, SEL_KDATA);
+	check_eq("SYSENTER ESP is IA32_SYSENTER_ESP", (u32)(f + 1), SYSENTER_STACK_TOP);
+	check("SYSENTER clears IF", !(f->eflags & EFLAGS_IF));
+	check_eq("SYSENTER EAX is the user's", f->eax, SYS_FAST);
+	check_eq("SYSENTER EBX is the user's", f->ebx, 0x11111111);
+	check_eq("SYSENTER ECX is the user's", f->ecx, 0x22222222);
+	check_eq("SYSENTER EDX is the user's", f->edx, 0x33333333);
+	check_eq("SYSENTER ESI is the user's", f->esi, 0x44444444);
+	check_eq("SYSENTER EDI is the user's", f->edi, 0x55555555);
+	check_eq("SYSENTER EBP is the user's (its ESP)", f->ebp, sysenter_user_esp);
+	f->eax = SYSENTER_RESULT;
+}
+
+/* A fault of a SYSENTER that was expected to fault: noted, and user code
+ * resumes after it. The saved EIP and ESP are not checked: under popek on
+ * Intel hosts the host's SYSENTER path keeps neither (docs/bt.md). */
+static int sysenter_faulted(struct frame *f)
+{
+	if (!sysenter_fault_expected || sysenter_fault)
+		return 0;
+	sysenter_fault = f->vector;
+	sysenter_fault_error = f->error;
+	check_eq("the SYSENTER fault came from CPL 3", f->cs & 3, 3);
+	f->eip = (u32)user_sysenter_return;
+	f->user_esp = sysenter_user_esp;
+	f->eax = SYSENTER_FAULTED;
+	return 1;
+}
+
+static void on_ud(struct frame *f)
+{
+	if (sysenter_faulted(f))
+		return;
+	check("#UD at an unexpected place", 0);
+	finish();
+}
+
 static void report_and_exit(u32 code)
 {
 	check_eq("exit code is 0", code, 0);
@@ -125,6 +217,19 @@ static void report_and_exit(u32 code)
 	check_eq("ring-3 checksum loop (4000 rounds)", seen.checksum, CHECKSUM_WANT);
 	check("POPF at CPL 3 cannot clear IF", seen.flags_after_popf & EFLAGS_IF);
 	check("CLI at CPL 3 left IF set", seen.flags_after_cli & EFLAGS_IF);
+	if (sep) {
+		check_eq("SYSEXIT returns on_sysenter's EAX", seen.sysenter_result, SYSENTER_RESULT);
+		check_eq("SYSENTER with IA32_SYSENTER_CS null faulted", seen.no_sysenter_result, SYSENTER_FAULTED);
+		check_eq("SYSENTER with IA32_SYSENTER_CS null raises #GP(0)",
+			 sysenter_fault == 13 && sysenter_fault_error == 0, 1);
+	} else {
+		kprintf("CPUID has no SEP: SYSENTER must fault\n");
+		check_eq("SYSENTER without SEP faulted", seen.no_sysenter_result, SYSENTER_FAULTED);
+		/* #UD as the CPU model has it; a CPU that has SYSENTER anyway
+		 * (KVM's) raises #GP(0) for the null IA32_SYSENTER_CS. */
+		check("SYSENTER without SEP raises #UD (or #GP(0))",
+		      sysenter_fault == 6 || (sysenter_fault == 13 && sysenter_fault_error == 0));
+	}
 	finish();
 }
 
@@ -150,6 +255,11 @@ static void on_syscall(struct frame *f)
 	case SYS_EXIT:
 		report_and_exit(f->ebx);
 		break;
+	case SYS_NO_SYSENTER:
+		check_eq("SYSEXIT CS is IA32_SYSENTER_CS + 16, RPL 3", f->cs & 0xFFFF, SEL_UCODE_RPL3);
+		check_eq("SYSEXIT SS is IA32_SYSENTER_CS + 24, RPL 3", f->user_ss & 0xFFFF, SEL_UDATA_RPL3);
+		wrmsr(MSR_SYSENTER_CS, 0);
+		break;
 	default:
 		f->eax = (u32)-1;
 		break;
@@ -173,6 +283,8 @@ static void on_gp(struct frame *f)
 {
 	char what[96];
 
+	if (sysenter_faulted(f))
+		return;
 	for (u32 i = 0; i < ARRAY_SIZE(gp_sites); i++) {
 		if (f->eip != (u32)gp_sites[i].at)
 			continue;
@@ -199,5 +311,17 @@ void kmain(u32 magic, struct multiboot_info *mbi)
 	idt_set_attr(0x80, 0xEE); /* interrupt gate, DPL 3: INT 0x80 allowed from ring 3 */
 	set_handler(0x80, on_syscall);
 	set_handler(13, on_gp);
+	set_handler(6, on_ud);
+	u32 a = 1, b, c = 0, d;
+	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+	sep = d & CPUID_SEP;
+	/* Either way the last SYSENTER faults: without SEP at once, with it
+	 * once SYS_NO_SYSENTER has cleared IA32_SYSENTER_CS. */
+	sysenter_fault_expected = 1;
+	if (sep) {
+		wrmsr(MSR_SYSENTER_CS, SEL_KCODE);
+		wrmsr(MSR_SYSENTER_ESP, SYSENTER_STACK_TOP);
+		wrmsr(MSR_SYSENTER_EIP, (u32)sysenter_entry);
+	}
 	enter_user(user_main, (u32)user_stack + sizeof(user_stack));
 }

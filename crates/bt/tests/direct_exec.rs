@@ -1285,3 +1285,103 @@ fn a_dead_user_process_is_an_error() {
         );
     });
 }
+
+/// SYSENTER with the vDSO's convention (EBP = ESP, the caller's EBP in
+/// the word there) and known values in every other register.
+fn sysenter_code() -> Vec<u8> {
+    vec![
+        0x68, 0x77, 0x77, 0x77, 0x77, // push 0x77777777
+        0x89, 0xE5, // mov ebp, esp
+        0xB8, 0x40, 0, 0, 0, // mov eax, 0x40
+        0xBB, 0x11, 0x11, 0x11, 0x11, // mov ebx, 0x11111111
+        0xB9, 0x22, 0x22, 0x22, 0x22, // mov ecx, 0x22222222
+        0xBA, 0x33, 0x33, 0x33, 0x33, // mov edx, 0x33333333
+        0xBE, 0x44, 0x44, 0x44, 0x44, // mov esi, 0x44444444
+        0xBF, 0x55, 0x55, 0x55, 0x55, // mov edi, 0x55555555
+        0xF9, // stc
+        0x0F, 0x34, // sysenter
+        0xF4, // hlt
+    ]
+}
+
+/// What the exit of [`sysenter_code`] must be: on Intel hosts the host's
+/// SYSENTER path trapped by seccomp, with the guest's registers (EBP its
+/// own, not the word the host loaded from the stack); on AMD hosts the #UD
+/// compatibility mode raises, at the instruction.
+fn check_sysenter_exit(exit: DirectExit, cpu: &CpuState) {
+    let ebp = STACK_TOP - 4;
+    if bt::monitor::host_fast_call_is_sysenter() {
+        assert_eq!(exit, DirectExit::FastSystemCall { sysenter: true });
+        assert_eq!(
+            [cpu.eax, cpu.ebx, cpu.ecx, cpu.edx, cpu.esi, cpu.edi, cpu.ebp],
+            [
+                0x40,
+                0x1111_1111,
+                0x2222_2222,
+                0x3333_3333,
+                0x4444_4444,
+                0x5555_5555,
+                ebp
+            ]
+        );
+        assert_eq!(cpu.eip, 0, "the host keeps no EIP for SYSENTER");
+    } else {
+        println!("AMD host: SYSENTER raises #UD in compatibility mode");
+        assert_eq!(exit, fault(6, None, None));
+        assert_eq!(cpu.eip, CODE + 38);
+        assert_eq!((cpu.ebp, cpu.esp), (ebp, ebp));
+    }
+    assert_ne!(cpu.eflags & flags::CF, 0, "the guest's flags");
+    assert_eq!(cpu.cs.selector, 0x1B);
+}
+
+#[test]
+fn sysenter_is_a_fast_system_call_exit() {
+    in_child("sysenter_is_a_fast_system_call_exit", || {
+        let (_mem, mut m) = setup(&sysenter_code());
+        let mut cpu = user_state(CODE);
+        let exit = m.run_user(&mut cpu).unwrap();
+        check_sysenter_exit(exit, &cpu);
+    });
+}
+
+#[test]
+fn sysenter_in_the_user_process_is_a_fast_system_call_exit() {
+    in_child(
+        "sysenter_in_the_user_process_is_a_fast_system_call_exit",
+        || {
+            let (_mem, mut m) = setup_user_process(&sysenter_code());
+            let mut cpu = user_state(CODE);
+            let exit = m.run_user(&mut cpu).unwrap();
+            check_sysenter_exit(exit, &cpu);
+        },
+    );
+}
+
+#[test]
+fn sysenter_with_an_unreadable_ebp_is_a_fast_system_call_with_efault() {
+    in_child(
+        "sysenter_with_an_unreadable_ebp_is_a_fast_system_call_with_efault",
+        || {
+            let code = [
+                0xBD, 0x10, 0, 0, 0, // mov ebp, 0x10 (page 0: never mapped)
+                0xB8, 0x40, 0, 0, 0, // mov eax, 0x40
+                0x0F, 0x34, // sysenter
+                0xF4, // hlt
+            ];
+            let (_mem, mut m) = setup(&code);
+            let mut cpu = user_state(CODE);
+            let exit = m.run_user(&mut cpu).unwrap();
+            if bt::monitor::host_fast_call_is_sysenter() {
+                // The host's read of [EBP] failed before its filter ran: it
+                // returned -EFAULT to its landing pad, cut to 32 bits in
+                // compatibility mode, where the fetch faulted (docs/bt.md).
+                assert_eq!(exit, DirectExit::FastSystemCall { sysenter: true });
+                assert_eq!((cpu.eax, cpu.ebp, cpu.eip), ((-14i32) as u32, 0x10, 0));
+            } else {
+                assert_eq!(exit, fault(6, None, None));
+                assert_eq!(cpu.eip, CODE + 10);
+            }
+        },
+    );
+}

@@ -25,6 +25,18 @@ pub enum EngineKind {
     Kvm,
 }
 
+/// Whether the bt engine advertises SYSENTER (`--sep`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Sep {
+    /// Where the host's fast path takes SYSENTER from 32-bit code (Intel).
+    #[default]
+    Auto,
+    /// Always: on AMD hosts each SYSENTER traps as #UD and is emulated.
+    On,
+    /// Never: system calls go through `int 0x80`, as before.
+    Off,
+}
+
 /// Parses a size such as `2M`, `512K` or `1048576` (bytes).
 fn parse_size(s: &str) -> Result<u32, String> {
     let s = s.trim();
@@ -90,6 +102,12 @@ pub struct RunArgs {
     /// process of its own (for comparison: docs/perf.md).
     #[arg(long)]
     one_process: bool,
+    /// Whether the bt engine's CPU advertises SYSENTER (CPUID SEP), which
+    /// Linux's vDSO then uses for system calls: by default where the host
+    /// takes SYSENTER from 32-bit code through its own fast path (Intel
+    /// hosts), where it is far cheaper than `int 0x80`.
+    #[arg(long, value_enum, default_value_t = Sep::Auto)]
+    sep: Sep,
     /// Write the bt engine's translated blocks (those live when the run
     /// ends) to /tmp/perf-PID.map, so that `perf report` names translated
     /// code by its guest address.
@@ -262,6 +280,11 @@ pub fn run(args: &RunArgs) -> ExitCode {
             let engine = bt::engine::BtEngine::new(bt::engine::BtOptions {
                 tc_size: args.tc_size,
                 user_process: !args.one_process,
+                sep: match args.sep {
+                    Sep::Auto => None,
+                    Sep::On => Some(true),
+                    Sep::Off => Some(false),
+                },
             });
             match perf_map(args) {
                 Ok(Some(map)) => Box::new(engine.with_perf_map(map)),

@@ -23,24 +23,48 @@ const REP_MAX: u32 = 16;
 /// Carries out the instruction at CS:EIP with the emulator.
 pub(super) fn callout(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
     // Never declined: `None` only comes with `may_decline`.
-    carry_out(vm, machine, false).map(|next| next.unwrap_or(Next::Continue))
+    carry_out(vm, machine, false, None).map(|next| next.unwrap_or(Next::Continue))
+}
+
+/// Carries out a SYSENTER or SYSCALL of guest user code whose address the
+/// host's fast system-call path lost
+/// ([`crate::monitor::DirectExit::FastSystemCall`]): the instruction is
+/// decoded from its own bytes, not fetched.
+pub(super) fn fast_system_call(
+    vm: &mut Vm,
+    machine: &mut Machine,
+    sysenter: bool,
+) -> Result<Next, EngineError> {
+    let bytes: &[u8] = if sysenter {
+        &[0x0F, 0x34]
+    } else {
+        &[0x0F, 0x05]
+    };
+    let insn = iced_x86::Decoder::with_ip(32, bytes, u64::from(vm.cpu.eip), 0).decode();
+    carry_out(vm, machine, false, Some(insn)).map(|next| next.unwrap_or(Next::Continue))
 }
 
 /// [`callout`] for a memory access the host CPU could also make once the
 /// page is mapped: `None`, with nothing changed, where the emulator does
 /// not model the instruction.
 pub(super) fn try_callout(vm: &mut Vm, machine: &mut Machine) -> Result<Option<Next>, EngineError> {
-    carry_out(vm, machine, true)
+    carry_out(vm, machine, true, None)
 }
 
+/// Carries out `given`, or the instruction fetched at CS:EIP.
 fn carry_out(
     vm: &mut Vm,
     machine: &mut Machine,
     may_decline: bool,
+    given: Option<iced_x86::Instruction>,
 ) -> Result<Option<Next>, EngineError> {
     let (mem, mut plat) = machine.emulation(&vm.cpu, &mut vm.extras);
     let mut mem = mem.with_walks(&mut vm.walks);
-    let insn = match emulate::fetch(&vm.cpu, &mut mem) {
+    let fetched = match given {
+        Some(i) => Ok(i),
+        None => emulate::fetch(&vm.cpu, &mut mem),
+    };
+    let insn = match fetched {
         Ok(i) => i,
         Err(e) => {
             // Same view: a #PF's CR2 travels with it.

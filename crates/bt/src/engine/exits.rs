@@ -114,6 +114,17 @@ pub(super) fn user_exit(
             vm.cpu.eip = vm.cpu.eip.wrapping_sub(2);
             callouts::callout(vm, machine)
         }
+        DirectExit::FastSystemCall { sysenter } => {
+            // The host took it through its own SYSENTER or SYSCALL path
+            // and trapped it there: the guest's MSRs and CPUID decide
+            // what it does (to CPL 0, or #GP, or #UD).
+            vm.stats.exit(if sysenter {
+                "user: sysenter"
+            } else {
+                "user: syscall"
+            });
+            callouts::fast_system_call(vm, machine, sysenter)
+        }
         DirectExit::SoftwareInterrupt { .. } => {
             vm.stats.exit("user: int n");
             callouts::callout(vm, machine)
@@ -160,6 +171,10 @@ fn user_fault(
         // tables (our shadows sit at LDT indices guests do not use),
         // which the emulator redoes against the guest's.
         11..=13 if sensitive_at_eip(vm, machine) => callouts::callout(vm, machine),
+        // SYSENTER on AMD hosts and SYSCALL on Intel's raise #UD in
+        // compatibility mode whatever the guest's CPU would do: the
+        // emulator does what the guest's model says.
+        6 if sensitive_at_eip(vm, machine) => callouts::callout(vm, machine),
         14 => faults::host_page_fault(vm, machine, cr2.unwrap_or(0), error_code.unwrap_or(0)),
         // INT3 and INTO trap after the instruction and go through the
         // IDT as software interrupts (gate DPL checked).

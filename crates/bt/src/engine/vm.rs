@@ -126,12 +126,16 @@ impl Vm {
         // Every thread exists now: from here on neither the guest nor host
         // code it might subvert can open, signal or connect anything.
         monitor.confine().map_err(host_err)?;
+        let mut extras = CpuExtras::new();
+        extras.cpuid.sep = opts
+            .sep
+            .unwrap_or_else(crate::monitor::host_fast_call_is_sysenter);
         Ok(Vm {
             monitor,
             cache,
             translator: Translator::new(miss),
             cpu: machine.entry.clone(),
-            extras: CpuExtras::new(),
+            extras,
             alarm,
             mmu: Shadow::new(machine.memory.size(), PagingRegs::of(&machine.entry))
                 .split_views(opts.user_process),

@@ -84,6 +84,16 @@ pub enum DirectExit {
     },
     /// `int 0x80`, trapped by seccomp. EIP is after the instruction.
     Syscall,
+    /// SYSENTER (hosts that take it from 32-bit code: Intel's) or SYSCALL
+    /// (AMD's), which the host's own fast system-call path took and its
+    /// seccomp filter trapped. That path keeps neither the instruction's
+    /// EIP nor ESP (it takes EBP for the stack pointer and loads EBP from
+    /// there, as the vDSO's convention has it): EIP is 0, ESP and EBP are
+    /// the guest's EBP, the other registers the guest's (docs/bt.md).
+    FastSystemCall {
+        /// SYSENTER; else SYSCALL.
+        sysenter: bool,
+    },
     /// A kick (timer signal) interrupted the guest.
     Interrupted,
     /// SIGBUS other than #AC: guest RAM behind the faulting address is
@@ -1015,14 +1025,28 @@ impl Monitor {
         if left == Left::NotEntered {
             return Ok(DirectExit::Interrupted);
         }
-        if area.sel[0] != sels[0] {
+        // The host's fast system-call path leaves its own 32-bit CS and a
+        // return address above 4 GiB (the landing pad in its vDSO, the
+        // SIGSYS's call address); `int 0x80`, even from a host segment
+        // the guest jumped to, leaves an address below 4 GiB.
+        let fast_call = area.sel[0] == HOST_USER32_CS
+            && ((area.exit_signal == libc::SIGSYS as u32 && area.exit_addr >> 32 != 0)
+                || host_fast_call_faulted(area));
+        if area.sel[0] != sels[0] && !fast_call {
             cpu.eip = area.eip;
             return Ok(DirectExit::ForeignCode {
                 selector: area.sel[0],
                 signal: area.exit_signal as i32,
             });
         }
-        cpu.eip = area.eip;
+        if fast_call {
+            // The host took EBP for ESP and loaded EBP from [ESP] before its
+            // filter ran: the guest's EBP is the host's stack pointer.
+            cpu.ebp = cpu.esp;
+            cpu.eip = 0;
+        } else {
+            cpu.eip = area.eip;
+        }
         cpu.eflags = merge_flags(cpu.eflags, area.eflags, USER_FLAGS);
         let mut foreign = [None; 4];
         for (i, (seg, (&now, &was))) in [&mut cpu.ds, &mut cpu.es, &mut cpu.fs, &mut cpu.gs]
@@ -1046,18 +1070,62 @@ impl Monitor {
                 foreign[i] = Some(now);
             }
         }
-        let exit = decode_exit(
-            area.exit_signal as i32,
-            area.exit_trapno,
-            area.exit_err,
-            area.exit_addr,
-        );
+        let exit = if fast_call {
+            DirectExit::FastSystemCall {
+                sysenter: host_fast_call_is_sysenter(),
+            }
+        } else {
+            decode_exit(
+                area.exit_signal as i32,
+                area.exit_trapno,
+                area.exit_err,
+                area.exit_addr,
+            )
+        };
         if foreign.iter().any(Option::is_some) {
             self.deferred = Some(exit);
             return Ok(DirectExit::ForeignSelectors { sels: foreign });
         }
         Ok(exit)
     }
+}
+
+/// The code selector Linux gives 32-bit code of a 64-bit process
+/// (`__USER32_CS`), which its fast system-call paths return to.
+const HOST_USER32_CS: u16 = 0x23;
+
+/// Whether an exit on the host's 32-bit CS is the host's fast system-call
+/// path failing to read the word at the guest's EBP (which it loads into
+/// EBP, as the vDSO's convention has it) before its filter could trap the
+/// call: it then returns -EFAULT in EAX to its vDSO landing pad, an
+/// address above 4 GiB that compatibility mode cuts to 32 bits, and the
+/// fetch there faults. (Unless guest user code has that page mapped
+/// executable: its code then runs on the host's segment, and the VM stops
+/// as after any far jump to one.) The call's number is lost with EAX.
+fn host_fast_call_faulted(area: &switch::HostArea) -> bool {
+    const EFAULT: u32 = (-14i32) as u32;
+    const PF_FETCH: u32 = 1 << 4;
+    area.exit_signal == libc::SIGSEGV as u32
+        && area.exit_trapno == 14
+        && area.exit_err & PF_FETCH != 0
+        && area.exit_addr == u64::from(area.eip)
+        && area.gpr[0] == EFAULT
+}
+
+/// Whether the host's fast system-call path from 32-bit code is SYSENTER
+/// (Intel and the others) rather than SYSCALL (AMD and Hygon, where
+/// SYSENTER in compatibility mode raises #UD and SYSCALL does not).
+/// Asked once: CPUID exits to the hypervisor on a VM host (~10 µs here).
+pub fn host_fast_call_is_sysenter() -> bool {
+    static SYSENTER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SYSENTER.get_or_init(|| {
+        let l0 = core::arch::x86_64::__cpuid(0);
+        let vendor: Vec<u8> = [l0.ebx, l0.edx, l0.ecx]
+            .iter()
+            .flat_map(|r| r.to_le_bytes())
+            .collect();
+        !matches!(&vendor[..], b"AuthenticAMD" | b"HygonGenuine")
+    })
 }
 
 /// Maps a host signal with its trap number and error code to the guest's
