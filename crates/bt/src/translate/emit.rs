@@ -68,6 +68,16 @@ fn gpr(reg: Register) -> Rd {
 /// Length of the unconditional `jmp rel32` the cache patches to chain.
 pub const JMP_LEN: u32 = 5;
 
+/// Where an inline load of a data segment register takes its selector.
+pub enum SelectorFrom {
+    /// MOV Sreg, r16/r32.
+    Register(Register),
+    /// POP Sreg, of this operand size (2 or 4).
+    Pop(u8),
+    /// MOV Sreg, m16: `movzx eax, WORD <the guest's operand>`, encoded.
+    Memory(Vec<u8>),
+}
+
 /// Builds one block's host code at a known host address.
 pub struct Emitter {
     ops: VecAssembler<X86Relocation>,
@@ -391,8 +401,8 @@ impl Emitter {
         }
     }
 
-    /// Inline MOV DS/ES/FS/GS, r16/r32 (`pop` None) or POP DS/ES/FS/GS
-    /// (`pop` the operand size, 2 or 4) at CPL 0, for sreg index 2 to 5.
+    /// Inline MOV DS/ES/FS/GS, r16/r32/m16 or POP DS/ES/FS/GS at CPL 0,
+    /// for sreg index 2 to 5, the selector taken as `from` says.
     ///
     /// The selector indexes the segment-descriptor cache
     /// (`contract::SegCacheEntry`) by its low byte. The load is inline only
@@ -406,17 +416,11 @@ impl Emitter {
     /// instruction leaves as a callout (`reason`, its linear address
     /// `eip`), whose emulation refills the entry. EAX, ECX, EDX and EBX are
     /// borrowed, saved in the scratch slots first: the two reads that may
-    /// fault (the pop's stack read, the descriptor read) come after that
+    /// fault (the selector's read from the stack or memory, the descriptor
+    /// read) come after that
     /// and before anything changes, and state recreation puts the four
     /// back (exits.rs).
-    pub fn load_sreg(
-        &mut self,
-        sreg: usize,
-        src: Option<Register>,
-        pop: Option<u8>,
-        reason: u32,
-        eip: u32,
-    ) {
+    pub fn load_sreg(&mut self, sreg: usize, from: &SelectorFrom, reason: u32, eip: u32) {
         let slow = self.ops.new_dynamic_label();
         let done = self.ops.new_dynamic_label();
         dynasm!(self.ops
@@ -426,12 +430,14 @@ impl Emitter {
             ; gs mov DWORD [SAVED_EDX], edx
             ; gs mov DWORD [SAVED_EBX], ebx
         );
-        match (src, pop) {
-            (Some(r), None) => {
-                let n = gpr(r);
+        match from {
+            SelectorFrom::Register(r) => {
+                let n = gpr(*r);
                 dynasm!(self.ops ; .arch x86 ; movzx eax, Rw(n));
             }
-            _ => dynasm!(self.ops ; .arch x86 ; movzx eax, WORD [esp]),
+            SelectorFrom::Pop(_) => dynasm!(self.ops ; .arch x86 ; movzx eax, WORD [esp]),
+            // The guest's own operand, its registers not yet changed.
+            SelectorFrom::Memory(load) => self.ops.extend(load.iter().copied()),
         }
         dynasm!(self.ops
             ; .arch x86
@@ -480,7 +486,7 @@ impl Emitter {
             ; gs mov BYTE [loaded], 1
         );
         self.restore_four();
-        if let Some(size) = pop {
+        if let SelectorFrom::Pop(size) = *from {
             let size = i32::from(size);
             dynasm!(self.ops ; .arch x86 ; lea esp, [esp + size]);
         }

@@ -7,7 +7,7 @@ use iced_x86::{Code, Encoder, Instruction, Mnemonic, OpKind, Register};
 use x86::classify::{classify, Class, Kind};
 
 use super::decode::Decoded;
-use super::emit::Emitter;
+use super::emit::{Emitter, SelectorFrom};
 use super::translation::{TranslateError, Translation};
 use crate::cache::{BlockKey, Context, GuestPage, InsnMap, NewBlock};
 use crate::contract::{ExitReason, Inline};
@@ -67,27 +67,36 @@ fn sreg_index(reg: Register) -> Option<usize> {
 }
 
 /// For a load of DS, ES, FS or GS that translated code may do inline
-/// (`Emitter::load_sreg`): MOV Sreg, r16/r32 or POP Sreg at CPL 0, outside
-/// single-step blocks. Its sreg index, the source register (MOV) or the
-/// pop's size (POP). SS (whose load opens an interrupt shadow), a memory
-/// source and other privilege levels stay callouts.
-pub(super) fn inline_sreg_load(
-    insn: &Instruction,
-    ctx: Context,
-) -> Option<(usize, Option<Register>, Option<u8>)> {
+/// (`Emitter::load_sreg`): MOV Sreg, r16/r32/m16 or POP Sreg at CPL 0,
+/// outside single-step blocks. Its sreg index and where the selector comes
+/// from. SS (whose load opens an interrupt shadow) and other privilege
+/// levels stay callouts.
+pub(super) fn inline_sreg_load(insn: &Instruction, ctx: Context) -> Option<(usize, SelectorFrom)> {
     if ctx.cpl != 0 || ctx.step {
         return None;
     }
     let sreg = sreg_index(insn.op0_register()).filter(|s| (2..=5).contains(s))?;
     match insn.code() {
         Code::Mov_Sreg_r32m16 | Code::Mov_Sreg_rm16 if insn.op1_kind() == OpKind::Register => {
-            Some((sreg, Some(insn.op1_register()), None))
+            Some((sreg, SelectorFrom::Register(insn.op1_register())))
+        }
+        // Linux's SYSEXIT path restores FS with `mov fs, [esp + PT_FS]`.
+        // GS is the monitor's in translated code: a GS operand stays a
+        // callout.
+        Code::Mov_Sreg_r32m16 | Code::Mov_Sreg_rm16 if insn.memory_segment() != Register::GS => {
+            let mut load = *insn;
+            load.set_code(Code::Movzx_r32_rm16);
+            load.set_op0_kind(OpKind::Register);
+            load.set_op0_register(Register::EAX);
+            let mut enc = Encoder::new(32);
+            enc.encode(&load, 0).ok()?;
+            Some((sreg, SelectorFrom::Memory(enc.take_buffer())))
         }
         Code::Popd_DS | Code::Popd_ES | Code::Popd_FS | Code::Popd_GS => {
-            Some((sreg, None, Some(4)))
+            Some((sreg, SelectorFrom::Pop(4)))
         }
         Code::Popw_DS | Code::Popw_ES | Code::Popw_FS | Code::Popw_GS => {
-            Some((sreg, None, Some(2)))
+            Some((sreg, SelectorFrom::Pop(2)))
         }
         _ => None,
     }
@@ -251,8 +260,8 @@ impl Rewriter {
                 hold: inline == Inline::Sti,
             });
         }
-        if let Some((sreg, src, pop)) = inline_sreg_load(insn, ctx) {
-            em.load_sreg(sreg, src, pop, ExitReason::Callout as u32, linear);
+        if let Some((sreg, from)) = inline_sreg_load(insn, ctx) {
+            em.load_sreg(sreg, &from, ExitReason::Callout as u32, linear);
             return Ok(Flow::Next { hold: false });
         }
         let target = insn.near_branch32().wrapping_add(cs_base);

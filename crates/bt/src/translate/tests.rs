@@ -275,6 +275,26 @@ fn mov_from_sreg_to_a_register_reads_the_vcpu_area() {
 }
 
 #[test]
+fn a_segment_load_from_memory_reads_the_selector_with_the_guests_operand() {
+    // mov fs, [esp + 0x28] (Linux's SYSEXIT path); nop
+    let t = translate(0x5000, &[0x8E, 0x64, 0x24, 0x28, 0x90]);
+    assert_eq!(
+        t.block.insns.len(),
+        2,
+        "the load is inline: the block goes on"
+    );
+    let l = listing(&t, 0);
+    assert_eq!(l[4], "movzx eax, word ptr [esp+0x28]", "{l:#?}");
+    // Through GS, which is the monitor's in translated code: a callout.
+    let t = translate(0x5000, &[0x65, 0x8E, 0x20, 0x90]);
+    assert_eq!(t.block.insns.len(), 1);
+    assert_eq!(
+        listing(&t, 0)[0],
+        format!("mov dword ptr gs:[tc_arg], {:#x}", 0x5000)
+    );
+}
+
+#[test]
 fn mov_from_cr_reads_the_vcpu_area_at_cpl0_only() {
     // mov ebx, cr3; mov edx, cr0; mov eax, cr2; mov edi, cr4
     let code = [
