@@ -258,6 +258,11 @@ const LINUX_BENCH_WORKLOADS: &[BenchWorkload] = &[
         rounds: 50_000,
     },
     BenchWorkload {
+        name: "vsyscall",
+        summary: "getppid through the vDSO's __kernel_vsyscall, as C libraries call (per call)",
+        rounds: 200_000,
+    },
+    BenchWorkload {
         name: "pipe",
         summary: "one byte to a child and back over two pipes (per round trip)",
         rounds: 8_000,

@@ -5,12 +5,31 @@
 
 int main(int argc, char **argv, char **envp);
 
-/* Called by _start with the initial stack: argc, argv[], NULL, envp[]. */
+/* The system call stub for kernels that pass no AT_SYSINFO. */
+__asm__(".globl rt_int80\n"
+	"rt_int80:\n\t"
+	"int $0x80\n\t"
+	"ret\n");
+void rt_int80(void);
+
+u32 rt_vsyscall = (u32)rt_int80;
+
+enum { AT_NULL = 0, AT_SYSINFO = 32 };
+
+/* Called by _start with the initial stack: argc, argv[], NULL, envp[],
+ * NULL, then the aux vector's (type, value) pairs up to AT_NULL. */
 void __attribute__((noreturn, used)) rt_start(u32 *sp)
 {
 	int argc = (int)sp[0];
 	char **argv = (char **)(sp + 1);
-	sys_exit(main(argc, argv, argv + argc + 1));
+	char **envp = argv + argc + 1;
+	char **e = envp;
+	while (*e)
+		e++;
+	for (u32 *aux = (u32 *)(e + 1); aux[0] != AT_NULL; aux += 2)
+		if (aux[0] == AT_SYSINFO)
+			rt_vsyscall = aux[1];
+	sys_exit(main(argc, argv, envp));
 }
 
 /*
@@ -73,7 +92,7 @@ long sys_mmap(void *addr, u32 len, int prot, int flags)
 	 * cannot take as an operand: save it, zero it, restore it. */
 	__asm__ volatile("pushl %%ebp\n\t"
 			 "xorl %%ebp, %%ebp\n\t"
-			 "int $0x80\n\t"
+			 "call *rt_vsyscall\n\t"
 			 "popl %%ebp"
 			 : "=a"(r)
 			 : "a"(NR_mmap2), "b"(addr), "c"(len), "d"(prot), "S"(flags), "D"(-1)

@@ -25,13 +25,25 @@ void bench_forkwait(struct run *r)
 
 void bench_syscall(struct run *r)
 {
+	long ppid = sys0_int80(NR_getppid);
+	u32 wrong = 0;
+	u64 t0 = rdtsc();
+	for (u32 i = 0; i < r->rounds; i++)
+		wrong += sys0_int80(NR_getppid) != ppid;
+	r->cycles = rdtsc() - t0;
+	if (is_error(ppid) || wrong)
+		fail("getppid gave different answers", ppid);
+}
+
+void bench_vsyscall(struct run *r)
+{
 	long ppid = sys0(NR_getppid);
 	u32 wrong = 0;
 	u64 t0 = rdtsc();
 	for (u32 i = 0; i < r->rounds; i++)
 		wrong += sys0(NR_getppid) != ppid;
 	r->cycles = rdtsc() - t0;
-	if (is_error(ppid) || wrong)
+	if (is_error(ppid) || wrong || ppid != sys0_int80(NR_getppid))
 		fail("getppid gave different answers", ppid);
 }
 
