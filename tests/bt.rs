@@ -112,6 +112,43 @@ fn usermode_sysenter_with_and_without_sep() {
     }
 }
 
+/// The demo OS makes its system calls with SYSENTER where the kernel finds
+/// SEP, and with `int 0x80` where it does not: both pass every step.
+#[test]
+fn demo_uses_sysenter_where_sep_is_advertised() {
+    // The number in the statistics' callouts table on the `name` line.
+    let callouts = |run: &Run, name: &str| -> u64 {
+        let table = &run.stderr[run.stderr.find("\ncallouts\n").expect("callouts table")..];
+        table
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with("  "))
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(name)).then(|| w.next().unwrap().parse().unwrap())
+            })
+            .unwrap_or(0)
+    };
+    let on = popek(&["run", "--guest", "demo", "--sep", "on", "--stats"]);
+    assert_eq!(on.status, 0, "{}", on.show());
+    assert!(
+        on.stdout.contains("demo: all steps passed"),
+        "{}",
+        on.show()
+    );
+    // Each fork+wait round alone makes three calls.
+    assert!(callouts(&on, "sysenter") > 3000, "{}", on.show());
+    let off = popek(&["run", "--guest", "demo", "--sep", "off", "--stats"]);
+    assert_eq!(off.status, 0, "{}", off.show());
+    assert!(
+        off.stdout.contains("demo: all steps passed"),
+        "{}",
+        off.show()
+    );
+    assert_eq!(callouts(&off, "sysenter"), 0, "{}", off.show());
+    assert!(callouts(&off, "int") > 3000, "{}", off.show());
+}
+
 #[test]
 fn bt_is_the_default_engine() {
     let run = popek(&["run", "--guest", "hello", "--stats"]);

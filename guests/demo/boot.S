@@ -101,6 +101,29 @@ swtch:
 	ret
 
 /*
+ * sysenter_entry: the kernel's SYSENTER entry (IA32_SYSENTER_EIP; the
+ * user runtime's ABI in user/sys.h). IA32_SYSENTER_ESP points at the
+ * TSS's ESP0 field, so the first instruction switches to the running
+ * process's kernel stack. It then pushes the frame INT 0x80 would have
+ * pushed (the caller's ESP is in EBP, its return address in ESI; IF was
+ * set in user mode, SYSENTER cleared it) and joins the interrupt path,
+ * which leaves by IRET: a forked child or a switched-to process returns
+ * the same way as after INT 0x80.
+ */
+	.globl sysenter_entry
+sysenter_entry:
+	movl (%esp), %esp
+	pushl $0x23			/* user SS (SEL_UDATA | 3) */
+	pushl %ebp			/* user ESP */
+	pushfl
+	orl $0x200, (%esp)		/* IF */
+	pushl $0x1B			/* user CS (SEL_UCODE | 3) */
+	pushl %esi			/* user EIP */
+	pushl $-1			/* NO_ERROR_CODE */
+	pushl $0x80
+	jmp isr_common
+
+/*
  * trapret: leaves the kernel through the struct frame at ESP (lib/popek.h),
  * like the tail of the interrupt stubs in lib/isr.S. New processes start
  * here: a forked child with a copy of its parent's frame (EAX = 0), init

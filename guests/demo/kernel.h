@@ -179,5 +179,8 @@ void swtch(u32 *save_esp, u32 esp);
 void trapret(void);
 extern u8 kstacks[NPROC][KSTACK_SIZE];
 extern char boot_stack_top[];
+/* Set at boot where the CPU has SYSENTER (CPUID SEP) and the kernel set
+ * up its entry: SYS_FASTCALL tells user code. */
+extern u32 sysenter_ready;
 
 #endif

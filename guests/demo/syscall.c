@@ -266,6 +266,9 @@ void syscall(struct frame *f)
 	case SYS_MEMINFO:
 		ret = (int)pages_free();
 		break;
+	case SYS_FASTCALL:
+		ret = (int)sysenter_ready;
+		break;
 	default:
 		ret = -1;
 		break;

@@ -26,6 +26,9 @@ isr_stubs:
 	.set vec, vec + 1
 	.endr
 
+/* Also the tail of the demo's SYSENTER entry (guests/demo/boot.S), which
+ * pushes the same frame the CPU and a stub would have. */
+	.globl isr_common
 isr_common:
 	pushal
 	pushl %ds

@@ -3,7 +3,10 @@
  *
  * A system call is INT 0x80 with the call number in EAX and up to three
  * arguments in EBX, ECX and EDX; the result comes back in EAX (negative:
- * failure). Every other register is preserved.
+ * failure). Every other register is preserved. Where SYS_FASTCALL says so,
+ * SYSENTER does the same, with the caller's ESP in EBP and the address to
+ * return to in ESI (the kernel returns there by IRET); EBP and ESI are
+ * then the caller's to save.
  */
 #ifndef DEMO_SYS_H
 #define DEMO_SYS_H
@@ -20,6 +23,7 @@
 #define SYS_CLOSE 10  /* close(fd) -> 0 */
 #define SYS_MARK 11   /* mark(code): writes a phase marker to port 0x80 */
 #define SYS_MEMINFO 12 /* meminfo() -> free physical pages */
+#define SYS_FASTCALL 13 /* fastcall() -> 1 if SYSENTER may be used, else 0 */
 
 /* Exit status of a process killed by CPU exception v: 128 + v. */
 #define EXIT_KILLED 128

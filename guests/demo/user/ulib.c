@@ -8,18 +8,35 @@
  * argv, exactly what a cdecl call would leave, so _start is plain C.
  */
 void _start(int argc, char **argv) __attribute__((noreturn, section(".text.start")));
-void _start(int argc, char **argv)
-{
-	exit(main(argc, argv));
-}
-
 /* ---- system calls ------------------------------------------------------ */
+
+/* SYSENTER for system calls: what SYS_FASTCALL said at start. */
+static int fast;
 
 static inline int syscall3(u32 nr, u32 a, u32 b, u32 c)
 {
 	int ret;
-	__asm__ volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"(a), "c"(b), "d"(c) : "memory");
+	if (fast)
+		__asm__ volatile("pushl %%ebp\n\t"
+				 "pushl %%esi\n\t"
+				 "movl %%esp, %%ebp\n\t"
+				 "movl $1f, %%esi\n\t"
+				 "sysenter\n"
+				 "1:\n\t"
+				 "popl %%esi\n\t"
+				 "popl %%ebp"
+				 : "=a"(ret)
+				 : "a"(nr), "b"(a), "c"(b), "d"(c)
+				 : "memory", "cc");
+	else
+		__asm__ volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"(a), "c"(b), "d"(c) : "memory");
 	return ret;
+}
+
+void _start(int argc, char **argv)
+{
+	fast = syscall3(SYS_FASTCALL, 0, 0, 0) == 1;
+	exit(main(argc, argv));
 }
 
 int write(int fd, const void *buf, u32 len) { return syscall3(SYS_WRITE, fd, (u32)buf, len); }
