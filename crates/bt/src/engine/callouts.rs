@@ -122,16 +122,22 @@ fn carry_out(
     }
     vm.last_callout_faulted = eff.delivered.is_some();
     vm.shadow = eff.interrupt_shadow;
-    // A data segment load, an IRET, an INT n, a CR3 write or an INVLPG
-    // touches no device or timer: nothing a turn of the vCPU loop (device
-    // poll, alarm) would act on; the dispatcher goes on unless an interrupt
-    // waits. Linux loads three data segments at each kernel entry and three
-    // at each exit, every system call is an INT and an IRET, and a
-    // fork+wait round writes CR3 four times.
+    // A data segment load, an IRET, an INT n, a SYSENTER or SYSEXIT, a CR3
+    // write or an INVLPG touches no device or timer: nothing a turn of the
+    // vCPU loop (device poll, alarm) would act on; the dispatcher goes on
+    // unless an interrupt waits. Linux loads three data segments at each
+    // kernel entry and three at each exit, every system call is an INT and
+    // an IRET or a SYSENTER and a SYSEXIT, and a fork+wait round writes CR3
+    // four times.
     let segment_load = matches!(kind, Kind::MovToSreg | Kind::PopSreg);
     let tlb_only =
         kind == Kind::Invlpg || (kind == Kind::MovCr && eff.cr3_written && !eff.paging_changed);
-    vm.go_on = (segment_load || tlb_only || matches!(kind, Kind::Iret | Kind::Int))
+    vm.go_on = (segment_load
+        || tlb_only
+        || matches!(
+            kind,
+            Kind::Iret | Kind::Int | Kind::Sysenter | Kind::Sysexit
+        ))
         && !vm.last_callout_faulted
         && !vm.shadow;
     if segment_load && vm.go_on && vm.cpu.cpl() == 0 {
