@@ -1385,3 +1385,32 @@ fn sysenter_with_an_unreadable_ebp_is_a_fast_system_call_with_efault() {
         },
     );
 }
+
+#[test]
+fn syscall_from_32_bit_code_is_ud_or_a_fast_system_call_exit() {
+    in_child(
+        "syscall_from_32_bit_code_is_ud_or_a_fast_system_call_exit",
+        || {
+            let code = [
+                0x89, 0xE5, // mov ebp, esp
+                0xB8, 0x40, 0, 0, 0, // mov eax, 0x40
+                0x0F, 0x05, // syscall
+                0xF4, // hlt
+            ];
+            let (_mem, mut m) = setup(&code);
+            let mut cpu = user_state(CODE);
+            let exit = m.run_user(&mut cpu).unwrap();
+            if bt::monitor::host_fast_call_is_sysenter() {
+                // Intel: SYSCALL from compatibility mode is #UD.
+                assert_eq!(exit, fault(6, None, None));
+                assert_eq!(cpu.eip, CODE + 7);
+            } else {
+                // AMD: the host's SYSCALL path took it and lost its EIP;
+                // the engine gives the guest the #UD its CPU model has.
+                assert_eq!(exit, DirectExit::FastSystemCall { sysenter: false });
+                assert_eq!((cpu.eip, cpu.eax), (0, 0x40));
+                assert_eq!((cpu.ebp, cpu.esp), (STACK_TOP, STACK_TOP));
+            }
+        },
+    );
+}

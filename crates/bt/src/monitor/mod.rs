@@ -86,10 +86,10 @@ pub enum DirectExit {
     Syscall,
     /// SYSENTER (hosts that take it from 32-bit code: Intel's) or SYSCALL
     /// (AMD's), which the host's own fast system-call path took and its
-    /// seccomp filter trapped. That path keeps neither the instruction's
-    /// EIP nor ESP (it takes EBP for the stack pointer and loads EBP from
-    /// there, as the vDSO's convention has it): EIP is 0, ESP and EBP are
-    /// the guest's EBP, the other registers the guest's (docs/bt.md).
+    /// seccomp filter trapped. That path keeps no EIP, and SYSENTER's no ESP
+    /// either (it takes EBP for the stack pointer and loads EBP from there,
+    /// as the vDSO's convention has it): EIP is 0, after SYSENTER ESP and
+    /// EBP are the guest's EBP, after SYSCALL ECX is (docs/bt.md).
     FastSystemCall {
         /// SYSENTER; else SYSCALL.
         sysenter: bool,
@@ -1040,9 +1040,15 @@ impl Monitor {
             });
         }
         if fast_call {
-            // The host took EBP for ESP and loaded EBP from [ESP] before its
-            // filter ran: the guest's EBP is the host's stack pointer.
-            cpu.ebp = cpu.esp;
+            // Both paths load EBP from [ESP] before the filter runs (the
+            // vDSO's convention). SYSENTER took EBP for ESP, so the guest's
+            // EBP is the host's stack pointer; SYSCALL (AMD) kept ESP and
+            // stashed EBP in ECX, which SYSCALL itself clobbers.
+            if host_fast_call_is_sysenter() {
+                cpu.ebp = cpu.esp;
+            } else {
+                cpu.ebp = cpu.ecx;
+            }
             cpu.eip = 0;
         } else {
             cpu.eip = area.eip;
