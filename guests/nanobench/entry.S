@@ -27,6 +27,7 @@
 #define CNT_SYSCALLS 0			/* struct counters */
 #define CNT_DIVZEROS 4
 #define CNT_KERNEL_ESP 16
+#define CNT_SYSENTERS 20
 
 	.text
 
@@ -77,6 +78,18 @@ nano_return_entry:
 nano_syscall_entry:
 	incl counters + CNT_SYSCALLS
 	iretl
+
+/* SYSENTER (IA32_SYSENTER_EIP): the same least, then SYSEXIT to the
+ * instruction after the user's SYSENTER on the stack it left in EBP.
+ * SYSENTER cleared IF; STI puts it back for ring 3, its shadow covering
+ * the SYSEXIT, as Linux does. */
+	.globl nano_sysenter_entry
+nano_sysenter_entry:
+	incl counters + CNT_SYSENTERS
+	movl $user_sysenter_next, %edx
+	movl %ebp, %ecx
+	sti
+	sysexit
 
 /* #DE: resume after the DIV that divided by zero, as a kernel that
  * emulates or skips the instruction would. */
@@ -151,7 +164,7 @@ nano_div_next:
 	.section .text.user_pages, "ax"
 	.balign 4096
 	.globl user_text_start, user_text_end
-	.globl user_syscall, user_pgfault
+	.globl user_syscall, user_sysenter, user_pgfault
 user_text_start:
 
 user_syscall:
@@ -160,6 +173,24 @@ user_syscall:
 	movl %eax, user_args + ARG_T0
 	movl %edx, user_args + ARG_T0 + 4
 1:	int $0x80
+	decl %esi
+	jnz 1b
+	rdtsc
+	movl %eax, user_args + ARG_T1
+	movl %edx, user_args + ARG_T1 + 4
+	int $0x81
+	ud2				/* not reached */
+
+/* SYSENTER takes no return address or stack: the kernel's entry knows
+ * where to return (user_sysenter_next) and finds the stack in EBP. */
+user_sysenter:
+	movl user_args + ARG_ITERS, %esi
+	movl %esp, %ebp
+	rdtsc
+	movl %eax, user_args + ARG_T0
+	movl %edx, user_args + ARG_T0 + 4
+1:	sysenter
+user_sysenter_next:
 	decl %esi
 	jnz 1b
 	rdtsc
