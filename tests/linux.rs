@@ -178,6 +178,21 @@ fn boots_to_a_shell(flavour: &str, kernel: PathBuf, initrd: &str, version: &str)
         clocks = c.run(&format!("sleep 1; {list}"));
     }
     for clock in ["tsc", "hpet", "acpi_pm"] {
+        if clock == "acpi_pm" && !clocks.split_whitespace().any(|w| w == clock) {
+            // The kernel times 50 ms of the PIT against the PM timer
+            // before it takes the PM timer (verify_pmtmr_rate); a vCPU
+            // thread descheduled as the PIT runs out (a loaded host: the
+            // tests beside this one) sees it late, and the kernel refuses
+            // the PM timer for that measurement alone.
+            let why = c.run("dmesg | grep PM-Timer");
+            assert!(
+                why.contains("ACPI: PM-Timer IO Port: 0x608")
+                    && why.contains("PM-Timer running at invalid rate"),
+                "{flavour}: no acpi_pm clocksource:\n{clocks}\n{why}"
+            );
+            eprintln!("{flavour}: acpi_pm not checked: the kernel's rate check ran on a loaded host:\n{why}");
+            continue;
+        }
         assert!(
             clocks.split_whitespace().any(|w| w == clock),
             "{flavour}: no {clock} clocksource:\n{clocks}"
