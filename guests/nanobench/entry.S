@@ -161,6 +161,20 @@ nano_div_next:
  * RDTSC (CR4.TSD is clear, so RDTSC works at CPL 3), stores both readings
  * and goes back to the kernel with INT 0x81. */
 
+/* The loop's first RDTSC, stored as user_args.t0. */
+.macro LOOP_START
+	rdtsc
+	movl %eax, user_args + ARG_T0
+	movl %edx, user_args + ARG_T0 + 4
+.endm
+
+/* The loop's last RDTSC, stored as user_args.t1. */
+.macro LOOP_END
+	rdtsc
+	movl %eax, user_args + ARG_T1
+	movl %edx, user_args + ARG_T1 + 4
+.endm
+
 	.section .text.user_pages, "ax"
 	.balign 4096
 	.globl user_text_start, user_text_end
@@ -169,15 +183,11 @@ user_text_start:
 
 user_syscall:
 	movl user_args + ARG_ITERS, %esi
-	rdtsc
-	movl %eax, user_args + ARG_T0
-	movl %edx, user_args + ARG_T0 + 4
+	LOOP_START
 1:	int $0x80
 	decl %esi
 	jnz 1b
-	rdtsc
-	movl %eax, user_args + ARG_T1
-	movl %edx, user_args + ARG_T1 + 4
+	LOOP_END
 	int $0x81
 	ud2				/* not reached */
 
@@ -186,16 +196,12 @@ user_syscall:
 user_sysenter:
 	movl user_args + ARG_ITERS, %esi
 	movl %esp, %ebp
-	rdtsc
-	movl %eax, user_args + ARG_T0
-	movl %edx, user_args + ARG_T0 + 4
+	LOOP_START
 1:	sysenter
 user_sysenter_next:
 	decl %esi
 	jnz 1b
-	rdtsc
-	movl %eax, user_args + ARG_T1
-	movl %edx, user_args + ARG_T1 + 4
+	LOOP_END
 	int $0x81
 	ud2				/* not reached */
 
@@ -207,18 +213,14 @@ user_pgfault:
 	movl user_args + ARG_ITERS, %esi
 	xorl %ebx, %ebx
 	movl $PF_PAGE_A, %ecx
-	rdtsc
-	movl %eax, user_args + ARG_T0
-	movl %edx, user_args + ARG_T0 + 4
+	LOOP_START
 1:	cmpl %ecx, (%ecx)
 	je 2f
 	incl %ebx
 2:	xorl $0x1000, %ecx
 	decl %esi
 	jnz 1b
-	rdtsc
-	movl %eax, user_args + ARG_T1
-	movl %edx, user_args + ARG_T1 + 4
+	LOOP_END
 	movl %ebx, user_args + ARG_BAD
 	int $0x81
 	ud2				/* not reached */

@@ -897,12 +897,7 @@ impl Monitor {
                 signal: area.exit_signal as i32,
             }
         } else {
-            decode_exit(
-                area.exit_signal as i32,
-                area.exit_trapno,
-                area.exit_err,
-                area.exit_addr,
-            )
+            area_exit(area)
         };
         Ok(TcExit::Signal {
             host_eip: area.eip,
@@ -1081,12 +1076,7 @@ impl Monitor {
                 sysenter: host_fast_call_is_sysenter(),
             }
         } else {
-            decode_exit(
-                area.exit_signal as i32,
-                area.exit_trapno,
-                area.exit_err,
-                area.exit_addr,
-            )
+            area_exit(area)
         };
         if foreign.iter().any(Option::is_some) {
             self.deferred = Some(exit);
@@ -1094,6 +1084,16 @@ impl Monitor {
         }
         Ok(exit)
     }
+}
+
+/// [`decode_exit`] of the signal the host area recorded.
+fn area_exit(area: &switch::HostArea) -> DirectExit {
+    decode_exit(
+        area.exit_signal as i32,
+        area.exit_trapno,
+        area.exit_err,
+        area.exit_addr,
+    )
 }
 
 /// The code selector Linux gives 32-bit code of a 64-bit process
