@@ -63,10 +63,10 @@ pub struct BtOptions {
     pub user_process: bool,
     /// Advertise SYSENTER (CPUID SEP), so that Linux's vDSO makes its
     /// system calls with it; `None` where the host takes SYSENTER from
-    /// 32-bit code through its own fast path (Intel hosts: ~3 k cycles to
-    /// the monitor against ~32 k for `int 0x80` on the VM host measured in
-    /// docs/perf.md). AMD hosts raise #UD for it, which costs more than
-    /// `int 0x80`'s trap.
+    /// 32-bit code through its own fast path (Intel hosts: ~2.5 k cycles to
+    /// the monitor's signal handler against ~22 k for `int 0x80` on the VM
+    /// host measured in docs/perf.md). AMD hosts raise #UD for it, which
+    /// costs more than `int 0x80`'s trap there.
     pub sep: Option<bool>,
 }
 
