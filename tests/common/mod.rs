@@ -97,17 +97,38 @@ pub fn assert_same_console(bt: &Run, kvm: &Run) {
     );
 }
 
+/// The qemu-system-i386 the cross-checks run: the one on PATH, else
+/// Debian's, fetched once by guests/qemu/fetch (cached outside the tree).
+/// If the registry cannot be reached the test fails and says so: a
+/// cross-check never passes without QEMU.
+fn qemu_binary() -> &'static std::path::Path {
+    static QEMU: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    QEMU.get_or_init(|| {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/qemu/fetch");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("guests/qemu/fetch runs");
+        assert!(
+            out.status.success(),
+            "guests/qemu/fetch failed (are Debian's package registries reachable?):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("QEMU="))
+            .expect("guests/qemu/fetch printed QEMU=PATH")
+            .into()
+    })
+}
+
 /// The guest as QEMU TCG boots it, the reference the guests are checked
 /// against: `qemu-system-i386 -kernel NAME.elf -append APPEND` with the
-/// isa-debug-exit device popek's port 0xF4 imitates. `None` (and a line
-/// saying so) where QEMU is not installed.
-pub fn qemu(guest: &str, append: &str) -> Option<Run> {
+/// isa-debug-exit device popek's port 0xF4 imitates.
+pub fn qemu(guest: &str, append: &str) -> Run {
     use std::time::{Duration, Instant};
-    let qemu = "qemu-system-i386";
-    if Command::new(qemu).arg("--version").output().is_err() {
-        eprintln!("skipped: {qemu} is not installed");
-        return None;
-    }
+    let qemu = qemu_binary();
     let image = popek_guests::find(guest).expect("the guest is embedded");
     let elf = std::env::temp_dir().join(format!("popek-{guest}-{}.elf", std::process::id()));
     std::fs::write(&elf, image.image).unwrap();
@@ -133,11 +154,11 @@ pub fn qemu(guest: &str, append: &str) -> Option<Run> {
     }
     let out = child.wait_with_output().unwrap();
     std::fs::remove_file(&elf).ok();
-    Some(Run {
+    Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         status: out.status.code().unwrap_or(-1),
-    })
+    }
 }
 
 /// True on a host whose KVM is kvm-pvm (docs/kvm.md): no paged guests,

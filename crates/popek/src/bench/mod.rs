@@ -1,5 +1,5 @@
 //! `popek bench`: a suite of workloads run under bt, kvm (where this host
-//! can), QEMU TCG (where installed) and natively, side by side in one run;
+//! can), QEMU TCG (on PATH, or fetched) and natively, side by side in one run;
 //! the translation cache's counters per workload and a sweep of its size;
 //! one table on stdout, JSON and an SVG plot on request.
 //!
@@ -179,10 +179,13 @@ pub fn run(args: &BenchArgs) -> ExitCode {
 
 fn bench(args: &BenchArgs) -> Result<(), String> {
     let popek = std::env::current_exe().map_err(|e| format!("cannot find popek itself: {e}"))?;
-    let qemu = match (&args.qemu, args.no_qemu) {
-        (_, true) => None,
-        (Some(q), false) => Some(q.clone()),
-        (None, false) => runners::find_qemu(),
+    let (qemu, no_qemu) = match (&args.qemu, args.no_qemu) {
+        (_, true) => (None, "QEMU left out (--no-qemu)".to_string()),
+        (Some(q), false) => (Some(q.clone()), String::new()),
+        (None, false) => match runners::find_qemu() {
+            Ok(q) => (Some(q), String::new()),
+            Err(why) => (None, format!("no QEMU TCG column: {why}")),
+        },
     };
     let tmp = std::env::temp_dir().join(format!("popek-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
@@ -203,11 +206,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         bar: ProgressBar::hidden(),
     };
     if b.tools.qemu.is_none() {
-        b.note(if args.no_qemu {
-            "QEMU left out (--no-qemu)"
-        } else {
-            "qemu-system-i386 is not installed: no QEMU TCG column (apt-get install qemu-system-x86)"
-        });
+        b.note(no_qemu);
     }
     let groups = |g: Group| args.only.is_empty() || args.only.contains(&g);
     let mut jobs = Vec::new();

@@ -42,7 +42,7 @@ pub struct BtOptions {
 pub struct Tools {
     /// This popek binary.
     pub popek: PathBuf,
-    /// qemu-system-i386, if installed.
+    /// qemu-system-i386, if found.
     pub qemu: Option<PathBuf>,
     /// A private scratch folder, removed at the end.
     pub tmp: PathBuf,
@@ -81,7 +81,7 @@ impl Tools {
 
     /// A QEMU TCG run of `guest` on a machine like popek's: no network,
     /// no display, COM1 on stdout, the debug-exit port at 0xF4. `None` if
-    /// QEMU is not installed.
+    /// no QEMU was found.
     pub fn qemu(&self, guest: &GuestRun) -> std::io::Result<Option<Command>> {
         let Some(qemu) = &self.qemu else {
             return Ok(None);
@@ -132,12 +132,37 @@ impl Tools {
     }
 }
 
-/// `qemu-system-i386` from PATH, if there.
-pub fn find_qemu() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("qemu-system-i386"))
-        .find(|p| is_executable(p))
+/// `qemu-system-i386`: the one on PATH, else Debian's through
+/// guests/qemu/fetch (fetched once, cached) when popek runs from its source
+/// tree; why not, if neither.
+pub fn find_qemu() -> Result<PathBuf, String> {
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("qemu-system-i386"))
+            .find(|p| is_executable(p))
+    });
+    if let Some(q) = on_path {
+        return Ok(q);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/qemu/fetch");
+    if !script.exists() {
+        return Err("qemu-system-i386 is not on PATH (install qemu-system-x86, or run popek bench from its source tree to fetch it)".into());
+    }
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "guests/qemu/fetch failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("QEMU="))
+        .map(PathBuf::from)
+        .ok_or_else(|| "guests/qemu/fetch printed no QEMU=PATH".into())
 }
 
 fn is_executable(p: &Path) -> bool {
