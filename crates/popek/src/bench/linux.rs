@@ -126,11 +126,11 @@ pub(super) fn init_time(out: &Output) -> Option<Duration> {
     out.line(&format!("{MARK}{INIT}")).map(|(t, _)| t)
 }
 
-/// Rounds of each workload in the guest: about a second each under bt at
-/// today's costs (a Linux system call under bt costs ~300 times a native
-/// one, issue 15), where the programs' defaults are ~0.1 s natively and
-/// would take minutes. Figures are per round, so runners with different
-/// round counts still compare.
+/// Rounds of each workload in the guest, fewer than the programs' defaults
+/// (~0.1 s natively): a system call under bt or QEMU costs 4-100 times a
+/// native one, and the whole group has to fit in a few boots (QEMU's
+/// fork+wait takes the longest, ~0.1 s for 200 rounds). Figures are per
+/// round, so runners with different round counts still compare.
 const GUEST_ROUNDS: [(&str, u32); 8] = [
     ("forkwait", 200),
     ("syscall", 2000),
