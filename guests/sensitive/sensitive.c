@@ -6,9 +6,9 @@
  * check compares against a value the architecture fixes, not against
  * whatever the engine happens to return.
  *
- * Not tested: SYSENTER/SYSEXIT (popek deliberately does not advertise SEP
- * in CPUID, see design.md section 3) and INVD (it throws away dirty cache
- * lines, which no well-behaved kernel does).
+ * Not tested here: SYSENTER/SYSEXIT (the usermode guest checks them, from
+ * ring 3 where they matter) and INVD (it throws away dirty cache lines,
+ * which no well-behaved kernel does).
  */
 #include "popek.h"
 

@@ -78,8 +78,8 @@ pub mod leaf1_edx {
     /// disables it through the MSR sees the bit clear, as on hardware (SDM
     /// vol. 3 10.4.3); `CpuidModel::apic` carries that state.
     pub const APIC: u32 = 1 << 9;
-    /// Clear: SYSENTER from 32-bit code cannot be intercepted cleanly on the
-    /// host (design section 3); `CpuidModel::sep` may enable it per engine.
+    /// Clear by default: `CpuidModel::sep` sets it per engine (bt where the
+    /// host's own SYSENTER path hands the instruction over, docs/bt.md).
     pub const SEP: u32 = 1 << 11;
     /// Set: MTRRs, with MTRRcap reporting no variable and no fixed ranges;
     /// Linux 6.1 initialises PAT only when MTRRs are present and enabled
@@ -253,7 +253,7 @@ const L2_INFO: u32 = (512 << 16) | (0x4 << 12) | 64;
 pub struct CpuidModel {
     /// Leaf 1 EAX (see [`Signature`]).
     pub signature: u32,
-    /// Advertise SYSENTER/SYSEXIT; off until the BT engine translates them.
+    /// Advertise SYSENTER/SYSEXIT (the bt engine's `BtOptions::sep`).
     pub sep: bool,
     /// Advertise NX in leaf 0x80000001 (only meaningful with PAE, which is on).
     pub nx: bool,
