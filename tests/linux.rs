@@ -11,38 +11,14 @@
 //! guests/linux/fetch (cached outside the tree). If the registry cannot be
 //! reached the test fails and says so: it never passes without a boot.
 
+mod common;
+
+use common::{fetch, fetched};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// What guests/linux/fetch printed: NAME=PATH lines.
-fn fetch() -> Vec<(String, String)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/linux/fetch");
-    let out = Command::new("bash")
-        .arg(&script)
-        .output()
-        .expect("guests/linux/fetch runs");
-    assert!(
-        out.status.success(),
-        "guests/linux/fetch failed (are Debian's package registries reachable?):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn get(vars: &[(String, String)], name: &str) -> String {
-    vars.iter()
-        .find(|(k, _)| k == name)
-        .unwrap_or_else(|| panic!("guests/linux/fetch printed no {name}"))
-        .1
-        .clone()
-}
 
 /// A popek run whose console the test types into.
 struct Console {
@@ -279,15 +255,15 @@ fn boots_to_a_shell(flavour: &str, kernel: PathBuf, initrd: &str, version: &str)
 /// busy, and the suite runs on two.
 #[test]
 fn debian_i386_kernels_boot_to_a_busybox_shell() {
-    let vars = fetch();
-    let initrd = get(&vars, "INITRD");
-    let versions = get(&vars, "VERSION");
+    let vars = fetch("guests/linux/fetch");
+    let initrd = fetched(&vars, "INITRD");
+    let versions = fetched(&vars, "VERSION");
     let mut versions = versions.split_whitespace();
     let (v686, vpae) = (versions.next().unwrap(), versions.next().unwrap());
-    boots_to_a_shell("686", get(&vars, "KERNEL_686").into(), &initrd, v686);
+    boots_to_a_shell("686", fetched(&vars, "KERNEL_686").into(), &initrd, v686);
     boots_to_a_shell(
         "686-pae",
-        get(&vars, "KERNEL_686_PAE").into(),
+        fetched(&vars, "KERNEL_686_PAE").into(),
         &initrd,
         vpae,
     );

@@ -97,30 +97,44 @@ pub fn assert_same_console(bt: &Run, kvm: &Run) {
     );
 }
 
+/// What one of the source tree's fetch scripts (`guests/linux/fetch`,
+/// `guests/qemu/fetch`) printed: its `NAME=PATH` lines. They download once
+/// and cache outside the tree; if the registry cannot be reached the test
+/// fails and says so: nothing passes without what it needs.
+pub fn fetch(script: &str) -> Vec<(String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(script);
+    let out = Command::new("bash")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("{script} does not run: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed (are Debian's package registries reachable?):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The value of `name` among what a fetch script printed.
+pub fn fetched(vars: &[(String, String)], name: &str) -> String {
+    vars.iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("the fetch script printed no {name}"))
+        .1
+        .clone()
+}
+
 /// The qemu-system-i386 the cross-checks run: the one on PATH, else
-/// Debian's, fetched once by guests/qemu/fetch (cached outside the tree).
-/// If the registry cannot be reached the test fails and says so: a
-/// cross-check never passes without QEMU.
+/// Debian's, fetched once by guests/qemu/fetch.
 fn qemu_binary() -> &'static std::path::Path {
     static QEMU: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    QEMU.get_or_init(|| {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/qemu/fetch");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .expect("guests/qemu/fetch runs");
-        assert!(
-            out.status.success(),
-            "guests/qemu/fetch failed (are Debian's package registries reachable?):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("QEMU="))
-            .expect("guests/qemu/fetch printed QEMU=PATH")
-            .into()
-    })
+    QEMU.get_or_init(|| fetched(&fetch("guests/qemu/fetch"), "QEMU").into())
 }
 
 /// The guest as QEMU TCG boots it, the reference the guests are checked

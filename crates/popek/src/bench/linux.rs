@@ -39,29 +39,8 @@ impl Artifacts {
     /// Runs guests/linux/fetch (it only prints the paths once the cache is
     /// full) when popek runs from its source tree, else looks in the cache.
     pub(super) fn find(b: &mut Bench) -> Result<Artifacts, String> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/linux/fetch");
-        if !script.exists() {
-            return Err(format!(
-                "{} is not here to fetch Debian's kernels (run popek bench from its source tree)",
-                script.display()
-            ));
-        }
         b.note("guests/linux/fetch: Debian's kernels (cached after the first run)");
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "guests/linux/fetch failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let vars: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars = super::runners::run_fetch("guests/linux/fetch")?;
         let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let need = |k: &str| get(k).ok_or_else(|| format!("guests/linux/fetch printed no {k}"));
         Ok(Artifacts {

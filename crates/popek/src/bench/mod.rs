@@ -314,7 +314,7 @@ fn run_guest(
         Runner::Bt | Runner::Kvm => b.tools.popek(r, guest, opts),
         Runner::Qemu => match b.tools.qemu(guest) {
             Ok(Some(cmd)) => cmd,
-            Ok(None) => return Err("not installed".into()),
+            Ok(None) => return Err("no QEMU (see the note above)".into()),
             Err(e) => return Err(format!("cannot prepare the kernel for QEMU: {e}")),
         },
         Runner::Native => unreachable!("native runs are programs, not guests"),
