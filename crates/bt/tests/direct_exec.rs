@@ -1286,6 +1286,52 @@ fn a_dead_user_process_is_an_error() {
     });
 }
 
+/// The same with kicks every 5 ms, as the engine's timers send them: each
+/// cuts the monitor's sleep short, so a check that waited for a sleep to
+/// time out never came (a run hung for minutes in the test suite).
+#[test]
+fn a_dead_user_process_is_noticed_between_kicks() {
+    in_child("a_dead_user_process_is_noticed_between_kicks", || {
+        let (_mem, mut m) = setup_user_process(&[0xCD, 0x80]);
+        let child = m.user_process_id().unwrap();
+        // SAFETY: kill only sends a signal, to our own child.
+        assert_eq!(unsafe { libc::kill(child, libc::SIGKILL) }, 0);
+        let kicker = m.kicker();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let kicks = std::thread::spawn(move || {
+            let start = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                kicker.kick();
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                if start.elapsed().as_secs() >= 10 {
+                    // The monitor hangs: fail the child instead of waiting.
+                    eprintln!("the monitor did not notice the dead user process in 10 s");
+                    std::process::exit(3);
+                }
+            }
+        });
+        let start = Instant::now();
+        let mut cpu = user_state(CODE);
+        let err = loop {
+            match m.run_user(&mut cpu) {
+                // A kick that came before the hand-off: no run.
+                Ok(DirectExit::Interrupted) if start.elapsed().as_secs() < 5 => continue,
+                other => break other,
+            }
+        };
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        kicks.join().unwrap();
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("signal 9"), "{err}");
+        assert!(
+            start.elapsed().as_secs() < 2,
+            "noticed after {:?}",
+            start.elapsed()
+        );
+    });
+}
+
 /// SYSENTER with the vDSO's convention (EBP = ESP, the caller's EBP in
 /// the word there) and known values in every other register.
 fn sysenter_code() -> Vec<u8> {

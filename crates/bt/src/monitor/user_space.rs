@@ -21,7 +21,8 @@
 //! Kicks (timer signals) go to the monitor's thread as before; while the
 //! child runs the guest, the monitor's wait passes them on. The child dies
 //! with the monitor's thread (PR_SET_PDEATHSIG), and the monitor notices a
-//! dead child when a sleep for it times out (`waitpid`, every 100 ms).
+//! dead child when a sleep for it ends without its turn (`waitpid`: a
+//! timeout every 100 ms, or a kick).
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -209,7 +210,8 @@ fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout: Option<&libc::tim
 /// Waits until `turn` holds `want`: polls first, then sleeps in the kernel.
 /// `on_spin` runs at each poll and says whether it did work (which starts
 /// the polls afresh: the other side is busy), `on_poll` every thousand
-/// polls and after each sleep, `on_timeout` when a sleep timed out; an
+/// polls and after each sleep, `on_timeout` after a sleep that ended with
+/// the turn still not ours (it timed out, or a signal cut it short); an
 /// error from it ends the wait.
 fn wait_turn(
     turn: &AtomicU32,
@@ -246,11 +248,17 @@ fn wait_turn(
         } else {
             0
         };
-        let timed_out =
-            slept < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT);
+        // Not only a timeout: the monitor's kicks (every 10 ms at most)
+        // cut its sleeps short, and a sleep that never timed out never
+        // noticed a dead child (a run hung for minutes in the test suite).
+        let woken_early = slept < 0
+            && matches!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::ETIMEDOUT | libc::EINTR)
+            );
         mine.store(0, Ordering::SeqCst);
         on_poll();
-        if timed_out {
+        if woken_early && turn.load(Ordering::Acquire) != want {
             on_timeout()?;
         }
     }
