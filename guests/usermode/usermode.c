@@ -75,8 +75,8 @@ static struct {
 	u32 no_sysenter_result;
 } seen;
 
-/* The vector a SYSENTER is expected to raise (0: none), and the one it
- * raised, with its error code. */
+/* Whether the next fault of user code may be a SYSENTER's (the last
+ * SYSENTER faults either way), and the vector and error code it raised. */
 static u32 sysenter_fault_expected, sysenter_fault, sysenter_fault_error;
 
 /* Read through a volatile so gcc cannot fold the loop at compile time. */
