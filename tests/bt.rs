@@ -336,6 +336,23 @@ fn hostile_sysenter_reaches_only_the_guest_kernel() {
     }
 }
 
+/// Ring 3 sets NT with POPF and makes system calls: the guest's NT used to
+/// stay in host code after the exit, and the next entry's IRETQ faulted
+/// (the VM stopped with a host error). Both calls reach the guest kernel
+/// with NT in the frame, in both process modes, as under QEMU.
+#[test]
+fn hostile_nt_flag_stays_the_guests() {
+    let qemu = common::qemu("hostile", "attack=k");
+    assert_eq!(assert_pass(&qemu), 6, "{}", qemu.show());
+    for mode in [None, Some("--one-process")] {
+        let mut args = vec!["--append", "attack=k"];
+        args.extend(mode);
+        let run = run_bt("hostile", &args);
+        assert_eq!(assert_pass(&run), 6, "{}", run.show());
+        assert_same_console(&run, &qemu);
+    }
+}
+
 /// What the host has for 64-bit code to read (scenario f's command line),
 /// printing what cannot be checked here.
 fn host_features() -> String {

@@ -300,7 +300,7 @@ fn hostile_without_a_scenario_says_how_to_choose() {
     };
     assert!(
         run.stdout
-            .contains("choose a scenario with attack=a to attack=j"),
+            .contains("choose a scenario with attack=a to attack=k"),
         "{}",
         run.show()
     );

@@ -9,7 +9,7 @@
  * virtual CPU gives each attempt the architectural result it has on a
  * real x86 running this guest, and that is what this guest checks.
  *
- * One scenario per run, chosen on the command line (attack=a .. attack=j):
+ * One scenario per run, chosen on the command line (attack=a .. attack=k):
  *  a  load host selectors 0x2b, 0x23, 0x33 into DS/ES/SS/FS/GS (and LDS);
  *     read and write the monitor's region 0xFFC00000 through DS and ES;
  *  b  WRPKRU, RDPKRU and XRSTOR (ways to change PKRU), then read, write
@@ -27,6 +27,8 @@
  *  i  64-bit code spins without faulting.
  *  j  SYSENTER with EBP at the monitor's region and at page 0 (the host's
  *     own SYSENTER path reads the word at EBP before the call traps).
+ *  k  NT set with POPF, then system calls (host code kept the guest's NT
+ *     once, and the next entry's IRETQ faulted).
  *
  * For f-i a CPU that honours the guest's GDT raises #GP(0x30) at the far
  * JMP. popek's BT engine cannot refuse it (the host's GDT answers), so
@@ -46,7 +48,7 @@
 /* user.S */
 void enter_user(void (*eip)(void), u32 esp) __attribute__((noreturn));
 void user_a(void), user_b(void), user_c(void), user_d(void), user_e(void);
-void user_f(void), user_g(void), user_h(void), user_i(void), user_j(void);
+void user_f(void), user_g(void), user_h(void), user_i(void), user_j(void), user_k(void);
 extern u32 j_site, j_esp;
 extern u64 f64_seen[F_SLOTS];
 extern u32 f64_reached, f64_stack_dirty;
@@ -130,6 +132,8 @@ static const struct {
 	  "#GP(0x30); where the host's GDT answers instead, the VM is stopped at the next kick" },
 	{ 'j', user_j, "ring 3 runs SYSENTER with EBP at 0xFFC00000 (the monitor's region), then at 0x10",
 	  "#GP(0) for each (#UD without SEP), with the guest's own EBP; nothing of the host's" },
+	{ 'k', user_k, "ring 3 sets NT with POPF, then makes system calls",
+	  "each int 0x80 reaches the guest kernel with NT in the saved EFLAGS, and ring 3 keeps NT" },
 };
 
 static char scenario;
@@ -272,6 +276,19 @@ static void on_syscall(struct frame *f)
 	char what[128];
 	u32 nr = f->eax;
 	int args_ok;
+
+	if (scenario == 'k') {
+		ksnprintf(what, sizeof(what), "int 0x80 eax=%u from ring 3 with NT set reached the guest kernel", nr);
+		check(what, (f->cs & 3) == 3 && (f->eflags & EFLAGS_NT_BIT));
+		if (nr == I386_EXIT) {
+			check_eq("the first call returned the guest kernel's value", user_results[R_K_RESULT],
+				 GUEST_RETURN(I386_GETPID));
+			check("ring 3 still had NT after the first call", user_results[R_K_FLAGS] & EFLAGS_NT_BIT);
+			report_and_finish(f);
+		}
+		f->eax = GUEST_RETURN(nr);
+		return;
+	}
 
 	switch (nr) {
 	case I386_OPEN:
@@ -421,6 +438,6 @@ void kmain(u32 magic, struct multiboot_info *mbi)
 		set_handler(0x80, on_syscall);
 		enter_user(scenarios[i].entry, (u32)user_stack + sizeof(user_stack));
 	}
-	kprintf("hostile: choose a scenario with attack=a to attack=j on the command line\n");
+	kprintf("hostile: choose a scenario with attack=a to attack=k on the command line\n");
 	check("the command line names a scenario", 0);
 }

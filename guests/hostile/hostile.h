@@ -63,7 +63,9 @@
 #define R_D_OPEN 3      /* what int 0x80 returned for eax=5 */
 #define R_D_WRITE 4     /* ... eax=4 */
 #define R_D_KILL 5      /* ... eax=37 */
-#define R_COUNT 6
+#define R_K_RESULT 6    /* what int 0x80 returned with NT set (scenario k) */
+#define R_K_FLAGS 7     /* EFLAGS right after it */
+#define R_COUNT 8
 
 #define HOSTILE_MARK 0x54534F48 /* "HOST" */
 
@@ -92,6 +94,8 @@
 #define I386_WRITE 4
 #define I386_OPEN 5
 #define I386_KILL 37
+#define I386_GETPID 20
+#define EFLAGS_NT_BIT 0x4000
 #define O_WRONLY_CREAT 0x41 /* O_WRONLY | O_CREAT */
 #define SIGKILL 9
 

@@ -45,6 +45,28 @@ user_done:
 	ud2
 
 /*
+ * k: set NT with POPF (any privilege level may), then make system calls.
+ * Under popek's BT engine the flag is live on the host CPU while ring 3
+ * runs, and host code once kept it after the exit, so the next entry's
+ * IRETQ raised #GP (IRET with NT is #GP in 64-bit mode) and the VM
+ * stopped. Both calls must reach the guest kernel, NT in its frame.
+ */
+	.globl user_k
+user_k:
+	pushfl
+	orl $EFLAGS_NT_BIT, (%esp)
+	popfl
+	movl $I386_GETPID, %eax
+	int $0x80
+	movl %eax, user_results + 4 * R_K_RESULT
+	pushfl
+	popl user_results + 4 * R_K_FLAGS
+	movl $I386_EXIT, %eax
+	xorl %ebx, %ebx
+	int $0x80
+	jmp user_done			/* not reached: the guest kernel ends the VM */
+
+/*
  * j: SYSENTER with EBP at the monitor's region, then at page 0. On Intel
  * hosts popek's user code reaches the host's own SYSENTER path, which
  * reads the word at EBP (the vDSO's convention) before anything traps

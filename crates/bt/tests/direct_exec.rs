@@ -1460,3 +1460,45 @@ fn syscall_from_32_bit_code_is_ud_or_a_fast_system_call_exit() {
         },
     );
 }
+
+/// Guest user code sets NT with POPF (any CPL may), then exits: the
+/// kernel entered the signal handler with the guest's NT, host code kept
+/// it, and the next entry's IRETQ raised #GP (IRET with NT is #GP in
+/// 64-bit mode): an unprivileged guest process stopped the VM.
+fn nt_stays_the_guests(mut m: Monitor) {
+    let mut cpu = user_state(CODE);
+    assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Syscall);
+    assert_ne!(cpu.eflags & flags::NT, 0, "the guest's NT");
+    cpu.eax = 7;
+    assert_eq!(m.run_user(&mut cpu).unwrap(), DirectExit::Syscall);
+    assert_eq!(cpu.eax, 8);
+    assert_ne!(cpu.eflags & flags::NT, 0, "the guest's NT");
+}
+
+const NT_CODE: [u8; 14] = [
+    0x9C, // pushf
+    0x81, 0x0C, 0x24, 0x00, 0x40, 0x00, 0x00, // or dword [esp], NT
+    0x9D, // popf
+    0xCD, 0x80, // int 0x80
+    0x40, // inc eax
+    0xCD, 0x80, // int 0x80
+];
+
+#[test]
+fn nt_set_by_guest_user_code_stays_the_guests() {
+    in_child("nt_set_by_guest_user_code_stays_the_guests", || {
+        let (_mem, m) = setup(&NT_CODE);
+        nt_stays_the_guests(m);
+    });
+}
+
+#[test]
+fn nt_set_by_guest_user_code_stays_the_guests_in_the_user_process() {
+    in_child(
+        "nt_set_by_guest_user_code_stays_the_guests_in_the_user_process",
+        || {
+            let (_mem, m) = setup_user_process(&NT_CODE);
+            nt_stays_the_guests(m);
+        },
+    );
+}

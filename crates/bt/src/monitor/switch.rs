@@ -459,11 +459,14 @@ global_asm!(
     // readable even while the monitor region is closed.
     ".p2align 4",
     "popek_bt_signal_trampoline:",
-    // The kernel enters handlers with the interrupted EFLAGS.AC: after a
-    // guest #AC it is set and the first misaligned access of the handler
-    // would raise a nested, fatal SIGBUS.
+    // The kernel enters handlers with the interrupted EFLAGS.AC and NT:
+    // after a guest #AC, AC is set and the first misaligned access of the
+    // handler would raise a nested, fatal SIGBUS; NT, which guest user code
+    // may set with POPF, made the next entry's IRETQ raise #GP (IRET with
+    // NT is #GP in 64-bit mode), so an unprivileged guest process could
+    // stop the VM.
     "pushfq",
-    "and dword ptr [rsp], {not_ac}",
+    "and dword ptr [rsp], {not_ac_nt}",
     "popfq",
     "mov rax, qword ptr [rip + {host_area}]",
     "movzx ecx, word ptr [rdx + {uc_csgsfs}]",
@@ -511,7 +514,7 @@ global_asm!(
     uc_csgsfs = const UC_CSGSFS,
     uc_rip = const UC_RIP,
     host_area = sym HOST_AREA,
-    not_ac = const !(1u32 << 18) as i32,
+    not_ac_nt = const !((1u32 << 18) | (1u32 << 14)) as i32,
     handler = sym signal_handler,
 );
 
