@@ -26,6 +26,37 @@ pub fn find(name: &str) -> Option<&'static Guest> {
     GUESTS.iter().find(|g| g.name == name)
 }
 
+/// Runs one of this folder's fetch scripts (`linux/fetch`, Debian's
+/// kernels and busybox; `qemu/fetch`, QEMU for the cross-checks: they
+/// download into a cache outside the tree once, then only print) and
+/// returns the `NAME=PATH` lines it printed. The scripts are found where
+/// this crate was built, so only a popek run from its source tree has
+/// them.
+pub fn fetch(script: &str) -> Result<Vec<(String, String)>, String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    if !path.exists() {
+        return Err(format!(
+            "{} is not here (run popek from its source tree)",
+            path.display()
+        ));
+    }
+    let out = std::process::Command::new("bash")
+        .arg(&path)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "guests/{script} failed (are Debian's package registries reachable?): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
+
 /// `popek-bench`, the static i386 Linux program behind `popek bench`'s
 /// Linux workloads, and the initramfs glue that puts it into Debian's
 /// initrd.

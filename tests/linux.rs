@@ -255,7 +255,7 @@ fn boots_to_a_shell(flavour: &str, kernel: PathBuf, initrd: &str, version: &str)
 /// busy, and the suite runs on two.
 #[test]
 fn debian_i386_kernels_boot_to_a_busybox_shell() {
-    let vars = fetch("guests/linux/fetch");
+    let vars = fetch("linux/fetch");
     let initrd = fetched(&vars, "INITRD");
     let versions = fetched(&vars, "VERSION");
     let mut versions = versions.split_whitespace();

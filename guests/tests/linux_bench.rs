@@ -133,21 +133,11 @@ fn check_failure(args: &[&str], name: &str, reason: &str) {
 /// What guests/linux/fetch printed for `name` (it fetches into the cache
 /// when needed, and fails loudly when it cannot).
 fn fetched(name: &str) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("linux/fetch");
-    let out = Command::new("bash")
-        .arg(&script)
-        .output()
-        .expect("guests/linux/fetch runs");
-    assert!(
-        out.status.success(),
-        "guests/linux/fetch failed (are Debian's package registries reachable?):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+    popek_guests::fetch("linux/fetch")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .find_map(|(k, v)| (k == name).then_some(v))
         .unwrap_or_else(|| panic!("guests/linux/fetch printed no {name}"))
-        .to_string()
 }
 
 #[test]

@@ -97,28 +97,12 @@ pub fn assert_same_console(bt: &Run, kvm: &Run) {
     );
 }
 
-/// What one of the source tree's fetch scripts (`guests/linux/fetch`,
-/// `guests/qemu/fetch`) printed: its `NAME=PATH` lines. They download once
-/// and cache outside the tree; if the registry cannot be reached the test
-/// fails and says so: nothing passes without what it needs.
+/// What one of guests/'s fetch scripts (`linux/fetch`, `qemu/fetch`)
+/// printed: its `NAME=PATH` lines ([`popek_guests::fetch`]). If the
+/// registry cannot be reached the test fails and says so: nothing passes
+/// without what it needs.
 pub fn fetch(script: &str) -> Vec<(String, String)> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(script);
-    let out = Command::new("bash")
-        .arg(&path)
-        .output()
-        .unwrap_or_else(|e| panic!("{script} does not run: {e}"));
-    assert!(
-        out.status.success(),
-        "{script} failed (are Debian's package registries reachable?):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    popek_guests::fetch(script).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The value of `name` among what a fetch script printed.
@@ -134,7 +118,7 @@ pub fn fetched(vars: &[(String, String)], name: &str) -> String {
 /// Debian's, fetched once by guests/qemu/fetch.
 fn qemu_binary() -> &'static std::path::Path {
     static QEMU: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    QEMU.get_or_init(|| fetched(&fetch("guests/qemu/fetch"), "QEMU").into())
+    QEMU.get_or_init(|| fetched(&fetch("qemu/fetch"), "QEMU").into())
 }
 
 /// The guest as QEMU TCG boots it, the reference the guests are checked

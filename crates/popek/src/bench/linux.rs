@@ -37,10 +37,10 @@ pub(super) struct Artifacts {
 
 impl Artifacts {
     /// Runs guests/linux/fetch (it only prints the paths once the cache is
-    /// full) when popek runs from its source tree, else looks in the cache.
+    /// full); only a popek run from its source tree has it.
     pub(super) fn find(b: &mut Bench) -> Result<Artifacts, String> {
         b.note("guests/linux/fetch: Debian's kernels (cached after the first run)");
-        let vars = super::runners::run_fetch("guests/linux/fetch")?;
+        let vars = popek_guests::fetch("linux/fetch")?;
         let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let need = |k: &str| get(k).ok_or_else(|| format!("guests/linux/fetch printed no {k}"));
         Ok(Artifacts {

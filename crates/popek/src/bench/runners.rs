@@ -144,43 +144,13 @@ pub fn find_qemu() -> Result<PathBuf, String> {
     if let Some(q) = on_path {
         return Ok(q);
     }
-    let vars = run_fetch("guests/qemu/fetch").map_err(|e| {
+    let vars = popek_guests::fetch("qemu/fetch").map_err(|e| {
         format!("qemu-system-i386 is not on PATH (install qemu-system-x86), and {e}")
     })?;
     vars.into_iter()
         .find(|(k, _)| k == "QEMU")
         .map(|(_, v)| PathBuf::from(v))
         .ok_or_else(|| "guests/qemu/fetch printed no QEMU=PATH".into())
-}
-
-/// Runs one of the source tree's fetch scripts (`guests/linux/fetch`,
-/// `guests/qemu/fetch`: they download once and only print afterwards) and
-/// returns the `NAME=PATH` lines it printed.
-pub fn run_fetch(script: &str) -> Result<Vec<(String, String)>, String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(script);
-    if !path.exists() {
-        return Err(format!(
-            "{} is not here (run popek bench from its source tree)",
-            path.display()
-        ));
-    }
-    let out = Command::new("bash")
-        .arg(&path)
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{script} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect())
 }
 
 fn is_executable(p: &Path) -> bool {
