@@ -52,20 +52,53 @@ struct SigsysInfo {
     arch: u32,
 }
 
-/// A line assembled on the stack.
-struct Line {
+/// A line assembled on the stack, for a signal handler's report (nothing
+/// there may allocate); what does not fit is cut.
+pub struct Line {
     buf: [u8; 256],
     len: usize,
 }
 
 impl Line {
-    fn push(&mut self, s: &[u8]) {
+    /// An empty line.
+    pub fn new() -> Line {
+        Line {
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+
+    /// The bytes so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Appends `s`.
+    pub fn push(&mut self, s: &[u8]) {
         let n = s.len().min(self.buf.len() - self.len);
         self.buf[self.len..self.len + n].copy_from_slice(&s[..n]);
         self.len += n;
     }
 
-    fn push_decimal(&mut self, v: u32) {
+    /// Appends `v` in hexadecimal, `0x` and no leading zeros.
+    pub fn push_hex(&mut self, v: u64) {
+        let mut digits = [0u8; 16];
+        let mut i = digits.len();
+        let mut v = v;
+        loop {
+            i -= 1;
+            digits[i] = b"0123456789abcdef"[(v & 0xF) as usize];
+            v >>= 4;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(b"0x");
+        self.push(&digits[i..]);
+    }
+
+    /// Appends `v` in decimal.
+    pub fn push_decimal(&mut self, v: u32) {
         let mut digits = [0u8; 10];
         let mut i = digits.len();
         let mut v = v;
@@ -81,13 +114,16 @@ impl Line {
     }
 }
 
+impl Default for Line {
+    fn default() -> Self {
+        Line::new()
+    }
+}
+
 /// The report for a refused call: `nr` of architecture `arch`, made by the
 /// thread named `thread`.
 fn refusal_line(nr: i32, arch: u32, thread: &[u8]) -> Line {
-    let mut line = Line {
-        buf: [0; 256],
-        len: 0,
-    };
+    let mut line = Line::new();
     line.push(b"popek: the sandbox refused ");
     if arch == AUDIT_ARCH_X86_64 {
         line.push(b"system call ");
@@ -140,7 +176,7 @@ pub unsafe fn report_if_refused(info: *const libc::siginfo_t) {
     // ours. exit_group rather than exit(): nothing may run after this (no
     // atexit handler, no flush that could itself be refused).
     unsafe {
-        libc::write(2, line.buf.as_ptr().cast(), line.len);
+        libc::write(2, line.as_bytes().as_ptr().cast(), line.as_bytes().len());
         libc::syscall(libc::SYS_exit_group, libc::c_long::from(STATUS_REFUSED));
     }
     // exit_group does not return; were it refused, the caller's default
@@ -184,7 +220,22 @@ mod tests {
     use super::*;
 
     fn text(line: &Line) -> &str {
-        std::str::from_utf8(&line.buf[..line.len]).unwrap()
+        std::str::from_utf8(line.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn numbers_go_in_hex_and_decimal_and_a_long_line_is_cut() {
+        let mut line = Line::new();
+        line.push_hex(0x7f34_5de7_a5e9);
+        line.push(b" ");
+        line.push_hex(0);
+        line.push(b" ");
+        line.push_decimal(11);
+        assert_eq!(text(&line), "0x7f345de7a5e9 0x0 11");
+        for _ in 0..100 {
+            line.push(b"abc");
+        }
+        assert_eq!(line.as_bytes().len(), 256);
     }
 
     #[test]

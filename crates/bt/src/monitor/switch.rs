@@ -781,45 +781,27 @@ fn host_signal(sig: libc::c_int, info: *const libc::siginfo_t, gregs: &[i64]) {
         // only for a SIGSYS that no filter raised.
         unsafe { sandbox::report_if_refused(info) };
     }
-    // Where: formatted on the stack, since nothing may allocate here.
-    let mut msg = [0u8; 160];
-    let mut n = 0;
-    let mut put = |bytes: &[u8]| {
-        for &b in bytes {
-            if n < msg.len() {
-                msg[n] = b;
-                n += 1;
-            }
-        }
-    };
-    let hex = |v: u64| {
-        let mut d = [0u8; 18];
-        d[0] = b'0';
-        d[1] = b'x';
-        for (i, slot) in d[2..].iter_mut().enumerate() {
-            let nib = (v >> (60 - 4 * i)) & 0xF;
-            *slot = b"0123456789abcdef"[nib as usize];
-        }
-        d
-    };
-    put(b"popek-bt: fatal signal in monitor (host) code: signal ");
-    put(&hex(sig as u64)[16..]);
-    put(b" rip ");
-    put(&hex(gregs[libc::REG_RIP as usize] as u64));
-    put(b" cs ");
-    put(&hex(gregs[libc::REG_CSGSFS as usize] as u64 & 0xFFFF)[14..]);
-    put(b" trap ");
-    put(&hex(gregs[libc::REG_TRAPNO as usize] as u64)[16..]);
-    put(b" addr ");
+    // Where: assembled on the stack, since nothing may allocate here.
+    let mut line = sandbox::report::Line::new();
+    line.push(b"popek-bt: fatal signal in monitor (host) code: signal ");
+    line.push_decimal(sig as u32);
+    line.push(b" rip ");
+    line.push_hex(gregs[libc::REG_RIP as usize] as u64);
+    line.push(b" cs ");
+    line.push_hex(gregs[libc::REG_CSGSFS as usize] as u64 & 0xFFFF);
+    line.push(b" trap ");
+    line.push_decimal(gregs[libc::REG_TRAPNO as usize] as u32);
+    line.push(b" addr ");
     // SAFETY: `info` is the kernel's siginfo for this signal.
-    put(&hex(unsafe { (*info).si_addr() } as u64));
-    put(b"\n");
+    line.push_hex(unsafe { (*info).si_addr() } as u64);
+    line.push(b"\n");
+    let msg = line.as_bytes();
     // SAFETY: write, signal and tgkill are async-signal-safe; the message
     // is on this stack. Raw tgkill rather than raise(): raise reads the
     // thread pointer, which may still be the guest's FS base if the fault
     // hit the exit stub.
     unsafe {
-        libc::write(2, msg.as_ptr().cast(), n);
+        libc::write(2, msg.as_ptr().cast(), msg.len());
         libc::signal(sig, libc::SIG_DFL);
     }
     tgkill(gettid(), sig);
