@@ -50,9 +50,9 @@ pub(super) struct Vm {
     /// The last callout raised an exception (delivered to the guest).
     pub(super) last_callout_faulted: bool,
     /// The last exit was a callout that touches no device or timer (a data
-    /// segment load, IRET, INT n, a CR3 write, INVLPG): the next run
-    /// follows without a turn of the vCPU loop, unless an interrupt waits
-    /// (`Vcpu::step`).
+    /// segment load, IRET, INT n, SYSENTER, SYSEXIT, a CR3 write, INVLPG):
+    /// the next run follows without a turn of the vCPU loop, unless an
+    /// interrupt waits (`Vcpu::step`).
     pub(super) go_on: bool,
     /// A page guest user code faulted on and the guest kernel is handling:
     /// at the next return to user code, the shadow maps it if the guest's

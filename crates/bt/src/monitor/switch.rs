@@ -28,8 +28,9 @@
 //! XCR0 (see [`Xstate`]), and the exit stub zeroes those registers before
 //! host code runs (VZEROALL and FNINIT, or an XRSTOR of the init state
 //! where the image holds more than x87, SSE and AVX), so neither side sees
-//! the other's data. General registers the guest does not own are zeroed at entry, and
-//! so are the FS and GS bases before the guest's selectors are loaded.
+//! the other's data. General registers the guest does not own are zeroed
+//! at entry, and so are the FS and GS bases before the guest's selectors
+//! are loaded.
 //!
 //! The state is split in two. The [`HostArea`] holds everything the entry,
 //! the exits and the signal handler need; it lives above 4 GiB, where
