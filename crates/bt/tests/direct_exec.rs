@@ -1432,6 +1432,72 @@ fn sysenter_with_an_unreadable_ebp_is_a_fast_system_call_with_efault() {
     );
 }
 
+/// The host's fast system-call path returns -EFAULT to its vDSO's
+/// landing pad cut to 32 bits, which used to fall anywhere in the guest's
+/// 4 GiB (guest code there ran on the host's segment). The monitor moves
+/// the vDSO so the alias lies in its region; glibc's calls into the old
+/// place (the clock) keep working.
+#[test]
+fn the_host_vdso_is_parked_with_its_landing_pad_in_the_monitor_region() {
+    in_child(
+        "the_host_vdso_is_parked_with_its_landing_pad_in_the_monitor_region",
+        || {
+            let before = std::time::Instant::now();
+            let wall = std::time::SystemTime::now();
+            // A thread that reads the clock (vDSO code) all through the
+            // move: a read in the vDSO's emptied range waits for the copy.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let reads = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::black_box(std::time::Instant::now());
+                        n += 1;
+                    }
+                    n
+                })
+            };
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let (_mem, _m) = setup(&[0xF4]);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let n = reads
+                .join()
+                .expect("the clock-reading thread survives the move");
+            println!(
+                "{n} clock reads, {} held during the move",
+                bt::monitor::host_vdso::faults_held()
+            );
+            assert!(n > 0);
+            let parked = bt::monitor::host_vdso::parked();
+            let Some(bt::monitor::host_vdso::Parked::At(at)) = parked else {
+                panic!("the vDSO was not moved: {parked:?}");
+            };
+            assert_eq!(*at as u32, MONITOR_BASE, "low 32 bits of {at:#x}");
+            let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+            let line = maps.lines().find(|l| l.ends_with("[vdso]")).unwrap();
+            assert!(line.starts_with(&format!("{at:x}-")), "{line}");
+            // SAFETY: getauxval only reads the auxiliary vector.
+            let old = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
+            assert_ne!(old, *at);
+            // glibc calls the vDSO at its old place: the copy there.
+            assert!(before.elapsed() < std::time::Duration::from_secs(60));
+            assert!(wall.elapsed().is_ok());
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime writes the timespec we own.
+            assert_eq!(
+                unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
+                0
+            );
+            assert!(ts.tv_sec > 0 || ts.tv_nsec > 0);
+        },
+    );
+}
+
 #[test]
 fn syscall_from_32_bit_code_is_ud_or_a_fast_system_call_exit() {
     in_child(

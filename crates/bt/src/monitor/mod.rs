@@ -35,6 +35,7 @@
 pub mod address_space;
 mod error;
 pub mod gate;
+pub mod host_vdso;
 pub mod ldt;
 pub mod region;
 pub mod seccomp;
@@ -408,6 +409,18 @@ impl Monitor {
         let mut space = AddressSpace::reserve(layout)?;
         let region = space.map_monitor_region()?;
         debug_assert_eq!(region as u32, layout.base());
+        let why = match host_vdso::park_landing_pad(layout.base()) {
+            host_vdso::Parked::At(at) if *at as u32 == layout.base() => None,
+            host_vdso::Parked::At(at) => Some(format!("moved for another region: {at:#x}")),
+            host_vdso::Parked::Left(why) => Some(why.clone()),
+        };
+        if let Some(why) = why {
+            tracing::warn!(
+                "the host's vDSO is not where the monitor needs it ({why}): a guest \
+                 SYSENTER whose EBP the host cannot read may run guest code on the \
+                 host's segment"
+            );
+        }
         ldt::install_monitor_segments(layout)?;
         let tid = gettid();
         // SAFETY: the monitor region was just mapped read-write, this is
@@ -1098,9 +1111,11 @@ const HOST_USER32_CS: u16 = 0x23;
 /// EBP, as the vDSO's convention has it) before its filter could trap the
 /// call: it then returns -EFAULT in EAX to its vDSO landing pad, an
 /// address above 4 GiB that compatibility mode cuts to 32 bits, and the
-/// fetch there faults. (Unless guest user code has that page mapped
-/// executable: its code then runs on the host's segment, and the VM stops
-/// as after any far jump to one.) The call's number is lost with EAX.
+/// fetch there faults: [`host_vdso`] moved the vDSO so that the alias lies
+/// in the monitor region, closed while guest user code runs. (Where it
+/// could not, guest code mapped at the alias runs on the host's segment,
+/// and the VM stops as after any far jump to one.) The call's number is
+/// lost with EAX.
 fn host_fast_call_faulted(area: &switch::HostArea) -> bool {
     const EFAULT: u32 = (-14i32) as u32;
     const PF_FETCH: u32 = 1 << 4;
