@@ -602,7 +602,15 @@ fn a_fault_in_monitor_code_is_fatal() {
     }
     let out = spawn_child(name);
     assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{:?}", out.status);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("fatal signal in monitor"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("fatal signal in monitor"))
+        .unwrap_or_else(|| panic!("no fatal-signal line in {err}"));
+    // Where, in terms addr2line takes afterwards, and what: a user-mode
+    // read of a page not present.
+    assert!(line.contains(" (binary+0x"), "{line}");
+    assert!(line.ends_with("trap 14 err 0x4 addr 0x10"), "{line}");
 }
 
 #[test]

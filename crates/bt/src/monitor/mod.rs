@@ -312,6 +312,7 @@ fn install_altstack() -> Result<(), MonitorError> {
 }
 
 fn install_handlers() -> Result<(), MonitorError> {
+    switch::note_text_base();
     for sig in switch::HANDLED_SIGNALS {
         // SAFETY: a zeroed sigaction is a valid starting point; the fields we
         // set follow sigaction(2). The handler is the asm trampoline, which

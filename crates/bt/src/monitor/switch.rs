@@ -43,7 +43,7 @@
 
 use core::arch::{asm, global_asm};
 use core::mem::offset_of;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use super::error::MonitorError;
 use crate::contract::{self, Layout, VcpuArea};
@@ -771,6 +771,21 @@ pub fn tgkill(tid: i32, sig: libc::c_int) {
     }
 }
 
+/// Where the object holding the monitor's code is loaded (0: unknown).
+static TEXT_BASE: AtomicU64 = AtomicU64::new(0);
+
+/// Notes where the monitor's code is loaded, for [`host_signal`]'s line.
+pub fn note_text_base() {
+    // SAFETY: dladdr reads the loader's tables and fills `info`, which we
+    // own; the address is one of our own functions.
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(host_signal as *const () as *const libc::c_void, &mut info) != 0 {
+            TEXT_BASE.store(info.dli_fbase as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A signal in host code the monitor does not own: a bug in the monitor.
 /// A SIGSYS is the sandbox refusing one of popek's own calls: it is named
 /// and the process exits 10. Any other: restore the default action and let
@@ -788,10 +803,20 @@ fn host_signal(sig: libc::c_int, info: *const libc::siginfo_t, gregs: &[i64]) {
     line.push_decimal(sig as u32);
     line.push(b" rip ");
     line.push_hex(gregs[libc::REG_RIP as usize] as u64);
+    let rip = gregs[libc::REG_RIP as usize] as u64;
+    let base = TEXT_BASE.load(Ordering::Relaxed);
+    if base != 0 && rip >= base {
+        // Against the binary's load address, for addr2line afterwards.
+        line.push(b" (binary+");
+        line.push_hex(rip - base);
+        line.push(b")");
+    }
     line.push(b" cs ");
     line.push_hex(gregs[libc::REG_CSGSFS as usize] as u64 & 0xFFFF);
     line.push(b" trap ");
     line.push_decimal(gregs[libc::REG_TRAPNO as usize] as u32);
+    line.push(b" err ");
+    line.push_hex(gregs[libc::REG_ERR as usize] as u64);
     line.push(b" addr ");
     // SAFETY: `info` is the kernel's siginfo for this signal.
     line.push_hex(unsafe { (*info).si_addr() } as u64);
