@@ -223,6 +223,7 @@ pub(super) fn kernel_exit(
                 }
                 Some(ExitReason::Callout) => {
                     vm.stats.exit("callout");
+                    early_refill(vm, machine)?;
                     let n = callouts::callout(vm, machine)?;
                     Ok((n, !vm.last_callout_faulted, None))
                 }
@@ -419,4 +420,33 @@ fn borrowed_at_eip(vm: &Vm, machine: &mut Machine, ctx: Option<Context>) -> Borr
     } else {
         Borrowed::None
     }
+}
+
+/// Maps the page a guest #PF was about (`Vm::refill`) for user code at the
+/// guest kernel's first callout after the delivery, usually the IRET back
+/// to the faulting code, rather than when user code runs next: the
+/// user-code process then makes its host `mmap` (~7 k cycles) while this
+/// process carries out the IRET. Where the guest has not mapped the page
+/// yet, nothing happens, and the dispatcher tries again before user code
+/// runs.
+fn early_refill(vm: &mut Vm, machine: &mut Machine) -> Result<(), EngineError> {
+    let Some(linear) = vm.refill else {
+        return Ok(());
+    };
+    if !vm.monitor.has_user_process() || !vm.mmu.paging() {
+        return Ok(());
+    }
+    let read = x86::paging::Access {
+        write: false,
+        user: true,
+        fetch: false,
+    };
+    if vm
+        .mmu
+        .prefill(&mut vm.monitor, &mut machine.memory, linear, read)
+        .map_err(host_err)?
+    {
+        vm.monitor.publish_user_ops().map_err(host_err)?;
+    }
+    Ok(())
 }

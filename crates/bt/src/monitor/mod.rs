@@ -362,6 +362,15 @@ impl Monitor {
         Ok(monitor)
     }
 
+    /// Lets the user-code process start on the view changes queued so
+    /// far now, while this process goes on (none without one).
+    pub fn publish_user_ops(&mut self) -> Result<(), MonitorError> {
+        match &mut self.user {
+            Some(u) => u.publish(),
+            None => Ok(()),
+        }
+    }
+
     /// Whether guest user code runs in a process of its own.
     pub fn has_user_process(&self) -> bool {
         self.user.is_some()
@@ -828,9 +837,7 @@ impl Monitor {
         }
         // The child applies what the guest kernel's path so far changed
         // while this run goes on.
-        if let Some(u) = &mut self.user {
-            u.publish()?;
-        }
+        self.publish_user_ops()?;
         // A resumed run takes its selectors, and the area its shadows'
         // selectors, from the interrupted code: no shadow to load.
         let (sels, shadows) = match live {
