@@ -22,8 +22,6 @@ pub enum MonitorError {
     Segment(String),
     /// The state given to `run_user` is not CPL-3 protected-mode code.
     NotUserMode(String),
-    /// `run_user` was called from another thread than `Monitor::new`.
-    WrongThread,
     /// The host refused to enter the guest (the `iretq` faulted): the
     /// shadow state was not loadable. The guest state is unchanged.
     EntryFault {
@@ -53,7 +51,6 @@ impl std::fmt::Display for MonitorError {
             }
             MonitorError::Segment(s) => write!(f, "cannot shadow segment: {s}"),
             MonitorError::NotUserMode(s) => write!(f, "not guest user mode: {s}"),
-            MonitorError::WrongThread => write!(f, "run_user called off the vCPU thread"),
             MonitorError::EntryFault {
                 signal,
                 trapno,

@@ -234,6 +234,14 @@ impl Kicker {
 }
 
 /// The process's direct-execution monitor.
+///
+/// It stays on the thread that made it (its signal state, LDT and host
+/// area are that thread's), which the compiler checks:
+///
+/// ```compile_fail
+/// fn send<T: Send>() {}
+/// send::<bt::monitor::Monitor>();
+/// ```
 #[derive(Debug)]
 pub struct Monitor {
     space: AddressSpace,
@@ -242,8 +250,6 @@ pub struct Monitor {
     ram: OwnedFd,
     ram_size: u64,
     tid: i32,
-    // Checked on every run; cheaper than a gettid system call.
-    thread: std::thread::ThreadId,
     loaded: [[Option<UserDesc>; 6]; 2],
     /// Bytes of the stub page in use.
     stub_used: u32,
@@ -266,7 +272,8 @@ pub struct Monitor {
     user: Option<UserSpace>,
     /// Descriptors translated code loads into DS, ES, FS and GS by itself.
     segs: SegCache,
-    // The areas, signal state and LDT belong to the creating thread.
+    // The areas, signal state and LDT belong to the creating thread:
+    // not Send, so every run is on it (no check at run time).
     _not_send: std::marker::PhantomData<*mut ()>,
 }
 
@@ -462,7 +469,6 @@ impl Monitor {
             ram,
             ram_size: mem.size(),
             tid,
-            thread: std::thread::current().id(),
             loaded: [[None; 6]; 2],
             stub_used: stub.len() as u32,
             tc_mapped: false,
@@ -832,9 +838,6 @@ impl Monitor {
         host_eip: u32,
         live: Option<[u16; 6]>,
     ) -> Result<TcExit, MonitorError> {
-        if std::thread::current().id() != self.thread {
-            return Err(MonitorError::WrongThread);
-        }
         // The child applies what the guest kernel's path so far changed
         // while this run goes on.
         self.publish_user_ops()?;
@@ -1006,9 +1009,6 @@ impl Monitor {
     /// loads a host selector reaching the region faults at its first access
     /// there (a #PF exit) instead of reading or writing the monitor's data.
     pub fn run_user(&mut self, cpu: &mut CpuState) -> Result<DirectExit, MonitorError> {
-        if std::thread::current().id() != self.thread {
-            return Err(MonitorError::WrongThread);
-        }
         if let Some(u) = &mut self.user {
             if switch::take_pending_kick() {
                 return Ok(DirectExit::Interrupted);
