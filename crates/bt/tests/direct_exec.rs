@@ -704,6 +704,34 @@ fn a_far_jump_to_a_host_segment_ends_the_run() {
     });
 }
 
+/// What the host's failed fast system call leaves (host CS, EAX -EFAULT,
+/// a fetch fault at EIP) can be forged by a far jump to the host's CS;
+/// only at the landing pad's alias, in the monitor region, is it taken as
+/// the guest's SYSENTER. Elsewhere it is foreign code.
+#[test]
+fn a_forged_failed_fast_call_away_from_the_landing_pad_is_foreign_code() {
+    in_child(
+        "a_forged_failed_fast_call_away_from_the_landing_pad_is_foreign_code",
+        || {
+            let mut code = vec![0xB8]; // mov eax, -EFAULT
+            code.extend_from_slice(&(-14i32).to_le_bytes());
+            code.push(0xEA); // jmp far 0x23:0x10 (page 0: the fetch faults)
+            code.extend_from_slice(&0x10u32.to_le_bytes());
+            code.extend_from_slice(&0x23u16.to_le_bytes());
+            let (_mem, mut m) = setup(&code);
+            let mut cpu = user_state(CODE);
+            assert_eq!(
+                m.run_user(&mut cpu).unwrap(),
+                DirectExit::ForeignCode {
+                    selector: 0x23,
+                    signal: libc::SIGSEGV
+                }
+            );
+            assert_eq!((cpu.eip, cpu.eax), (0x10, (-14i32) as u32));
+        },
+    );
+}
+
 #[test]
 fn misaligned_access_with_ac_is_ac() {
     in_child("misaligned_access_with_ac_is_ac", || {

@@ -55,6 +55,19 @@ pub fn park_landing_pad(region_base: u32) -> &'static Parked {
     })
 }
 
+/// Where the host's failed fast system call returns to, cut to 32 bits:
+/// within the 4 MiB from the parked vDSO's low 32 bits (its landing pad
+/// lies a few hundred bytes in), or None if the vDSO was not moved.
+pub fn landing_alias() -> Option<std::ops::Range<u32>> {
+    match PARKED.get()? {
+        Parked::At(at) => {
+            let low = *at as u32;
+            Some(low..low.saturating_add(crate::contract::REGION_SIZE))
+        }
+        Parked::Left(_) => None,
+    }
+}
+
 /// What the first [`park_landing_pad`] did, if it ran.
 pub fn parked() -> Option<&'static Parked> {
     PARKED.get()

@@ -1132,6 +1132,10 @@ fn host_fast_call_faulted(area: &switch::HostArea) -> bool {
         && area.exit_err & PF_FETCH != 0
         && area.exit_addr == u64::from(area.eip)
         && area.gpr[0] == EFAULT
+        // Where the vDSO was moved, only its landing pad's alias: guest
+        // code that jumps to the host's CS elsewhere, EAX -EFAULT or not,
+        // is stopped as foreign code.
+        && host_vdso::landing_alias().is_none_or(|alias| alias.contains(&area.eip))
 }
 
 /// Whether the host's fast system-call path from 32-bit code is SYSENTER
