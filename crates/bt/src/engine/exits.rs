@@ -29,8 +29,9 @@ pub(super) enum Link {
 /// What [`recreate`] made of the host state at a signal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Recreated {
-    /// The guest's EIP and registers are exact.
-    Exact,
+    /// The guest's EIP and registers are exact; the block that held the
+    /// stop.
+    Exact(crate::cache::BlockId),
     /// Translated code resumes where it stopped (a kick mid-sequence).
     Resume,
     /// A fault outside every live translation: nothing to recreate.
@@ -288,16 +289,16 @@ fn translated_signal(
             cr2,
         } => {
             vm.stats.exit("fault in translated code");
-            let block = vm.cache.recreate(host_eip).map(|r| r.block);
-            if recreate(vm, machine, host_eip, sels, true) == Recreated::Outside {
+            let Recreated::Exact(block) = recreate(vm, machine, host_eip, sels, true) else {
+                // A fault recreates exactly or not at all.
                 return Err(host_err(format!(
                     "fault {vector} at host {host_eip:#x} outside any translation (entered at {entered:#x})"
                 )));
-            }
+            };
             // An access to a device (Linux maps its local APIC in the
             // monitor region's linear range) makes the instruction a
             // callout in the block's next translation (faults.rs).
-            vm.faulting_block = block;
+            vm.faulting_block = Some(block);
             let next =
                 if let Some(at) = faults::monitor_region_access(vm, machine, vector, error_code) {
                     faults::monitor_region(vm, machine, at)
@@ -354,7 +355,7 @@ fn recreate(
     match rec {
         Some(r) if r.at_boundary => {
             vm.cpu.eip = r.guest_eip.wrapping_sub(cs_base);
-            Recreated::Exact
+            Recreated::Exact(r.block)
         }
         Some(r) if fault => {
             vm.cpu.eip = r.guest_eip.wrapping_sub(cs_base);
@@ -373,7 +374,7 @@ fn recreate(
                 }
                 Borrowed::None => {}
             }
-            Recreated::Exact
+            Recreated::Exact(r.block)
         }
         None if fault => Recreated::Outside,
         _ => {
