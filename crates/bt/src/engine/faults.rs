@@ -52,6 +52,9 @@ pub(super) fn host_page_fault(
     let what = match fill {
         Fill::Mapped => {
             vm.stats.exit("shadow fill");
+            // A fill touches no device or timer: no turn of the vCPU loop
+            // (see `Vm::go_on`).
+            vm.go_on = true;
             return Ok(Next::Continue);
         }
         Fill::GuestFault(code) => {
@@ -59,7 +62,10 @@ pub(super) fn host_page_fault(
                 // The guest kernel is about to map it: see `Vm::refill`.
                 vm.refill = Some(addr);
             }
-            return interrupts::page_fault(vm, machine, addr, code, "guest page fault");
+            let next = interrupts::page_fault(vm, machine, addr, code, "guest page fault")?;
+            // Nor does the delivery, as after an INT n callout.
+            vm.go_on = matches!(next, Next::Continue);
+            return Ok(next);
         }
         Fill::Emulate => {
             if let Some(next) = callouts::try_callout(vm, machine)? {

@@ -49,10 +49,11 @@ pub(super) struct Vm {
     pub(super) shadow: bool,
     /// The last callout raised an exception (delivered to the guest).
     pub(super) last_callout_faulted: bool,
-    /// The last exit was a callout that touches no device or timer (a data
-    /// segment load, IRET, INT n, SYSENTER, SYSEXIT, a CR3 write, INVLPG):
-    /// the next run follows without a turn of the vCPU loop, unless an
-    /// interrupt waits (`Vcpu::step`).
+    /// The last exit touched no device or timer (a callout for a data
+    /// segment load, IRET, INT n, SYSENTER, SYSEXIT, a CR3 write or
+    /// INVLPG; a shadow fill; a guest #PF delivered): the next run follows
+    /// without a turn of the vCPU loop, unless an interrupt waits
+    /// (`Vcpu::step`).
     pub(super) go_on: bool,
     /// A page guest user code faulted on and the guest kernel is handling:
     /// at the next return to user code, the shadow maps it if the guest's
