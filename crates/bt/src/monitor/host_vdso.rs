@@ -100,19 +100,22 @@ static HELD: AtomicU64 = AtomicU64::new(0);
 /// The SIGSEGV action before [`hold_in_empty_range`].
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 
-/// SIGSEGV during the move: a fault in the vDSO's old range waits for the
-/// copy and returns, so that the instruction runs again on the copy; any
-/// other fault gets the previous action back and returns, so it happens
-/// again and reaches that action.
+/// SIGSEGV during the move: a fault on nothing mapped in the vDSO's old
+/// range waits for the copy and returns, so that the instruction runs
+/// again on the copy (a fault taken while the range was empty may arrive
+/// after the copy went in); any other fault, such as a write to the copy,
+/// gets the previous action back and returns, so it happens again and
+/// reaches that action.
 extern "C" fn hold_in_empty_range(
     _sig: libc::c_int,
     info: *mut libc::siginfo_t,
     _ctx: *mut libc::c_void,
 ) {
+    const SEGV_MAPERR: libc::c_int = 1;
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    let addr = unsafe { (*info).si_addr() } as u64;
+    let (addr, code) = unsafe { ((*info).si_addr() as u64, (*info).si_code) };
     let range = EMPTY_START.load(Ordering::Acquire)..EMPTY_END.load(Ordering::Acquire);
-    if range.contains(&addr) {
+    if range.contains(&addr) && code == SEGV_MAPERR {
         HELD.fetch_add(1, Ordering::Relaxed);
         while !COPY_PLACED.load(Ordering::Acquire) {
             std::hint::spin_loop();
