@@ -12,6 +12,8 @@
  * Where CPUID advertises SEP, a SYSENTER reaches the kernel's entry with
  * the registers as the user left them and comes back by SYSEXIT, and one
  * with IA32_SYSENTER_CS null raises #GP(0); without SEP it must fault.
+ * Before that, the kernel's own SYSEXIT with IA32_SYSENTER_CS null raises
+ * #GP(0) (#UD without SEP).
  *
  * The PICs stay fully masked, so no interrupt arrives while IF=1.
  */
@@ -201,8 +203,49 @@ static int sysenter_faulted(struct frame *f)
 	return 1;
 }
 
+/* A SYSEXIT at CPL 0 that must fault (IA32_SYSENTER_CS still null, or
+ * no SEP): the handler notes the fault and resumes after it. popek's
+ * engine carries SYSEXIT out on a path of its own and hands the faulting
+ * case to its general one. */
+static volatile u32 ksysexit_expected, ksysexit_vector, ksysexit_error;
+extern char ksysexit_at[], ksysexit_after[];
+
+static int ksysexit_faulted(struct frame *f)
+{
+	if (!ksysexit_expected || f->eip != (u32)ksysexit_at)
+		return 0;
+	ksysexit_expected = 0;
+	ksysexit_vector = f->vector;
+	ksysexit_error = f->error;
+	f->eip = (u32)ksysexit_after;
+	return 1;
+}
+
+static void probe_kernel_sysexit(void)
+{
+	ksysexit_expected = 1;
+	__asm__ volatile("xor %%ecx, %%ecx\n\t"
+			 "xor %%edx, %%edx\n\t"
+			 ".globl ksysexit_at\n"
+			 "ksysexit_at:\n\t"
+			 "sysexit\n"
+			 ".globl ksysexit_after\n"
+			 "ksysexit_after:\n"
+			 : : : "ecx", "edx", "memory");
+	check("SYSEXIT at CPL 0 faulted", !ksysexit_expected && ksysexit_vector);
+	if (sep)
+		check("SYSEXIT with IA32_SYSENTER_CS null raises #GP(0)",
+		      ksysexit_vector == 13 && ksysexit_error == 0);
+	else
+		/* As for SYSENTER: a CPU that has it anyway raises #GP(0). */
+		check("SYSEXIT without SEP raises #UD (or #GP(0))",
+		      ksysexit_vector == 6 || (ksysexit_vector == 13 && ksysexit_error == 0));
+}
+
 static void on_ud(struct frame *f)
 {
+	if (ksysexit_faulted(f))
+		return;
 	if (sysenter_faulted(f))
 		return;
 	check("#UD at an unexpected place", 0);
@@ -283,6 +326,8 @@ static void on_gp(struct frame *f)
 {
 	char what[96];
 
+	if (ksysexit_faulted(f))
+		return;
 	if (sysenter_faulted(f))
 		return;
 	for (u32 i = 0; i < ARRAY_SIZE(gp_sites); i++) {
@@ -315,6 +360,7 @@ void kmain(u32 magic, struct multiboot_info *mbi)
 	u32 a = 1, b, c = 0, d;
 	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
 	sep = d & CPUID_SEP;
+	probe_kernel_sysexit();
 	/* Either way the last SYSENTER faults: without SEP at once, with it
 	 * once SYS_NO_SYSENTER has cleared IA32_SYSENTER_CS. */
 	sysenter_fault_expected = 1;

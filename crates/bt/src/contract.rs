@@ -405,6 +405,9 @@ pub enum ExitReason {
     /// interrupt comes after the next instruction (STI's interrupt shadow),
     /// whose linear address is the argument.
     StiShadow = 5,
+    /// A SYSEXIT, which the monitor carries out without fetching it; the
+    /// argument is its linear address.
+    Sysexit = 6,
 }
 
 impl ExitReason {
@@ -416,6 +419,7 @@ impl ExitReason {
             3 => ExitReason::Callout,
             4 => ExitReason::IrqWindow,
             5 => ExitReason::StiShadow,
+            6 => ExitReason::Sysexit,
             _ => return None,
         })
     }

@@ -35,6 +35,11 @@ pub(super) fn fast_system_call(
     machine: &mut Machine,
     sysenter: bool,
 ) -> Result<Next, EngineError> {
+    if sysenter {
+        if let Some(next) = known_fast_call(vm, false) {
+            return Ok(next);
+        }
+    }
     let bytes: &[u8] = if sysenter {
         &[0x0F, 0x34]
     } else {
@@ -42,6 +47,32 @@ pub(super) fn fast_system_call(
     };
     let insn = iced_x86::Decoder::with_ip(32, bytes, u64::from(vm.cpu.eip), 0).decode();
     carry_out(vm, machine, false, Some(insn)).map(|next| next.unwrap_or(Next::Continue))
+}
+
+/// Carries out the SYSEXIT at CS:EIP that translated code left at
+/// ([`crate::contract::ExitReason::Sysexit`]).
+pub(super) fn sysexit(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
+    match known_fast_call(vm, true) {
+        Some(next) => Ok(next),
+        None => callout(vm, machine),
+    }
+}
+
+/// SYSENTER, or SYSEXIT with `exit`, without the general path's fetch,
+/// decode and effects (one of each per system call through Linux's
+/// vDSO): the emulator's own rule on the CPU state, and what the general
+/// path would then do for it. None where it faults, with nothing changed:
+/// the general path then carries the instruction out again and delivers
+/// the exception.
+fn known_fast_call(vm: &mut Vm, exit: bool) -> Option<Next> {
+    emulate::fast_system_call(&mut vm.cpu, &vm.extras.cpuid, exit).ok()?;
+    let kind = if exit { Kind::Sysexit } else { Kind::Sysenter };
+    vm.stats.callout(kind.name());
+    vm.last_callout_faulted = false;
+    vm.shadow = false;
+    // As `carry_out` decides for SYSENTER and SYSEXIT: no device touched.
+    vm.go_on = true;
+    Some(Next::Continue)
 }
 
 /// [`callout`] for a memory access the host CPU could also make once the

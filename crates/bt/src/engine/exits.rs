@@ -222,6 +222,11 @@ pub(super) fn kernel_exit(
                     vm.stats.exit("indirect miss");
                     Ok((Next::Continue, true, (!step).then_some(Link::Publish)))
                 }
+                Some(ExitReason::Sysexit) => {
+                    vm.stats.exit("callout");
+                    let n = callouts::sysexit(vm, machine)?;
+                    Ok((n, !vm.last_callout_faulted, None))
+                }
                 Some(ExitReason::Callout) => {
                     vm.stats.exit("callout");
                     early_refill(vm, machine)?;

@@ -311,6 +311,8 @@ impl Rewriter {
                 em.add_eax(cs_base);
                 em.probe(self.miss, ctx.step);
             }
+            // Every system call through Linux's vDSO leaves by one.
+            Kind::Sysexit => em.exit(ExitReason::Sysexit as u32, linear),
             _ => em.exit(ExitReason::Callout as u32, linear),
         }
         Ok(Flow::End)

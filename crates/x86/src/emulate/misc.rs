@@ -96,13 +96,8 @@ pub(super) fn execute(
             require_cpl0(cpu)?;
             eff.halted = true;
         }
-        Kind::Sysenter => {
-            require(model.leaf1_edx() & leaf1_edx::SEP != 0)?;
-            sysenter(cpu)?;
-        }
-        Kind::Sysexit => {
-            require(model.leaf1_edx() & leaf1_edx::SEP != 0)?;
-            sysexit(cpu)?;
+        Kind::Sysenter | Kind::Sysexit => {
+            fast_system_call(cpu, &model, kind == Kind::Sysexit)?;
         }
         Kind::Syscall | Kind::Sysret => {
             require(has(&model, 0x8000_0001, EDX, ext1_edx::SYSCALL))?;
@@ -217,6 +212,26 @@ fn flat(selector: u16, code: bool, dpl: u8) -> Segment {
 }
 
 /// SYSENTER: to CPL 0 at IA32_SYSENTER_CS:EIP with the stack it names.
+/// SYSENTER, or SYSEXIT with `exit`, carried out on `cpu` as
+/// [`execute`](super::execute) does it, for a caller that knows which
+/// without decoding it (the engine's fast paths): #UD where `model` lacks
+/// SEP, else the instruction's own checks. `cpu` is unchanged when it
+/// faults; both jump, so no instruction length is needed.
+pub fn fast_system_call(
+    cpu: &mut CpuState,
+    model: &CpuidModel,
+    exit: bool,
+) -> Result<(), Exception> {
+    if model.leaf1_edx() & leaf1_edx::SEP == 0 {
+        return Err(Exception::plain(crate::interrupt::vector::UD));
+    }
+    if exit {
+        sysexit(cpu)
+    } else {
+        sysenter(cpu)
+    }
+}
+
 fn sysenter(cpu: &mut CpuState) -> Result<(), Exception> {
     let cs = (cpu.sysenter_cs & 0xFFFC) as u16;
     if !protected(cpu) || cs == 0 {

@@ -49,7 +49,7 @@ use crate::state::{cr0, cr4, flags as fl, CpuState};
 pub use crate::interrupt::{Failure, Unsupported};
 pub use control::cr4_writable;
 pub use data::alu;
-pub use misc::{read_msr, write_msr};
+pub use misc::{fast_system_call, read_msr, write_msr};
 pub use operand::linear_address;
 
 /// What the emulator needs from the machine around the CPU.
