@@ -684,23 +684,35 @@ fn guest_fpu_modes_do_not_leak_into_the_host() {
     });
 }
 
+/// `jmp far 0x23:to`: to the host's 32-bit code segment.
+fn far_jump_to_host_cs(to: u32) -> Vec<u8> {
+    let mut code = vec![0xEA];
+    code.extend_from_slice(&to.to_le_bytes());
+    code.extend_from_slice(&0x23u16.to_le_bytes());
+    code
+}
+
+/// Runs `code` at [`CODE`], which must end as foreign code on the host's
+/// CS; the state it left.
+fn run_to_foreign_code(code: &[u8]) -> CpuState {
+    let (_mem, mut m) = setup(code);
+    let mut cpu = user_state(CODE);
+    assert_eq!(
+        m.run_user(&mut cpu).unwrap(),
+        DirectExit::ForeignCode {
+            selector: 0x23,
+            signal: libc::SIGSEGV
+        }
+    );
+    cpu
+}
+
 #[test]
 fn a_far_jump_to_a_host_segment_ends_the_run() {
     in_child("a_far_jump_to_a_host_segment_ends_the_run", || {
-        let mut code = vec![0xEA]; // jmp far 0x23:CODE+7
-        code.extend_from_slice(&(CODE + 7).to_le_bytes());
-        code.extend_from_slice(&0x23u16.to_le_bytes());
+        let mut code = far_jump_to_host_cs(CODE + 7);
         code.push(0xF4); // hlt
-        let (_mem, mut m) = setup(&code);
-        let mut cpu = user_state(CODE);
-        assert_eq!(
-            m.run_user(&mut cpu).unwrap(),
-            DirectExit::ForeignCode {
-                selector: 0x23,
-                signal: libc::SIGSEGV
-            }
-        );
-        assert_eq!(cpu.eip, CODE + 7);
+        assert_eq!(run_to_foreign_code(&code).eip, CODE + 7);
     });
 }
 
@@ -715,18 +727,9 @@ fn a_forged_failed_fast_call_away_from_the_landing_pad_is_foreign_code() {
         || {
             let mut code = vec![0xB8]; // mov eax, -EFAULT
             code.extend_from_slice(&(-14i32).to_le_bytes());
-            code.push(0xEA); // jmp far 0x23:0x10 (page 0: the fetch faults)
-            code.extend_from_slice(&0x10u32.to_le_bytes());
-            code.extend_from_slice(&0x23u16.to_le_bytes());
-            let (_mem, mut m) = setup(&code);
-            let mut cpu = user_state(CODE);
-            assert_eq!(
-                m.run_user(&mut cpu).unwrap(),
-                DirectExit::ForeignCode {
-                    selector: 0x23,
-                    signal: libc::SIGSEGV
-                }
-            );
+            // To page 0, where the fetch faults.
+            code.extend(far_jump_to_host_cs(0x10));
+            let cpu = run_to_foreign_code(&code);
             assert_eq!((cpu.eip, cpu.eax), (0x10, (-14i32) as u32));
         },
     );
