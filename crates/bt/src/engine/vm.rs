@@ -56,6 +56,7 @@ pub(super) struct Vm {
     /// (`Vcpu::step`).
     pub(super) go_on: bool,
     /// A page guest user code faulted on and the guest kernel is handling:
+    /// at the kernel's callouts (its IRET back, `exits::early_refill`) and
     /// at the next return to user code, the shadow maps it if the guest's
     /// tables now allow a read, saving the host fault of the retry (an
     /// exit from the user-code process and back).
