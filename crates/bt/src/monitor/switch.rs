@@ -774,7 +774,8 @@ pub fn tgkill(tid: i32, sig: libc::c_int) {
 /// Where the object holding the monitor's code is loaded (0: unknown).
 static TEXT_BASE: AtomicU64 = AtomicU64::new(0);
 
-/// Notes where the monitor's code is loaded, for [`host_signal`]'s line.
+/// Notes where the monitor's code is loaded, for the line a fatal signal
+/// in host code prints.
 pub fn note_text_base() {
     // SAFETY: dladdr reads the loader's tables and fills `info`, which we
     // own; the address is one of our own functions.
