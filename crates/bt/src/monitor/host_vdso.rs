@@ -20,7 +20,8 @@
 //! follows for its landing pad) to an address whose low 32 bits are the
 //! monitor region's base, so the alias lies inside the region, which is
 //! inaccessible whenever guest user code runs: the fetch there faults, and
-//! the monitor knows the exit for the failed call it is. glibc keeps
+//! the monitor knows the exit for the failed call it is. The moved vDSO is
+//! made inaccessible (its address is less random now). glibc keeps
 //! pointers into the vDSO's old place (`clock_gettime` and friends), so an
 //! exact copy of its code goes there: vDSO code is position-independent and
 //! reaches its data pages (`[vvar]`, which stay) relative to itself.
@@ -271,6 +272,14 @@ fn move_to_window(from: u64, len: usize, low: u32) -> Result<u64, String> {
             unsafe { libc::munmap(p, len) };
             return Err(e);
         }
+        // Nothing runs the moved vDSO (the host only takes its address
+        // for the landing pad, and the copy serves glibc), and its low 32
+        // bits are now known: no code of the host's at a less random
+        // address for 64-bit guest code to aim at.
+        // (Should the host refuse, the copy must still go in: the move is
+        // done. The direct_exec test checks the protection.)
+        // SAFETY: the moved vDSO is ours and nothing uses its pages.
+        unsafe { libc::mprotect(r, len, libc::PROT_NONE) };
         return Ok(to);
     }
     Err("no free range for the vDSO near its place".into())
