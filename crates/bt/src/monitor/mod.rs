@@ -250,7 +250,9 @@ pub struct Monitor {
     ram: OwnedFd,
     ram_size: u64,
     tid: i32,
-    loaded: [[Option<UserDesc>; 6]; 2],
+    /// Per view and slot, the guest segment last shadowed there and the
+    /// LDT entry written for it.
+    loaded: [[Option<(Segment, UserDesc)>; 6]; 2],
     /// Bytes of the stub page in use.
     stub_used: u32,
     /// The translation regions were handed out.
@@ -659,14 +661,19 @@ impl Monitor {
         if nullable && (seg.selector & !3 == 0 || !seg.present) {
             return Ok(0);
         }
+        let loaded = &mut self.loaded[view as usize][slot as usize];
+        // The same segment as last time: its entry is in place (every run
+        // of translated code shadows FS and GS, nearly always unchanged).
+        if matches!(loaded, Some((last, _)) if last == seg) {
+            return Ok(slot.selector(view));
+        }
         let desc = ldt::shadow_descriptor(slot, view, seg, self.layout)?;
         // modify_ldt is a system call and makes the kernel reload the LDT on
         // every CPU running this process: skip it when nothing changed.
-        let loaded = &mut self.loaded[view as usize][slot as usize];
-        if *loaded != Some(desc) {
+        if loaded.map(|(_, d)| d) != Some(desc) {
             ldt::write_entry(&desc)?;
-            *loaded = Some(desc);
         }
+        *loaded = Some((*seg, desc));
         Ok(slot.selector(view))
     }
 
