@@ -26,13 +26,37 @@ pub fn find(name: &str) -> Option<&'static Guest> {
     GUESTS.iter().find(|g| g.name == name)
 }
 
+/// What a fetch script printed: its `NAME=PATH` lines.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    script: String,
+    vars: Vec<(String, String)>,
+}
+
+impl Fetched {
+    /// The value printed for `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value printed for `name`, or why there is none.
+    pub fn need(&self, name: &str) -> Result<String, String> {
+        self.get(name)
+            .map(str::to_string)
+            .ok_or_else(|| format!("guests/{} printed no {name}", self.script))
+    }
+}
+
 /// Runs one of this folder's fetch scripts (`linux/fetch`, Debian's
 /// kernels and busybox; `qemu/fetch`, QEMU for the cross-checks: they
 /// download into a cache outside the tree once, then only print) and
 /// returns the `NAME=PATH` lines it printed. The scripts are found where
 /// this crate was built, so only a popek run from its source tree has
 /// them.
-pub fn fetch(script: &str) -> Result<Vec<(String, String)>, String> {
+pub fn fetch(script: &str) -> Result<Fetched, String> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
     if !path.exists() {
         return Err(format!(
@@ -50,11 +74,15 @@ pub fn fetch(script: &str) -> Result<Vec<(String, String)>, String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    let vars = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect())
+        .collect();
+    Ok(Fetched {
+        script: script.to_string(),
+        vars,
+    })
 }
 
 /// `popek-bench`, the static i386 Linux program behind `popek bench`'s

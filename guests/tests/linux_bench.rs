@@ -134,10 +134,8 @@ fn check_failure(args: &[&str], name: &str, reason: &str) {
 /// when needed, and fails loudly when it cannot).
 fn fetched(name: &str) -> String {
     popek_guests::fetch("linux/fetch")
+        .and_then(|vars| vars.need(name))
         .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .find_map(|(k, v)| (k == name).then_some(v))
-        .unwrap_or_else(|| panic!("guests/linux/fetch printed no {name}"))
 }
 
 #[test]

@@ -101,17 +101,14 @@ pub fn assert_same_console(bt: &Run, kvm: &Run) {
 /// printed: its `NAME=PATH` lines ([`popek_guests::fetch`]). If the
 /// registry cannot be reached the test fails and says so: nothing passes
 /// without what it needs.
-pub fn fetch(script: &str) -> Vec<(String, String)> {
+pub fn fetch(script: &str) -> popek_guests::Fetched {
     popek_guests::fetch(script).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The value of `name` among what a fetch script printed.
-pub fn fetched(vars: &[(String, String)], name: &str) -> String {
-    vars.iter()
-        .find(|(k, _)| k == name)
-        .unwrap_or_else(|| panic!("the fetch script printed no {name}"))
-        .1
-        .clone()
+/// The value of `name` among what a fetch script printed; the test fails
+/// without it.
+pub fn fetched(vars: &popek_guests::Fetched, name: &str) -> String {
+    vars.need(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The qemu-system-i386 the cross-checks run: the one on PATH, else

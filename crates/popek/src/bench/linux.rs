@@ -41,16 +41,14 @@ impl Artifacts {
     pub(super) fn find(b: &mut Bench) -> Result<Artifacts, String> {
         b.note("guests/linux/fetch: Debian's kernels (cached after the first run)");
         let vars = popek_guests::fetch("linux/fetch")?;
-        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let need = |k: &str| get(k).ok_or_else(|| format!("guests/linux/fetch printed no {k}"));
         Ok(Artifacts {
             flavours: vec![
-                ("686", need("KERNEL_686")?.into()),
-                ("686-pae", need("KERNEL_686_PAE")?.into()),
+                ("686", vars.need("KERNEL_686")?.into()),
+                ("686-pae", vars.need("KERNEL_686_PAE")?.into()),
             ],
-            initrd: need("INITRD")?.into(),
-            busybox: get("BUSYBOX").map(PathBuf::from),
-            version: get("VERSION").unwrap_or_default(),
+            initrd: vars.need("INITRD")?.into(),
+            busybox: vars.get("BUSYBOX").map(PathBuf::from),
+            version: vars.get("VERSION").unwrap_or_default().to_string(),
         })
     }
 }

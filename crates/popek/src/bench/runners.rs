@@ -144,13 +144,10 @@ pub fn find_qemu() -> Result<PathBuf, String> {
     if let Some(q) = on_path {
         return Ok(q);
     }
-    let vars = popek_guests::fetch("qemu/fetch").map_err(|e| {
-        format!("qemu-system-i386 is not on PATH (install qemu-system-x86), and {e}")
-    })?;
-    vars.into_iter()
-        .find(|(k, _)| k == "QEMU")
-        .map(|(_, v)| PathBuf::from(v))
-        .ok_or_else(|| "guests/qemu/fetch printed no QEMU=PATH".into())
+    popek_guests::fetch("qemu/fetch")
+        .map_err(|e| format!("qemu-system-i386 is not on PATH (install qemu-system-x86), and {e}"))?
+        .need("QEMU")
+        .map(PathBuf::from)
 }
 
 fn is_executable(p: &Path) -> bool {
