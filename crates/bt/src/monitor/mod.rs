@@ -1052,12 +1052,11 @@ impl Monitor {
         // return address above 4 GiB (the landing pad in its vDSO, the
         // SIGSYS's call address); `int 0x80`, even from a host segment
         // the guest jumped to, leaves an address below 4 GiB.
+        // Some(whether it was SYSENTER) for such a call.
         let fast_call = (area.sel[0] == HOST_USER32_CS
             && ((area.exit_signal == libc::SIGSYS as u32 && area.exit_addr >> 32 != 0)
                 || host_fast_call_faulted(area)))
-        .then(|| DirectExit::FastSystemCall {
-            sysenter: host_fast_call_is_sysenter(),
-        });
+        .then(host_fast_call_is_sysenter);
         if area.sel[0] != sels[0] && fast_call.is_none() {
             cpu.eip = area.eip;
             return Ok(DirectExit::ForeignCode {
@@ -1065,7 +1064,7 @@ impl Monitor {
                 signal: area.exit_signal as i32,
             });
         }
-        if let Some(DirectExit::FastSystemCall { sysenter }) = fast_call {
+        if let Some(sysenter) = fast_call {
             // Both paths load EBP from [ESP] before the filter runs (the
             // vDSO's convention). SYSENTER took EBP for ESP, so the guest's
             // EBP is the host's stack pointer; SYSCALL (AMD) kept ESP and
@@ -1098,7 +1097,10 @@ impl Monitor {
                 foreign[i] = Some(now);
             }
         }
-        let exit = fast_call.unwrap_or_else(|| area_exit(area));
+        let exit = fast_call.map_or_else(
+            || area_exit(area),
+            |sysenter| DirectExit::FastSystemCall { sysenter },
+        );
         if foreign.iter().any(Option::is_some) {
             self.deferred = Some(exit);
             return Ok(DirectExit::ForeignSelectors { sels: foreign });

@@ -802,9 +802,9 @@ fn host_signal(sig: libc::c_int, info: *const libc::siginfo_t, gregs: &[i64]) {
     let mut line = sandbox::report::Line::new();
     line.push(b"popek-bt: fatal signal in monitor (host) code: signal ");
     line.push_decimal(sig as u32);
-    line.push(b" rip ");
-    line.push_hex(gregs[libc::REG_RIP as usize] as u64);
     let rip = gregs[libc::REG_RIP as usize] as u64;
+    line.push(b" rip ");
+    line.push_hex(rip);
     let base = TEXT_BASE.load(Ordering::Relaxed);
     if base != 0 && rip >= base {
         // Against the binary's load address, for addr2line afterwards.
