@@ -72,6 +72,20 @@ impl Vcpu for Vm {
     }
 }
 
+/// A read by guest user code, as which the pages it will touch are mapped
+/// ahead of it.
+pub(super) const USER_READ: Access = Access {
+    write: false,
+    user: true,
+    fetch: false,
+};
+
+/// A fetch by guest user code.
+const USER_FETCH: Access = Access {
+    fetch: true,
+    ..USER_READ
+};
+
 /// Runs guest user code directly and handles its exit.
 fn run_user(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
     vm.go_on = false;
@@ -80,22 +94,13 @@ fn run_user(vm: &mut Vm, machine: &mut Machine) -> Result<Next, EngineError> {
         vm.mmu
             .sync_user(&mut vm.monitor, &mut machine.memory)
             .map_err(host_err)?;
-        let fetch = Access {
-            write: false,
-            user: true,
-            fetch: true,
-        };
-        let read = Access {
-            fetch: false,
-            ..fetch
-        };
         // The page a guest #PF was about (the guest kernel has mapped it
         // by now, or the retry faults and the guest sees that), then the
         // pages user code touches first.
         let code = vm.cpu.cs.base.wrapping_add(vm.cpu.eip);
         let stack = vm.cpu.ss.base.wrapping_add(vm.cpu.esp);
-        let pages = refill.map(|a| (a, read)).into_iter();
-        for (linear, access) in pages.chain([(code, fetch), (stack, read)]) {
+        let pages = refill.map(|a| (a, USER_READ)).into_iter();
+        for (linear, access) in pages.chain([(code, USER_FETCH), (stack, USER_READ)]) {
             vm.mmu
                 .prefill(&mut vm.monitor, &mut machine.memory, linear, access)
                 .map_err(host_err)?;

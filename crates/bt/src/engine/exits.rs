@@ -442,14 +442,14 @@ fn early_refill(vm: &mut Vm, machine: &mut Machine) -> Result<(), EngineError> {
     if !vm.monitor.has_user_process() || !vm.mmu.paging() {
         return Ok(());
     }
-    let read = x86::paging::Access {
-        write: false,
-        user: true,
-        fetch: false,
-    };
     if vm
         .mmu
-        .prefill(&mut vm.monitor, &mut machine.memory, linear, read)
+        .prefill(
+            &mut vm.monitor,
+            &mut machine.memory,
+            linear,
+            super::dispatch::USER_READ,
+        )
         .map_err(host_err)?
     {
         vm.monitor.publish_user_ops().map_err(host_err)?;
