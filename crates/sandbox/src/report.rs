@@ -82,30 +82,24 @@ impl Line {
 
     /// Appends `v` in hexadecimal, `0x` and no leading zeros.
     pub fn push_hex(&mut self, v: u64) {
-        let mut digits = [0u8; 16];
-        let mut i = digits.len();
-        let mut v = v;
-        loop {
-            i -= 1;
-            digits[i] = b"0123456789abcdef"[(v & 0xF) as usize];
-            v >>= 4;
-            if v == 0 {
-                break;
-            }
-        }
         self.push(b"0x");
-        self.push(&digits[i..]);
+        self.push_digits(v, 16);
     }
 
     /// Appends `v` in decimal.
     pub fn push_decimal(&mut self, v: u32) {
-        let mut digits = [0u8; 10];
+        self.push_digits(u64::from(v), 10);
+    }
+
+    /// Appends `v`'s digits in `radix` (10 or 16), no leading zeros.
+    fn push_digits(&mut self, mut v: u64, radix: u64) {
+        // u64::MAX has 20 decimal digits, 16 hexadecimal ones.
+        let mut digits = [0u8; 20];
         let mut i = digits.len();
-        let mut v = v;
         loop {
             i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
+            digits[i] = b"0123456789abcdef"[(v % radix) as usize];
+            v /= radix;
             if v == 0 {
                 break;
             }
