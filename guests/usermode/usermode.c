@@ -145,6 +145,21 @@ static u32 cpl(void)
 	return cs & 3;
 }
 
+/* EBX, ECX, EDX, ESI and EDI as user_main loaded them before its call
+ * (`how`: "syscall" or "SYSENTER"). */
+static void check_user_registers(const char *how, u32 ebx, u32 ecx, u32 edx, u32 esi, u32 edi)
+{
+	static const char *const names[] = { "EBX", "ECX", "EDX", "ESI", "EDI" };
+	static const u32 want[] = { 0x11111111, 0x22222222, 0x33333333, 0x44444444, 0x55555555 };
+	const u32 got[] = { ebx, ecx, edx, esi, edi };
+	char what[64];
+
+	for (u32 i = 0; i < ARRAY_SIZE(names); i++) {
+		ksnprintf(what, sizeof(what), "%s %s is the user's", how, names[i]);
+		check_eq(what, got[i], want[i]);
+	}
+}
+
 static void check_probe(struct frame *f)
 {
 	check_eq("syscall arrives at CPL 0", cpl(), 0);
@@ -155,11 +170,7 @@ static void check_probe(struct frame *f)
 	check("syscall saved EFLAGS: IF set, IOPL 0",
 	      (f->eflags & EFLAGS_IF) && !(f->eflags & EFLAGS_IOPL));
 	check_eq("syscall EAX is the call number", f->eax, SYS_PROBE);
-	check_eq("syscall EBX is the user's", f->ebx, 0x11111111);
-	check_eq("syscall ECX is the user's", f->ecx, 0x22222222);
-	check_eq("syscall EDX is the user's", f->edx, 0x33333333);
-	check_eq("syscall ESI is the user's", f->esi, 0x44444444);
-	check_eq("syscall EDI is the user's", f->edi, 0x55555555);
+	check_user_registers("syscall", f->ebx, f->ecx, f->edx, f->esi, f->edi);
 	check_eq("syscall DS was the user's 0x23", f->ds & 0xFFFF, SEL_UDATA_RPL3);
 }
 
@@ -178,11 +189,7 @@ void on_sysenter(struct sysenter_frame *f)
 	check_eq("SYSENTER ESP is IA32_SYSENTER_ESP", (u32)(f + 1), SYSENTER_STACK_TOP);
 	check("SYSENTER clears IF", !(f->eflags & EFLAGS_IF));
 	check_eq("SYSENTER EAX is the user's", f->eax, SYS_FAST);
-	check_eq("SYSENTER EBX is the user's", f->ebx, 0x11111111);
-	check_eq("SYSENTER ECX is the user's", f->ecx, 0x22222222);
-	check_eq("SYSENTER EDX is the user's", f->edx, 0x33333333);
-	check_eq("SYSENTER ESI is the user's", f->esi, 0x44444444);
-	check_eq("SYSENTER EDI is the user's", f->edi, 0x55555555);
+	check_user_registers("SYSENTER", f->ebx, f->ecx, f->edx, f->esi, f->edi);
 	check_eq("SYSENTER EBP is the user's (its ESP)", f->ebp, sysenter_user_esp);
 	f->eax = SYSENTER_RESULT;
 }
