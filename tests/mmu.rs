@@ -70,6 +70,19 @@ fn paging_statistics_count_hidden_and_delivered_faults() {
     // It switches between two page directories and toggles PG and PSE.
     assert!(mmu_field(&json, "cr3_switches") >= 1, "{json}");
     assert!(mmu_field(&json, "full_flushes") >= 2, "{json}");
+    // Its hot INT 0x80 on a read-only user page ran as int3 from a frame
+    // copy, and each rewrite of the page (by its kernel, by user code
+    // through a writable alias, by its kernel again) dropped the copy
+    // (the guest checks that the new code ran).
+    assert_eq!(mmu_field(&json, "int_0x80_sites_run_as_int3"), 3, "{json}");
+    assert_eq!(mmu_field(&json, "frame_copies_dropped"), 3, "{json}");
+}
+
+#[test]
+fn without_the_int80_patch_every_int_0x80_takes_the_host_s_path() {
+    let json = paging_stats("no-patch", &["--no-int80-patch"]);
+    assert_eq!(mmu_field(&json, "int_0x80_sites_run_as_int3"), 0, "{json}");
+    assert_eq!(mmu_field(&json, "frame_copies_dropped"), 0, "{json}");
 }
 
 /// The paging guest's MMU counters from `--stats-json`, run with `extra`.

@@ -71,6 +71,8 @@ enum {
 	W_AD,        /* frame F, RW: accessed and dirty bits */
 	W_UCR3,      /* user RW: frame A (pd0) / frame B (pd1) */
 	W_EMU,       /* frame A, RW: stores the monitor's emulator makes */
+	W_SYSCALL,   /* code_z, read-only user code ending in INT 0x80 */
+	W_SYSCALL_RW, /* code_z again, user-writable */
 	W_COUNT
 };
 
@@ -91,6 +93,7 @@ static volatile u32 frames[NFRAMES][1024] PAGE_ALIGNED;
 static volatile u8 code_x[4096] PAGE_ALIGNED;
 static volatile u8 code_y[4096] PAGE_ALIGNED;
 static volatile u8 code_straddle[2][4096] PAGE_ALIGNED;
+static volatile u8 code_z[4096] PAGE_ALIGNED;
 /* A supervisor page ring 3 must not read or write. */
 static volatile u32 secret[1024] PAGE_ALIGNED;
 #define SECRET 0x5EC2E7u
@@ -166,6 +169,20 @@ static void put_code(volatile u8 *p, u32 imm)
 	p[5] = 0xC3;
 }
 
+/* Code for W_SYSCALL, reached by OP_CALL: "mov $imm, %eax; mov %eax,
+ * user_args.result; int $0x80" (the INT at offset 10). */
+#define SYSCALL_SITE 10
+static void put_syscall(volatile u8 *p, u32 imm)
+{
+	u32 result = (u32)&user_args.a.result;
+	put_code(p, imm); /* the MOV; its RET is overwritten next */
+	p[5] = 0xA3;
+	for (int i = 0; i < 4; i++)
+		p[6 + i] = (result >> (8 * i)) & 0xFF;
+	p[SYSCALL_SITE] = 0xCD;
+	p[SYSCALL_SITE + 1] = 0x80;
+}
+
 /* ---- building the tables ------------------------------------------------ */
 
 static void build_tables(void)
@@ -175,6 +192,7 @@ static void build_tables(void)
 	secret[0] = SECRET;
 	put_code(code_x, CODE_X_RESULT);
 	put_code(code_y, CODE_Y_RESULT);
+	put_syscall(code_z, 0xA1);
 	/* mov $0x11223344, %eax; ret: the MOV's first 2 bytes end the first
 	 * page, its last 3 and the RET start the second. */
 	code_straddle[0][4094] = 0xB8;
@@ -209,6 +227,8 @@ static void build_tables(void)
 	set_pte(pt_win, WIN(W_USER_RW), phys(frames[FE]) | PTE_P | PTE_W | PTE_U);
 	set_pte(pt_win, WIN(W_AD), phys(frames[FF]) | PTE_P | PTE_W);
 	set_pte(pt_win, WIN(W_EMU), phys(frames[FA]) | PTE_P | PTE_W);
+	set_pte(pt_win, WIN(W_SYSCALL), phys(code_z) | PTE_P | PTE_U);
+	set_pte(pt_win, WIN(W_SYSCALL_RW), phys(code_z) | PTE_P | PTE_W | PTE_U);
 	for (u32 i = 0; i < 1024; i++)
 		pt_win1[i] = pt_win[i] & ~PTE_G;
 	set_pte(pt_win1, WIN(W_CR3), phys(frames[FB]) | PTE_P | PTE_W);
@@ -567,6 +587,40 @@ static void test_emulated_stores_follow_flushes(void)
 	write_cr3(read_cr3());
 }
 
+/* User code whose INT 0x80 runs often, on a read-only page, and then is
+ * rewritten by the kernel (popek runs such a site as INT3 from a copy of
+ * its frame, which the write must end: engine/int80.rs). */
+static void test_hot_syscall_rewritten(void)
+{
+	u32 same = 0;
+	for (int i = 0; i < 20; i++)
+		same += user_op(OP_CALL, WIN(W_SYSCALL), 0) == 0xA1;
+	check_eq("a user INT 0x80 on a read-only page, 20 times", same, 20);
+	check_eq("... the kernel reads the INT 0x80 there", code_z[SYSCALL_SITE], 0xCD);
+	put_syscall(code_z, 0xB2);
+	check_eq("the kernel rewrites the page: user code runs the new code",
+		 user_op(OP_CALL, WIN(W_SYSCALL), 0), 0xB2);
+	same = 0;
+	for (int i = 0; i < 20; i++)
+		same += user_op(OP_CALL, WIN(W_SYSCALL), 0) == 0xB2;
+	check_eq("... 20 times more", same, 20);
+	/* User code writes the MOV's immediate through a writable alias. */
+	user_op(OP_WRITE, WIN(W_SYSCALL_RW) + 1, 0xC4);
+	check_eq("user code rewrites it through a writable alias: the new code runs",
+		 user_op(OP_CALL, WIN(W_SYSCALL), 0), 0xC4);
+	same = 0;
+	for (int i = 0; i < 20; i++)
+		same += user_op(OP_CALL, WIN(W_SYSCALL), 0) == 0xC4;
+	check_eq("... 20 times more", same, 20);
+	put_syscall(code_z, 0xB2);
+	/* The INT 0x80 itself replaced by a RET: the call returns to user.S,
+	 * which stores EAX and makes its own INT 0x80. */
+	code_z[SYSCALL_SITE] = 0xC3;
+	check_eq("the INT 0x80 rewritten into a RET: the RET runs",
+		 user_op(OP_CALL, WIN(W_SYSCALL), 0), 0xB2);
+	put_syscall(code_z, 0xC3);
+}
+
 static void test_cr3_switch(void)
 {
 	check_eq("pd0: WIN(cr3) is frame A", probe_read(WIN(W_CR3)), MARK(FA));
@@ -844,6 +898,7 @@ void kmain(u32 magic, struct multiboot_info *mbi)
 	test_accessed_dirty();
 	test_invlpg();
 	test_emulated_stores_follow_flushes();
+	test_hot_syscall_rewritten();
 	test_cr3_switch();
 	test_cr3_switch_user();
 	test_global();

@@ -108,6 +108,11 @@ pub struct RunArgs {
     /// hosts), where it is far cheaper than `int 0x80`.
     #[arg(long, value_enum, default_value_t = Sep::Auto)]
     sep: Sep,
+    /// Leave every guest `int 0x80` to the host's own path, instead of
+    /// running sites that trap often as `int3` from a copy of their page
+    /// (a program reading such a site would see 0xCC: docs/bt.md).
+    #[arg(long)]
+    no_int80_patch: bool,
     /// Write the bt engine's translated blocks (those live when the run
     /// ends) to /tmp/perf-PID.map, so that `perf report` names translated
     /// code by its guest address.
@@ -285,6 +290,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
                     Sep::On => Some(true),
                     Sep::Off => Some(false),
                 },
+                patch_int80: !args.no_int80_patch,
             });
             match perf_map(args) {
                 Ok(Some(map)) => Box::new(engine.with_perf_map(map)),

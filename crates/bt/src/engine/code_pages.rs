@@ -78,15 +78,17 @@ impl<'a> CodePages<'a> {
 
     /// Physical page `phys` is being written: drops every translation made
     /// from it and lets the guest write it again.
+    /// A frame copy of it goes too (engine/int80.rs).
     pub(super) fn invalidate(&mut self, phys: u32) -> Result<(), MonitorError> {
         self.cache.invalidate_page(GuestPage(phys));
+        self.mmu.drop_copy(self.monitor, phys)?;
         self.mmu.unprotect_code(self.monitor, phys)
     }
 
-    /// Whether physical page `phys` holds translations (and so is
-    /// write-protected).
+    /// Whether physical page `phys` holds translations or has a frame
+    /// copy (and so is write-protected).
     pub(super) fn holds(&self, phys: u32) -> bool {
-        self.mmu.is_code(phys)
+        self.mmu.is_write_protected(phys)
     }
 
     /// [`Self::invalidate`] if `phys` holds translations; says whether it

@@ -11,7 +11,7 @@ use x86::emulate;
 use x86::interrupt::{Event, Exception};
 
 use super::vm::{host_err, Next, Vm};
-use super::{callouts, faults, interrupts};
+use super::{callouts, faults, int80, interrupts};
 use crate::cache::Context;
 use crate::contract::{scratch, ExitReason};
 use crate::monitor::{DirectExit, TcExit};
@@ -112,7 +112,13 @@ pub(super) fn user_exit(
             // int 0x80 trapped after the instruction: carry it out with
             // the guest's IDT and its DPL check.
             vm.stats.exit("user: int 0x80");
+            int80::trapped(vm, machine)?;
             vm.cpu.eip = vm.cpu.eip.wrapping_sub(2);
+            callouts::callout(vm, machine)
+        }
+        DirectExit::Fault { vector: 3, .. } if int80::was_int80(vm) => {
+            // The same, from a site run as int3 (engine/int80.rs).
+            vm.stats.exit("user: int 0x80 as int3");
             callouts::callout(vm, machine)
         }
         DirectExit::FastSystemCall { sysenter } => {

@@ -38,6 +38,7 @@ mod dispatch;
 mod exits;
 mod faults;
 mod fetch;
+mod int80;
 mod interrupts;
 pub mod perf_map;
 pub mod stats;
@@ -68,6 +69,11 @@ pub struct BtOptions {
     /// host measured in docs/perf.md). AMD hosts raise #UD for it, which
     /// costs more than `int 0x80`'s trap there.
     pub sep: Option<bool>,
+    /// Run guest `int $0x80` sites that trap often as `int3` from a copy
+    /// of their frame (with a user-code process only): the host traps a
+    /// breakpoint for a fraction of its `int 0x80` path's cost. Guest user
+    /// code that reads such a site sees 0xCC (docs/bt.md).
+    pub patch_int80: bool,
 }
 
 /// Smallest `tc_size`: one chunk that holds the largest block.
@@ -95,6 +101,7 @@ impl Default for BtOptions {
             tc_size: DEFAULT_TC_SIZE,
             user_process: true,
             sep: None,
+            patch_int80: true,
         }
     }
 }

@@ -94,6 +94,8 @@ pub(super) struct Vm {
     pub(super) watch: super::stats::Stopwatch,
     pub(super) direct_ticks: u64,
     pub(super) translated_ticks: u64,
+    /// Hot `int $0x80` sites of guest user code (engine/int80.rs).
+    pub(super) int80: super::int80::Int80Sites,
 }
 
 impl Vm {
@@ -148,6 +150,7 @@ impl Vm {
             refill: None,
             walks: WalkCache::default(),
             faulting_block: None,
+            int80: super::int80::Int80Sites::new(opts.patch_int80),
             vector_runs: 0,
             shadow: false,
             markers_seen: 0,

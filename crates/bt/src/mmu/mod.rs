@@ -24,6 +24,7 @@
 //! every alias, which is how self-modifying code is caught by physical page.
 
 mod code_map;
+mod copies;
 mod page_map;
 pub mod stats;
 
@@ -219,6 +220,12 @@ pub struct Shadow {
     entries: u32,
     /// Physical pages holding translations.
     code: FxHashSet<u32>,
+    /// With `split`: frames the user-code process maps from a copy, with
+    /// `int3` where the frame has a hot `int $0x80`
+    /// ([`Self::patch_int80`]). Write-protected in every alias, as
+    /// translated code is, so that a write drops the copy before guest
+    /// code can run it stale.
+    copies: copies::Copies,
     /// The linear pages translated from while paging was on, to find
     /// translations a remapping makes stale.
     code_linear: code_map::CodeMap,
@@ -252,6 +259,7 @@ impl Shadow {
             hot: BTreeSet::new(),
             entries: 0,
             code: FxHashSet::default(),
+            copies: copies::Copies::default(),
             code_linear: code_map::CodeMap::default(),
             stats: MmuStats::default(),
         }
@@ -290,7 +298,7 @@ impl Shadow {
 
     /// Host protections of `m` in the kernel and the user view.
     fn prots(&self, m: &Mapping) -> (Prot, Prot) {
-        let code = self.code.contains(&m.phys);
+        let code = self.is_write_protected(m.phys);
         let write_user = m.writable && m.dirty && !code;
         let write_kernel = (m.writable || !self.wp()) && m.dirty && !code;
         // Translated kernel code never runs from guest pages, so only user
@@ -398,7 +406,7 @@ impl Shadow {
             return Ok(Fill::Unmappable);
         }
         let m = Mapping::of(&t, linear);
-        if access.write && self.code.contains(&m.phys) {
+        if access.write && self.is_write_protected(m.phys) {
             return Ok(Fill::CodeWrite(m.phys));
         }
         let churns = self.split
@@ -781,6 +789,27 @@ impl Shadow {
                 self.stats.shown += u64::from(n);
             }
         }
+        let copied = |i: u32| self.copies.slot(phys0 + i);
+        if let Some(user) =
+            map_user.filter(|_| !self.copies.is_empty() && (0..n).any(|i| copied(i).is_some()))
+        {
+            // The user-code process maps the copies from their slots.
+            for (at, len, slot) in runs((0..n).map(|i| (first + i, copied(i)))) {
+                match slot {
+                    Some(slot) => monitor.map_copy_for_user(at * PAGE_SIZE, slot, user)?,
+                    None => monitor.map_views(
+                        at * PAGE_SIZE,
+                        u64::from(phys0 + at - first) * u64::from(PAGE_SIZE),
+                        len * PAGE_SIZE,
+                        None,
+                        Some(user),
+                        true,
+                    )?,
+                }
+                self.stats.maps += 1;
+            }
+            map_user = None;
+        }
         if map_here.is_some() || map_user.is_some() {
             monitor.map_views(
                 first * PAGE_SIZE,
@@ -1087,6 +1116,9 @@ impl Shadow {
             }
             (true, false) => {
                 self.flush(monitor, true)?;
+                // The identity map protects only translated code: a copy
+                // would go stale unnoticed.
+                self.copies.clear();
                 monitor.map_identity()?;
                 let top = monitor.identity_top() / PAGE_SIZE;
                 for &p in &self.code {
@@ -1291,6 +1323,120 @@ impl Shadow {
     /// Whether physical page `phys` holds translations.
     pub fn is_code(&self, phys: u32) -> bool {
         self.code.contains(&phys)
+    }
+
+    /// Whether writes to physical page `phys` fault in every alias: it
+    /// holds translations or has a copy.
+    pub fn is_write_protected(&self, phys: u32) -> bool {
+        self.code.contains(&phys) || self.copies.slot(phys).is_some()
+    }
+
+    /// The frame at user linear `linear`, mapped now, and the offset of
+    /// `linear` in it, where that page is user code the guest cannot
+    /// write through this mapping (user, executable, read-only).
+    fn user_code_at(&self, linear: u32) -> Option<(u32, u16)> {
+        let m = self.pages.get(&(linear / PAGE_SIZE))?;
+        (m.user && m.executable && !m.writable).then_some((m.phys, (linear % PAGE_SIZE) as u16))
+    }
+
+    /// Guest user code trapped on `int $0x80` at `linear`: from now on the
+    /// user-code process runs that page's frame from a copy with `int3`
+    /// (0xCC) in place of its first byte, which the host delivers for a
+    /// fraction of the cost of its own `int 0x80` path (docs/bt.md). Only
+    /// with a user-code process, for a read-only user code page whose
+    /// frame holds `CD 80` there within the page, while a slot is free.
+    /// Says whether the site is patched now. The guest's frame is not
+    /// changed: the kernel view, and every emulated access, see it as
+    /// it is.
+    pub fn patch_int80(
+        &mut self,
+        monitor: &mut Monitor,
+        mem: &GuestMemory,
+        linear: u32,
+    ) -> Result<bool, MonitorError> {
+        if !self.split || !self.paging() {
+            return Ok(false);
+        }
+        let Some((phys, off)) = self.user_code_at(linear) else {
+            return Ok(false);
+        };
+        let at = u64::from(phys) * u64::from(PAGE_SIZE);
+        let frame = match mem.slice(at, PAGE_SIZE as usize) {
+            Ok(f) if u32::from(off) < PAGE_SIZE - 1 => f,
+            _ => return Ok(false),
+        };
+        if frame[usize::from(off)..usize::from(off) + 2] != [0xCD, 0x80] {
+            return Ok(false);
+        }
+        let Some((slot, new)) = self.copies.add_site(phys, off) else {
+            return Ok(false);
+        };
+        let Some(page) = monitor.frame_copy(slot) else {
+            self.copies.remove(phys);
+            return Ok(false);
+        };
+        if new {
+            page.copy_from_slice(frame);
+        }
+        // The user-code process shares the page: it runs this byte next.
+        page[usize::from(off)] = 0xCC;
+        self.stats.int80_patched += 1;
+        if new {
+            self.remap_for_user(monitor, phys)?;
+        }
+        Ok(true)
+    }
+
+    /// Whether the `int3` guest user code trapped on at `linear` is one
+    /// [`Self::patch_int80`] put there in place of `int $0x80`.
+    pub fn is_patched_int80(&self, linear: u32) -> bool {
+        self.user_code_at(linear)
+            .is_some_and(|(phys, off)| self.copies.has_site(phys, off))
+    }
+
+    /// Physical page `phys` is being written: the user-code process maps
+    /// the frame itself again (the caller lets the write through).
+    pub fn drop_copy(&mut self, monitor: &mut Monitor, phys: u32) -> Result<(), MonitorError> {
+        if !self.copies.remove(phys) {
+            return Ok(());
+        }
+        self.stats.copies_dropped += 1;
+        self.remap_for_user(monitor, phys)
+    }
+
+    /// After `phys` got or lost its copy: every mapping of it the user-code
+    /// process has is made again (hidden or kept-stale ones are unmapped,
+    /// so that no `mprotect` shows the old backing again), and its
+    /// aliases' protections are brought up to date.
+    fn remap_for_user(&mut self, monitor: &mut Monitor, phys: u32) -> Result<(), MonitorError> {
+        let hidden: Vec<u32> = self
+            .hidden_there
+            .iter()
+            .filter(|&(_, &f)| f == phys)
+            .map(|(&lp, _)| lp)
+            .collect();
+        let stale: Vec<u32> = self
+            .stale_user
+            .iter()
+            .filter(|(_, (m, _))| m.phys == phys)
+            .map(|(&lp, _)| lp)
+            .collect();
+        for lp in hidden.into_iter().chain(stale) {
+            self.hidden_there.remove(&lp);
+            self.stale_user.remove(&lp);
+            monitor.unmap_views(lp * PAGE_SIZE, PAGE_SIZE, false, true)?;
+            self.stats.unmaps += 1;
+        }
+        let mapped: Vec<u32> = self
+            .aliases
+            .range((phys, 0)..=(phys, u32::MAX))
+            .map(|&(_, lp)| lp)
+            .collect();
+        for lp in mapped {
+            let user = self.prots(&self.pages[&lp]).1;
+            self.give(monitor, lp, phys, 1, None, Some(user))?;
+        }
+        self.reprotect_phys(monitor, phys)
     }
 
     fn reprotect_phys(&mut self, monitor: &mut Monitor, phys: u32) -> Result<(), MonitorError> {

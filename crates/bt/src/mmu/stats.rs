@@ -49,6 +49,11 @@ pub struct MmuStats {
     /// Supervisor pages mapped ahead by a fill and unmapped unfaulted at a
     /// switch to the user view.
     pub prefetch_drops: u64,
+    /// Guest `int $0x80` sites guest user code now runs as `int3` from a
+    /// frame copy ([`super::Shadow::patch_int80`]).
+    pub int80_patched: u64,
+    /// Frame copies dropped because their frame was written.
+    pub copies_dropped: u64,
 }
 
 impl MmuStats {
@@ -73,11 +78,13 @@ impl MmuStats {
             view_switches: self.view_switches - earlier.view_switches,
             prefetch_drops: self.prefetch_drops - earlier.prefetch_drops,
             lazy_restores: self.lazy_restores - earlier.lazy_restores,
+            int80_patched: self.int80_patched - earlier.int80_patched,
+            copies_dropped: self.copies_dropped - earlier.copies_dropped,
         }
     }
 
     /// Name and value of every counter, in display order.
-    pub fn fields(&self) -> [(&'static str, u64); 18] {
+    pub fn fields(&self) -> [(&'static str, u64); 20] {
         [
             ("shadow faults hidden", self.hidden_faults),
             ("page faults delivered", self.guest_faults),
@@ -97,6 +104,8 @@ impl MmuStats {
             ("view switches", self.view_switches),
             ("unused prefetches dropped", self.prefetch_drops),
             ("lazy restores", self.lazy_restores),
+            ("int 0x80 sites run as int3", self.int80_patched),
+            ("frame copies dropped", self.copies_dropped),
         ]
     }
 }

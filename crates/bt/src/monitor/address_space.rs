@@ -406,15 +406,33 @@ pub fn map_above_4g(len: usize, shared: bool, what: &str) -> Result<*mut u8, Mon
     } else {
         libc::MAP_PRIVATE
     };
-    // SAFETY: a new anonymous mapping at an address of the kernel's
-    // choosing replaces nothing.
+    map_high(len, sharing | libc::MAP_ANONYMOUS, None, what)
+}
+
+/// [`map_above_4g`] of the first `len` bytes of `fd`, shared.
+pub fn map_fd_above_4g(
+    fd: BorrowedFd<'_>,
+    len: usize,
+    what: &str,
+) -> Result<*mut u8, MonitorError> {
+    map_high(len, libc::MAP_SHARED, Some(fd), what)
+}
+
+fn map_high(
+    len: usize,
+    flags: i32,
+    fd: Option<BorrowedFd<'_>>,
+    what: &str,
+) -> Result<*mut u8, MonitorError> {
+    // SAFETY: a new mapping at an address of the kernel's choosing
+    // replaces nothing.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            sharing | libc::MAP_ANONYMOUS,
-            -1,
+            flags,
+            fd.map_or(-1, |f| f.as_raw_fd()),
             0,
         )
     };

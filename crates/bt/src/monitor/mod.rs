@@ -34,6 +34,7 @@
 
 pub mod address_space;
 mod error;
+pub mod frame_copies;
 pub mod gate;
 pub mod host_vdso;
 pub mod ldt;
@@ -56,6 +57,7 @@ use x86::{CpuState, Segment};
 
 pub use address_space::{AddressSpace, Prot, PAGE_SIZE};
 pub use error::MonitorError;
+use frame_copies::FrameCopies;
 use gate::Gate;
 pub use gate::RegionStats;
 use ldt::{Slot, UserDesc, View};
@@ -272,6 +274,9 @@ pub struct Monitor {
     /// The process guest user code runs in, if not this one
     /// ([`Monitor::with_user_process`]).
     user: Option<UserSpace>,
+    /// Frame copies the user-code process maps in place of guest frames
+    /// (with a user-code process only).
+    copies: Option<FrameCopies>,
     /// Descriptors translated code loads into DS, ES, FS and GS by itself.
     segs: SegCache,
     // The areas, signal state and LDT belong to the creating thread:
@@ -363,6 +368,8 @@ impl Monitor {
     /// pages. Call it before any other thread starts: the child is forked.
     pub fn with_user_process(mem: &GuestMemory) -> Result<Monitor, MonitorError> {
         let mut monitor = Monitor::new(mem)?;
+        // Before the fork: the child maps the copies from the same memfd.
+        monitor.copies = Some(FrameCopies::new()?);
         monitor.user = Some(UserSpace::spawn(&mut monitor)?);
         // Nothing here joins protection changes across unmapped pages
         // (only the one-process mode's view switches do, over the
@@ -403,7 +410,9 @@ impl Monitor {
         use std::os::fd::AsRawFd;
         self.gate.close()?;
         self.space.punch_reservation()?;
-        seccomp::confine_user_process(self.ram.as_raw_fd())
+        let mut fds = vec![self.ram.as_raw_fd()];
+        fds.extend(self.copies.as_ref().map(FrameCopies::raw_fd));
+        seccomp::confine_user_process(&fds)
     }
 
     /// Sets up direct execution for this process on the calling thread:
@@ -480,6 +489,7 @@ impl Monitor {
             irq_pending: 0,
             vector_lazy: false,
             user: None,
+            copies: None,
             segs: SegCache::new(),
             _not_send: std::marker::PhantomData,
         };
@@ -535,6 +545,44 @@ impl Monitor {
             })?;
         }
         Ok(())
+    }
+
+    /// The page of frame copy `slot` (below [`frame_copies::SLOTS`]),
+    /// which the user-code process shares; None without one.
+    pub fn frame_copy(&mut self, slot: u32) -> Option<&mut [u8]> {
+        self.copies.as_mut().map(|c| c.page(slot))
+    }
+
+    /// Maps frame copy `slot` at guest linear page `linear` in the
+    /// user-code process only, with `prot`; this process keeps the frame
+    /// itself (see [`Self::frame_copy`]).
+    pub fn map_copy_for_user(
+        &mut self,
+        linear: u32,
+        slot: u32,
+        prot: Prot,
+    ) -> Result<(), MonitorError> {
+        match &mut self.user {
+            Some(u) => u.push(Op::MapCopy { linear, slot, prot }),
+            None => Err(MonitorError::Host(
+                "a frame copy without a user-code process".into(),
+            )),
+        }
+    }
+
+    /// In the user-code process: carries out [`Op::MapCopy`].
+    fn map_copy(&mut self, linear: u32, slot: u32, prot: Prot) -> Result<(), MonitorError> {
+        let Some(copies) = &self.copies else {
+            return Err(MonitorError::Host("no frame copies in this process".into()));
+        };
+        self.space.map_ram(
+            copies.backing(),
+            linear,
+            u64::from(slot * PAGE_SIZE),
+            PAGE_SIZE,
+            prot,
+            true,
+        )
     }
 
     /// Where the monitor region lies.

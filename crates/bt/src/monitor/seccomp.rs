@@ -167,8 +167,10 @@ pub fn confine(ram_fd: RawFd, child: Option<i32>) -> Result<(), MonitorError> {
 /// than the monitor's, since that process only waits for its turn,
 /// changes guest mappings and LDT shadows, and runs guest code. It cannot
 /// read the terminal, write anywhere but stderr (a popek bug's report),
-/// signal anyone but itself or make executable memory above 4 GiB.
-pub fn user_process_allowlist(pid: u32, ram_fd: RawFd) -> sandbox::Allowlist {
+/// signal anyone but itself or make executable memory above 4 GiB. It maps
+/// only `guest_fds`: guest RAM and the frame copies
+/// (monitor/frame_copies.rs).
+pub fn user_process_allowlist(pid: u32, guest_fds: &[RawFd]) -> sandbox::Allowlist {
     use libc::*;
     let mut l = sandbox::Allowlist::new();
     for nr in [
@@ -195,14 +197,16 @@ pub fn user_process_allowlist(pid: u32, ram_fd: RawFd) -> sandbox::Allowlist {
             sandbox::arg_lacks(2, PROT_EXEC as u32),
         ],
     );
-    l.allow_if(
-        SYS_mmap,
-        [
-            sandbox::arg_is(4, ram_fd as u32),
-            sandbox::arg_has(3, MAP_FIXED as u32),
-            sandbox::arg_lacks(3, MAP_ANONYMOUS as u32),
-        ],
-    );
+    for &fd in guest_fds {
+        l.allow_if(
+            SYS_mmap,
+            [
+                sandbox::arg_is(4, fd as u32),
+                sandbox::arg_has(3, MAP_FIXED as u32),
+                sandbox::arg_lacks(3, MAP_ANONYMOUS as u32),
+            ],
+        );
+    }
     l.allow_if(SYS_modify_ldt, [sandbox::arg_is(0, 1)]);
     l.allow_if(SYS_tgkill, [sandbox::arg_is(0, pid)]);
     // A refused call's report: its line, its thread's name, and the
@@ -217,8 +221,8 @@ pub fn user_process_allowlist(pid: u32, ram_fd: RawFd) -> sandbox::Allowlist {
 }
 
 /// Confines the user-code process to [`user_process_allowlist`].
-pub fn confine_user_process(ram_fd: RawFd) -> Result<(), MonitorError> {
-    let list = user_process_allowlist(std::process::id(), ram_fd);
+pub fn confine_user_process(guest_fds: &[RawFd]) -> Result<(), MonitorError> {
+    let list = user_process_allowlist(std::process::id(), guest_fds);
     list.confine_quietly()
         .map_err(|e| MonitorError::Host(format!("confining the user-code process: {e}")))
 }
@@ -339,6 +343,37 @@ mod tests {
                 "TIOCSTI",
                 SeccompData::x86_64(libc::SYS_ioctl, &[0, libc::TIOCSTI]),
             ),
+        ] {
+            assert_eq!(run(&p, &data), TRAP, "{what}");
+        }
+    }
+
+    #[test]
+    fn the_user_process_maps_guest_ram_and_frame_copies_only() {
+        let (ram, copies) = (4, 5);
+        let p = user_process_allowlist(1234, &[ram, copies])
+            .program()
+            .unwrap();
+        let fixed = libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_POPULATE;
+        for fd in [ram, copies] {
+            assert_eq!(
+                run(&p, &mmap(0x40_0000, 0x1000, RX, fixed, fd)),
+                ALLOW,
+                "fd {fd}"
+            );
+            assert_eq!(
+                run(&p, &mmap(0, 0x1000, RX, libc::MAP_SHARED, fd)),
+                TRAP,
+                "fd {fd} not fixed"
+            );
+        }
+        for (what, data) in [
+            ("another file", mmap(0x40_0000, 0x1000, RX, fixed, 6)),
+            (
+                "anonymous code",
+                mmap(0, 0x1000, RX, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
+            ),
+            ("open", SeccompData::x86_64(libc::SYS_openat, &[])),
         ] {
             assert_eq!(run(&p, &data), TRAP, "{what}");
         }

@@ -74,6 +74,12 @@ pub(super) enum Op {
         linear: u32,
         len: u32,
     },
+    /// One page of a frame copy (monitor/frame_copies.rs).
+    MapCopy {
+        linear: u32,
+        slot: u32,
+        prot: Prot,
+    },
 }
 
 impl Op {
@@ -82,6 +88,7 @@ impl Op {
             Op::Map { linear, len, .. }
             | Op::Protect { linear, len, .. }
             | Op::Unmap { linear, len } => (linear, len),
+            Op::MapCopy { linear, .. } => (linear, super::PAGE_SIZE),
         }
     }
 
@@ -97,9 +104,8 @@ impl Op {
             return None;
         }
         match (self, next) {
-            (_, Op::Map { .. } | Op::Unmap { .. }) | (Op::Protect { .. }, Op::Protect { .. }) => {
-                Some(next)
-            }
+            (_, Op::Map { .. } | Op::Unmap { .. } | Op::MapCopy { .. })
+            | (Op::Protect { .. }, Op::Protect { .. }) => Some(next),
             (
                 Op::Map {
                     linear,
@@ -116,6 +122,9 @@ impl Op {
                 prot,
                 populate,
             }),
+            (Op::MapCopy { linear, slot, .. }, Op::Protect { prot, .. }) => {
+                Some(Op::MapCopy { linear, slot, prot })
+            }
             _ => None,
         }
     }
@@ -661,6 +670,7 @@ fn apply_ops(
             } => monitor.map(linear, phys, len, prot, populate)?,
             Op::Protect { linear, len, prot } => monitor.protect(linear, len, prot)?,
             Op::Unmap { linear, len } => monitor.unmap(linear, len)?,
+            Op::MapCopy { linear, slot, prot } => monitor.map_copy(linear, slot, prot)?,
         }
     }
     Ok(())
@@ -722,9 +732,9 @@ mod tests {
         let n = unsafe { (*u.ch).ops_len.load(Ordering::Acquire) };
         (0..n as usize)
             .map(|i| match unsafe { (*u.ch).ops[i].assume_init() } {
-                Op::Map { linear, prot, .. } | Op::Protect { linear, prot, .. } => {
-                    (linear, Some(prot))
-                }
+                Op::Map { linear, prot, .. }
+                | Op::Protect { linear, prot, .. }
+                | Op::MapCopy { linear, prot, .. } => (linear, Some(prot)),
                 Op::Unmap { linear, .. } => (linear, None),
             })
             .collect()
