@@ -169,6 +169,19 @@ static void put_code(volatile u8 *p, u32 imm)
 	p[5] = 0xC3;
 }
 
+/* A #GP from ring 3 (test_hot_syscall_rewritten): its error code, and
+ * back to run_user's caller as the INT 0x80 handler goes. */
+static volatile u32 user_gp_error;
+static void on_user_gp(struct frame *f)
+{
+	if ((f->cs & 3) != 3) {
+		check("#GP comes only from ring 3 here", 0);
+		finish();
+	}
+	user_gp_error = f->error;
+	on_syscall(f);
+}
+
 /* Code for W_SYSCALL, reached by OP_CALL: "mov $imm, %eax; mov %eax,
  * user_args.result; int $0x80" (the INT at offset 10). */
 #define SYSCALL_SITE 10
@@ -612,6 +625,15 @@ static void test_hot_syscall_rewritten(void)
 	for (int i = 0; i < 20; i++)
 		same += user_op(OP_CALL, WIN(W_SYSCALL), 0) == 0xC4;
 	check_eq("... 20 times more", same, 20);
+	/* The gate made DPL 0: the hot site's INT 0x80 raises #GP(0x402). */
+	idt_set_attr(0x80, 0x8E);
+	set_handler(13, on_user_gp);
+	user_gp_error = 0;
+	check_eq("the gate made DPL 0: the hot INT 0x80 ran its MOV...",
+		 user_op(OP_CALL, WIN(W_SYSCALL), 0), 0xC4);
+	check_eq("... and raised #GP(0x402)", user_gp_error, 0x402);
+	idt_set_attr(0x80, 0xEE);
+	set_handler(13, 0);
 	put_syscall(code_z, 0xB2);
 	/* The INT 0x80 itself replaced by a RET: the call returns to user.S,
 	 * which stores EAX and makes its own INT 0x80. */

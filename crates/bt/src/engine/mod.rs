@@ -67,7 +67,8 @@ pub struct BtOptions {
     /// 32-bit code through its own fast path (Intel hosts: ~2.5 k cycles to
     /// the monitor's signal handler against ~22 k for `int 0x80` on the VM
     /// host measured in docs/perf.md). AMD hosts raise #UD for it, which
-    /// costs more than `int 0x80`'s trap there.
+    /// costs at least as much as `int 0x80`'s trap there, and far more
+    /// than the `int3` a hot `int $0x80` becomes (`patch_int80`).
     pub sep: Option<bool>,
     /// Run guest `int $0x80` sites that trap often as `int3` from a copy
     /// of their frame (with a user-code process only): the host traps a
