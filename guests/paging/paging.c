@@ -603,28 +603,28 @@ static void test_emulated_stores_follow_flushes(void)
 /* User code whose INT 0x80 runs often, on a read-only page, and then is
  * rewritten by the kernel (popek runs such a site as INT3 from a copy of
  * its frame, which the write must end: engine/int80.rs). */
-static void test_hot_syscall_rewritten(void)
+/* Of `n` calls into W_SYSCALL, how many returned `want`. */
+static u32 syscall_page_gives(u32 want, u32 n)
 {
 	u32 same = 0;
-	for (int i = 0; i < 20; i++)
-		same += user_op(OP_CALL, WIN(W_SYSCALL), 0) == 0xA1;
-	check_eq("a user INT 0x80 on a read-only page, 20 times", same, 20);
+	for (u32 i = 0; i < n; i++)
+		same += user_op(OP_CALL, WIN(W_SYSCALL), 0) == want;
+	return same;
+}
+
+static void test_hot_syscall_rewritten(void)
+{
+	check_eq("a user INT 0x80 on a read-only page, 20 times", syscall_page_gives(0xA1, 20), 20);
 	check_eq("... the kernel reads the INT 0x80 there", code_z[SYSCALL_SITE], 0xCD);
 	put_syscall(code_z, 0xB2);
 	check_eq("the kernel rewrites the page: user code runs the new code",
 		 user_op(OP_CALL, WIN(W_SYSCALL), 0), 0xB2);
-	same = 0;
-	for (int i = 0; i < 20; i++)
-		same += user_op(OP_CALL, WIN(W_SYSCALL), 0) == 0xB2;
-	check_eq("... 20 times more", same, 20);
+	check_eq("... 20 times more", syscall_page_gives(0xB2, 20), 20);
 	/* User code writes the MOV's immediate through a writable alias. */
 	user_op(OP_WRITE, WIN(W_SYSCALL_RW) + 1, 0xC4);
 	check_eq("user code rewrites it through a writable alias: the new code runs",
 		 user_op(OP_CALL, WIN(W_SYSCALL), 0), 0xC4);
-	same = 0;
-	for (int i = 0; i < 20; i++)
-		same += user_op(OP_CALL, WIN(W_SYSCALL), 0) == 0xC4;
-	check_eq("... 20 times more", same, 20);
+	check_eq("... 20 times more", syscall_page_gives(0xC4, 20), 20);
 	/* The gate made DPL 0: the hot site's INT 0x80 raises #GP(0x402). */
 	idt_set_attr(0x80, 0x8E);
 	set_handler(13, on_user_gp);
@@ -640,7 +640,6 @@ static void test_hot_syscall_rewritten(void)
 	code_z[SYSCALL_SITE] = 0xC3;
 	check_eq("the INT 0x80 rewritten into a RET: the RET runs",
 		 user_op(OP_CALL, WIN(W_SYSCALL), 0), 0xB2);
-	put_syscall(code_z, 0xC3);
 }
 
 static void test_cr3_switch(void)

@@ -1427,16 +1427,19 @@ impl Shadow {
             monitor.unmap_views(lp * PAGE_SIZE, PAGE_SIZE, false, true)?;
             self.stats.unmaps += 1;
         }
-        let mapped: Vec<u32> = self
-            .aliases
-            .range((phys, 0)..=(phys, u32::MAX))
-            .map(|&(_, lp)| lp)
-            .collect();
-        for lp in mapped {
+        for lp in self.aliases_of(phys) {
             let user = self.prots(&self.pages[&lp]).1;
             self.give(monitor, lp, phys, 1, None, Some(user))?;
         }
         self.reprotect_phys(monitor, phys)
+    }
+
+    /// The linear pages mapped to physical page `phys` now.
+    fn aliases_of(&self, phys: u32) -> Vec<u32> {
+        self.aliases
+            .range((phys, 0)..=(phys, u32::MAX))
+            .map(|&(_, lp)| lp)
+            .collect()
     }
 
     fn reprotect_phys(&mut self, monitor: &mut Monitor, phys: u32) -> Result<(), MonitorError> {
@@ -1452,12 +1455,7 @@ impl Shadow {
             }
             return Ok(());
         }
-        let lps: Vec<u32> = self
-            .aliases
-            .range((phys, 0)..=(phys, u32::MAX))
-            .map(|&(_, lp)| lp)
-            .collect();
-        for lp in lps {
+        for lp in self.aliases_of(phys) {
             let m = self.pages[&lp];
             self.remap_rights(monitor, lp, m)?;
         }
