@@ -1,5 +1,5 @@
 //! Guest `int $0x80` sites that trap often run as `int3` (docs/bt.md,
-//! *System calls from user code*). On the VM hosts of this machine kind
+//! *Callouts*). On the VM hosts of this machine kind
 //! the host's own `int 0x80` path reads the local APIC before its seccomp
 //! filter traps the call (an exit to the VM host: ~20 k cycles to the
 //! monitor's signal handler), while a breakpoint costs a quarter of that.

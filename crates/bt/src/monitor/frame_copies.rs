@@ -3,7 +3,7 @@
 //! processes, so that a byte the monitor writes into a copy is what guest
 //! user code runs next, with no host call. The engine uses them to turn a
 //! guest `int $0x80` into `int3` where it is trapped often
-//! (engine/int80_sites.rs, docs/bt.md).
+//! (engine/int80.rs, docs/bt.md).
 
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 
