@@ -408,6 +408,9 @@ pub enum ExitReason {
     /// A SYSEXIT, which the monitor carries out without fetching it; the
     /// argument is its linear address.
     Sysexit = 6,
+    /// An IRET with a 32-bit operand, which the monitor carries out
+    /// without fetching it; the argument is its linear address.
+    Iret = 7,
 }
 
 impl ExitReason {
@@ -420,6 +423,7 @@ impl ExitReason {
             4 => ExitReason::IrqWindow,
             5 => ExitReason::StiShadow,
             6 => ExitReason::Sysexit,
+            7 => ExitReason::Iret,
             _ => return None,
         })
     }

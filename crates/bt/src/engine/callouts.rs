@@ -40,11 +40,20 @@ pub(super) fn fast_system_call(
             return Ok(next);
         }
     }
-    let bytes: &[u8] = if sysenter {
-        &[0x0F, 0x34]
-    } else {
-        &[0x0F, 0x05]
-    };
+    known(vm, machine, if sysenter { &SYSENTER } else { &SYSCALL })
+}
+
+/// `int $0x80`.
+pub(super) const INT80: [u8; 2] = [0xCD, 0x80];
+/// IRET with a 32-bit operand.
+pub(super) const IRETD: [u8; 1] = [0xCF];
+const SYSENTER: [u8; 2] = [0x0F, 0x34];
+const SYSCALL: [u8; 2] = [0x0F, 0x05];
+
+/// Carries out the instruction at CS:EIP, known to be `bytes` (the exit
+/// said which), without fetching it from guest memory: the general path
+/// otherwise, effects and faults included.
+pub(super) fn known(vm: &mut Vm, machine: &mut Machine, bytes: &[u8]) -> Result<Next, EngineError> {
     let insn = iced_x86::Decoder::with_ip(32, bytes, u64::from(vm.cpu.eip), 0).decode();
     carry_out(vm, machine, false, Some(insn)).map(|next| next.unwrap_or(Next::Continue))
 }

@@ -114,12 +114,12 @@ pub(super) fn user_exit(
             vm.stats.exit("user: int 0x80");
             int80::trapped(vm, machine)?;
             vm.cpu.eip = vm.cpu.eip.wrapping_sub(2);
-            callouts::callout(vm, machine)
+            callouts::known(vm, machine, &callouts::INT80)
         }
         DirectExit::Fault { vector: 3, .. } if int80::was_int80(vm) => {
             // The same, from a site run as int3 (engine/int80.rs).
             vm.stats.exit("user: int 0x80 as int3");
-            callouts::callout(vm, machine)
+            callouts::known(vm, machine, &callouts::INT80)
         }
         DirectExit::FastSystemCall { sysenter } => {
             // The host took it through its own SYSENTER or SYSCALL path
@@ -233,10 +233,14 @@ pub(super) fn kernel_exit(
                     let n = callouts::sysexit(vm, machine)?;
                     Ok((n, !vm.last_callout_faulted, None))
                 }
-                Some(ExitReason::Callout) => {
+                Some(reason @ (ExitReason::Callout | ExitReason::Iret)) => {
                     vm.stats.exit("callout");
                     early_refill(vm, machine)?;
-                    let n = callouts::callout(vm, machine)?;
+                    let n = if reason == ExitReason::Iret {
+                        callouts::known(vm, machine, &callouts::IRETD)?
+                    } else {
+                        callouts::callout(vm, machine)?
+                    };
                     Ok((n, !vm.last_callout_faulted, None))
                 }
                 // An inline POPF or STI completed and opened the window

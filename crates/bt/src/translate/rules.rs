@@ -313,6 +313,11 @@ impl Rewriter {
             }
             // Every system call through Linux's vDSO leaves by one.
             Kind::Sysexit => em.exit(ExitReason::Sysexit as u32, linear),
+            // Every return to user code after `int $0x80`, an exception or
+            // an interrupt, and to a forked child.
+            Kind::Iret if insn.mnemonic() == Mnemonic::Iretd => {
+                em.exit(ExitReason::Iret as u32, linear)
+            }
             _ => em.exit(ExitReason::Callout as u32, linear),
         }
         Ok(Flow::End)

@@ -620,3 +620,23 @@ fn rdtsc_runs_natively_while_the_guests_tsc_is_the_hosts() {
         .unwrap();
     assert_eq!(t.block.guest_len, 2);
 }
+
+#[test]
+fn iretd_and_sysexit_leave_with_reasons_of_their_own_and_a_16_bit_iret_as_a_callout() {
+    for (bytes, reason) in [
+        (&[0xCF][..], ExitReason::Iret),
+        (&[0x0F, 0x35][..], ExitReason::Sysexit),
+        (&[0x66, 0xCF][..], ExitReason::Callout),
+    ] {
+        let t = translate(0x5000, bytes);
+        assert_eq!(
+            listing(&t, 0),
+            [
+                "mov dword ptr gs:[tc_arg], 0x5000",
+                &format!("mov dword ptr gs:[tc_reason], {}", reason as u32),
+                "jmp far fword ptr gs:[exit_far]",
+            ],
+            "{bytes:02x?}"
+        );
+    }
+}
