@@ -94,6 +94,7 @@ static volatile u8 code_x[4096] PAGE_ALIGNED;
 static volatile u8 code_y[4096] PAGE_ALIGNED;
 static volatile u8 code_straddle[2][4096] PAGE_ALIGNED;
 static volatile u8 code_z[4096] PAGE_ALIGNED;
+static volatile u8 code_w[4096] PAGE_ALIGNED;
 /* A supervisor page ring 3 must not read or write. */
 static volatile u32 secret[1024] PAGE_ALIGNED;
 #define SECRET 0x5EC2E7u
@@ -179,6 +180,14 @@ static void on_user_gp(struct frame *f)
 		finish();
 	}
 	user_gp_error = f->error;
+	on_syscall(f);
+}
+
+/* A #BP from ring 3: where it returned to. */
+static volatile u32 user_bp_eip;
+static void on_user_bp(struct frame *f)
+{
+	user_bp_eip = f->eip;
 	on_syscall(f);
 }
 
@@ -634,6 +643,26 @@ static void test_hot_syscall_rewritten(void)
 	check_eq("... and raised #GP(0x402)", user_gp_error, 0x402);
 	idt_set_attr(0x80, 0xEE);
 	set_handler(13, 0);
+	/* Another frame at the same address, with an INT3 of its own where
+	 * code_z's INT 0x80 is: the guest's #BP, after the INT3. */
+	volatile u32 *pte = &pt_win[PTX(WIN(W_SYSCALL))];
+	put_syscall(code_w, 0xD5);
+	code_w[SYSCALL_SITE] = 0xCC;
+	*pte = phys(code_w) | PTE_P | PTE_U;
+	invlpg(WIN(W_SYSCALL));
+	idt_set_attr(3, 0xEE);
+	set_handler(3, on_user_bp);
+	user_bp_eip = 0;
+	check_eq("another frame's INT3 at a hot site's address: its MOV ran...",
+		 user_op(OP_CALL, WIN(W_SYSCALL), 0), 0xD5);
+	check_eq("... and #BP came after its INT3", user_bp_eip,
+		 WIN(W_SYSCALL) + SYSCALL_SITE + 1);
+	set_handler(3, 0);
+	idt_set_attr(3, 0x8E);
+	*pte = phys(code_z) | PTE_P | PTE_U;
+	invlpg(WIN(W_SYSCALL));
+	check_eq("code_z back: its hot INT 0x80 is a system call again",
+		 user_op(OP_CALL, WIN(W_SYSCALL), 0), 0xC4);
 	put_syscall(code_z, 0xB2);
 	/* The INT 0x80 itself replaced by a RET: the call returns to user.S,
 	 * which stores EAX and makes its own INT 0x80. */
