@@ -201,8 +201,10 @@ static void build_tables(void)
 {
 	for (u32 i = 1; i < 1024; i++)
 		pt_low[i] = (i * PAGE_SIZE) | PTE_P | PTE_W;
+	/* User code read-only, as an OS maps program text (popek runs a hot
+	 * int $0x80 there as int3: docs/bt.md). */
 	for (u32 a = (u32)user_text_start; a < (u32)user_text_end; a += PAGE_SIZE)
-		pt_low[PTX(a)] |= PTE_U;
+		pt_low[PTX(a)] = (pt_low[PTX(a)] | PTE_U) & ~PTE_W;
 	pt_low[PTX((u32)&user_args)] |= PTE_U;
 	pt_low[PTX((u32)user_stack)] |= PTE_U;
 
