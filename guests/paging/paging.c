@@ -95,6 +95,9 @@ static volatile u8 code_y[4096] PAGE_ALIGNED;
 static volatile u8 code_straddle[2][4096] PAGE_ALIGNED;
 static volatile u8 code_z[4096] PAGE_ALIGNED;
 static volatile u8 code_w[4096] PAGE_ALIGNED;
+/* More frames with a hot INT 0x80 than popek keeps copies of (64). */
+#define MANY_FRAMES 66
+static volatile u8 code_many[MANY_FRAMES][4096] PAGE_ALIGNED;
 /* A supervisor page ring 3 must not read or write. */
 static volatile u32 secret[1024] PAGE_ALIGNED;
 #define SECRET 0x5EC2E7u
@@ -671,6 +674,32 @@ static void test_hot_syscall_rewritten(void)
 		 user_op(OP_CALL, WIN(W_SYSCALL), 0), 0xB2);
 }
 
+/* One hot INT 0x80 site after another, each in a frame of its own at
+ * the same address: popek gives up the copy of a frame no page maps any
+ * more when it needs a slot (mmu evict_unmapped_copy). */
+static void test_many_hot_syscall_frames(void)
+{
+	volatile u32 *pte = &pt_win[PTX(WIN(W_SYSCALL))];
+	u32 right = 0;
+	for (u32 k = 0; k < MANY_FRAMES; k++) {
+		put_syscall(code_many[k], 0x1000 + k);
+		*pte = phys(code_many[k]) | PTE_P | PTE_U;
+		invlpg(WIN(W_SYSCALL));
+		right += syscall_page_gives(0x1000 + k, 9);
+	}
+	check_eq("66 frames, each with a hot INT 0x80 at one address, 9 calls each",
+		 right, MANY_FRAMES * 9);
+	right = 0;
+	for (u32 k = 0; k < 3; k++) {
+		*pte = phys(code_many[k]) | PTE_P | PTE_U;
+		invlpg(WIN(W_SYSCALL));
+		right += syscall_page_gives(0x1000 + k, 3);
+	}
+	check_eq("... the first three again", right, 9);
+	*pte = phys(code_z) | PTE_P | PTE_U;
+	invlpg(WIN(W_SYSCALL));
+}
+
 static void test_cr3_switch(void)
 {
 	check_eq("pd0: WIN(cr3) is frame A", probe_read(WIN(W_CR3)), MARK(FA));
@@ -949,6 +978,7 @@ void kmain(u32 magic, struct multiboot_info *mbi)
 	test_invlpg();
 	test_emulated_stores_follow_flushes();
 	test_hot_syscall_rewritten();
+	test_many_hot_syscall_frames();
 	test_cr3_switch();
 	test_cr3_switch_user();
 	test_global();

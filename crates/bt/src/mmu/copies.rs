@@ -79,6 +79,11 @@ impl Copies {
         }
     }
 
+    /// The frames that have a copy.
+    pub fn frames(&self) -> impl Iterator<Item = u32> + '_ {
+        self.frames.keys().copied()
+    }
+
     /// Forgets every copy.
     pub fn clear(&mut self) {
         *self = Copies::default();

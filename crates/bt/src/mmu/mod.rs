@@ -1368,7 +1368,11 @@ impl Shadow {
         if frame[usize::from(off)..usize::from(off) + 2] != [0xCD, 0x80] {
             return Ok(false);
         }
-        let Some((slot, new)) = self.copies.add_site(phys, off) else {
+        let added = match self.copies.add_site(phys, off) {
+            None if self.evict_unmapped_copy(monitor)? => self.copies.add_site(phys, off),
+            added => added,
+        };
+        let Some((slot, new)) = added else {
             return Ok(false);
         };
         let Some(page) = monitor.frame_copy(slot) else {
@@ -1392,6 +1396,25 @@ impl Shadow {
     pub fn is_patched_int80(&self, linear: u32) -> bool {
         self.user_code_at(linear)
             .is_some_and(|(phys, off)| self.copies.has_site(phys, off))
+    }
+
+    /// Every slot is taken: gives up the copy of a frame no user page
+    /// maps now (its program exited, or its page went; the kernel's own
+    /// mapping of the frame does not count), if there is one. Says whether
+    /// a slot is free now.
+    fn evict_unmapped_copy(&mut self, monitor: &mut Monitor) -> Result<bool, MonitorError> {
+        let Some(idle) = self
+            .copies
+            .frames()
+            .find(|&p| self.aliases_of(p).iter().all(|lp| !self.pages[lp].user))
+        else {
+            return Ok(false);
+        };
+        self.copies.remove(idle);
+        self.stats.copies_dropped += 1;
+        // Hidden or kept-stale mappings of it go.
+        self.remap_for_user(monitor, idle)?;
+        Ok(true)
     }
 
     /// Physical page `phys` is being written: the user-code process maps

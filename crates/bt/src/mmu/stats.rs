@@ -52,7 +52,8 @@ pub struct MmuStats {
     /// Guest `int $0x80` sites guest user code now runs as `int3` from a
     /// frame copy ([`super::Shadow::patch_int80`]).
     pub int80_patched: u64,
-    /// Frame copies dropped because their frame was written.
+    /// Frame copies dropped: their frame was written, or no page mapped
+    /// it when a slot was needed.
     pub copies_dropped: u64,
 }
 
