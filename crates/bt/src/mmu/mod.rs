@@ -72,6 +72,14 @@ type StaleUser = (Mapping, Prot);
 /// whose pages rarely come back with the same frames.
 const HIDE_RUN: u32 = 4;
 
+/// The same for a run of pages the guest maps read-only: program text and
+/// read-only data of the page cache, which the next run of the same
+/// program maps at the same addresses with the same frames (a shell loop
+/// runs one binary again and again). Showing them again is an `mprotect`,
+/// against an `mmap` of each run and the `munmap` of its dozens of small
+/// mappings at the exit (docs/perf.md, tenth round).
+const HIDE_RUN_READ_ONLY: u32 = 64;
+
 /// The most pages kept hidden in each process (each is a mapping of its
 /// own there, and the host allows ~65,000).
 const HIDDEN_MAX: usize = 4096;
@@ -710,20 +718,22 @@ impl Shadow {
         let frames: Vec<(u32, u32)> = (first..first + n)
             .filter_map(|p| self.pages.get(&p).map(|m| (p, m.phys)))
             .collect();
-        self.take_frames_away(monitor, first, n, &frames, here)
+        let read_only = (first..first + n).all(|p| self.pages.get(&p).is_some_and(|m| !m.writable));
+        self.take_frames_away(monitor, first, n, &frames, read_only, here)
     }
 
     /// Takes the pages `first..first + n`, mapped to `frames` ((linear,
     /// physical) of each page known), away from this process (`here`) or
     /// the user-code process: hidden, their frames kept behind them,
-    /// while the run is short, every frame is known and few are hidden;
-    /// else unmapped.
+    /// while the run is short (or, all `read_only` in the guest's tables,
+    /// not long), every frame is known and few are hidden; else unmapped.
     fn take_frames_away(
         &mut self,
         monitor: &mut Monitor,
         first: u32,
         n: u32,
         frames: &[(u32, u32)],
+        read_only: bool,
         here: bool,
     ) -> Result<(), MonitorError> {
         let hidden = if here {
@@ -731,8 +741,12 @@ impl Shadow {
         } else {
             &mut self.hidden_there
         };
-        if n <= HIDE_RUN && frames.len() == n as usize && hidden.len() + frames.len() <= HIDDEN_MAX
-        {
+        let longest = if read_only {
+            HIDE_RUN_READ_ONLY
+        } else {
+            HIDE_RUN
+        };
+        if n <= longest && frames.len() == n as usize && hidden.len() + frames.len() <= HIDDEN_MAX {
             monitor.hide_views(first * PAGE_SIZE, n * PAGE_SIZE, here, !here)?;
             hidden.extend(frames.iter().copied());
             self.stats.hides += 1;
@@ -923,8 +937,11 @@ impl Shadow {
         let mut at = 0;
         for (first, n, ()) in runs(frames.iter().map(|&(p, _)| (p, ()))) {
             let run = &frames[at..at + n as usize];
+            let read_only = doomed[at..at + n as usize]
+                .iter()
+                .all(|(_, (m, _))| !m.writable);
             at += n as usize;
-            self.take_frames_away(monitor, first, n, run, false)?;
+            self.take_frames_away(monitor, first, n, run, read_only, false)?;
         }
         Ok(())
     }
