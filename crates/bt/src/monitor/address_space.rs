@@ -388,7 +388,7 @@ fn reservation_ranges(maps: &str) -> Vec<(u64, u64)> {
 
 /// The [start, end) of a /proc/self/maps line's first field
 /// (`start-end`, hexadecimal).
-fn maps_range(field: &str) -> Option<(u64, u64)> {
+pub(super) fn maps_range(field: &str) -> Option<(u64, u64)> {
     let (a, b) = field.split_once('-')?;
     Some((
         u64::from_str_radix(a, 16).ok()?,

@@ -77,12 +77,7 @@ pub fn parked() -> Option<&'static Parked> {
 /// The `[vdso]` mapping's range in /proc/self/maps.
 fn vdso_range(maps: &str) -> Option<(u64, u64)> {
     let line = maps.lines().find(|l| l.ends_with("[vdso]"))?;
-    let (start, rest) = line.split_once('-')?;
-    let end = rest.split_whitespace().next()?;
-    Some((
-        u64::from_str_radix(start, 16).ok()?,
-        u64::from_str_radix(end, 16).ok()?,
-    ))
+    super::address_space::maps_range(line.split_whitespace().next()?)
 }
 
 /// How many faults of other threads in the vDSO's old range the move
@@ -164,20 +159,9 @@ fn park(region_base: u32) -> Result<u64, String> {
     let len = (end - from) as usize;
     // A copy of the vDSO's code, made first so that the old range is empty
     // only between the two moves below.
-    // SAFETY: a fresh private anonymous mapping aliases nothing.
-    let copy = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if copy == libc::MAP_FAILED {
-        return Err(os_error("mmap of the vDSO copy"));
-    }
+    let copy = super::address_space::map_above_4g(len, false, "the vDSO copy")
+        .map_err(|e| e.to_string())?
+        .cast::<libc::c_void>();
     // SAFETY: the vDSO is mapped readable for `len` bytes (maps says so)
     // and the copy is fresh, writable and as long.
     unsafe {

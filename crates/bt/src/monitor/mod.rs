@@ -290,23 +290,7 @@ fn gettid() -> i32 {
 }
 
 fn install_altstack() -> Result<(), MonitorError> {
-    // SAFETY: a fresh anonymous mapping anywhere the kernel likes.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            ALTSTACK_SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(MonitorError::Host(format!(
-            "mmap of the signal stack: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
+    let p = address_space::map_above_4g(ALTSTACK_SIZE, false, "the signal stack")?.cast();
     let ss = libc::stack_t {
         ss_sp: p,
         ss_flags: 0,
