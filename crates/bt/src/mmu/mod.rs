@@ -821,6 +821,7 @@ impl Shadow {
                     )?,
                 }
                 self.stats.maps += 1;
+                self.stats.pages_mapped += u64::from(len);
             }
             map_user = None;
         }
